@@ -1,0 +1,93 @@
+//! Vanilla knowledge distillation (Hinton et al. 2015), in mdistiller's form.
+//!
+//! `L = w_ce * CE(z_s, y) + w_kd * T^2 * mean_b KL(softmax(z_t/T) || softmax(z_s/T))`
+//! (mdistiller `distillers/KD.py`, `kd_loss`; METHODS.md Part B section 1), optionally on
+//! standardized logits (logit standardization, METHODS.md Part B section 5).
+
+use burn::tensor::{Device, Tensor};
+use kd_core::loss::{cross_entropy_mean, kd_kl_mean};
+use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
+use serde::{Deserialize, Serialize};
+
+use crate::logit_stand::LogitStandardization;
+
+/// Configuration of [`Kd`]. Defaults: mdistiller's CIFAR config (`configs/cifar100/kd.yaml`:
+/// T = 4, CE weight 0.1, KD weight 0.9).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KdConfig {
+    /// Softmax temperature T.
+    pub temperature: f64,
+    /// Weight of the cross-entropy with the labels.
+    pub ce_weight: f64,
+    /// Weight of the distillation term.
+    pub kd_weight: f64,
+    /// Logit standardization applied to both logit sets inside the KD term (off by default).
+    pub logit_stand: Option<LogitStandardization>,
+}
+
+impl Default for KdConfig {
+    fn default() -> Self {
+        KdConfig { temperature: 4.0, ce_weight: 0.1, kd_weight: 0.9, logit_stand: None }
+    }
+}
+
+impl KdConfig {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(KdError::InvalidConfig(format!("KD temperature must be > 0, got {}", self.temperature)));
+        }
+        if self.ce_weight < 0.0 || self.kd_weight < 0.0 {
+            return Err(KdError::InvalidConfig("KD weights must be >= 0".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The distillation term alone: `T^2 * mean_b KL(p_t || p_s)`, with the optional logit
+/// standardization. This is what the golden cases of `kd.json` check.
+pub fn kd_loss(student_logits: Tensor<2>, teacher_logits: Tensor<2>, temperature: f64, stand: Option<&LogitStandardization>) -> Tensor<1> {
+    match stand {
+        Some(s) => kd_kl_mean(s.apply(student_logits), s.apply(teacher_logits), temperature),
+        None => kd_kl_mean(student_logits, teacher_logits, temperature),
+    }
+}
+
+/// Vanilla KD as a [`Distiller`].
+#[derive(Debug, Clone)]
+pub struct Kd {
+    config: KdConfig,
+}
+
+impl Kd {
+    /// A KD distiller; the configuration is checked.
+    pub fn new(config: KdConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Kd { config })
+    }
+}
+
+impl Distiller for Kd {
+    type Aux = NoAux;
+
+    fn name(&self) -> String {
+        if self.config.logit_stand.is_some() { "kd+ls".into() } else { "kd".into() }
+    }
+
+    fn teacher_need(&self) -> TeacherNeed {
+        TeacherNeed::Logits
+    }
+
+    fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
+        Ok(NoAux::new())
+    }
+
+    fn loss(&mut self, _: &StepContext, batch: &Batch, student: &ModelOutput, teacher: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
+        let teacher = teacher.ok_or_else(|| KdError::Missing { method: "kd".into(), what: "teacher logits".into() })?;
+        let c = &self.config;
+        let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);
+        let kd = kd_loss(student.logits.clone(), teacher.logits.clone(), c.temperature, c.logit_stand.as_ref()).mul_scalar(c.kd_weight);
+        Ok(LossTerms::new().with("ce", ce).with("kd", kd))
+    }
+}

@@ -1,0 +1,31 @@
+//! Logit standardization (Sun et al., CVPR 2024), a plug-in for KD, DKD and RLD.
+//!
+//! `Z(z) = (z - mean(z)) / (std(z) + eps)`, applied to both logit sets inside the distillation
+//! term only; the temperature of the method then divides it (METHODS.md Part B section 5).
+
+use burn::tensor::Tensor;
+use kd_core::loss::{StdKind, z_score};
+use serde::{Deserialize, Serialize};
+
+/// The z-score settings. Defaults: the LSKD code (unbiased std, eps 1e-7 added to the std).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogitStandardization {
+    /// Unbiased (`K-1`, the code) or population (`K`, the paper's Algorithm 1) std.
+    pub std: StdKind,
+    /// Added to the std.
+    pub eps: f64,
+}
+
+impl Default for LogitStandardization {
+    fn default() -> Self {
+        LogitStandardization { std: StdKind::Unbiased, eps: 1e-7 }
+    }
+}
+
+impl LogitStandardization {
+    /// Standardizes each row of logits.
+    pub fn apply(&self, logits: Tensor<2>) -> Tensor<2> {
+        z_score(logits, self.std, self.eps)
+    }
+}

@@ -1,0 +1,48 @@
+//! The one error type of the library crates.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in a distillation run, each variant naming the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum KdError {
+    /// The teacher and the student disagree on the number of classes.
+    #[error("class-count mismatch: the teacher has {teacher} classes but the student has {student}")]
+    ClassCountMismatch { teacher: usize, student: usize },
+    /// A label is not a valid class index.
+    #[error("label {label} at sample {sample} is out of range: the model has {num_classes} classes")]
+    LabelOutOfRange { label: usize, sample: usize, num_classes: usize },
+    /// A tensor holds NaN or infinite values where finite ones are required.
+    #[error("non-finite values (NaN or infinity) in {what}")]
+    NonFinite { what: String },
+    /// Two tensors that must agree in shape do not.
+    #[error("shape mismatch in {what}: expected {expected:?}, got {actual:?}")]
+    ShapeMismatch { what: String, expected: Vec<usize>, actual: Vec<usize> },
+    /// A configuration value that cannot work.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// A method needs something the run does not provide (a teacher, features, indices...).
+    #[error("{method} needs {what}")]
+    Missing { method: String, what: String },
+    /// A file could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, #[source] source: std::io::Error },
+    /// A file exists but its content is not what it should be.
+    #[error("malformed file {path}: {reason}")]
+    Malformed { path: PathBuf, reason: String },
+    /// Burn failed to (de)serialise a record.
+    #[error("model or optimiser record: {0}")]
+    Record(String),
+    /// A backend was asked for that is not compiled in or finds no device.
+    #[error("backend `{name}` is not available: {reason}")]
+    Backend { name: String, reason: String },
+}
+
+/// Result with [`KdError`].
+pub type Result<T, E = KdError> = std::result::Result<T, E>;
+
+impl KdError {
+    /// An I/O error with the path and what was being done.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        KdError::Io { action, path: path.into(), source }
+    }
+}

@@ -1,0 +1,24 @@
+//! # kd-core
+//!
+//! The shared core of the `kd` knowledge-distillation workspace: the [`Teacher`], [`Student`]
+//! and [`Distiller`] traits, [`ModelOutput`], the loss primitives every method shares
+//! ([`loss`]), and the training loop ([`Trainer`]) with schedules, evaluation, atomic
+//! checkpoints and resume. It knows no method: each method crate implements [`Distiller`].
+
+pub mod checkpoint;
+pub mod data;
+pub mod distiller;
+pub mod error;
+pub mod loss;
+pub mod model;
+pub mod optim;
+pub mod rng;
+pub mod train;
+
+pub use burn;
+pub use data::{Batch, BatchSource};
+pub use distiller::{Distiller, LossTerms, NoAux, StepContext};
+pub use error::{KdError, Result};
+pub use model::{Classifier, FrozenTeacher, ModelOutput, NoTeacher, Student, Teacher, TeacherNeed};
+pub use optim::{LrSchedule, OptimizerConfig};
+pub use train::{EpochRecord, EvalMetrics, RunOptions, TrainConfig, TrainOutcome, Trainer, evaluate};

@@ -1,0 +1,130 @@
+//! What a classifier returns, and the traits for students and teachers.
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+
+use crate::data::Batch;
+use crate::error::{KdError, Result};
+
+/// The output of a classifier: logits plus what feature and relational methods read.
+#[derive(Debug, Clone)]
+pub struct ModelOutput {
+    /// `[batch, classes]`.
+    pub logits: Tensor<2>,
+    /// Stage outputs, `[batch, channels, height, width]` (an MLP's hidden layers are
+    /// `[batch, width, 1, 1]`), shallow to deep, each after its activation.
+    pub features: Vec<Tensor<4>>,
+    /// The penultimate embedding, `[batch, dim]` (pooled, before the classifier).
+    pub embedding: Tensor<2>,
+}
+
+impl ModelOutput {
+    /// Number of classes (the logits' second dimension).
+    pub fn num_classes(&self) -> usize {
+        self.logits.dims()[1]
+    }
+
+    /// A copy with every tensor detached from autodiff (for stored predictions).
+    pub fn without_autodiff(&self) -> Self {
+        ModelOutput {
+            logits: self.logits.clone().without_autodiff(),
+            features: self.features.iter().map(|f| f.clone().without_autodiff()).collect(),
+            embedding: self.embedding.clone().without_autodiff(),
+        }
+    }
+}
+
+/// A classifier network: the shape every student and every module-backed teacher has.
+///
+/// Inputs are always `[batch, channels, height, width]`; tabular data is
+/// `[batch, features, 1, 1]`.
+pub trait Classifier: Module + 'static {
+    /// Runs the network.
+    fn forward(&self, inputs: Tensor<4>) -> ModelOutput;
+    /// Number of output classes.
+    fn num_classes(&self) -> usize;
+}
+
+/// A trainable student: any [`Classifier`]. (A marker so that signatures say what they mean.)
+pub trait Student: Classifier {}
+impl<T: Classifier> Student for T {}
+
+/// What a distiller needs from the teacher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TeacherNeed {
+    /// No teacher (plain training, self-distillation).
+    Nothing,
+    /// Logits only: a cache of soft labels can serve these.
+    Logits,
+    /// Logits and intermediate features (feature-based methods).
+    LogitsAndFeatures,
+}
+
+/// Anything that yields teacher outputs for a batch, without gradients: a frozen network, an
+/// ensemble, a cache of stored soft labels, or nothing.
+pub trait Teacher {
+    /// A short description for logs and result records.
+    fn describe(&self) -> String;
+    /// Number of classes, where known.
+    fn num_classes(&self) -> Option<usize>;
+    /// Teacher outputs for the batch, or `None` when `need` is [`TeacherNeed::Nothing`].
+    fn outputs(&self, batch: &Batch, need: TeacherNeed) -> Result<Option<ModelOutput>>;
+}
+
+/// A trained network used as a teacher: inference mode (BatchNorm running statistics), no autodiff.
+#[derive(Debug, Clone)]
+pub struct FrozenTeacher<M: Classifier> {
+    model: M,
+    name: String,
+}
+
+impl<M: Classifier> FrozenTeacher<M> {
+    /// Freezes `model` (a copy without autodiff, in inference mode).
+    pub fn new(model: M, name: impl Into<String>) -> Self {
+        FrozenTeacher { model: model.valid(), name: name.into() }
+    }
+
+    /// The frozen network.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+}
+
+impl<M: Classifier> Teacher for FrozenTeacher<M> {
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    fn num_classes(&self) -> Option<usize> {
+        Some(self.model.num_classes())
+    }
+
+    fn outputs(&self, batch: &Batch, need: TeacherNeed) -> Result<Option<ModelOutput>> {
+        if need == TeacherNeed::Nothing {
+            return Ok(None);
+        }
+        let out = self.model.forward(batch.inputs.clone().without_autodiff());
+        Ok(Some(out))
+    }
+}
+
+/// No teacher: plain training and self-distillation.
+#[derive(Debug, Clone, Default)]
+pub struct NoTeacher;
+
+impl Teacher for NoTeacher {
+    fn describe(&self) -> String {
+        "none".into()
+    }
+
+    fn num_classes(&self) -> Option<usize> {
+        None
+    }
+
+    fn outputs(&self, _batch: &Batch, need: TeacherNeed) -> Result<Option<ModelOutput>> {
+        match need {
+            TeacherNeed::Nothing => Ok(None),
+            _ => Err(KdError::Missing { method: "this distiller".into(), what: "a teacher".into() }),
+        }
+    }
+}

@@ -1,0 +1,510 @@
+//! The training loop: epochs, schedules, evaluation, checkpoints, resume, progress.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::Checkpoint;
+use crate::data::BatchSource;
+use crate::distiller::{Distiller, StepContext};
+use crate::error::{KdError, Result};
+use crate::loss::{cross_entropy, topk_correct};
+use crate::model::{Classifier, ModelOutput, Student, Teacher, TeacherNeed};
+use crate::optim::{LrSchedule, OptimizerConfig};
+use crate::rng::permutation;
+
+/// The recipe of one training stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Number of epochs.
+    pub epochs: usize,
+    /// Training batch size.
+    pub batch_size: usize,
+    /// The optimiser.
+    pub optimizer: OptimizerConfig,
+    /// Learning rate against the epoch.
+    #[serde(default = "default_schedule")]
+    pub schedule: LrSchedule,
+    /// Epochs of linear learning-rate warm-up (0: none).
+    #[serde(default)]
+    pub lr_warmup_epochs: usize,
+    /// Seed of the initialisation, the shuffles and the augmentation.
+    #[serde(default)]
+    pub seed: u64,
+    /// Drop the last incomplete batch of each epoch.
+    #[serde(default)]
+    pub drop_last: bool,
+    /// Batch size for evaluation.
+    #[serde(default = "default_eval_batch")]
+    pub eval_batch_size: usize,
+}
+
+fn default_schedule() -> LrSchedule {
+    LrSchedule::Constant
+}
+fn default_eval_batch() -> usize {
+    256
+}
+
+impl TrainConfig {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(KdError::InvalidConfig("epochs must be at least 1".into()));
+        }
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return Err(KdError::InvalidConfig("batch sizes must be at least 1".into()));
+        }
+        self.optimizer.validate()
+    }
+}
+
+/// Where a run writes, and how it reports.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Folder for `last.ckpt` and `best.ckpt` (none: no checkpoints).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Continue from `last.ckpt` in `checkpoint_dir` when it exists.
+    pub resume: bool,
+    /// A JSON-lines log, one line per epoch.
+    pub log_file: Option<PathBuf>,
+    /// Show a progress bar (drawn only when stderr is a terminal).
+    pub progress: bool,
+    /// A label for the progress bar and log lines.
+    pub label: String,
+    /// Stop after this many epochs of this call (for interrupted-run tests and time budgets);
+    /// the checkpoint then resumes the rest.
+    pub stop_after_epochs: Option<usize>,
+}
+
+/// Evaluation of a model on a data split.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalMetrics {
+    /// Top-1 accuracy in percent.
+    pub top1: f64,
+    /// Top-5 accuracy in percent.
+    pub top5: f64,
+    /// Mean cross-entropy.
+    pub ce_loss: f64,
+    /// Number of samples.
+    pub samples: usize,
+}
+
+/// What one epoch did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch, from 1.
+    pub epoch: usize,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Mean of each named loss term over the epoch's steps.
+    pub train_terms: BTreeMap<String, f64>,
+    /// Mean total training loss.
+    pub train_loss: f64,
+    /// Training accuracy (on the augmented batches, as seen during the epoch), percent.
+    pub train_acc: f64,
+    /// Evaluation on the validation split, when there is one.
+    pub valid: Option<EvalMetrics>,
+    /// Evaluation on the test split.
+    pub test: EvalMetrics,
+    /// Wall time of the epoch's training steps, seconds.
+    pub train_seconds: f64,
+}
+
+/// The result of [`Trainer::fit`].
+#[derive(Debug)]
+pub struct TrainOutcome<S, A> {
+    /// The student after the last epoch (on the autodiff device).
+    pub student: S,
+    /// The method's learnable parts after the last epoch.
+    pub aux: A,
+    /// One record per epoch (including epochs run before a resume).
+    pub history: Vec<EpochRecord>,
+    /// The epoch selected as best (by validation accuracy, or by test accuracy without a
+    /// validation split, as mdistiller reports).
+    pub best_epoch: usize,
+    /// Whether training ran all its epochs (false when `stop_after_epochs` cut it short).
+    pub finished: bool,
+}
+
+impl<S, A> TrainOutcome<S, A> {
+    /// Highest test accuracy over the epochs (mdistiller's `best_acc`).
+    pub fn best_acc(&self) -> f64 {
+        self.history.iter().map(|r| r.test.top1).fold(f64::NAN, f64::max)
+    }
+
+    /// Test accuracy of the last epoch.
+    pub fn last_acc(&self) -> f64 {
+        self.history.last().map(|r| r.test.top1).unwrap_or(f64::NAN)
+    }
+
+    /// Test accuracy at the selected epoch.
+    pub fn selected_acc(&self) -> f64 {
+        self.history.iter().find(|r| r.epoch == self.best_epoch).map(|r| r.test.top1).unwrap_or(f64::NAN)
+    }
+
+    /// Mean wall time of an epoch's training steps.
+    pub fn seconds_per_epoch(&self) -> f64 {
+        if self.history.is_empty() {
+            return f64::NAN;
+        }
+        self.history.iter().map(|r| r.train_seconds).sum::<f64>() / self.history.len() as f64
+    }
+}
+
+/// Runs a training stage: a student, a distiller, a teacher, and the data.
+pub struct Trainer<'a> {
+    config: TrainConfig,
+    options: RunOptions,
+    train: &'a dyn BatchSource,
+    valid: Option<&'a dyn BatchSource>,
+    test: &'a dyn BatchSource,
+    device: Device,
+}
+
+impl<'a> Trainer<'a> {
+    /// A trainer on `device` (a plain device; the student must live on `device.autodiff()`).
+    pub fn new(config: TrainConfig, train: &'a dyn BatchSource, test: &'a dyn BatchSource, device: Device) -> Self {
+        Trainer { config, options: RunOptions::default(), train, valid: None, test, device }
+    }
+
+    /// Sets where the run writes and how it reports.
+    pub fn with_options(mut self, options: RunOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Adds a validation split: it selects the best epoch.
+    pub fn with_validation(mut self, valid: &'a dyn BatchSource) -> Self {
+        self.valid = Some(valid);
+        self
+    }
+
+    /// The recipe.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    fn check_setup<S: Student>(&self, student: &S, teacher: &dyn Teacher, need: TeacherNeed) -> Result<()> {
+        self.config.validate()?;
+        if self.train.is_empty() {
+            return Err(KdError::InvalidConfig(format!("training split {} is empty", self.train.name())));
+        }
+        let classes = student.num_classes();
+        for split in [Some(self.train), self.valid, Some(self.test)].into_iter().flatten() {
+            if split.num_classes() != classes {
+                return Err(KdError::InvalidConfig(format!(
+                    "{} has {} classes but the student has {classes}",
+                    split.name(),
+                    split.num_classes()
+                )));
+            }
+        }
+        if need != TeacherNeed::Nothing
+            && let Some(t) = teacher.num_classes()
+            && t != classes
+        {
+            return Err(KdError::ClassCountMismatch { teacher: t, student: classes });
+        }
+        Ok(())
+    }
+
+    fn epoch_batches(&self, epoch: usize) -> Vec<Vec<usize>> {
+        let order = permutation(self.train.len(), self.config.seed, epoch as u64);
+        order
+            .chunks(self.config.batch_size)
+            .filter(|c| !self.config.drop_last || c.len() == self.config.batch_size)
+            .map(|c| c.to_vec())
+            .collect()
+    }
+
+    /// Trains `student` with `distiller` and `teacher`. The student must have been built on
+    /// `device.autodiff()`.
+    pub fn fit<S: Student, D: Distiller>(
+        &self,
+        student: S,
+        distiller: &mut D,
+        teacher: &dyn Teacher,
+    ) -> Result<TrainOutcome<S, D::Aux>> {
+        let need = distiller.teacher_need();
+        self.check_setup(&student, teacher, need)?;
+        let ad_device = self.device.clone().autodiff();
+        let cfg = &self.config;
+
+        // Probe batch: the shapes the method's learnable parts are built for.
+        let probe_idx: Vec<usize> = (0..self.train.len().min(cfg.batch_size.min(8))).collect();
+        let probe = self.train.batch(&probe_idx, 1, 0, &self.device)?;
+        let probe_teacher = teacher.outputs(&probe, need)?;
+        let probe_student = student.valid().forward(probe.inputs.clone());
+        check_outputs(&probe_student, probe_teacher.as_ref())?;
+        let aux = distiller.init_aux(&probe_student, probe_teacher.as_ref(), &ad_device)?;
+
+        let mut model = (student, aux);
+        let mut optim = cfg.optimizer.build();
+        let mut history: Vec<EpochRecord> = Vec::new();
+        let mut best: Option<(usize, f64)> = None;
+        let mut start_epoch = 1;
+
+        let last_path = self.options.checkpoint_dir.as_ref().map(|d| d.join("last.ckpt"));
+        let best_path = self.options.checkpoint_dir.as_ref().map(|d| d.join("best.ckpt"));
+        if self.options.resume
+            && let Some(path) = last_path.as_ref().filter(|p| p.exists())
+        {
+            let ckpt = Checkpoint::load(path)?;
+            let saved_cfg: TrainConfig = serde_json::from_value(ckpt.meta["config"].clone())
+                .map_err(|e| KdError::Malformed { path: path.clone(), reason: format!("config: {e}") })?;
+            if &saved_cfg != cfg {
+                return Err(KdError::InvalidConfig(format!(
+                    "cannot resume from {}: it was written by a run with another recipe",
+                    path.display()
+                )));
+            }
+            let method = ckpt.meta["method"].as_str().unwrap_or_default().to_string();
+            if method != distiller.name() {
+                return Err(KdError::InvalidConfig(format!(
+                    "cannot resume from {}: it was written by method `{method}`, not `{}`",
+                    path.display(),
+                    distiller.name()
+                )));
+            }
+            model = load_module(model, ckpt.section("model")?)?;
+            optim = optim
+                .from_bytes(Bytes::from_bytes_vec(ckpt.section("optimizer")?.to_vec()))
+                .map_err(|e| KdError::Record(format!("optimiser state: {e:?}")))?;
+            distiller.load_state(ckpt.section("distiller")?)?;
+            history = serde_json::from_value(ckpt.meta["history"].clone())
+                .map_err(|e| KdError::Malformed { path: path.clone(), reason: format!("history: {e}") })?;
+            best = ckpt.meta["best"].as_array().and_then(|b| Some((b.first()?.as_u64()? as usize, b.get(1)?.as_f64()?)));
+            start_epoch = history.len() + 1;
+        }
+
+        let steps_per_epoch = self.epoch_batches(1).len();
+        let total_steps = (steps_per_epoch * cfg.epochs) as u64;
+        let bar = if self.options.progress { ProgressBar::new(total_steps) } else { ProgressBar::hidden() };
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{elapsed_precise}<{eta_precise}] {wide_bar} {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(self.options.label.clone());
+        bar.set_position(((start_epoch - 1) * steps_per_epoch) as u64);
+
+        let mut epochs_this_call = 0;
+        let mut finished = true;
+        for epoch in start_epoch..=cfg.epochs {
+            if self.options.stop_after_epochs.is_some_and(|n| epochs_this_call >= n) {
+                finished = false;
+                break;
+            }
+            let lr = cfg.schedule.lr_at(cfg.optimizer.lr(), epoch, cfg.epochs, cfg.lr_warmup_epochs);
+            let started = Instant::now();
+            let mut term_sums: BTreeMap<String, f64> = BTreeMap::new();
+            let mut loss_sum = 0.0;
+            let mut steps = 0usize;
+            let mut correct = 0usize;
+            let mut seen = 0usize;
+            for (step_in_epoch, indices) in self.epoch_batches(epoch).into_iter().enumerate() {
+                let ctx = StepContext {
+                    epoch,
+                    total_epochs: cfg.epochs,
+                    step_in_epoch,
+                    global_step: (epoch - 1) * steps_per_epoch + step_in_epoch,
+                    seed: cfg.seed,
+                };
+                let batch = self.train.batch(&indices, epoch, 0, &self.device)?;
+                let batch = distiller.prepare_batch(&ctx, batch, self.train, &self.device)?;
+                batch.check_labels(model.0.num_classes())?;
+                let teacher_out = teacher.outputs(&batch, need)?;
+                let student_out = model.0.forward(batch.inputs.clone());
+                if steps == 0 && epoch == start_epoch {
+                    check_outputs(&student_out, teacher_out.as_ref())?;
+                }
+                let terms = distiller.loss(&ctx, &batch, &student_out, teacher_out.as_ref(), &model.1)?;
+                let total = terms.total()?;
+                let names: Vec<&str> = terms.terms().iter().map(|(n, _)| n.as_str()).collect();
+                let values = scalars(terms.terms().iter().map(|(_, t)| t.clone()).collect())?;
+                if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
+                    return Err(diagnose_non_finite(names[pos], epoch, step_in_epoch, &student_out, teacher_out.as_ref()));
+                }
+                for (name, value) in names.iter().zip(&values) {
+                    *term_sums.entry(name.to_string()).or_default() += value;
+                }
+                loss_sum += values.iter().sum::<f64>();
+                let (top1, _) = topk_correct(student_out.logits.clone().without_autodiff(), &batch.labels_host, 1);
+                correct += top1;
+                seen += batch.len();
+                steps += 1;
+
+                let grads = GradientsParams::from_grads(total.backward(), &model);
+                model = optim.step(lr, model, grads);
+                bar.inc(1);
+            }
+            distiller.end_epoch(epoch)?;
+            let train_seconds = started.elapsed().as_secs_f64();
+
+            let frozen = model.0.valid();
+            let valid = self.valid.map(|v| evaluate(&frozen, v, cfg.eval_batch_size, &self.device)).transpose()?;
+            let test = evaluate(&frozen, self.test, cfg.eval_batch_size, &self.device)?;
+            let steps_f = steps.max(1) as f64;
+            let record = EpochRecord {
+                epoch,
+                lr,
+                train_terms: term_sums.into_iter().map(|(k, v)| (k, v / steps_f)).collect(),
+                train_loss: loss_sum / steps_f,
+                train_acc: 100.0 * correct as f64 / seen.max(1) as f64,
+                valid,
+                test,
+                train_seconds,
+            };
+            bar.set_message(format!("epoch {epoch}: loss {:.4} test {:.2}%", record.train_loss, record.test.top1));
+            let selection = valid.map(|v| v.top1).unwrap_or(test.top1);
+            let improved = best.is_none_or(|(_, acc)| selection > acc);
+            if improved {
+                best = Some((epoch, selection));
+            }
+            self.log_epoch(&record, distiller.name())?;
+            history.push(record);
+
+            let meta = serde_json::json!({
+                "method": distiller.name(),
+                "config": cfg,
+                "history": history,
+                "best": best.map(|(e, a)| vec![serde_json::json!(e), serde_json::json!(a)]),
+                "epoch": epoch,
+            });
+            if improved && let Some(path) = &best_path {
+                let ckpt = Checkpoint { meta: meta.clone(), sections: vec![("model".into(), module_bytes(&model)?)] };
+                ckpt.save(path)?;
+            }
+            if let Some(path) = &last_path {
+                let ckpt = Checkpoint {
+                    meta,
+                    sections: vec![
+                        ("model".into(), module_bytes(&model)?),
+                        ("optimizer".into(), optim.into_bytes().map_err(|e| KdError::Record(format!("{e:?}")))?.to_vec()),
+                        ("distiller".into(), distiller.save_state()?),
+                    ],
+                };
+                ckpt.save(path)?;
+            }
+            epochs_this_call += 1;
+        }
+        bar.finish_and_clear();
+        let (student, aux) = model;
+        Ok(TrainOutcome { student, aux, history, best_epoch: best.map(|(e, _)| e).unwrap_or(0), finished })
+    }
+
+    fn log_epoch(&self, record: &EpochRecord, method: String) -> Result<()> {
+        let Some(path) = &self.options.log_file else { return Ok(()) };
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| KdError::io("creating folder", dir, e))?;
+        }
+        let line = serde_json::json!({"label": self.options.label, "method": method, "record": record});
+        let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| KdError::io("opening log", path, e))?;
+        writeln!(file, "{line}").map_err(|e| KdError::io("writing log", path, e))
+    }
+}
+
+/// Top-1, top-5 and cross-entropy of `model` (in inference mode) on `data`, without augmentation.
+pub fn evaluate<M: Classifier>(model: &M, data: &dyn BatchSource, batch_size: usize, device: &Device) -> Result<EvalMetrics> {
+    let mut top1 = 0usize;
+    let mut top5 = 0usize;
+    let mut ce = 0.0;
+    let indices: Vec<usize> = (0..data.len()).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let batch = data.batch(chunk, 0, 0, device)?;
+        batch.check_labels(model.num_classes())?;
+        let out = model.forward(batch.inputs.clone().without_autodiff());
+        let (c1, c5) = topk_correct(out.logits.clone(), &batch.labels_host, 5);
+        top1 += c1;
+        top5 += c5;
+        let ce_sum = scalars(vec![cross_entropy(out.logits, batch.labels).sum()])?[0];
+        if !ce_sum.is_finite() {
+            return Err(KdError::NonFinite { what: format!("model outputs on {}", data.name()) });
+        }
+        ce += ce_sum;
+    }
+    let n = data.len().max(1) as f64;
+    Ok(EvalMetrics { top1: 100.0 * top1 as f64 / n, top5: 100.0 * top5 as f64 / n, ce_loss: ce / n, samples: data.len() })
+}
+
+/// Pulls `[1]` tensors to the host in one transfer.
+fn scalars(values: Vec<Tensor<1>>) -> Result<Vec<f64>> {
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
+    let joined = Tensor::cat(values.into_iter().map(|t| t.without_autodiff()).collect(), 0);
+    joined
+        .into_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .map_err(|e| KdError::Record(format!("reading loss values: {e:?}")))
+}
+
+fn has_non_finite(t: &Tensor<2>) -> bool {
+    let t = t.clone().without_autodiff();
+    let bad = t.clone().is_nan().any().into_scalar::<bool>() || t.abs().is_inf_bool();
+    bad
+}
+
+trait IsInf {
+    fn is_inf_bool(self) -> bool;
+}
+
+impl IsInf for Tensor<2> {
+    fn is_inf_bool(self) -> bool {
+        self.max().into_scalar::<f64>().is_infinite()
+    }
+}
+
+/// Checks shapes and values of the first outputs: same class count, finite logits.
+fn check_outputs(student: &ModelOutput, teacher: Option<&ModelOutput>) -> Result<()> {
+    if has_non_finite(&student.logits) {
+        return Err(KdError::NonFinite { what: "student logits".into() });
+    }
+    if let Some(t) = teacher {
+        if t.num_classes() != student.num_classes() {
+            return Err(KdError::ClassCountMismatch { teacher: t.num_classes(), student: student.num_classes() });
+        }
+        if has_non_finite(&t.logits) {
+            return Err(KdError::NonFinite { what: "teacher logits".into() });
+        }
+    }
+    Ok(())
+}
+
+fn diagnose_non_finite(term: &str, epoch: usize, step: usize, student: &ModelOutput, teacher: Option<&ModelOutput>) -> KdError {
+    let source = if teacher.is_some_and(|t| has_non_finite(&t.logits)) {
+        "teacher logits"
+    } else if has_non_finite(&student.logits) {
+        "student logits (training diverged: lower the learning rate)"
+    } else {
+        "the loss computation"
+    };
+    KdError::NonFinite { what: format!("loss term `{term}` at epoch {epoch}, step {step}; the first bad input is {source}") }
+}
+
+/// A module's parameters as bytes (burnpack).
+pub fn module_bytes<M: Module>(module: &M) -> Result<Vec<u8>> {
+    module.clone().into_record().into_bytes().map(|b| b.to_vec()).map_err(|e| KdError::Record(format!("{e:?}")))
+}
+
+/// Loads parameters written by [`module_bytes`] into `module`.
+pub fn load_module<M: Module>(module: M, bytes: &[u8]) -> Result<M> {
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| KdError::Record(format!("{e:?}")))?;
+    module.try_load_record(record).map_err(|e| KdError::Record(format!("{e:?}")))
+}
+
+/// Loads the model section of a checkpoint file (best.ckpt or last.ckpt) into `module`.
+pub fn load_checkpoint_model<M: Module>(module: M, path: &Path) -> Result<M> {
+    let ckpt = Checkpoint::load(path)?;
+    load_module(module, ckpt.section("model")?)
+}

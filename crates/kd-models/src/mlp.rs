@@ -1,0 +1,56 @@
+//! Multi-layer perceptron with configurable widths.
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use kd_core::{Classifier, KdError, ModelOutput, Result};
+
+/// An MLP: `Linear -> ReLU` for each hidden width, then a linear classifier.
+///
+/// Inputs of any shape `[batch, c, h, w]` are flattened. Every hidden activation is a feature
+/// (`[batch, width, 1, 1]`); the last one is the embedding.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    hidden: Vec<Linear>,
+    fc: Linear,
+    #[module(skip)]
+    classes: usize,
+}
+
+impl Mlp {
+    /// An MLP from `inputs` features through `widths` to `classes` logits.
+    pub fn new(inputs: usize, widths: &[usize], classes: usize, device: &Device) -> Result<Self> {
+        if inputs == 0 || classes == 0 || widths.contains(&0) {
+            return Err(KdError::InvalidConfig(format!(
+                "MLP sizes must be positive: inputs {inputs}, widths {widths:?}, classes {classes}"
+            )));
+        }
+        let mut hidden = Vec::with_capacity(widths.len());
+        let mut fan_in = inputs;
+        for &w in widths {
+            hidden.push(LinearConfig::new(fan_in, w).init(device));
+            fan_in = w;
+        }
+        Ok(Mlp { hidden, fc: LinearConfig::new(fan_in, classes).init(device), classes })
+    }
+}
+
+impl Classifier for Mlp {
+    fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
+        let [b, c, h, w] = inputs.dims();
+        let mut x: Tensor<2> = inputs.reshape([b, c * h * w]);
+        let mut features = Vec::with_capacity(self.hidden.len());
+        for layer in &self.hidden {
+            x = relu(layer.forward(x));
+            let width = x.dims()[1];
+            features.push(x.clone().reshape([b, width, 1, 1]));
+        }
+        let logits = self.fc.forward(x.clone());
+        ModelOutput { logits, features, embedding: x }
+    }
+
+    fn num_classes(&self) -> usize {
+        self.classes
+    }
+}

@@ -1,0 +1,4 @@
+//! End-to-end tests of the facade (one binary: each test binary links all of Burn).
+
+mod common;
+mod training;
