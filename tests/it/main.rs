@@ -1,4 +1,5 @@
 //! End-to-end tests of the facade (one binary: each test binary links all of Burn).
 
 mod common;
+mod losses;
 mod training;

@@ -21,3 +21,152 @@ fn a_few_epochs_lower_the_loss_and_kd_trains() {
     assert!(terms.contains_key("ce") && terms.contains_key("kd"), "{terms:?}");
     assert!(student.last_acc() > 50.0, "student accuracy {}", student.last_acc());
 }
+
+fn weights(model: &AnyModel) -> Vec<f32> {
+    kd::core::train::parameter_values(model)
+}
+
+#[test]
+fn same_seed_gives_bit_identical_training_and_another_seed_differs() {
+    let train = blobs(120, 1, "blobs/train");
+    let test = blobs(30, 2, "blobs/test");
+    let run = |seed: u64| {
+        let trainer = Trainer::new(config(2, seed), &train, &test, device());
+        trainer.fit(mlp("mlp-16", 3, seed), &mut CrossEntropy, &NoTeacher).unwrap()
+    };
+    let (a, b, c) = (run(3), run(3), run(4));
+    assert_eq!(weights(&a.student), weights(&b.student));
+    assert_eq!(a.history.iter().map(|r| r.train_loss).collect::<Vec<_>>(), b.history.iter().map(|r| r.train_loss).collect::<Vec<_>>());
+    assert_ne!(weights(&a.student), weights(&c.student));
+}
+
+#[test]
+fn resume_after_two_epochs_equals_three_epochs_straight() {
+    let train = blobs(120, 1, "blobs/train");
+    let test = blobs(30, 2, "blobs/test");
+    let teacher_trainer = Trainer::new(config(2, 5), &train, &test, device());
+    let teacher = teacher_trainer.fit(mlp("mlp-16", 3, 5), &mut CrossEntropy, &NoTeacher).unwrap().student;
+    let teacher = FrozenTeacher::new(teacher, "mlp-16");
+    let mut cfg = config(3, 11);
+    cfg.schedule = LrSchedule::MultiStep { milestones: vec![2], gamma: 0.1 };
+
+    let straight = Trainer::new(cfg.clone(), &train, &test, device())
+        .fit(mlp("mlp-8", 3, 11), &mut Kd::new(KdConfig::default()).unwrap(), &teacher)
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = |stop: Option<usize>| RunOptions {
+        checkpoint_dir: Some(dir.path().to_path_buf()),
+        resume: true,
+        log_file: Some(dir.path().join("log.jsonl")),
+        stop_after_epochs: stop,
+        ..Default::default()
+    };
+    let first = Trainer::new(cfg.clone(), &train, &test, device())
+        .with_options(options(Some(2)))
+        .fit(mlp("mlp-8", 3, 11), &mut Kd::new(KdConfig::default()).unwrap(), &teacher)
+        .unwrap();
+    assert!(!first.finished);
+    assert_eq!(first.history.len(), 2);
+    assert!(dir.path().join("last.ckpt").exists() && dir.path().join("best.ckpt").exists());
+    // A fresh process would build a fresh (differently initialised) student: resume must
+    // overwrite it entirely.
+    let resumed = Trainer::new(cfg, &train, &test, device())
+        .with_options(options(None))
+        .fit(mlp("mlp-8", 3, 999), &mut Kd::new(KdConfig::default()).unwrap(), &teacher)
+        .unwrap();
+    assert!(resumed.finished);
+    assert_eq!(resumed.history.len(), 3);
+    assert_eq!(weights(&resumed.student), weights(&straight.student), "resumed weights differ from a straight run");
+    assert_eq!(resumed.history, straight.history.iter().cloned().map(|mut r| {
+        r.train_seconds = resumed.history[r.epoch - 1].train_seconds;
+        r
+    }).collect::<Vec<_>>());
+    let log = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 3);
+}
+
+#[test]
+fn resume_refuses_a_checkpoint_of_another_recipe() {
+    let train = blobs(60, 1, "blobs/train");
+    let test = blobs(30, 2, "blobs/test");
+    let dir = tempfile::tempdir().unwrap();
+    let options = RunOptions { checkpoint_dir: Some(dir.path().to_path_buf()), resume: true, ..Default::default() };
+    Trainer::new(config(1, 1), &train, &test, device()).with_options(options.clone()).fit(mlp("mlp-8", 3, 1), &mut CrossEntropy, &NoTeacher).unwrap();
+    let err = Trainer::new(config(2, 2), &train, &test, device())
+        .with_options(options)
+        .fit(mlp("mlp-8", 3, 1), &mut CrossEntropy, &NoTeacher)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another recipe"), "{err}");
+}
+
+#[test]
+fn a_teacher_with_another_class_count_is_an_error() {
+    let train = blobs(60, 1, "blobs/train");
+    let test = blobs(30, 2, "blobs/test");
+    let teacher = FrozenTeacher::new(mlp("mlp-8", 4, 1), "four-class");
+    let err = Trainer::new(config(1, 1), &train, &test, device())
+        .fit(mlp("mlp-8", 3, 1), &mut Kd::new(KdConfig::default()).unwrap(), &teacher)
+        .unwrap_err();
+    assert!(matches!(err, KdError::ClassCountMismatch { teacher: 4, student: 3 }), "{err}");
+    assert!(err.to_string().contains("teacher has 4 classes but the student has 3"));
+}
+
+#[test]
+fn a_label_out_of_range_is_an_error_naming_the_sample() {
+    use kd::data::{InMemoryDataset, Values};
+    let values = std::sync::Arc::new(vec![0.5f32; 4 * 4]);
+    let err = InMemoryDataset::new("bad", Values::F32(values), vec![0, 1, 7, 2], [1, 2, 2], 3).unwrap_err();
+    assert!(matches!(err, KdError::LabelOutOfRange { label: 7, sample: 2, num_classes: 3 }), "{err}");
+    // A batch whose labels exceed the model's classes (data with more classes than the model).
+    let train = blobs(60, 1, "blobs/train");
+    let batch = train.batch(&[0, 1, 2], 1, 0, &device()).unwrap();
+    let err = batch.check_labels(2).unwrap_err().to_string();
+    assert!(err.contains("label 2") && err.contains("out of range"), "{err}");
+}
+
+#[test]
+fn nan_logits_are_an_error_that_names_them() {
+    use kd::core::burn::tensor::{Tensor, TensorData};
+    use kd::core::{Batch, Classifier, ModelOutput};
+
+    /// A teacher whose outputs are NaN.
+    struct NanTeacher;
+    impl Teacher for NanTeacher {
+        fn describe(&self) -> String {
+            "nan".into()
+        }
+        fn num_classes(&self) -> Option<usize> {
+            Some(3)
+        }
+        fn outputs(&self, batch: &Batch, _: TeacherNeed) -> kd::core::Result<Option<ModelOutput>> {
+            let n = batch.len();
+            let logits = Tensor::<2>::from_data(TensorData::new(vec![f32::NAN; n * 3], [n, 3]), &device());
+            Ok(Some(ModelOutput { logits: logits.clone(), features: vec![], embedding: logits }))
+        }
+    }
+    let train = blobs(60, 1, "blobs/train");
+    let test = blobs(30, 2, "blobs/test");
+    let student = mlp("mlp-8", 3, 1);
+    assert_eq!(student.num_classes(), 3);
+    let err = Trainer::new(config(1, 1), &train, &test, device())
+        .fit(student, &mut Kd::new(KdConfig::default()).unwrap(), &NanTeacher)
+        .unwrap_err();
+    assert!(matches!(err, KdError::NonFinite { .. }), "{err}");
+    assert!(err.to_string().contains("teacher logits"), "{err}");
+}
+
+#[test]
+fn an_impossible_recipe_is_an_error() {
+    let train = blobs(60, 1, "blobs/train");
+    let test = blobs(30, 2, "blobs/test");
+    let mut cfg = config(1, 1);
+    cfg.optimizer = OptimizerConfig::Sgd { lr: -1.0, momentum: 0.9, nesterov: false, weight_decay: 0.0 };
+    let err = Trainer::new(cfg, &train, &test, device()).fit(mlp("mlp-8", 3, 1), &mut CrossEntropy, &NoTeacher).unwrap_err();
+    assert!(err.to_string().contains("learning rate"), "{err}");
+    let mut cfg = config(0, 1);
+    cfg.epochs = 0;
+    let err = Trainer::new(cfg, &train, &test, device()).fit(mlp("mlp-8", 3, 1), &mut CrossEntropy, &NoTeacher).unwrap_err();
+    assert!(err.to_string().contains("epochs"), "{err}");
+}

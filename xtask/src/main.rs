@@ -1,1 +1,35 @@
-fn main() {}
+//! `cargo xtask`: the project's jobs.
+//!
+//! - `bench`: trains teachers (or reuses them from the on-disk cache), students alone and with
+//!   each method, on the bundled data; prints a table and writes `results.json` and `results.md`.
+//! - `train --config FILE`: one experiment described by a TOML file (see `configs/`).
+
+mod bench;
+mod experiment;
+mod report;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Knowledge-distillation jobs: bench, train")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train and compare methods on the bundled data; print a table, write results.
+    Bench(bench::BenchArgs),
+    /// Run one experiment described by a TOML file.
+    Train(experiment::TrainArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Bench(args) => bench::run(args),
+        Command::Train(args) => experiment::run(args),
+    }
+}

@@ -137,3 +137,22 @@ pub fn topk_correct(logits: Tensor<2>, labels: &[usize], k: usize) -> (usize, us
     }
     (top1, topk)
 }
+
+/// Mean squared error over every element, `[1]` (PyTorch's `mse_loss`, `reduction="mean"`).
+pub fn mse_mean<const D: usize>(prediction: Tensor<D>, target: Tensor<D>) -> Tensor<1> {
+    (prediction - target).square().mean()
+}
+
+/// Smooth L1 (Huber with threshold `beta`) per element: `0.5 d^2 / beta` where `|d| < beta`,
+/// `|d| - 0.5 beta` elsewhere, with `d = prediction - target`. `beta` must be > 0.
+pub fn smooth_l1<const D: usize>(prediction: Tensor<D>, target: Tensor<D>, beta: f64) -> Tensor<D> {
+    let abs = (prediction - target).abs();
+    let quadratic = abs.clone().square().mul_scalar(0.5 / beta);
+    let linear = abs.clone().sub_scalar(0.5 * beta);
+    quadratic.mask_where(abs.greater_equal_elem(beta), linear)
+}
+
+/// Mean of [`smooth_l1`] over every element, `[1]` (PyTorch's `smooth_l1_loss`, mean reduction).
+pub fn smooth_l1_mean<const D: usize>(prediction: Tensor<D>, target: Tensor<D>, beta: f64) -> Tensor<1> {
+    smooth_l1(prediction, target, beta).mean()
+}

@@ -508,3 +508,17 @@ pub fn load_checkpoint_model<M: Module>(module: M, path: &Path) -> Result<M> {
     let ckpt = Checkpoint::load(path)?;
     load_module(module, ckpt.section("model")?)
 }
+
+/// Every float parameter of a module, flattened in visiting order (for exact comparisons).
+pub fn parameter_values<M: Module>(module: &M) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl burn::module::ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let data = param.val().into_data().convert::<f32>();
+            self.0.extend(data.try_to_vec::<f32>().unwrap_or_default());
+        }
+    }
+    let mut c = Collect(Vec::new());
+    module.visit(&mut c);
+    c.0
+}

@@ -1,0 +1,176 @@
+//! Result records, tables and files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use kd::core::checkpoint::write_atomic;
+use kd::core::{TrainConfig, TrainOutcome};
+use serde::{Deserialize, Serialize};
+
+/// One run: a teacher, or a student trained with one method and seed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub dataset: String,
+    pub method: String,
+    pub teacher: String,
+    pub student: String,
+    pub seed: u64,
+    pub backend: String,
+    pub epochs: usize,
+    /// Highest test accuracy over the epochs (%).
+    pub best_acc: f64,
+    /// Test accuracy after the last epoch (%).
+    pub last_acc: f64,
+    /// Test accuracy at the epoch the validation split selected (= best_acc without one).
+    pub selected_acc: f64,
+    pub best_epoch: usize,
+    pub seconds_per_epoch: f64,
+    pub total_seconds: f64,
+    /// Whether the outputs came from the on-disk cache (teachers).
+    #[serde(default)]
+    pub cached: bool,
+    /// Whether the student was trained from cached teacher outputs.
+    #[serde(default)]
+    pub teacher_cache: bool,
+    /// Test accuracy after each epoch (learning curve).
+    pub curve: Vec<f64>,
+    /// Mean training loss terms of the last epoch.
+    pub final_terms: BTreeMap<String, f64>,
+}
+
+impl Record {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new<S, A>(
+        dataset: &str,
+        method: &str,
+        teacher: &str,
+        student: &str,
+        seed: u64,
+        backend: &str,
+        config: &TrainConfig,
+        out: &TrainOutcome<S, A>,
+        total_seconds: f64,
+    ) -> Self {
+        Record {
+            dataset: dataset.into(),
+            method: method.into(),
+            teacher: teacher.into(),
+            student: student.into(),
+            seed,
+            backend: backend.into(),
+            epochs: config.epochs,
+            best_acc: out.best_acc(),
+            last_acc: out.last_acc(),
+            selected_acc: out.selected_acc(),
+            best_epoch: out.best_epoch,
+            seconds_per_epoch: out.seconds_per_epoch(),
+            total_seconds,
+            cached: false,
+            teacher_cache: false,
+            curve: out.history.iter().map(|r| r.test.top1).collect(),
+            final_terms: out.history.last().map(|r| r.train_terms.clone()).unwrap_or_default(),
+        }
+    }
+
+    pub fn summary_line(&self) -> String {
+        format!(
+            "{:<14} {:<10} {:<14} seed {:<3} best {:6.2}%  last {:6.2}%  {:7.2} s/epoch{}",
+            self.dataset,
+            self.method,
+            self.student,
+            self.seed,
+            self.best_acc,
+            self.last_acc,
+            self.seconds_per_epoch,
+            if self.cached { "  (cached)" } else { "" }
+        )
+    }
+}
+
+fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (mean, var.sqrt())
+}
+
+/// One row of a summary table: a method on a dataset, over seeds.
+pub struct Row {
+    pub method: String,
+    pub model: String,
+    pub teacher: String,
+    pub seeds: usize,
+    pub best: (f64, f64),
+    pub last: (f64, f64),
+    pub sec_per_epoch: f64,
+    pub total_seconds: f64,
+}
+
+/// Rows per dataset, in the order the records came.
+pub fn summarize(records: &[Record]) -> BTreeMap<String, Vec<Row>> {
+    let mut groups: Vec<((String, String, String), Vec<&Record>)> = Vec::new();
+    for r in records {
+        let key = (r.dataset.clone(), r.method.clone(), r.student.clone());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(r),
+            None => groups.push((key, vec![r])),
+        }
+    }
+    let mut out: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+    for ((dataset, method, model), rs) in groups {
+        let best: Vec<f64> = rs.iter().map(|r| r.best_acc).collect();
+        let last: Vec<f64> = rs.iter().map(|r| r.last_acc).collect();
+        out.entry(dataset).or_default().push(Row {
+            method,
+            model,
+            teacher: rs[0].teacher.clone(),
+            seeds: rs.len(),
+            best: mean_std(&best),
+            last: mean_std(&last),
+            sec_per_epoch: rs.iter().map(|r| r.seconds_per_epoch).sum::<f64>() / rs.len() as f64,
+            total_seconds: rs.iter().map(|r| r.total_seconds).sum::<f64>(),
+        });
+    }
+    out
+}
+
+/// Markdown tables, one per dataset; the best student value of each column in bold.
+pub fn markdown(records: &[Record]) -> String {
+    let mut md = String::new();
+    for (dataset, rows) in summarize(records) {
+        md.push_str(&format!("### {dataset}\n\n"));
+        md.push_str("| method | model | teacher | seeds | best acc (%) | last acc (%) | s/epoch | total s |\n");
+        md.push_str("|---|---|---|---|---|---|---|---|\n");
+        let students: Vec<&Row> = rows.iter().filter(|r| r.method != "teacher").collect();
+        let top_best = students.iter().map(|r| r.best.0).fold(f64::NEG_INFINITY, f64::max);
+        let top_last = students.iter().map(|r| r.last.0).fold(f64::NEG_INFINITY, f64::max);
+        for r in &rows {
+            let fmt = |(m, s): (f64, f64), top: f64| {
+                let cell = if r.seeds > 1 { format!("{m:.2} ± {s:.2}") } else { format!("{m:.2}") };
+                if r.method != "teacher" && (m - top).abs() < 1e-9 { format!("**{cell}**") } else { cell }
+            };
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {:.2} | {:.1} |\n",
+                r.method,
+                r.model,
+                r.teacher,
+                r.seeds,
+                fmt(r.best, top_best),
+                fmt(r.last, top_last),
+                r.sec_per_epoch,
+                r.total_seconds
+            ));
+        }
+        md.push('\n');
+    }
+    md
+}
+
+/// Writes `results.json` and `results.md` into `out` (atomically).
+pub fn write_results(out: &Path, records: &[Record]) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    write_atomic(&out.join("results.json"), serde_json::to_string_pretty(records)?.as_bytes())?;
+    write_atomic(&out.join("results.md"), markdown(records).as_bytes())?;
+    Ok(())
+}
