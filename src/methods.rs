@@ -6,6 +6,63 @@ use serde::de::DeserializeOwned;
 /// The result of a run, without the method's learnable parts.
 pub type MethodOutcome<S> = TrainOutcome<S, ()>;
 
+/// What a method is, for tables and for choosing where it applies.
+#[derive(Debug, Clone, Copy)]
+pub struct MethodInfo {
+    /// The name configs and `--methods` use.
+    pub name: &'static str,
+    /// What it needs from a teacher.
+    pub need: TeacherNeed,
+    /// Whether it accepts approximate (top-k) teacher outputs from a cache.
+    pub accepts_top_k: bool,
+    /// The crate that implements it.
+    pub family: &'static str,
+}
+
+const fn info(name: &'static str, need: TeacherNeed, family: &'static str) -> MethodInfo {
+    MethodInfo { name, need, accepts_top_k: false, family }
+}
+
+/// Every method compiled in, in the order tables list them.
+pub fn methods() -> Vec<MethodInfo> {
+    #[allow(unused_mut)]
+    let mut all: Vec<MethodInfo> = Vec::new();
+    #[cfg(feature = "baselines")]
+    all.extend([
+        info("ce", TeacherNeed::Nothing, "baselines"),
+        info("label_smoothing", TeacherNeed::Nothing, "baselines"),
+        MethodInfo { accepts_top_k: true, ..info("kd", TeacherNeed::Logits, "baselines") },
+        info("kd+ls", TeacherNeed::Logits, "baselines"),
+        info("dkd", TeacherNeed::Logits, "baselines"),
+        info("dkd+ls", TeacherNeed::Logits, "baselines"),
+        info("fitnet", TeacherNeed::LogitsAndFeatures, "baselines"),
+        info("fitnet+kd", TeacherNeed::LogitsAndFeatures, "baselines"),
+        info("rkd", TeacherNeed::LogitsAndFeatures, "baselines"),
+        info("pskd", TeacherNeed::Nothing, "baselines"),
+        info("dlb", TeacherNeed::Nothing, "baselines"),
+    ]);
+    all
+}
+
+/// The names of [`methods`].
+pub fn method_names() -> Vec<&'static str> {
+    methods().iter().map(|m| m.name).collect()
+}
+
+/// The description of one method.
+pub fn method_info(method: &str) -> Result<MethodInfo> {
+    methods().into_iter().find(|m| m.name == method).ok_or_else(|| unknown(method))
+}
+
+/// Whether the method needs a teacher (so callers can skip training one).
+pub fn teacher_need(method: &str) -> Result<TeacherNeed> {
+    Ok(method_info(method)?.need)
+}
+
+fn unknown(method: &str) -> KdError {
+    KdError::InvalidConfig(format!("unknown method `{method}`; known: {}", method_names().join(", ")))
+}
+
 fn config<C: DeserializeOwned + Default>(method: &str, value: Option<&serde_json::Value>) -> Result<C> {
     match value {
         None => Ok(C::default()),
@@ -19,27 +76,6 @@ fn run<S: Student, D: Distiller>(trainer: &Trainer, student: S, mut distiller: D
     Ok(TrainOutcome { student: out.student, aux: (), history: out.history, best_epoch: out.best_epoch, finished: out.finished })
 }
 
-/// The names [`train_method`] knows, in the order tables list them.
-pub fn method_names() -> Vec<&'static str> {
-    let mut names = Vec::new();
-    #[cfg(feature = "baselines")]
-    names.extend(["ce", "kd", "kd+ls"]);
-    names
-}
-
-/// Whether the method needs a teacher (so callers can skip training one).
-pub fn teacher_need(method: &str) -> Result<TeacherNeed> {
-    Ok(match method {
-        "ce" => TeacherNeed::Nothing,
-        "kd" | "kd+ls" => TeacherNeed::Logits,
-        other => return Err(unknown(other)),
-    })
-}
-
-fn unknown(method: &str) -> KdError {
-    KdError::InvalidConfig(format!("unknown method `{method}`; known: {}", method_names().join(", ")))
-}
-
 /// Trains `student` with the named method. `method_config` is the method's configuration
 /// (its serde fields; `None`: the defaults from the papers).
 pub fn train_method<S: Student>(
@@ -49,21 +85,55 @@ pub fn train_method<S: Student>(
     student: S,
     teacher: &dyn Teacher,
 ) -> Result<MethodOutcome<S>> {
+    let c = method_config;
     match method {
         #[cfg(feature = "baselines")]
         "ce" => run(trainer, student, kd_baselines::CrossEntropy, teacher),
         #[cfg(feature = "baselines")]
-        "kd" => run(trainer, student, kd_baselines::Kd::new(config(method, method_config)?)?, teacher),
+        "label_smoothing" => run(trainer, student, kd_baselines::LabelSmoothing::new(config(method, c)?)?, teacher),
+        #[cfg(feature = "baselines")]
+        "kd" => run(trainer, student, kd_baselines::Kd::new(config(method, c)?)?, teacher),
         #[cfg(feature = "baselines")]
         "kd+ls" => {
-            let mut c: kd_baselines::KdConfig = config(method, method_config)?;
-            if method_config.is_none() {
-                // LSKD's CIFAR defaults for KD: tau 2, KD weight 9, CE weight 0.1 (METHODS.md B.5).
-                c = kd_baselines::KdConfig { temperature: 2.0, ce_weight: 0.1, kd_weight: 9.0, logit_stand: Some(Default::default()) };
-            }
-            c.logit_stand.get_or_insert_with(Default::default);
-            run(trainer, student, kd_baselines::Kd::new(c)?, teacher)
+            // LSKD's CIFAR defaults for KD: base temperature 2, KD weight 9, CE 0.1 (METHODS.md B.5).
+            let mut cfg: kd_baselines::KdConfig = match c {
+                Some(_) => config(method, c)?,
+                None => kd_baselines::KdConfig { temperature: 2.0, ce_weight: 0.1, kd_weight: 9.0, logit_stand: None },
+            };
+            cfg.logit_stand.get_or_insert_with(Default::default);
+            run(trainer, student, kd_baselines::Kd::new(cfg)?, teacher)
         }
+        #[cfg(feature = "baselines")]
+        "dkd" => run(trainer, student, kd_baselines::Dkd::new(config(method, c)?)?, teacher),
+        #[cfg(feature = "baselines")]
+        "dkd+ls" => {
+            let mut cfg: kd_baselines::DkdConfig = config(method, c)?;
+            if c.is_none() {
+                // LSKD's DKD recipe: alpha and beta times 9, temperature 2, CE 1 (METHODS.md B.5).
+                cfg.alpha *= 9.0;
+                cfg.beta *= 9.0;
+                cfg.temperature = 2.0;
+            }
+            cfg.logit_stand.get_or_insert_with(Default::default);
+            run(trainer, student, kd_baselines::Dkd::new(cfg)?, teacher)
+        }
+        #[cfg(feature = "baselines")]
+        "fitnet" => run(trainer, student, kd_baselines::FitNet::new(config(method, c)?)?, teacher),
+        #[cfg(feature = "baselines")]
+        "fitnet+kd" => {
+            let mut cfg: kd_baselines::FitNetConfig = config(method, c)?;
+            if cfg.kd_weight == 0.0 {
+                // The naive combination: FitNet's hint plus mdistiller's KD weight.
+                cfg.kd_weight = 0.9;
+            }
+            run(trainer, student, kd_baselines::FitNet::new(cfg)?, teacher)
+        }
+        #[cfg(feature = "baselines")]
+        "rkd" => run(trainer, student, kd_baselines::Rkd::new(config(method, c)?)?, teacher),
+        #[cfg(feature = "baselines")]
+        "pskd" => run(trainer, student, kd_baselines::PsKd::new(config(method, c)?)?, teacher),
+        #[cfg(feature = "baselines")]
+        "dlb" => run(trainer, student, kd_baselines::Dlb::new(config(method, c)?)?, teacher),
         other => Err(unknown(other)),
     }
 }

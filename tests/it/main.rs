@@ -2,4 +2,5 @@
 
 mod common;
 mod losses;
+mod teacher_cache;
 mod training;

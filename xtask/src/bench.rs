@@ -8,7 +8,9 @@ use clap::Args;
 use kd::data::registry::LoadOptions;
 use kd::prelude::*;
 
-use crate::experiment::{RunContext, open_device};
+use kd::core::{CacheContent, DrawPool, TeacherCache};
+
+use crate::experiment::{RunContext, open_device, sanitize};
 use crate::report::{Record, markdown, write_results};
 
 #[derive(Args, Debug)]
@@ -43,9 +45,20 @@ pub struct BenchArgs {
     /// Output folder.
     #[arg(long, default_value = "target/kd-bench")]
     out: PathBuf,
-    /// Teacher cache folder.
+    /// Teacher cache folder (trained teachers and their stored outputs).
     #[arg(long, default_value = "target/kd-cache/teachers")]
     cache: PathBuf,
+    /// Distil from stored teacher outputs (computed once) instead of running the teacher at
+    /// every step, for the methods that read only the teacher's logits.
+    #[arg(long)]
+    teacher_cache: bool,
+    /// Augmentation draws stored per sample by the teacher cache (augmented data only).
+    #[arg(long, default_value_t = 4)]
+    cache_draws: usize,
+    /// Store only the top-k teacher probabilities (FKD's marginal smoothing); only methods that
+    /// accept approximate outputs (kd) may use it.
+    #[arg(long)]
+    cache_top_k: Option<usize>,
 }
 
 /// The defaults of one preset (no flags, or `--quick`).
@@ -142,12 +155,39 @@ pub fn run(args: BenchArgs) -> Result<()> {
             } else {
                 None
             };
+            let pool = DrawPool::new(&data.train, args.cache_draws)?;
+            let cache = match (&teacher, args.teacher_cache) {
+                (Some(t), true) => {
+                    let content = match args.cache_top_k {
+                        Some(k) => CacheContent::TopK { k },
+                        None => CacheContent::FullLogits,
+                    };
+                    let path = args.cache.join(format!("{}-{}-seed{seed}.outputs", sanitize(dataset), sanitize(&teacher_spec)));
+                    let built = Instant::now();
+                    let cache = TeacherCache::open_or_build(&path, t, &pool, content, 500, &ctx.device, true)?;
+                    eprintln!(
+                        "teacher cache {}: {:.1} MB, ready in {:.1} s",
+                        path.display(),
+                        cache.stored_bytes() as f64 / 1e6,
+                        built.elapsed().as_secs_f64()
+                    );
+                    Some(cache)
+                }
+                _ => None,
+            };
             for method in &methods {
-                let t = match kd::methods::teacher_need(method)? {
-                    TeacherNeed::Nothing => None,
-                    _ => teacher.as_ref(),
+                let info = kd::methods::method_info(method)?;
+                let use_cache = cache.as_ref().filter(|c| info.need == TeacherNeed::Logits && (c.exact() || info.accepts_top_k));
+                if cache.as_ref().is_some_and(|c| !c.exact()) && info.need == TeacherNeed::Logits && !info.accepts_top_k {
+                    bail!("method `{method}` needs the teacher's full logits; a top-k teacher cache cannot serve it (drop --cache-top-k)");
+                }
+                let (t, train): (Option<&dyn Teacher>, &dyn BatchSource) = match (info.need, use_cache) {
+                    (TeacherNeed::Nothing, _) => (None, &data.train),
+                    (_, Some(c)) => (Some(c), &pool),
+                    _ => (teacher.as_ref().map(|t| t as &dyn Teacher), &data.train),
                 };
-                let r = ctx.student(&data, method, None, &student_spec, t, &config, seed, None)?;
+                let mut r = ctx.student(&data, method, None, &student_spec, t, train, &config, seed, None)?;
+                r.teacher_cache = use_cache.is_some();
                 done += 1;
                 let elapsed = started.elapsed().as_secs_f64();
                 println!("{}   [{done}/{total_runs}, {:.0} s elapsed, ~{:.0} s left]", r.summary_line(), elapsed, elapsed / done as f64 * (total_runs - done) as f64);

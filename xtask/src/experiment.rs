@@ -111,7 +111,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
             &exp.method,
             method_config.as_ref(),
             &exp.student,
-            teacher.as_ref(),
+            teacher.as_ref().map(|t| t as &dyn Teacher),
+            &data.train,
             &exp.train,
             seed,
             Some((&run_dir, args.resume)),
@@ -156,8 +157,8 @@ pub struct RunContext {
 }
 
 impl RunContext {
-    fn trainer<'a>(&self, data: &'a DatasetSplits, config: &TrainConfig, label: String) -> Trainer<'a> {
-        let mut trainer = Trainer::new(config.clone(), &data.train, &data.test, self.device.clone())
+    fn trainer<'a>(&self, data: &'a DatasetSplits, train: &'a dyn BatchSource, config: &TrainConfig, label: String) -> Trainer<'a> {
+        let mut trainer = Trainer::new(config.clone(), train, &data.test, self.device.clone())
             .with_options(RunOptions { progress: self.progress, label, ..Default::default() });
         if let Some(v) = &data.valid {
             trainer = trainer.with_validation(v);
@@ -191,7 +192,7 @@ impl RunContext {
             }
         }
         let started = Instant::now();
-        let trainer = self.trainer(data, &config, format!("teacher {spec} seed {seed}"));
+        let trainer = self.trainer(data, &data.train, &config, format!("teacher {spec} seed {seed}"));
         let out = kd::methods::train_method("ce", None, &trainer, model, &NoTeacher)?;
         let record = Record::new(&data.name, "teacher", spec, spec, seed, &self.backend, &config, &out, started.elapsed().as_secs_f64());
         let ckpt = Checkpoint { meta: serde_json::json!({ "record": record }), sections: vec![("model".into(), module_bytes(&out.student)?)] };
@@ -207,7 +208,8 @@ impl RunContext {
         method: &str,
         method_config: Option<&serde_json::Value>,
         spec: &str,
-        teacher: Option<&FrozenTeacher<AnyModel>>,
+        teacher: Option<&dyn Teacher>,
+        train: &dyn BatchSource,
         config: &TrainConfig,
         seed: u64,
         checkpoints: Option<(&Path, bool)>,
@@ -215,7 +217,7 @@ impl RunContext {
         let mut config = config.clone();
         config.seed = seed;
         let model = build_model(spec, data, &self.device, seed)?;
-        let mut trainer = self.trainer(data, &config, format!("{method} {spec} seed {seed}"));
+        let mut trainer = self.trainer(data, train, &config, format!("{method} {spec} seed {seed}"));
         if let Some((dir, resume)) = checkpoints {
             trainer = trainer.with_options(RunOptions {
                 checkpoint_dir: Some(dir.to_path_buf()),

@@ -3,10 +3,12 @@
 //! - `bench`: trains teachers (or reuses them from the on-disk cache), students alone and with
 //!   each method, on the bundled data; prints a table and writes `results.json` and `results.md`.
 //! - `train --config FILE`: one experiment described by a TOML file (see `configs/`).
+//! - `throughput`: images per second of one distillation step per method.
 
 mod bench;
 mod experiment;
 mod report;
+mod throughput;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -24,6 +26,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run one experiment described by a TOML file.
     Train(experiment::TrainArgs),
+    /// Images per second of one distillation step, per method and batch size.
+    Throughput(throughput::ThroughputArgs),
 }
 
 fn main() -> Result<()> {
@@ -31,5 +35,6 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => experiment::run(args),
+        Command::Throughput(args) => throughput::run(args),
     }
 }

@@ -241,7 +241,7 @@ mod tests {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             self.params += 1;
             if let Some(g) = param.val().grad(self.grads) {
-                let g = g.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+                let g = g.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
                 assert!(g.iter().all(|v| v.is_finite()));
                 if g.iter().any(|v| *v != 0.0) {
                     self.non_zero += 1;
@@ -281,8 +281,9 @@ mod tests {
             let grads = loss.backward();
             let mut check = GradCheck { grads: &grads, params: 0, non_zero: 0 };
             reg.visit(&mut check);
-            // conv weight + bias, BN gamma + beta.
-            assert_eq!(check.params, 4, "{kind:?}");
+            // conv weight + bias, BN gamma + beta get gradients; the BN running statistics
+            // are visited too but are not trained.
+            assert_eq!(check.params, 6, "{kind:?}");
             assert_eq!(check.non_zero, 4, "{kind:?}");
             assert!(fs.grad(&grads).is_some());
         }
@@ -311,5 +312,31 @@ mod tests {
         assert_eq!(names, ["ce", "hint", "kd"]);
         let total = terms.total().unwrap().into_scalar::<f32>();
         assert!(total.is_finite() && total > 0.0);
+    }
+
+    #[test]
+    fn trains_the_regressor_through_the_trainer_and_resumes() {
+        use crate::dlb::test_util::{Noisy, TinyConv, params, recipe, temp_dir};
+        use kd_core::{FrozenTeacher, RunOptions, Trainer};
+        let device = Device::flex();
+        let (train, test) = (Noisy(10), Noisy(6));
+        // Student hint [2, 4, 4], teacher hint [3, 2, 2]: the stride-2 regressor.
+        let teacher = FrozenTeacher::new(TinyConv::new(3, 2, &device), "tiny");
+        let student = TinyConv::new(2, 1, &device.clone().autodiff());
+        let dir = temp_dir("fitnet-resume");
+        let options = RunOptions { checkpoint_dir: Some(dir.clone()), resume: true, stop_after_epochs: Some(1), ..Default::default() };
+        let run = |student: TinyConv| {
+            let mut d = FitNet::new(FitNetConfig { hint_layer: 0, kd_weight: 0.5, ..Default::default() }).unwrap();
+            Trainer::new(recipe(2, 4), &train, &test, device.clone()).with_options(options.clone()).fit(student, &mut d, &teacher).unwrap()
+        };
+        let first = run(student.clone());
+        assert!(!first.finished);
+        assert!(first.history[0].train_terms["hint"].is_finite() && first.history[0].train_terms["kd"] > 0.0);
+        let resumed = run(student);
+        assert!(resumed.finished);
+        // The regressor (weights and BN statistics) was restored and trained on.
+        assert_ne!(params(&first.aux), params(&resumed.aux));
+        assert_eq!(params(&first.aux).len(), params(&resumed.aux).len());
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

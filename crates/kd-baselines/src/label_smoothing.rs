@@ -86,7 +86,7 @@ mod tests {
     use burn::tensor::TensorData;
 
     fn host(t: Tensor<2>) -> Vec<f32> {
-        t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
+        t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
     }
 
     #[test]

@@ -2,12 +2,24 @@
 //!
 //! The methods the papers compare against, each a [`kd_core::Distiller`] in a small file with
 //! its loss as a pure function of tensors: plain cross-entropy ([`CrossEntropy`]), vanilla KD
-//! ([`Kd`]), and logit standardization ([`LogitStandardization`]) as a plug-in.
+//! ([`Kd`]), decoupled KD ([`Dkd`]), and logit standardization ([`LogitStandardization`]) as a plug-in.
 
 pub mod ce;
+pub mod dkd;
+pub mod dlb;
+pub mod fitnet;
 pub mod kd;
+pub mod label_smoothing;
 pub mod logit_stand;
+pub mod pskd;
+pub mod rkd;
 
 pub use ce::CrossEntropy;
+pub use dkd::{Dkd, DkdConfig, dkd_loss, dkd_nckd, dkd_tckd, dkd_terms};
+pub use dlb::{Dlb, DlbConfig};
+pub use fitnet::{FitNet, FitNetConfig, HintRegressor};
 pub use kd::{Kd, KdConfig, kd_loss};
+pub use label_smoothing::{LabelSmoothing, LabelSmoothingConfig};
 pub use logit_stand::LogitStandardization;
+pub use pskd::{PsKd, PsKdConfig};
+pub use rkd::{Rkd, RkdConfig};

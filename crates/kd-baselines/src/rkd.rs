@@ -177,7 +177,7 @@ mod tests {
         assert_eq!(d.clone().into_scalar::<f32>(), 0.0);
         assert_eq!(a.clone().into_scalar::<f32>(), 0.0);
         let grads = (d + a).backward();
-        let g = student.grad(&grads).unwrap().into_data().convert::<f32>().into_vec::<f32>().unwrap();
+        let g = student.grad(&grads).unwrap().into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
         assert!(g.iter().all(|v| v.is_finite()));
     }
 
@@ -198,16 +198,26 @@ mod tests {
     }
 
     #[test]
+    fn smooth_l1_values() {
+        let device = Device::flex();
+        let p = emb(vec![0.5, -2.0, 0.0], [1, 3], &device);
+        let v = kd_core::loss::smooth_l1(p, Tensor::zeros([1, 3], &device), 1.0).into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+        assert_eq!(v, vec![0.125, 1.5, 0.0]);
+    }
+
+    #[test]
     fn angle_values_match_hand_computation() {
         let device = Device::flex();
         // Right angle at sample 0 between samples 1 and 2.
         let e = emb(vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0], [3, 2], &device);
-        let a = triple_angles(e).into_data().convert::<f32>().into_vec::<f32>().unwrap();
-        // Entry (j=0, i=1, k=2): cos 90 deg = 0; (j=0, i=1, k=1): 1; (j=1, i=0, k=2): cos 45 deg.
-        assert!(a[1 * 3 + 2].abs() < 1e-6);
-        assert!((a[1 * 3 + 1] - 1.0).abs() < 1e-6);
-        assert!((a[9 + 2] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
+        let a = triple_angles(e).into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+        // Entry (j, i, k) sits at 9j + 3i + k.
+        let at = |j: usize, i: usize, k: usize| a[9 * j + 3 * i + k];
+        // (0, 1, 2): cos 90 deg = 0; (0, 1, 1): 1; (1, 0, 2): cos 45 deg.
+        assert!(at(0, 1, 2).abs() < 1e-6);
+        assert!((at(0, 1, 1) - 1.0).abs() < 1e-6);
+        assert!((at(1, 0, 2) - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
         // A zero difference vector gives a zero row.
-        assert_eq!(a[0], 0.0);
+        assert_eq!(at(0, 0, 1), 0.0);
     }
 }

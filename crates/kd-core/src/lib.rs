@@ -13,6 +13,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod rng;
+pub mod teacher_cache;
 pub mod train;
 
 pub use burn;
@@ -21,4 +22,5 @@ pub use distiller::{Distiller, LossTerms, NoAux, StepContext};
 pub use error::{KdError, Result};
 pub use model::{Classifier, FrozenTeacher, ModelOutput, NoTeacher, Student, Teacher, TeacherNeed};
 pub use optim::{LrSchedule, OptimizerConfig};
+pub use teacher_cache::{CacheContent, DrawPool, TeacherCache};
 pub use train::{EpochRecord, EvalMetrics, RunOptions, TrainConfig, TrainOutcome, Trainer, evaluate};

@@ -7,6 +7,8 @@
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Bool, Int, Tensor};
 
+use crate::error::{KdError, Result};
+
 /// Per-sample `sum_c p_c (log p_c - log q_c)` from log-probabilities, `[batch]`.
 ///
 /// Entries where the target probability is exactly 0 (masked classes, `exp(-1e9)`) count 0.
@@ -83,6 +85,65 @@ pub fn binary_split(probs: Tensor<2>, mask: Tensor<2, Bool>) -> Tensor<2> {
     let inside = (probs.clone() * mask_f.clone()).sum_dim(1);
     let outside = (probs * mask_f.neg().add_scalar(1.0)).sum_dim(1);
     Tensor::cat(vec![inside, outside], 1)
+}
+
+/// Checks that student logits `[batch, classes]`, teacher logits and labels `[batch]` describe
+/// the same batch and the same classes, so that a logit loss can run without panicking.
+pub fn check_logits(method: &str, student_logits: &Tensor<2>, teacher_logits: &Tensor<2>, labels: &Tensor<1, Int>) -> Result<()> {
+    let [batch, classes] = student_logits.dims();
+    let [teacher_batch, teacher_classes] = teacher_logits.dims();
+    if teacher_classes != classes {
+        return Err(KdError::ClassCountMismatch { teacher: teacher_classes, student: classes });
+    }
+    if teacher_batch != batch {
+        return Err(KdError::ShapeMismatch {
+            what: format!("{method}: teacher logits"),
+            expected: vec![batch, classes],
+            actual: vec![teacher_batch, teacher_classes],
+        });
+    }
+    let label_dims = labels.dims();
+    if label_dims[0] != batch {
+        return Err(KdError::ShapeMismatch { what: format!("{method}: labels"), expected: vec![batch], actual: label_dims.to_vec() });
+    }
+    Ok(())
+}
+
+/// `log [sum_{c in mask} p_c, sum_{c not in mask} p_c]` per row, with `p = softmax(logits / T)`,
+/// `[batch, 2]`: the log of [`binary_split`], computed in the log domain.
+///
+/// DKD's and RLD's binary terms take the log of summed probabilities. In f32 a saturated row
+/// (logit gaps above ~100 at T = 1) sums to exactly 0 and the log is `-inf`, while the
+/// reference, in f64, still has a finite value; a log-sum-exp over each part gives the same
+/// number and the same gradient without the underflow. An empty part gives a very large
+/// negative value (about -1e30), whose probability is exactly 0.
+pub fn binary_log_split(logits: Tensor<2>, mask: Tensor<2, Bool>, temperature: f64) -> Tensor<2> {
+    let scaled = logits.div_scalar(temperature);
+    let all = masked_logsumexp(scaled.clone(), None);
+    let inside = masked_logsumexp(scaled.clone(), Some(mask.clone().bool_not()));
+    let outside = masked_logsumexp(scaled, Some(mask));
+    Tensor::cat(vec![inside - all.clone(), outside - all], 1)
+}
+
+/// `log sum_c exp(x_c)` per row over the entries not excluded, `[batch, 1]`.
+fn masked_logsumexp(x: Tensor<2>, excluded: Option<Tensor<2, Bool>>) -> Tensor<2> {
+    // A finite fill rather than -inf: an all-excluded row then gives a finite, huge negative
+    // value instead of `-inf - -inf = NaN`.
+    let x = match excluded {
+        Some(m) => x.mask_fill(m, -1e30),
+        None => x,
+    };
+    // The shift by the row maximum only guards exp() against overflow; the result does not
+    // depend on it, so it is a constant for autodiff.
+    let max = x.clone().max_dim(1).detach();
+    (x - max.clone()).exp().sum_dim(1).log() + max
+}
+
+/// Boolean mask `[batch, classes]`, true at each row's largest entry (the lowest index on
+/// ties, as `argmax` in PyTorch): the teacher's top-1 class.
+pub fn argmax_mask(logits: Tensor<2>) -> Tensor<2, Bool> {
+    let classes = logits.dims()[1];
+    label_mask(logits.argmax(1).squeeze_dim::<1>(1), classes)
 }
 
 /// Softmax at temperature `T` with the masked entries removed (filled with `-fill` after the

@@ -27,6 +27,7 @@ impl Values {
 
 /// Image augmentation drawn per sample from `(seed, epoch, view, index)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Augment {
     /// Zero-pad by this many pixels, then crop back to the original size at a random offset
     /// (CIFAR's pad-4 random crop; 0: no crop).
@@ -41,10 +42,30 @@ impl Augment {
         Augment::default()
     }
 
+    /// CIFAR's standard training augmentation: pad-4 random crop and horizontal flip.
+    pub fn cifar() -> Self {
+        Augment { crop_padding: 4, hflip: true }
+    }
+
     /// Whether anything is drawn.
     pub fn is_active(&self) -> bool {
         self.crop_padding > 0 || self.hflip
     }
+}
+
+/// A batch assembled on the host, before it becomes tensors (see [`InMemoryDataset::host_batch`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostBatch {
+    /// `[batch, channels, height, width]` values, row-major, augmented and normalised.
+    pub inputs: Vec<f32>,
+    /// The shape of `inputs`.
+    pub shape: [usize; 4],
+    /// The class of each sample.
+    pub labels: Vec<usize>,
+    /// The index (in the split) of each sample.
+    pub indices: Vec<usize>,
+    /// The augmentation draw of each sample (0 when not augmented).
+    pub views: Vec<u64>,
 }
 
 /// A labelled dataset held in memory.
@@ -61,6 +82,8 @@ pub struct InMemoryDataset {
     std: Vec<f32>,
     augment: Augment,
     seed: u64,
+    /// A name per class, where the source has them (CSV label values, CIFAR class names).
+    class_names: Option<Arc<Vec<String>>>,
 }
 
 impl InMemoryDataset {
@@ -97,14 +120,15 @@ impl InMemoryDataset {
             std: vec![1.0; shape[0]],
             augment: Augment::none(),
             seed: 0,
+            class_names: None,
         })
     }
 
     /// Per-channel normalisation `(x - mean) / std`, after scaling bytes to `[0, 1]`.
     pub fn with_normalization(mut self, mean: Vec<f32>, std: Vec<f32>) -> Result<Self> {
-        if mean.len() != self.shape[0] || std.len() != self.shape[0] || std.iter().any(|&s| !(s > 0.0)) {
+        if mean.len() != self.shape[0] || std.len() != self.shape[0] || std.iter().any(|&s| !s.is_finite() || s <= 0.0) || mean.iter().any(|m| !m.is_finite()) {
             return Err(KdError::InvalidConfig(format!(
-                "{}: normalisation needs {} means and {} positive stds",
+                "{}: normalisation needs {} finite means and {} positive finite stds",
                 self.name, self.shape[0], self.shape[0]
             )));
         }
@@ -118,6 +142,39 @@ impl InMemoryDataset {
         self.augment = augment;
         self.seed = seed;
         self
+    }
+
+    /// Names the classes (one name per class).
+    pub fn with_class_names(mut self, names: Vec<String>) -> Result<Self> {
+        if names.len() != self.classes {
+            return Err(KdError::InvalidConfig(format!("{}: {} class names for {} classes", self.name, names.len(), self.classes)));
+        }
+        self.class_names = Some(Arc::new(names));
+        Ok(self)
+    }
+
+    /// The class names, where the source has them.
+    pub fn class_names(&self) -> Option<&[String]> {
+        self.class_names.as_deref().map(Vec::as_slice)
+    }
+
+    /// The normalisation applied to every value: per-channel `(mean, std)`.
+    pub fn normalization(&self) -> (&[f32], &[f32]) {
+        (&self.mean, &self.std)
+    }
+
+    /// The augmentation of this split (inactive for evaluation splits).
+    pub fn augment(&self) -> Augment {
+        self.augment
+    }
+
+    /// The number of samples of each class in this split.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.classes];
+        for &row in self.rows.iter() {
+            counts[self.labels[row]] += 1;
+        }
+        counts
     }
 
     /// Renames the split.
@@ -142,31 +199,28 @@ impl InMemoryDataset {
     }
 
     /// The per-channel mean and std of this split's values (before normalisation), for
-    /// normalising with training statistics.
+    /// normalising with training statistics. A constant channel gets std 1 (so it maps to 0
+    /// instead of blowing up on other splits).
     pub fn channel_stats(&self) -> (Vec<f32>, Vec<f32>) {
         let [c, h, w] = self.shape;
-        let mut sum = vec![0f64; c];
-        let mut sq = vec![0f64; c];
+        let n = (self.rows.len() * h * w).max(1) as f64;
+        // Two passes (mean, then squared deviations): exact zero for constant channels, where
+        // the one-pass formula leaves round-off that would become a huge scale.
+        let mut mean = vec![0f64; c];
         for &row in self.rows.iter() {
-            for ch in 0..c {
-                for p in 0..h * w {
-                    let v = self.raw(row, ch * h * w + p) as f64;
-                    sum[ch] += v;
-                    sq[ch] += v * v;
-                }
+            for (ch, m) in mean.iter_mut().enumerate() {
+                *m += (0..h * w).map(|p| self.raw(row, ch * h * w + p) as f64).sum::<f64>();
             }
         }
-        let n = (self.rows.len() * h * w).max(1) as f64;
-        let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
-        let std: Vec<f32> = sq
-            .iter()
-            .zip(&sum)
-            .map(|(q, s)| {
-                let m = s / n;
-                ((q / n - m * m).max(0.0).sqrt() as f32).max(1e-6)
-            })
-            .collect();
-        (mean, std)
+        mean.iter_mut().for_each(|m| *m /= n);
+        let mut var = vec![0f64; c];
+        for &row in self.rows.iter() {
+            for (ch, v) in var.iter_mut().enumerate() {
+                *v += (0..h * w).map(|p| (self.raw(row, ch * h * w + p) as f64 - mean[ch]).powi(2)).sum::<f64>();
+            }
+        }
+        let std = var.iter().map(|v| (v / n).sqrt()).map(|sd| if sd > 1e-12 { sd as f32 } else { 1.0 }).collect();
+        (mean.iter().map(|&m| m as f32).collect(), std)
     }
 
     /// The class of every sample of the split.
@@ -180,6 +234,25 @@ impl InMemoryDataset {
             Values::U8 { data, scale } => data[row * per + offset] as f32 / scale,
             Values::F32(d) => d[row * per + offset],
         }
+    }
+
+    /// The batch of the given samples on the host: what [`BatchSource::batch`] turns into
+    /// tensors. `epoch` 0 means evaluation (never augmented); otherwise augmentation is drawn
+    /// from `(seed, epoch, view, sample)`, so the same call always gives the same values.
+    pub fn host_batch(&self, indices: &[usize], epoch: usize, view: u64) -> Result<HostBatch> {
+        let per: usize = self.shape.iter().product();
+        let mut inputs = vec![0f32; per * indices.len()];
+        let mut labels = Vec::with_capacity(indices.len());
+        for (k, &i) in indices.iter().enumerate() {
+            if i >= self.rows.len() {
+                return Err(KdError::InvalidConfig(format!("{}: sample {i} out of range ({} samples)", self.name, self.rows.len())));
+            }
+            self.write_sample(i, epoch, view, &mut inputs[k * per..(k + 1) * per]);
+            labels.push(self.labels[self.rows[i]]);
+        }
+        let views = vec![if self.augment.is_active() && epoch > 0 { hash_key(&[epoch as u64, view]) } else { 0 }; indices.len()];
+        let [c, h, w] = self.shape;
+        Ok(HostBatch { inputs, shape: [indices.len(), c, h, w], labels, indices: indices.to_vec(), views })
     }
 
     /// Writes one (augmented, normalised) sample into `out`.
@@ -242,19 +315,8 @@ impl BatchSource for InMemoryDataset {
 
     /// `epoch` 0 means evaluation: never augmented.
     fn batch(&self, indices: &[usize], epoch: usize, view: u64, device: &Device) -> Result<Batch> {
-        let per: usize = self.shape.iter().product();
-        let mut inputs = vec![0f32; per * indices.len()];
-        let mut labels = Vec::with_capacity(indices.len());
-        for (k, &i) in indices.iter().enumerate() {
-            if i >= self.rows.len() {
-                return Err(KdError::InvalidConfig(format!("{}: sample {i} out of range ({} samples)", self.name, self.rows.len())));
-            }
-            self.write_sample(i, epoch, view, &mut inputs[k * per..(k + 1) * per]);
-            labels.push(self.labels[self.rows[i]]);
-        }
-        let views = vec![if self.augment.is_active() && epoch > 0 { hash_key(&[epoch as u64, view]) } else { 0 }; indices.len()];
-        let [c, h, w] = self.shape;
-        Batch::from_host(inputs, [indices.len(), c, h, w], labels, indices.to_vec(), views, device)
+        let b = self.host_batch(indices, epoch, view)?;
+        Batch::from_host(b.inputs, b.shape, b.labels, b.indices, b.views, device)
     }
 
     fn fingerprint(&self) -> u64 {
@@ -270,5 +332,87 @@ impl BatchSource for InMemoryDataset {
             words.push(self.raw(row, 0).to_bits() as u64);
         }
         hash_key(&words)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 40 samples of 3x6x6 with distinct pixel values.
+    fn images(augment: Augment, seed: u64) -> InMemoryDataset {
+        let per = 3 * 6 * 6;
+        let data: Vec<u8> = (0..40 * per).map(|i| (i % 251) as u8).collect();
+        let labels = (0..40).map(|i| i % 4).collect();
+        InMemoryDataset::new("img", Values::U8 { data: Arc::new(data), scale: 255.0 }, labels, [3, 6, 6], 4)
+            .unwrap()
+            .with_augment(augment, seed)
+    }
+
+    #[test]
+    fn augmentation_is_a_pure_function_of_seed_epoch_view_and_sample() {
+        let ds = images(Augment::cifar(), 7);
+        let idx: Vec<usize> = (0..40).collect();
+        let a = ds.host_batch(&idx, 3, 0).unwrap();
+        assert_eq!(a, ds.host_batch(&idx, 3, 0).unwrap());
+        // Order of the request does not matter: each sample's draw is keyed by itself.
+        let rev: Vec<usize> = idx.iter().rev().copied().collect();
+        let r = ds.host_batch(&rev, 3, 0).unwrap();
+        assert_eq!(r.inputs[..108], a.inputs[39 * 108..]);
+        assert_ne!(a.inputs, ds.host_batch(&idx, 4, 0).unwrap().inputs, "epochs must differ");
+        assert_ne!(a.inputs, ds.host_batch(&idx, 3, 1).unwrap().inputs, "views must differ");
+        assert_ne!(a.inputs, images(Augment::cifar(), 8).host_batch(&idx, 3, 0).unwrap().inputs, "seeds must differ");
+        // Epoch 0 is evaluation: no augmentation, view 0.
+        let plain = images(Augment::none(), 7).host_batch(&idx, 1, 0).unwrap();
+        let eval = ds.host_batch(&idx, 0, 5).unwrap();
+        assert_eq!(eval.inputs, plain.inputs);
+        assert!(eval.views.iter().all(|&v| v == 0) && a.views.iter().all(|&v| v != 0));
+    }
+
+    #[test]
+    fn flip_mirrors_and_crop_pads_with_zero() {
+        let flip = images(Augment { crop_padding: 0, hflip: true }, 1);
+        let plain = images(Augment::none(), 1).host_batch(&[0], 0, 0).unwrap().inputs;
+        // Some epoch flips sample 0: its rows are then the plain rows reversed.
+        let flipped = (1..40).map(|e| flip.host_batch(&[0], e, 0).unwrap().inputs).find(|x| *x != plain).unwrap();
+        for y in 0..6 {
+            for x in 0..6 {
+                assert_eq!(flipped[y * 6 + x], plain[y * 6 + 5 - x]);
+            }
+        }
+        // A crop with padding 4 on a 6x6 image: some epoch shifts far enough to show padding
+        // (0 before normalisation), and every value is a pixel or a zero.
+        let crop = images(Augment { crop_padding: 4, hflip: false }, 1);
+        let shifted = (1..40).map(|e| crop.host_batch(&[0], e, 0).unwrap().inputs).find(|x| x.contains(&0.0) && *x != plain).unwrap();
+        assert!(shifted.iter().all(|v| *v == 0.0 || plain.contains(v)));
+    }
+
+    #[test]
+    fn batches_on_a_device_are_deterministic() {
+        let device = burn::tensor::Device::flex();
+        let ds = images(Augment::cifar(), 11);
+        let idx = [3, 1, 4, 1, 5, 9, 2, 6];
+        let a = ds.batch(&idx, 2, 0, &device).unwrap();
+        let b = ds.batch(&idx, 2, 0, &device).unwrap();
+        let c = ds.batch(&idx, 3, 0, &device).unwrap();
+        assert_eq!(a.inputs.dims(), [8, 3, 6, 6]);
+        let host = |t: burn::tensor::Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+        let (a, b, c) = (host(a.inputs), host(b.inputs), host(c.inputs));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a, ds.host_batch(&idx, 2, 0).unwrap().inputs);
+    }
+
+    #[test]
+    fn stats_counts_and_names() {
+        let values = vec![1.0, 5.0, 3.0, 5.0, 2.0, 5.0];
+        let ds = InMemoryDataset::new("t", Values::F32(Arc::new(values)), vec![0, 1, 1], [2, 1, 1], 2).unwrap();
+        let (mean, std) = ds.channel_stats();
+        assert_eq!(mean, vec![2.0, 5.0]);
+        assert!((std[0] - (2.0f32 / 3.0).sqrt()).abs() < 1e-6);
+        assert_eq!(std[1], 1.0, "a constant feature keeps scale 1");
+        assert_eq!(ds.class_counts(), vec![1, 2]);
+        assert!(ds.clone().with_class_names(vec!["a".into()]).is_err());
+        assert_eq!(ds.with_class_names(vec!["a".into(), "b".into()]).unwrap().class_names().unwrap()[1], "b");
     }
 }

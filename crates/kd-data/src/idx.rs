@@ -1,9 +1,16 @@
 //! The IDX format of MNIST and Fashion-MNIST, raw or gzip-compressed.
+//!
+//! Layout (big-endian): two zero bytes, an element-type byte (only `0x08`, unsigned byte, is
+//! supported), a rank byte, one `u32` per dimension, then the values row-major. Image files have
+//! rank 3 (magic `0x00000803`), label files rank 1 (magic `0x00000801`).
 
-use std::io::Read;
-use std::path::Path;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kd_core::{KdError, Result};
+
+use crate::dataset::{InMemoryDataset, Values};
 
 /// An IDX file's content: dimensions and bytes.
 #[derive(Debug, Clone)]
@@ -15,47 +22,277 @@ pub struct IdxArray {
 }
 
 /// Reads an IDX file of unsigned bytes (`.gz` or raw, recognised by the gzip magic number).
+///
+/// The declared dimensions bound what is read, so a corrupt header cannot make it decompress
+/// or allocate more than the file announces.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let raw = std::fs::read(path).map_err(|e| KdError::io("reading", path, e))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| KdError::Malformed { path: path.into(), reason: format!("corrupt gzip stream: {e}") })?;
-        out
+    let file = std::fs::File::open(path).map_err(|e| KdError::io("opening", path, e))?;
+    let mut reader = BufReader::new(file);
+    let mut head = [0u8; 2];
+    let got = read_up_to(&mut reader, &mut head).map_err(|e| KdError::io("reading", path, e))?;
+    let malformed = |reason: String| KdError::Malformed { path: path.into(), reason };
+    let prefix = std::io::Cursor::new(head[..got].to_vec());
+    if got == 2 && head == [0x1f, 0x8b] {
+        // MultiGz: `cat a.gz b.gz` is a valid gzip file too.
+        let mut gz = flate2::read::MultiGzDecoder::new(prefix.chain(reader));
+        read_idx_from(&mut gz, true).map_err(malformed)
     } else {
-        raw
-    };
-    parse_idx(&bytes).map_err(|reason| KdError::Malformed { path: path.into(), reason })
+        read_idx_from(&mut prefix.chain(reader), false).map_err(malformed)
+    }
 }
 
 /// Parses IDX bytes (ubyte data only).
 pub fn parse_idx(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
-    if bytes.is_empty() {
-        return Err("empty file".into());
+    read_idx_from(&mut &bytes[..], false)
+}
+
+/// Reads as many bytes as are there, up to `buf.len()`.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match reader.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    if bytes.len() < 4 {
-        return Err(format!("{} bytes is too short for an IDX header", bytes.len()));
+    Ok(got)
+}
+
+fn read_idx_from(reader: &mut impl Read, gzip: bool) -> std::result::Result<IdxArray, String> {
+    // Decoder errors mean a damaged compressed stream, not a bad IDX header.
+    let io = |e: std::io::Error| {
+        if gzip { format!("corrupt or truncated gzip stream: {e}") } else { format!("read error: {e}") }
+    };
+    let mut magic = [0u8; 4];
+    let got = read_up_to(reader, &mut magic).map_err(io)?;
+    if got == 0 {
+        return Err(if gzip { "empty IDX content inside the gzip stream".into() } else { "empty file".into() });
     }
-    if bytes[0] != 0 || bytes[1] != 0 {
-        return Err(format!("wrong IDX magic number {:02x}{:02x}{:02x}{:02x} (expected 0000 08 NN)", bytes[0], bytes[1], bytes[2], bytes[3]));
+    if got < 4 {
+        return Err(format!("{got} bytes is too short for an IDX header (truncated)"));
     }
-    if bytes[2] != 0x08 {
-        return Err(format!("IDX element type 0x{:02x} is not unsigned byte (0x08)", bytes[2]));
+    if magic[0] != 0 || magic[1] != 0 {
+        return Err(format!(
+            "wrong IDX magic number 0x{:02x}{:02x}{:02x}{:02x} (expected 0x00000801 for labels or 0x00000803 for images)",
+            magic[0], magic[1], magic[2], magic[3]
+        ));
     }
-    let rank = bytes[3] as usize;
+    if magic[2] != 0x08 {
+        return Err(format!("IDX element type 0x{:02x} is not unsigned byte (0x08)", magic[2]));
+    }
+    let rank = magic[3] as usize;
     if rank == 0 || rank > 4 {
-        return Err(format!("IDX rank {rank} is not supported"));
+        return Err(format!("IDX rank {rank} is not supported (1 to 4)"));
     }
-    let header = 4 + 4 * rank;
-    if bytes.len() < header {
-        return Err(format!("truncated header: {} bytes, need {header}", bytes.len()));
+    let mut dim_bytes = vec![0u8; 4 * rank];
+    let got = read_up_to(reader, &mut dim_bytes).map_err(io)?;
+    if got < dim_bytes.len() {
+        return Err(format!("truncated header: {} bytes, need {}", 4 + got, 4 + 4 * rank));
     }
-    let dims: Vec<usize> = (0..rank).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize).collect();
-    let expected = dims.iter().product::<usize>();
-    let got = bytes.len() - header;
-    if got != expected {
-        return Err(format!("dimensions {dims:?} need {expected} data bytes but the file has {got} (truncated or corrupt)"));
+    let dims: Vec<usize> = dim_bytes.chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format!("dimensions {dims:?} overflow the addressable size (corrupt header)"))?;
+    // Read at most one byte past the announced size: enough to detect trailing garbage.
+    let mut data = Vec::with_capacity(expected.min(1 << 28));
+    reader.take(expected as u64 + 1).read_to_end(&mut data).map_err(io)?;
+    if data.len() < expected {
+        return Err(format!("dimensions {dims:?} need {expected} data bytes but the file has {} (truncated)", data.len()));
     }
-    Ok(IdxArray { dims, data: bytes[header..].to_vec() })
+    if data.len() > expected {
+        return Err(format!("dimensions {dims:?} need {expected} data bytes but the file has more (trailing bytes: corrupt header?)"));
+    }
+    Ok(IdxArray { dims, data })
+}
+
+/// The file names an IDX file may have: gzip or raw, `-idx3-ubyte` or LeCun's `.idx3-ubyte`.
+fn candidates(folder: &Path, prefix: &str, kind: &str, rank: usize) -> Vec<PathBuf> {
+    [
+        format!("{prefix}-{kind}-idx{rank}-ubyte.gz"),
+        format!("{prefix}-{kind}-idx{rank}-ubyte"),
+        format!("{prefix}-{kind}.idx{rank}-ubyte"),
+        format!("{prefix}-{kind}.idx{rank}-ubyte.gz"),
+    ]
+    .into_iter()
+    .map(|n| folder.join(n))
+    .collect()
+}
+
+fn find_file(folder: &Path, prefix: &str, kind: &str, rank: usize) -> Result<PathBuf> {
+    let all = candidates(folder, prefix, kind, rank);
+    if let Some(p) = all.iter().find(|p| p.is_file()) {
+        return Ok(p.clone());
+    }
+    let names: Vec<String> = all.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+    Err(KdError::io(
+        "finding",
+        &all[0],
+        std::io::Error::new(std::io::ErrorKind::NotFound, format!("no IDX {kind} file in {} (tried {})", folder.display(), names.join(", "))),
+    ))
+}
+
+/// Loads an images + labels pair (`{prefix}-images-idx3-ubyte[.gz]`,
+/// `{prefix}-labels-idx1-ubyte[.gz]`) as a dataset of `[1, rows, cols]` byte images scaled to
+/// `[0, 1]`, checking that the counts agree and every label is below `classes`.
+pub fn load_idx_pair(folder: &Path, prefix: &str, name: &str, classes: usize) -> Result<InMemoryDataset> {
+    let images_path = find_file(folder, prefix, "images", 3)?;
+    let labels_path = find_file(folder, prefix, "labels", 1)?;
+    let images = read_idx(&images_path)?;
+    let labels = read_idx(&labels_path)?;
+    if images.dims.len() != 3 {
+        return Err(KdError::Malformed {
+            path: images_path,
+            reason: format!("an image file needs 3 dimensions (magic 0x00000803), this one has {:?}", images.dims),
+        });
+    }
+    if labels.dims.len() != 1 {
+        return Err(KdError::Malformed {
+            path: labels_path,
+            reason: format!("a label file needs 1 dimension (magic 0x00000801), this one has {:?}", labels.dims),
+        });
+    }
+    let [n, rows, cols] = [images.dims[0], images.dims[1], images.dims[2]];
+    if n == 0 || rows == 0 || cols == 0 {
+        return Err(KdError::Malformed { path: images_path, reason: format!("no images (dimensions {:?})", images.dims) });
+    }
+    if labels.dims[0] != n {
+        return Err(KdError::Malformed {
+            path: labels_path,
+            reason: format!("{} labels for {n} images in {}", labels.dims[0], images_path.display()),
+        });
+    }
+    if let Some((i, &l)) = labels.data.iter().enumerate().find(|&(_, &l)| l as usize >= classes) {
+        return Err(KdError::Malformed { path: labels_path, reason: format!("label {l} at sample {i} is out of range 0..{classes}") });
+    }
+    let labels: Vec<usize> = labels.data.iter().map(|&l| l as usize).collect();
+    InMemoryDataset::new(name, Values::U8 { data: Arc::new(images.data), scale: 255.0 }, labels, [1, rows, cols], classes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use kd_core::BatchSource;
+
+    fn idx_bytes(rank: u8, dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut out = vec![0, 0, 8, rank];
+        for d in dims {
+            out.extend(d.to_be_bytes());
+        }
+        out.extend_from_slice(data);
+        out
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    fn write_pair(dir: &Path, prefix: &str, n: u32, labels: &[u8], gz: bool) {
+        let images: Vec<u8> = (0..n * 4).map(|i| (i * 17 % 256) as u8).collect();
+        let img = idx_bytes(3, &[n, 2, 2], &images);
+        let lab = idx_bytes(1, &[labels.len() as u32], labels);
+        if gz {
+            std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte.gz")), gzip(&img)).unwrap();
+            std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte.gz")), gzip(&lab)).unwrap();
+        } else {
+            std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), img).unwrap();
+            std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), lab).unwrap();
+        }
+    }
+
+    fn reason(err: KdError) -> String {
+        match err {
+            KdError::Malformed { reason, .. } => reason,
+            other => panic!("expected a Malformed error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn reads_raw_and_gzip_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        write_pair(dir.path(), "train", 3, &[0, 9, 4], true);
+        write_pair(dir.path(), "t10k", 2, &[1, 2], false);
+        let train = load_idx_pair(dir.path(), "train", "x/train", 10).unwrap();
+        assert_eq!(train.len(), 3);
+        assert_eq!(train.input_shape(), [1, 2, 2]);
+        assert_eq!(train.labels(), vec![0, 9, 4]);
+        let test = load_idx_pair(dir.path(), "t10k", "x/test", 10).unwrap();
+        assert_eq!(test.labels(), vec![1, 2]);
+        // Pixels scaled by 1/255: sample 1, pixel 0 is byte 4*17 = 68.
+        let b = test.host_batch(&[1], 0, 0).unwrap();
+        assert!((b.inputs[0] - 68.0 / 255.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn parse_errors_name_the_problem() {
+        assert_eq!(parse_idx(&[]).unwrap_err(), "empty file");
+        assert!(parse_idx(&[0, 0, 8]).unwrap_err().contains("too short"));
+        assert!(parse_idx(&[0x50, 0x4b, 3, 4, 0, 0, 0, 0]).unwrap_err().contains("wrong IDX magic number 0x504b0304"));
+        assert!(parse_idx(&[0, 0, 0x0d, 1, 0, 0, 0, 0]).unwrap_err().contains("element type 0x0d"));
+        assert!(parse_idx(&[0, 0, 8, 9]).unwrap_err().contains("rank 9"));
+        assert!(parse_idx(&[0, 0, 8, 3, 0, 0, 0, 1]).unwrap_err().contains("truncated header"));
+        let full = idx_bytes(3, &[2, 2, 2], &[1; 8]);
+        assert!(parse_idx(&full[..full.len() - 1]).unwrap_err().contains("need 8 data bytes but the file has 7 (truncated)"));
+        let mut long = full.clone();
+        long.push(0);
+        assert!(parse_idx(&long).unwrap_err().contains("trailing bytes"));
+        let huge = idx_bytes(4, &[u32::MAX, u32::MAX, u32::MAX, u32::MAX], &[]);
+        assert!(parse_idx(&huge).unwrap_err().contains("overflow"));
+        assert_eq!(parse_idx(&full).unwrap().dims, vec![2, 2, 2]);
+    }
+
+    #[test]
+    fn bad_files_are_malformed_errors_with_their_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("empty");
+        std::fs::write(&p, b"").unwrap();
+        match read_idx(&p).unwrap_err() {
+            KdError::Malformed { path, reason } => {
+                assert_eq!(path, p);
+                assert_eq!(reason, "empty file");
+            }
+            other => panic!("{other}"),
+        }
+        // A gzip stream cut in the middle.
+        let gz = gzip(&idx_bytes(3, &[50, 10, 10], &[7; 5000]));
+        std::fs::write(&p, &gz[..gz.len() / 2]).unwrap();
+        assert!(reason(read_idx(&p).unwrap_err()).contains("gzip"));
+        // Garbage after the gzip magic.
+        std::fs::write(&p, [0x1f, 0x8b, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).unwrap();
+        assert!(reason(read_idx(&p).unwrap_err()).contains("corrupt or truncated gzip"));
+        // Gzip of a truncated IDX file.
+        std::fs::write(&p, gzip(&idx_bytes(1, &[10], &[1; 9]))).unwrap();
+        assert!(reason(read_idx(&p).unwrap_err()).contains("truncated"));
+        // A missing file is an I/O error naming it.
+        let missing = read_idx(&dir.path().join("nope")).unwrap_err().to_string();
+        assert!(missing.contains("nope"), "{missing}");
+    }
+
+    #[test]
+    fn pair_checks_ranks_counts_and_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        write_pair(dir.path(), "a", 3, &[0, 1, 12], false);
+        let msg = load_idx_pair(dir.path(), "a", "a", 10).unwrap_err().to_string();
+        assert!(msg.contains("label 12 at sample 2 is out of range 0..10"), "{msg}");
+        assert!(msg.contains("a-labels-idx1-ubyte"), "{msg}");
+
+        write_pair(dir.path(), "b", 3, &[0, 1], false);
+        let msg = load_idx_pair(dir.path(), "b", "b", 10).unwrap_err().to_string();
+        assert!(msg.contains("2 labels for 3 images"), "{msg}");
+
+        // Labels and images swapped: the rank tells.
+        write_pair(dir.path(), "c", 2, &[0, 1], false);
+        std::fs::copy(dir.path().join("c-labels-idx1-ubyte"), dir.path().join("c-images-idx3-ubyte")).unwrap();
+        let msg = load_idx_pair(dir.path(), "c", "c", 10).unwrap_err().to_string();
+        assert!(msg.contains("needs 3 dimensions"), "{msg}");
+
+        let msg = load_idx_pair(dir.path(), "zzz", "z", 10).unwrap_err().to_string();
+        assert!(msg.contains("no IDX images file"), "{msg}");
+    }
 }

@@ -1,1 +1,8 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+pub mod distiller;
+pub mod loss;
+
+pub use distiller::{Rld, RldConfig};
+pub use kd_baselines::LogitStandardization;
+pub use loss::{MCD_MASK_FILL, rank_mask, rld_loss, rld_mcd, rld_scd, rld_terms};

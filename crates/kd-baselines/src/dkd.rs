@@ -1,0 +1,232 @@
+//! Decoupled knowledge distillation (Zhao et al., CVPR 2022), in mdistiller's form.
+//!
+//! With `p^X = softmax(z^X / T)` and `y` the label (METHODS.md Part B section 3):
+//! - TCKD: KL between the binary distributions `b^X = [p^X_y, sum_{c != y} p^X_c]`;
+//! - NCKD: KL between the softmaxes over the non-target classes (the target logit is shifted by
+//!   -1000 after the division by T, for teacher and student, as `DKD.py` does);
+//! - `L = w_ce * CE + min(epoch / W, 1) * (alpha * T^2 * TCKD + beta * T^2 * NCKD)`, each KL
+//!   summed over classes and averaged over the batch.
+//!
+//! The binary terms are the log of summed probabilities in the reference; here they are
+//! computed in the log domain ([`kd_core::loss::binary_log_split`]), which is the same number
+//! and gradient but does not underflow to `log(0)` in f32 for a saturated student.
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor};
+use kd_core::loss::{binary_log_split, check_logits, cross_entropy_mean, kl_from_log_probs, label_mask};
+use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
+use serde::{Deserialize, Serialize};
+
+use crate::logit_stand::LogitStandardization;
+
+/// What DKD subtracts from the target logit (after the division by T) to drop it from the
+/// non-target softmax (`DKD.py`, `dkd_loss`).
+pub const NCKD_TARGET_SHIFT: f64 = 1000.0;
+
+/// Configuration of [`Dkd`]. Defaults: mdistiller's `CFG.DKD` and
+/// `configs/cifar100/dkd/res32x4_res8x4.yaml` (CE weight 1, alpha 1, beta 8, T 4, warm-up 20
+/// epochs). Other CIFAR pairs use beta 2 or 6 (METHODS.md Part B section 3); ImageNet uses
+/// T 1, warm-up 1 and beta 0.5 (R34->R18) or 2 (R50->MV1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DkdConfig {
+    /// Weight of the cross-entropy with the labels.
+    pub ce_weight: f64,
+    /// Weight of TCKD.
+    pub alpha: f64,
+    /// Weight of NCKD.
+    pub beta: f64,
+    /// Softmax temperature T of both terms.
+    pub temperature: f64,
+    /// Epochs W of the linear warm-up of the distillation term, `min(epoch / W, 1)`; 0: none.
+    pub warmup_epochs: usize,
+    /// Logit standardization applied to both logit sets inside the distillation term.
+    pub logit_stand: Option<LogitStandardization>,
+}
+
+impl Default for DkdConfig {
+    fn default() -> Self {
+        DkdConfig { ce_weight: 1.0, alpha: 1.0, beta: 8.0, temperature: 4.0, warmup_epochs: 20, logit_stand: None }
+    }
+}
+
+impl DkdConfig {
+    /// The LSKD recipe on top of this configuration (the `--logit-stand` flag of the LSKD and
+    /// RLD code, METHODS.md Part B section 5): z-scored logits, `alpha` and `beta` multiplied
+    /// by `kd_weight` (9 in the paper's CIFAR runs), `T = base_temp` (2 in those runs).
+    pub fn with_logit_stand(mut self, kd_weight: f64, base_temp: f64) -> Self {
+        self.alpha *= kd_weight;
+        self.beta *= kd_weight;
+        self.temperature = base_temp;
+        self.logit_stand = Some(LogitStandardization::default());
+        self
+    }
+
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(KdError::InvalidConfig(format!("DKD temperature must be > 0, got {}", self.temperature)));
+        }
+        for (name, w) in [("ce_weight", self.ce_weight), ("alpha", self.alpha), ("beta", self.beta)] {
+            if !(w.is_finite() && w >= 0.0) {
+                return Err(KdError::InvalidConfig(format!("DKD {name} must be finite and >= 0, got {w}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per-sample TCKD times `T^2`, `[batch]`: `T^2 * KL(b^T || b^S)` with
+/// `b^X = [p^X_y, 1 - p^X_y]` at temperature T.
+pub fn dkd_tckd(student_logits: Tensor<2>, teacher_logits: Tensor<2>, labels: Tensor<1, Int>, temperature: f64) -> Tensor<1> {
+    let classes = student_logits.dims()[1];
+    let target = label_mask(labels, classes);
+    let log_b_student = binary_log_split(student_logits, target.clone(), temperature);
+    let log_b_teacher = binary_log_split(teacher_logits, target, temperature);
+    kl_from_log_probs(log_b_teacher, log_b_student).mul_scalar(temperature * temperature)
+}
+
+/// Per-sample NCKD times `T^2`, `[batch]`: `T^2 * KL(p^T || p^S)` over the non-target classes.
+pub fn dkd_nckd(student_logits: Tensor<2>, teacher_logits: Tensor<2>, labels: Tensor<1, Int>, temperature: f64) -> Tensor<1> {
+    let classes = student_logits.dims()[1];
+    // A shift rather than a masked fill, as in the reference: the target entry keeps a
+    // (vanishing) probability and gradient instead of exactly none.
+    let shift = label_mask(labels, classes).float().mul_scalar(NCKD_TARGET_SHIFT);
+    let log_p_student = log_softmax(student_logits.div_scalar(temperature) - shift.clone(), 1);
+    let log_p_teacher = log_softmax(teacher_logits.div_scalar(temperature) - shift, 1);
+    kl_from_log_probs(log_p_teacher, log_p_student).mul_scalar(temperature * temperature)
+}
+
+/// The two weighted batch-mean terms `(alpha * TCKD, beta * NCKD)`, each `[1]`.
+pub fn dkd_terms(
+    student_logits: Tensor<2>,
+    teacher_logits: Tensor<2>,
+    labels: Tensor<1, Int>,
+    alpha: f64,
+    beta: f64,
+    temperature: f64,
+    logit_stand: Option<&LogitStandardization>,
+) -> (Tensor<1>, Tensor<1>) {
+    let (student, teacher) = match logit_stand {
+        Some(s) => (s.apply(student_logits), s.apply(teacher_logits)),
+        None => (student_logits, teacher_logits),
+    };
+    let tckd = dkd_tckd(student.clone(), teacher.clone(), labels.clone(), temperature).mean().mul_scalar(alpha);
+    let nckd = dkd_nckd(student, teacher, labels, temperature).mean().mul_scalar(beta);
+    (tckd, nckd)
+}
+
+/// The distillation term alone, `[1]`: `alpha * TCKD + beta * NCKD`, both times `T^2`, with the
+/// optional logit standardization. This is what the golden cases of `dkd.json` check.
+pub fn dkd_loss(
+    student_logits: Tensor<2>,
+    teacher_logits: Tensor<2>,
+    labels: Tensor<1, Int>,
+    alpha: f64,
+    beta: f64,
+    temperature: f64,
+    logit_stand: Option<&LogitStandardization>,
+) -> Tensor<1> {
+    let (tckd, nckd) = dkd_terms(student_logits, teacher_logits, labels, alpha, beta, temperature, logit_stand);
+    tckd + nckd
+}
+
+/// DKD as a [`Distiller`]. Loss terms: `ce`, `tckd`, `nckd` (the last two already weighted by
+/// alpha or beta and the warm-up factor).
+#[derive(Debug, Clone)]
+pub struct Dkd {
+    config: DkdConfig,
+}
+
+impl Dkd {
+    /// A DKD distiller; the configuration is checked.
+    pub fn new(config: DkdConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Dkd { config })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DkdConfig {
+        &self.config
+    }
+}
+
+impl Distiller for Dkd {
+    type Aux = NoAux;
+
+    fn name(&self) -> String {
+        if self.config.logit_stand.is_some() { "dkd+ls".into() } else { "dkd".into() }
+    }
+
+    fn teacher_need(&self) -> TeacherNeed {
+        TeacherNeed::Logits
+    }
+
+    fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
+        Ok(NoAux::new())
+    }
+
+    fn loss(&mut self, ctx: &StepContext, batch: &Batch, student: &ModelOutput, teacher: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
+        let teacher = teacher.ok_or_else(|| KdError::Missing { method: "dkd".into(), what: "teacher logits".into() })?;
+        check_logits("dkd", &student.logits, &teacher.logits, &batch.labels)?;
+        let c = &self.config;
+        let warm = ctx.warmup_factor(c.warmup_epochs);
+        let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);
+        let (tckd, nckd) = dkd_terms(
+            student.logits.clone(),
+            teacher.logits.clone(),
+            batch.labels.clone(),
+            c.alpha,
+            c.beta,
+            c.temperature,
+            c.logit_stand.as_ref(),
+        );
+        Ok(LossTerms::new().with("ce", ce).with("tckd", tckd.mul_scalar(warm)).with("nckd", nckd.mul_scalar(warm)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    fn device() -> Device {
+        Device::flex()
+    }
+
+    fn scalar(t: Tensor<1>) -> f64 {
+        t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap()[0]
+    }
+
+    #[test]
+    fn identical_logits_give_zero() {
+        let d = device();
+        let z = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, -2.0, 3.0, 0.5, 0.0, 0.2], [2, 3]), &d);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(vec![2i64, 0], [2]), &d);
+        let l = scalar(dkd_loss(z.clone(), z, y, 1.0, 8.0, 4.0, None));
+        assert!(l.abs() < 1e-6, "{l}");
+    }
+
+    #[test]
+    fn two_classes_have_no_nckd() {
+        // With two classes the non-target softmax has one entry: NCKD is 0 and DKD = TCKD = KD.
+        let d = device();
+        let s = Tensor::<2>::from_data(TensorData::new(vec![0.3f32, -1.0], [1, 2]), &d);
+        let t = Tensor::<2>::from_data(TensorData::new(vec![2.0f32, 0.5], [1, 2]), &d);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64], [1]), &d);
+        let nckd = scalar(dkd_nckd(s.clone(), t.clone(), y.clone(), 2.0));
+        assert!(nckd.abs() < 1e-6, "{nckd}");
+        let dkd = scalar(dkd_loss(s.clone(), t.clone(), y, 1.0, 8.0, 2.0, None));
+        let kd = scalar(kd_core::loss::kd_kl_mean(s, t, 2.0));
+        assert!((dkd - kd).abs() < 1e-5 * (1.0 + kd), "{dkd} vs {kd}");
+    }
+
+    #[test]
+    fn config_checks_and_logit_stand_recipe() {
+        assert!(Dkd::new(DkdConfig { temperature: 0.0, ..Default::default() }).is_err());
+        assert!(Dkd::new(DkdConfig { beta: -1.0, ..Default::default() }).is_err());
+        let c = DkdConfig::default().with_logit_stand(9.0, 2.0);
+        assert_eq!((c.alpha, c.beta, c.temperature), (9.0, 72.0, 2.0));
+        assert!(c.logit_stand.is_some());
+    }
+}

@@ -1,0 +1,474 @@
+//! DLB: self-distillation from the last mini-batch (Shen et al., CVPR 2022).
+//!
+//! Each step trains on the previous batch's samples (re-drawn with augmentation view 1) and
+//! the fresh batch (view 0):
+//! `L = CE([z'_prev; z], [y_prev; y]) + alpha T^2 KL_batchmean(softmax(sg(z_prev)/T) || softmax(z'_prev/T))`,
+//! where `z_prev` are the logits the previous step computed on those samples (before its
+//! update). Then this step's fresh indices and detached logits are stored. The first step
+//! overall has no previous batch and is CE only; the buffer persists across epochs
+//! (Meta-knowledge-Lab/DLB `dlb.py`, `train_one_epoch`; METHODS.md Part B section 7.2).
+//! No teacher.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use kd_core::loss::{cross_entropy_mean, kd_kl_mean};
+use kd_core::{Batch, BatchSource, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
+use serde::{Deserialize, Serialize};
+
+use crate::pskd::{StateReader, host_rows, put_u64};
+
+/// Configuration of [`Dlb`]. Defaults T = 3, alpha = 1: the paper's values as remembered,
+/// **\[UNVERIFIED\]** (the DLB code has no defaults; its default experiment suffix "TP3_0.5"
+/// hints at T = 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DlbConfig {
+    /// Softmax temperature T of the consistency term.
+    pub temperature: f64,
+    /// Weight alpha of the consistency term.
+    pub alpha: f64,
+    /// Augmentation view the previous batch is re-drawn with (the DLB loader's second view).
+    pub replay_view: u64,
+}
+
+impl Default for DlbConfig {
+    fn default() -> Self {
+        DlbConfig { temperature: 3.0, alpha: 1.0, replay_view: 1 }
+    }
+}
+
+impl DlbConfig {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(KdError::InvalidConfig(format!("DLB temperature must be > 0, got {}", self.temperature)));
+        }
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            return Err(KdError::InvalidConfig(format!("DLB alpha must be finite and >= 0, got {}", self.alpha)));
+        }
+        Ok(())
+    }
+}
+
+/// What DLB keeps of the last step: its fresh samples and the logits computed on them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastBatch {
+    /// The epoch of that step (the replay re-draws the samples as that epoch drew them).
+    pub epoch: usize,
+    /// Dataset indices of the fresh samples.
+    pub indices: Vec<usize>,
+    /// Number of classes (width of `logits`).
+    pub classes: usize,
+    /// Their logits, detached, `[indices.len(), classes]` row-major.
+    pub logits: Vec<f32>,
+}
+
+const DLB_MAGIC: &[u8; 8] = b"KDDLB001";
+
+/// The DLB consistency term: `alpha T^2 KL_batchmean(softmax(prev/T) || softmax(replayed/T))`, `[1]`.
+pub fn dlb_loss(replayed_logits: Tensor<2>, previous_logits: Tensor<2>, temperature: f64, alpha: f64) -> Tensor<1> {
+    kd_kl_mean(replayed_logits, previous_logits, temperature).mul_scalar(alpha)
+}
+
+/// DLB as a [`Distiller`]: replays the previous batch in [`Distiller::prepare_batch`].
+#[derive(Debug, Clone)]
+pub struct Dlb {
+    config: DlbConfig,
+    last: Option<LastBatch>,
+    /// Replayed rows at the front of the batch `prepare_batch` returned, until `loss` uses it.
+    pending_replay: Option<usize>,
+}
+
+impl Dlb {
+    /// A DLB trainer; the configuration is checked.
+    pub fn new(config: DlbConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Dlb { config, last: None, pending_replay: None })
+    }
+
+    /// The stored last batch, if any.
+    pub fn last_batch(&self) -> Option<&LastBatch> {
+        self.last.as_ref()
+    }
+}
+
+impl Distiller for Dlb {
+    type Aux = NoAux;
+
+    fn name(&self) -> String {
+        "dlb".into()
+    }
+
+    fn teacher_need(&self) -> TeacherNeed {
+        TeacherNeed::Nothing
+    }
+
+    fn needs_sample_indices(&self) -> bool {
+        // The replay re-draws samples by index.
+        true
+    }
+
+    fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
+        Ok(NoAux::new())
+    }
+
+    fn prepare_batch(&mut self, _: &StepContext, batch: Batch, data: &dyn BatchSource, device: &Device) -> Result<Batch> {
+        let Some(last) = &self.last else {
+            self.pending_replay = Some(0);
+            return Ok(batch);
+        };
+        let replay = data.batch(&last.indices, last.epoch, self.config.replay_view, device)?;
+        if replay.len() != last.indices.len() {
+            return Err(KdError::ShapeMismatch { what: "DLB replayed batch".into(), expected: vec![last.indices.len()], actual: vec![replay.len()] });
+        }
+        self.pending_replay = Some(replay.len());
+        Ok(Batch::concat(replay, batch))
+    }
+
+    fn loss(&mut self, ctx: &StepContext, batch: &Batch, student: &ModelOutput, _: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
+        let [n, classes] = student.logits.dims();
+        if n != batch.len() {
+            return Err(KdError::ShapeMismatch { what: "DLB logits vs batch".into(), expected: vec![batch.len()], actual: vec![n] });
+        }
+        // Without a prepare_batch call, the batch holds no replayed rows.
+        let replayed = self.pending_replay.take().unwrap_or(0);
+        if replayed > n {
+            return Err(KdError::ShapeMismatch { what: "DLB replayed rows".into(), expected: vec![replayed], actual: vec![n] });
+        }
+        let device = student.logits.device();
+        let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone());
+        let consistency = match (&self.last, replayed) {
+            (_, 0) => Tensor::zeros([1], &device),
+            (Some(last), r) => {
+                if batch.indices[..r] != last.indices[..] {
+                    return Err(KdError::InvalidConfig("DLB: the replayed rows are not the stored last batch".into()));
+                }
+                if last.classes != classes {
+                    return Err(KdError::ShapeMismatch { what: "DLB stored logits (classes)".into(), expected: vec![last.classes], actual: vec![classes] });
+                }
+                let previous = Tensor::<2>::from_data(TensorData::new(last.logits.clone(), [r, classes]), &device);
+                dlb_loss(student.logits.clone().narrow(0, 0, r), previous, self.config.temperature, self.config.alpha)
+            }
+            (None, _) => return Err(KdError::InvalidConfig("DLB: replayed rows but no stored last batch".into())),
+        };
+        // Store this step's fresh rows, detached, as computed before the update.
+        self.last = if n > replayed {
+            Some(LastBatch {
+                epoch: ctx.epoch,
+                indices: batch.indices[replayed..].to_vec(),
+                classes,
+                logits: host_rows(student.logits.clone().narrow(0, replayed, n - replayed))?,
+            })
+        } else {
+            None
+        };
+        Ok(LossTerms::new().with("ce", ce).with("dlb", consistency))
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>> {
+        // Magic, then a presence byte and the last batch: epoch, classes, rows, indices, logits.
+        let mut out = DLB_MAGIC.to_vec();
+        match &self.last {
+            None => out.push(0),
+            Some(last) => {
+                out.push(1);
+                put_u64(&mut out, last.epoch as u64);
+                put_u64(&mut out, last.classes as u64);
+                put_u64(&mut out, last.indices.len() as u64);
+                for &i in &last.indices {
+                    put_u64(&mut out, i as u64);
+                }
+                for v in &last.logits {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
+        self.pending_replay = None;
+        if bytes.is_empty() {
+            self.last = None;
+            return Ok(());
+        }
+        let mut r = StateReader::new(bytes, "dlb");
+        r.magic(DLB_MAGIC)?;
+        let present = r.take(1)?[0];
+        self.last = match present {
+            0 => None,
+            1 => {
+                let epoch = r.usize()?;
+                let classes = r.usize()?;
+                let rows = r.usize()?;
+                let need = classes.checked_mul(4).and_then(|c| c.checked_add(8)).and_then(|row| row.checked_mul(rows));
+                if need != Some(r.remaining()) {
+                    return Err(r.error(format!("{rows} rows of {classes} classes do not fit {} bytes", r.remaining())));
+                }
+                let indices = (0..rows).map(|_| r.usize()).collect::<Result<Vec<_>>>()?;
+                let logits = (0..rows * classes).map(|_| r.f32()).collect::<Result<Vec<_>>>()?;
+                Some(LastBatch { epoch, indices, classes, logits })
+            }
+            other => return Err(r.error(format!("bad presence flag {other}"))),
+        };
+        if r.remaining() != 0 {
+            return Err(r.error(format!("{} trailing bytes", r.remaining())));
+        }
+        Ok(())
+    }
+}
+
+/// Small models, a data source and a run recipe shared by the tests of this crate's files.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::nn::conv::{Conv2d, Conv2dConfig};
+    use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+    use burn::tensor::activation::relu;
+    use burn::tensor::{Device, Tensor};
+    use kd_core::{Batch, BatchSource, Classifier, ModelOutput, OptimizerConfig, Result, TrainConfig};
+
+    /// 3 classes, inputs `[1, 4, 4]`: the label's offset plus deterministic noise that
+    /// depends on `(index, epoch, view)`, so views differ.
+    pub struct Noisy(pub usize);
+
+    impl BatchSource for Noisy {
+        fn name(&self) -> String {
+            "noisy".into()
+        }
+        fn len(&self) -> usize {
+            self.0
+        }
+        fn num_classes(&self) -> usize {
+            3
+        }
+        fn input_shape(&self) -> [usize; 3] {
+            [1, 4, 4]
+        }
+        fn label(&self, index: usize) -> usize {
+            index % 3
+        }
+        fn augmented(&self) -> bool {
+            true
+        }
+        fn batch(&self, indices: &[usize], epoch: usize, view: u64, device: &Device) -> Result<Batch> {
+            let mut inputs = Vec::with_capacity(indices.len() * 16);
+            for &i in indices {
+                for k in 0..16u64 {
+                    let h = (i as u64 * 7919 + epoch as u64 * 104_729 + view * 1_299_709 + k * 15_485_863) % 1000;
+                    inputs.push((i % 3) as f32 - 1.0 + (h as f32 / 1000.0 - 0.5));
+                }
+            }
+            let labels = indices.iter().map(|&i| i % 3).collect();
+            Batch::from_host(inputs, [indices.len(), 1, 4, 4], labels, indices.to_vec(), vec![view; indices.len()], device)
+        }
+        fn fingerprint(&self) -> u64 {
+            self.0 as u64
+        }
+    }
+
+    /// Conv (3x3, the given stride) -> ReLU (the one feature map) -> mean pool (the embedding)
+    /// -> linear classifier.
+    #[derive(Module, Debug)]
+    pub struct TinyConv {
+        conv: Conv2d,
+        fc: Linear,
+    }
+
+    impl TinyConv {
+        pub fn new(channels: usize, stride: usize, device: &Device) -> Self {
+            let conv = Conv2dConfig::new([1, channels], [3, 3])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device);
+            TinyConv { conv, fc: LinearConfig::new(channels, 3).init(device) }
+        }
+    }
+
+    impl Classifier for TinyConv {
+        fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
+            let f = relu(self.conv.forward(inputs));
+            let [b, c, _, _] = f.dims();
+            let embedding: Tensor<2> = f.clone().mean_dim(3).mean_dim(2).reshape([b, c]);
+            ModelOutput { logits: self.fc.forward(embedding.clone()), features: vec![f], embedding }
+        }
+        fn num_classes(&self) -> usize {
+            3
+        }
+    }
+
+    /// Every float parameter of a module, flattened.
+    pub fn params<M: Module>(m: &M) -> Vec<f32> {
+        struct Collect(Vec<f32>);
+        impl ModuleVisitor for Collect {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                self.0.extend(p.val().into_data().convert::<f32>().try_into_vec::<f32>().unwrap());
+            }
+        }
+        let mut c = Collect(Vec::new());
+        m.visit(&mut c);
+        c.0
+    }
+
+    /// A short SGD recipe.
+    pub fn recipe(epochs: usize, batch_size: usize) -> TrainConfig {
+        TrainConfig {
+            epochs,
+            batch_size,
+            optimizer: OptimizerConfig::sgd(0.05),
+            schedule: kd_core::LrSchedule::Constant,
+            lr_warmup_epochs: 0,
+            seed: 3,
+            drop_last: false,
+            eval_batch_size: 64,
+        }
+    }
+
+    /// A fresh temporary folder for one test.
+    pub fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("kd-baselines-{name}-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sample `i` is the single value `i + 100 * view + 1000 * epoch`, label `i % 3`.
+    struct Toy;
+
+    impl BatchSource for Toy {
+        fn name(&self) -> String {
+            "toy".into()
+        }
+        fn len(&self) -> usize {
+            10
+        }
+        fn num_classes(&self) -> usize {
+            3
+        }
+        fn input_shape(&self) -> [usize; 3] {
+            [1, 1, 1]
+        }
+        fn label(&self, index: usize) -> usize {
+            index % 3
+        }
+        fn augmented(&self) -> bool {
+            true
+        }
+        fn batch(&self, indices: &[usize], epoch: usize, view: u64, device: &Device) -> Result<Batch> {
+            let inputs = indices.iter().map(|&i| (i + 100 * view as usize + 1000 * epoch) as f32).collect();
+            let labels = indices.iter().map(|&i| i % 3).collect();
+            Batch::from_host(inputs, [indices.len(), 1, 1, 1], labels, indices.to_vec(), vec![view; indices.len()], device)
+        }
+        fn fingerprint(&self) -> u64 {
+            0
+        }
+    }
+
+    fn ctx(epoch: usize, step: usize) -> StepContext {
+        StepContext { epoch, total_epochs: 2, step_in_epoch: step, global_step: step, seed: 0 }
+    }
+
+    fn out(values: Vec<f32>, device: &Device) -> ModelOutput {
+        let b = values.len() / 3;
+        ModelOutput { logits: Tensor::from_data(TensorData::new(values, [b, 3]), device), features: Vec::new(), embedding: Tensor::zeros([b, 1], device) }
+    }
+
+    fn scalar(t: Tensor<1>) -> f32 {
+        t.into_scalar::<f32>()
+    }
+
+    fn inputs(b: &Batch) -> Vec<f32> {
+        b.inputs.clone().into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn first_step_is_ce_only_then_previous_batch_is_replayed() {
+        let device = Device::flex();
+        let mut d = Dlb::new(DlbConfig::default()).unwrap();
+        assert!(d.needs_sample_indices());
+
+        // Step 1: nothing to replay, CE only.
+        let b1 = d.prepare_batch(&ctx(1, 0), Toy.batch(&[0, 1], 1, 0, &device).unwrap(), &Toy, &device).unwrap();
+        assert_eq!(b1.indices, vec![0, 1]);
+        let o1 = out(vec![1.0, 0.0, -1.0, 0.5, 2.0, 0.0], &device);
+        let terms = d.loss(&ctx(1, 0), &b1, &o1, None, &NoAux::new()).unwrap();
+        assert_eq!(scalar(terms.terms()[1].1.clone()), 0.0);
+        let ce = scalar(cross_entropy_mean(o1.logits.clone(), b1.labels.clone()));
+        assert!((scalar(terms.total().unwrap()) - ce).abs() < 1e-6);
+        assert_eq!(d.last_batch().unwrap().indices, vec![0, 1]);
+
+        // Step 2 (next epoch: the buffer persists): samples 0 and 1 come back first, drawn with
+        // view 1 as epoch 1 drew them.
+        let fresh = Toy.batch(&[4, 5], 2, 0, &device).unwrap();
+        let b2 = d.prepare_batch(&ctx(2, 0), fresh, &Toy, &device).unwrap();
+        assert_eq!(b2.indices, vec![0, 1, 4, 5]);
+        assert_eq!(b2.views, vec![1, 1, 0, 0]);
+        assert_eq!(inputs(&b2), vec![1100.0, 1101.0, 2004.0, 2005.0]);
+        assert_eq!(b2.labels_host, vec![0, 1, 1, 2]);
+
+        let o2 = out(vec![0.3, 0.1, -0.2, 0.0, 1.0, 0.5, 2.0, 1.0, 0.0, -1.0, 0.0, 1.0], &device);
+        let terms = d.loss(&ctx(2, 0), &b2, &o2, None, &NoAux::new()).unwrap();
+        let ce_all = scalar(cross_entropy_mean(o2.logits.clone(), b2.labels.clone()));
+        assert!((scalar(terms.terms()[0].1.clone()) - ce_all).abs() < 1e-6);
+        let want = scalar(dlb_loss(o2.logits.clone().narrow(0, 0, 2), o1.logits.clone(), 3.0, 1.0));
+        let got = scalar(terms.terms()[1].1.clone());
+        assert!(want > 0.0 && (got - want).abs() < 1e-6, "{got} vs {want}");
+        // The fresh rows are stored for the next step.
+        let last = d.last_batch().unwrap();
+        assert_eq!((last.epoch, last.indices.clone()), (2, vec![4, 5]));
+        assert_eq!(last.logits, vec![2.0, 1.0, 0.0, -1.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn state_round_trips_exactly() {
+        let device = Device::flex();
+        let mut d = Dlb::new(DlbConfig::default()).unwrap();
+        let empty = d.save_state().unwrap();
+        let b = d.prepare_batch(&ctx(1, 0), Toy.batch(&[7, 2, 9], 1, 0, &device).unwrap(), &Toy, &device).unwrap();
+        d.loss(&ctx(1, 0), &b, &out(vec![0.1, -3.5, 1e-7, 4.0, 0.0, -0.0, 1.5, 2.5, 3.5], &device), None, &NoAux::new()).unwrap();
+        let bytes = d.save_state().unwrap();
+
+        let mut back = Dlb::new(DlbConfig::default()).unwrap();
+        back.load_state(&bytes).unwrap();
+        assert_eq!(back.last_batch(), d.last_batch());
+        assert_eq!(back.save_state().unwrap(), bytes);
+        let (a, b) = (&d.last_batch().unwrap().logits, &back.last_batch().unwrap().logits);
+        assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
+        // The restored state replays the same samples.
+        let replay = back.prepare_batch(&ctx(2, 0), Toy.batch(&[0], 2, 0, &device).unwrap(), &Toy, &device).unwrap();
+        assert_eq!(replay.indices, vec![7, 2, 9, 0]);
+
+        back.load_state(&empty).unwrap();
+        assert!(back.last_batch().is_none());
+        assert!(back.load_state(&bytes[..bytes.len() - 2]).is_err());
+        assert!(back.load_state(b"KDDLB001\x07").is_err());
+        assert!(Dlb::new(DlbConfig { temperature: -1.0, ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn trains_and_resumes_exactly_through_a_checkpoint() {
+        use super::test_util::{Noisy, TinyConv, params, recipe, temp_dir};
+        use kd_core::{NoTeacher, RunOptions, Trainer};
+        let device = Device::flex();
+        let (train, test) = (Noisy(10), Noisy(6));
+        let student = TinyConv::new(4, 1, &device.clone().autodiff());
+        let run = |student: TinyConv, options: RunOptions| {
+            let mut d = Dlb::new(DlbConfig::default()).unwrap();
+            Trainer::new(recipe(2, 4), &train, &test, device.clone()).with_options(options).fit(student, &mut d, &NoTeacher).unwrap()
+        };
+        let full = run(student.clone(), RunOptions::default());
+        // Every step after the very first replays: the term is positive in both epochs.
+        assert!(full.history.iter().all(|r| r.train_terms["dlb"] > 0.0), "{:?}", full.history);
+        let dir = temp_dir("dlb-resume");
+        let options = RunOptions { checkpoint_dir: Some(dir.clone()), resume: true, stop_after_epochs: Some(1), ..Default::default() };
+        assert!(!run(student.clone(), options.clone()).finished);
+        let resumed = run(student, options);
+        assert!(resumed.finished);
+        // The buffer crossed the checkpoint: the resumed run is the uninterrupted one.
+        assert_eq!(params(&resumed.student), params(&full.student));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

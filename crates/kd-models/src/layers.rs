@@ -1,0 +1,181 @@
+//! Building blocks shared by the zoo: PyTorch-style layer constructors, a sequential layer type
+//! whose indices line up with `nn.Sequential`, global pooling, and trainable-parameter counting.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::tensor::{Device, Tensor};
+
+/// How a convolution's weights are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConvInit {
+    /// `N(0, sqrt(2 / (k·k·out)))` with zero bias: what the CIFAR ResNet, WRN, VGG and MobileNetV2
+    /// sources do by hand (equal to `kaiming_normal_(mode="fan_out")`).
+    FanOut,
+    /// PyTorch's default `Conv2d` initialisation (Burn's default is the same formula).
+    Default,
+}
+
+/// How a linear layer's weights are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinearInit {
+    /// PyTorch's default `Linear` initialisation (Burn's default is the same formula).
+    Default,
+    /// Default weights, zero bias (WRN).
+    ZeroBias,
+    /// `N(0, 0.01)` weights, zero bias (VGG, MobileNetV2).
+    Small,
+}
+
+/// A 2-D convolution with square kernel, stride and symmetric padding.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d(
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+    bias: bool,
+    init: ConvInit,
+    device: &Device,
+) -> Conv2d {
+    let padding = if padding == 0 { PaddingConfig2d::Valid } else { PaddingConfig2d::Explicit(padding, padding, padding, padding) };
+    let config = Conv2dConfig::new([cin, cout], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(padding)
+        .with_groups(groups)
+        .with_bias(bias);
+    match init {
+        ConvInit::Default => config.init(device),
+        ConvInit::FanOut => {
+            // Burn's Kaiming fan-out divides by `groups`, PyTorch's does not; giving the std
+            // explicitly matches the sources for depthwise convolutions too.
+            let std = (2.0 / (kernel * kernel * cout) as f64).sqrt();
+            let mut conv = config.with_initializer(Initializer::Normal { mean: 0.0, std }).init(device);
+            if bias {
+                conv.bias = Some(Initializer::Zeros.init([cout], device));
+            }
+            conv
+        }
+    }
+}
+
+/// 3x3 convolution, padding 1, no bias: the workhorse of the residual networks.
+pub(crate) fn conv3x3(cin: usize, cout: usize, stride: usize, device: &Device) -> Conv2d {
+    conv2d(cin, cout, 3, stride, 1, 1, false, ConvInit::FanOut, device)
+}
+
+/// 1x1 convolution, no bias.
+pub(crate) fn conv1x1(cin: usize, cout: usize, stride: usize, init: ConvInit, device: &Device) -> Conv2d {
+    conv2d(cin, cout, 1, stride, 0, 1, false, init, device)
+}
+
+/// Batch normalisation with PyTorch's defaults (eps 1e-5, momentum 0.1, gamma 1, beta 0).
+pub(crate) fn bn(channels: usize, device: &Device) -> BatchNorm {
+    BatchNormConfig::new(channels).init(device)
+}
+
+/// A fully connected layer.
+pub(crate) fn linear(inputs: usize, outputs: usize, init: LinearInit, device: &Device) -> Linear {
+    let config = LinearConfig::new(inputs, outputs);
+    match init {
+        LinearInit::Default => config.init(device),
+        LinearInit::ZeroBias => {
+            let mut layer = config.init(device);
+            layer.bias = Some(Initializer::Zeros.init([outputs], device));
+            layer
+        }
+        LinearInit::Small => {
+            let mut layer = config.with_initializer(Initializer::Normal { mean: 0.0, std: 0.01 }).init(device);
+            layer.bias = Some(Initializer::Zeros.init([outputs], device));
+            layer
+        }
+    }
+}
+
+/// 2x2 max pooling with stride 2.
+pub(crate) fn max_pool2() -> MaxPool2d {
+    MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init()
+}
+
+/// Global average pooling to `[batch, channels]`: any spatial size works, where the sources use a
+/// fixed `AvgPool(8)` that only fits 32x32 inputs.
+pub(crate) fn global_pool(x: Tensor<4>) -> Tensor<2> {
+    let [b, c, _, _] = x.dims();
+    burn::tensor::module::adaptive_avg_pool2d(x, [1, 1]).reshape([b, c])
+}
+
+/// One element of an `nn.Sequential` of image layers.
+///
+/// Parameter-free layers (ReLU, pooling) are kept as elements so that the indices of the
+/// parametrised ones, and so the checkpoint keys, are those of the PyTorch original.
+#[derive(Module, Debug)]
+pub enum SeqLayer {
+    /// A convolution.
+    Conv(Conv2d),
+    /// Batch normalisation.
+    Bn(BatchNorm),
+    /// ReLU.
+    Relu(Relu),
+    /// Max pooling.
+    MaxPool(MaxPool2d),
+}
+
+impl SeqLayer {
+    /// Applies the layer.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            SeqLayer::Conv(m) => m.forward(x),
+            SeqLayer::Bn(m) => m.forward(x),
+            SeqLayer::Relu(m) => m.forward(x),
+            SeqLayer::MaxPool(m) => m.forward(x),
+        }
+    }
+}
+
+/// One element of an `nn.Sequential` of fully connected layers.
+#[derive(Module, Debug)]
+pub enum FcLayer {
+    /// A linear layer.
+    Linear(Linear),
+    /// ReLU.
+    Relu(Relu),
+}
+
+/// Applies a sequence of image layers.
+pub(crate) fn run_seq(layers: &[SeqLayer], mut x: Tensor<4>) -> Tensor<4> {
+    for layer in layers {
+        x = layer.forward(x);
+    }
+    x
+}
+
+/// Number of trainable parameters: [`Module::num_params`] also counts BatchNorm running
+/// statistics (they are visited as float parameters), which PyTorch's
+/// `sum(p.numel() for p in model.parameters())` leaves out.
+pub fn trainable_params<M: Module>(module: &M) -> usize {
+    struct Count {
+        path: Vec<String>,
+        total: usize,
+    }
+    impl ModuleVisitor for Count {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            // Running statistics are `RunningState` fields with these names in every Burn norm layer.
+            let buffer = matches!(self.path.last().map(String::as_str), Some("running_mean" | "running_var"));
+            if !buffer {
+                self.total += param.lazy_shape().num_elements();
+            }
+        }
+    }
+    let mut count = Count { path: Vec::new(), total: 0 };
+    module.visit(&mut count);
+    count.total
+}

@@ -1,0 +1,189 @@
+//! RLD's configuration and its [`Distiller`].
+
+use burn::tensor::Device;
+use kd_baselines::LogitStandardization;
+use kd_core::loss::{check_logits, cross_entropy_mean};
+use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
+use serde::{Deserialize, Serialize};
+
+use crate::loss::rld_terms;
+
+/// Configuration of [`Rld`].
+///
+/// Defaults: the authors' recommended CIFAR-100 command (`README.md` of `zju-SWJ/RLD`:
+/// `--same-t RLD.ALPHA 1. RLD.BETA 8. RLD.T 4.`) with `CFG.RLD`'s CE weight 1 and warm-up 20
+/// epochs: CE weight 1, alpha 1, beta 8, T = T_alpha = 4 (METHODS.md Part A.1 and Part B
+/// section 4). The code's own default `ALPHA_T = 1` is [`RldConfig::code_defaults`]. ImageNet
+/// uses T 1, warm-up 1, beta 0.5 (R34->R18) or 2 (R50->MV1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RldConfig {
+    /// Weight of the cross-entropy with the labels.
+    pub ce_weight: f64,
+    /// Weight of SCD (sample confidence distillation).
+    pub alpha: f64,
+    /// Weight of MCD (masked correlation distillation).
+    pub beta: f64,
+    /// Temperature T of MCD.
+    pub temperature: f64,
+    /// Temperature T_alpha of SCD; `None`: the same as `temperature`.
+    pub alpha_temperature: Option<f64>,
+    /// Epochs W of the linear warm-up of the distillation term, `min(epoch / W, 1)`; 0: none.
+    pub warmup_epochs: usize,
+    /// Logit standardization applied to both logit sets inside the distillation term.
+    pub logit_stand: Option<LogitStandardization>,
+}
+
+impl Default for RldConfig {
+    fn default() -> Self {
+        RldConfig {
+            ce_weight: 1.0,
+            alpha: 1.0,
+            beta: 8.0,
+            temperature: 4.0,
+            alpha_temperature: None,
+            warmup_epochs: 20,
+            logit_stand: None,
+        }
+    }
+}
+
+impl RldConfig {
+    /// `CFG.RLD` of the authors' code as it stands, without `--same-t`: as the default but with
+    /// `T_alpha = 1`.
+    pub fn code_defaults() -> Self {
+        RldConfig { alpha_temperature: Some(1.0), ..Default::default() }
+    }
+
+    /// The `--logit-stand` recipe of the authors' `tools/train.py` on top of this
+    /// configuration: z-scored logits (LSKD: unbiased std, eps 1e-7), `alpha` and `beta`
+    /// multiplied by `kd_weight` (flag default 9), and `T = T_alpha = base_temp` (flag default 2).
+    pub fn with_logit_stand(mut self, kd_weight: f64, base_temp: f64) -> Self {
+        self.alpha *= kd_weight;
+        self.beta *= kd_weight;
+        self.temperature = base_temp;
+        self.alpha_temperature = None;
+        self.logit_stand = Some(LogitStandardization::default());
+        self
+    }
+
+    /// [`RldConfig::with_logit_stand`] with the flags' defaults (kd_weight 9, base_temp 2) on the
+    /// default configuration: alpha 9, beta 72, T = T_alpha = 2.
+    pub fn logit_stand_defaults() -> Self {
+        Self::default().with_logit_stand(9.0, 2.0)
+    }
+
+    /// The temperature of SCD: `alpha_temperature`, or `temperature` when it is `None`.
+    pub fn effective_alpha_temperature(&self) -> f64 {
+        self.alpha_temperature.unwrap_or(self.temperature)
+    }
+
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        for (name, t) in [("temperature", Some(self.temperature)), ("alpha_temperature", self.alpha_temperature)] {
+            if let Some(t) = t
+                && !(t.is_finite() && t > 0.0)
+            {
+                return Err(KdError::InvalidConfig(format!("RLD {name} must be > 0, got {t}")));
+            }
+        }
+        for (name, w) in [("ce_weight", self.ce_weight), ("alpha", self.alpha), ("beta", self.beta)] {
+            if !(w.is_finite() && w >= 0.0) {
+                return Err(KdError::InvalidConfig(format!("RLD {name} must be finite and >= 0, got {w}")));
+            }
+        }
+        if let Some(s) = &self.logit_stand
+            && !(s.eps.is_finite() && s.eps >= 0.0)
+        {
+            return Err(KdError::InvalidConfig(format!("RLD logit_stand.eps must be >= 0, got {}", s.eps)));
+        }
+        Ok(())
+    }
+}
+
+/// RLD as a [`Distiller`]: `L = w_ce * CE + min(epoch / W, 1) * (alpha * SCD + beta * MCD)`.
+/// Loss terms: `ce`, `scd`, `mcd` (the last two already weighted and warmed up).
+#[derive(Debug, Clone)]
+pub struct Rld {
+    config: RldConfig,
+}
+
+impl Rld {
+    /// An RLD distiller; the configuration is checked.
+    pub fn new(config: RldConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Rld { config })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RldConfig {
+        &self.config
+    }
+}
+
+impl Distiller for Rld {
+    type Aux = NoAux;
+
+    fn name(&self) -> String {
+        if self.config.logit_stand.is_some() { "rld+ls".into() } else { "rld".into() }
+    }
+
+    fn teacher_need(&self) -> TeacherNeed {
+        TeacherNeed::Logits
+    }
+
+    fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
+        Ok(NoAux::new())
+    }
+
+    fn loss(&mut self, ctx: &StepContext, batch: &Batch, student: &ModelOutput, teacher: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
+        let teacher = teacher.ok_or_else(|| KdError::Missing { method: "rld".into(), what: "teacher logits".into() })?;
+        check_logits("rld", &student.logits, &teacher.logits, &batch.labels)?;
+        let c = &self.config;
+        let warm = ctx.warmup_factor(c.warmup_epochs);
+        let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);
+        let (scd, mcd) = rld_terms(
+            student.logits.clone(),
+            teacher.logits.clone(),
+            batch.labels.clone(),
+            c.alpha,
+            c.beta,
+            c.temperature,
+            c.effective_alpha_temperature(),
+            c.logit_stand.as_ref(),
+        );
+        Ok(LossTerms::new().with("ce", ce).with("scd", scd.mul_scalar(warm)).with("mcd", mcd.mul_scalar(warm)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_recipes() {
+        let d = RldConfig::default();
+        assert_eq!((d.ce_weight, d.alpha, d.beta, d.temperature, d.warmup_epochs), (1.0, 1.0, 8.0, 4.0, 20));
+        assert_eq!(d.effective_alpha_temperature(), 4.0);
+        assert_eq!(RldConfig::code_defaults().effective_alpha_temperature(), 1.0);
+        let ls = RldConfig::logit_stand_defaults();
+        assert_eq!((ls.alpha, ls.beta, ls.temperature, ls.effective_alpha_temperature()), (9.0, 72.0, 2.0, 2.0));
+        assert!(ls.logit_stand.is_some());
+        assert_eq!(Rld::new(ls).unwrap().name(), "rld+ls");
+    }
+
+    #[test]
+    fn invalid_values_are_errors() {
+        assert!(Rld::new(RldConfig { temperature: 0.0, ..Default::default() }).is_err());
+        assert!(Rld::new(RldConfig { alpha_temperature: Some(-1.0), ..Default::default() }).is_err());
+        assert!(Rld::new(RldConfig { beta: f64::NAN, ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn serde_fills_missing_fields_with_defaults() {
+        let c: RldConfig = serde_json::from_str(r#"{"beta": 6.0, "alpha_temperature": 1.0}"#).unwrap();
+        assert_eq!(c, RldConfig { beta: 6.0, alpha_temperature: Some(1.0), ..Default::default() });
+        let c: RldConfig = serde_json::from_str(r#"{"logit_stand": {"std": "population"}}"#).unwrap();
+        assert_eq!(c.logit_stand.unwrap().eps, 1e-7);
+    }
+}
