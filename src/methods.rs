@@ -41,6 +41,14 @@ pub fn methods() -> Vec<MethodInfo> {
         info("pskd", TeacherNeed::Nothing, "baselines"),
         info("dlb", TeacherNeed::Nothing, "baselines"),
     ]);
+    #[cfg(feature = "rld")]
+    all.extend([info("rld", TeacherNeed::Logits, "rld"), info("rld+ls", TeacherNeed::Logits, "rld")]);
+    #[cfg(feature = "dckd")]
+    all.extend([
+        info("dckd", TeacherNeed::Logits, "dckd"),
+        info("dckd+fitnet", TeacherNeed::LogitsAndFeatures, "dckd"),
+        info("dckd+rkd", TeacherNeed::LogitsAndFeatures, "dckd"),
+    ]);
     all
 }
 
@@ -134,6 +142,30 @@ pub fn train_method<S: Student>(
         "pskd" => run(trainer, student, kd_baselines::PsKd::new(config(method, c)?)?, teacher),
         #[cfg(feature = "baselines")]
         "dlb" => run(trainer, student, kd_baselines::Dlb::new(config(method, c)?)?, teacher),
+        #[cfg(feature = "rld")]
+        "rld" => run(trainer, student, kd_rld::Rld::new(config(method, c)?)?, teacher),
+        #[cfg(feature = "rld")]
+        "rld+ls" => {
+            let mut cfg: kd_rld::RldConfig = match c {
+                Some(_) => config(method, c)?,
+                // The reference's --logit-stand recipe: alpha, beta times 9, T = T_alpha = 2.
+                None => kd_rld::RldConfig::logit_stand_defaults(),
+            };
+            cfg.logit_stand.get_or_insert_with(Default::default);
+            run(trainer, student, kd_rld::Rld::new(cfg)?, teacher)
+        }
+        #[cfg(feature = "dckd")]
+        "dckd" | "dckd+fitnet" | "dckd+rkd" => {
+            let mut cfg: kd_dckd::DckdConfig = config(method, c)?;
+            if c.is_none() {
+                cfg.companion = match method {
+                    "dckd+fitnet" => kd_dckd::Companion::fitnet(),
+                    "dckd+rkd" => kd_dckd::Companion::rkd(),
+                    _ => kd_dckd::Companion::None,
+                };
+            }
+            run(trainer, student, kd_dckd::Dckd::new(cfg)?, teacher)
+        }
         other => Err(unknown(other)),
     }
 }

@@ -1,6 +1,8 @@
 //! End-to-end tests of the facade (one binary: each test binary links all of Burn).
 
 mod common;
+mod golden;
 mod losses;
+mod properties;
 mod teacher_cache;
 mod training;

@@ -225,7 +225,7 @@ impl RunContext {
                 log_file: Some(dir.join("log.jsonl")),
                 progress: self.progress,
                 label: format!("{method} {spec} seed {seed}"),
-                stop_after_epochs: None,
+                ..Default::default()
             });
         }
         let started = Instant::now();

@@ -6,6 +6,7 @@ use burn::tensor::{Device, Tensor};
 use crate::data::{Batch, BatchSource};
 use crate::error::{KdError, Result};
 use crate::model::{ModelOutput, TeacherNeed};
+use crate::train::EpochRecord;
 
 /// Where the training loop is when it asks for a loss.
 #[derive(Debug, Clone, Copy)]
@@ -128,6 +129,13 @@ pub trait Distiller {
     /// Called after each epoch's last step.
     fn end_epoch(&mut self, _epoch: usize) -> Result<()> {
         Ok(())
+    }
+
+    /// Called after each epoch's evaluation: returning `true` ends the stage early (dynamic
+    /// stopping). It sees the epoch's record, the learnable parts (control models trained side
+    /// by side live there) and the validation split. Default: never stop.
+    fn should_stop(&mut self, _record: &EpochRecord, _aux: &Self::Aux, _valid: Option<&dyn BatchSource>, _device: &Device) -> Result<bool> {
+        Ok(false)
     }
 
     /// The method's state as bytes, for checkpoints. Default: stateless.

@@ -18,6 +18,7 @@ use crate::data::BatchSource;
 use crate::distiller::{Distiller, StepContext};
 use crate::error::{KdError, Result};
 use crate::loss::{cross_entropy, topk_correct};
+use crate::metrics::{BinaryMetrics, SelectBy, binary_metrics};
 use crate::model::{Classifier, ModelOutput, Student, Teacher, TeacherNeed};
 use crate::optim::{LrSchedule, OptimizerConfig};
 use crate::rng::permutation;
@@ -84,6 +85,8 @@ pub struct RunOptions {
     /// Stop after this many epochs of this call (for interrupted-run tests and time budgets);
     /// the checkpoint then resumes the rest.
     pub stop_after_epochs: Option<usize>,
+    /// The metric that selects the best epoch (on the validation split when there is one).
+    pub select_by: SelectBy,
 }
 
 /// Evaluation of a model on a data split.
@@ -97,6 +100,9 @@ pub struct EvalMetrics {
     pub ce_loss: f64,
     /// Number of samples.
     pub samples: usize,
+    /// Binary metrics, for two-class tasks (positive class: 1).
+    #[serde(default)]
+    pub binary: Option<BinaryMetrics>,
 }
 
 /// What one epoch did.
@@ -200,6 +206,12 @@ impl<'a> Trainer<'a> {
             return Err(KdError::InvalidConfig(format!("training split {} is empty", self.train.name())));
         }
         let classes = student.num_classes();
+        if self.options.select_by.is_binary() && classes != 2 {
+            return Err(KdError::InvalidConfig(format!(
+                "selection by {:?} needs a binary task (2 classes), the student has {classes}",
+                self.options.select_by
+            )));
+        }
         for split in [Some(self.train), self.valid, Some(self.test)].into_iter().flatten() {
             if split.num_classes() != classes {
                 return Err(KdError::InvalidConfig(format!(
@@ -365,12 +377,14 @@ impl<'a> Trainer<'a> {
                 train_seconds,
             };
             bar.set_message(format!("epoch {epoch}: loss {:.4} test {:.2}%", record.train_loss, record.test.top1));
-            let selection = valid.map(|v| v.top1).unwrap_or(test.top1);
+            let chosen = valid.unwrap_or(test);
+            let selection = self.options.select_by.score(chosen.top1, chosen.binary.as_ref()).unwrap_or(f64::NEG_INFINITY);
             let improved = best.is_none_or(|(_, acc)| selection > acc);
             if improved {
                 best = Some((epoch, selection));
             }
             self.log_epoch(&record, distiller.name())?;
+            let stop = distiller.should_stop(&record, &model.1, self.valid, &self.device)?;
             history.push(record);
 
             let meta = serde_json::json!({
@@ -396,6 +410,9 @@ impl<'a> Trainer<'a> {
                 ckpt.save(path)?;
             }
             epochs_this_call += 1;
+            if stop {
+                break;
+            }
         }
         bar.finish_and_clear();
         let (student, aux) = model;
@@ -418,11 +435,20 @@ pub fn evaluate<M: Classifier>(model: &M, data: &dyn BatchSource, batch_size: us
     let mut top1 = 0usize;
     let mut top5 = 0usize;
     let mut ce = 0.0;
+    let binary = model.num_classes() == 2;
+    let mut positive_probs: Vec<f64> = Vec::new();
+    let mut labels: Vec<usize> = Vec::new();
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = data.batch(chunk, 0, 0, device)?;
         batch.check_labels(model.num_classes())?;
         let out = model.forward(batch.inputs.clone().without_autodiff());
+        if binary {
+            let probs = burn::tensor::activation::softmax(out.logits.clone(), 1).narrow(1, 1, 1);
+            let probs = probs.into_data().convert::<f64>().try_to_vec::<f64>().map_err(|e| KdError::Record(format!("{e:?}")))?;
+            positive_probs.extend(probs);
+            labels.extend(&batch.labels_host);
+        }
         let (c1, c5) = topk_correct(out.logits.clone(), &batch.labels_host, 5);
         top1 += c1;
         top5 += c5;
@@ -433,7 +459,8 @@ pub fn evaluate<M: Classifier>(model: &M, data: &dyn BatchSource, batch_size: us
         ce += ce_sum;
     }
     let n = data.len().max(1) as f64;
-    Ok(EvalMetrics { top1: 100.0 * top1 as f64 / n, top5: 100.0 * top5 as f64 / n, ce_loss: ce / n, samples: data.len() })
+    let binary = if binary && !labels.is_empty() { Some(binary_metrics(&positive_probs, &labels)?) } else { None };
+    Ok(EvalMetrics { top1: 100.0 * top1 as f64 / n, top5: 100.0 * top5 as f64 / n, ce_loss: ce / n, samples: data.len(), binary })
 }
 
 /// Pulls `[1]` tensors to the host in one transfer.

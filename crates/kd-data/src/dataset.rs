@@ -11,7 +11,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone)]
 pub enum Values {
     /// Pixel bytes, `0..=255` (or the dataset's own range, scaled by `1/scale`).
-    U8 { data: Arc<Vec<u8>>, scale: f32 },
+    U8 {
+        /// The bytes, sample after sample.
+        data: Arc<Vec<u8>>,
+        /// Divisor that brings the bytes to `[0, 1]` (255 for 8-bit images).
+        scale: f32,
+    },
     /// Floating-point features.
     F32(Arc<Vec<f32>>),
 }

@@ -22,7 +22,7 @@ pub const FILTERS_X4: [usize; 4] = [32, 64, 128, 256];
 
 /// Blocks per stage of a BasicBlock ResNet of this depth.
 fn blocks_per_stage(depth: usize) -> Result<usize> {
-    if depth < 8 || (depth - 2) % 6 != 0 {
+    if depth < 8 || !(depth - 2).is_multiple_of(6) {
         return Err(KdError::InvalidConfig(format!(
             "resnet{depth}: a CIFAR ResNet's depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...)"
         )));
@@ -130,15 +130,14 @@ impl ResNet {
             )));
         }
         let mut inplanes = filters[0];
-        let mut stage = |planes: usize, stride: usize| {
-            let blocks = (0..n)
+        let mut stage = |planes: usize, stride: usize| -> Vec<BasicBlock> {
+            (0..n)
                 .map(|i| {
                     let block = BasicBlock::new(inplanes, planes, if i == 0 { stride } else { 1 }, device);
                     inplanes = planes;
                     block
                 })
-                .collect::<Vec<_>>();
-            blocks
+                .collect()
         };
         let layer1 = stage(filters[1], 1);
         let layer2 = stage(filters[2], 2);

@@ -1,6 +1,6 @@
 //! Analytic size and cost of a zoo network, without building it.
 //!
-//! Each family describes its layers to a [`Tracer`], which follows the activation shape, counts
+//! Each family describes its layers to a tracer, which follows the activation shape, counts
 //! trainable parameters (BatchNorm γ/β included, running statistics not) and multiply-adds of
 //! convolutions and linear layers. [`ModelSpec::build`] runs the same trace first, so an input
 //! too small for a network's strides is refused with an error instead of a panic in a kernel.

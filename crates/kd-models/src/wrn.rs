@@ -4,6 +4,10 @@
 //! 16W, 32W, 64W (strides 1, 2, 2), a final BN + ReLU, global average pooling and `fc`.
 //! Dropout is 0 in every KD configuration, so it is left out.
 
+// `convShortcut` keeps `wrn.py`'s field name so checkpoint keys match; the Module derive also
+// binds locals of that name, hence a module-wide allowance rather than one on the field.
+#![allow(non_snake_case)]
+
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
@@ -16,7 +20,7 @@ use crate::summary::Tracer;
 
 /// Blocks per group of a WRN of this depth, after checking the width.
 fn blocks_per_group(depth: usize, width: usize) -> Result<usize> {
-    if depth < 10 || (depth - 4) % 6 != 0 || width == 0 {
+    if depth < 10 || !(depth - 4).is_multiple_of(6) || width == 0 {
         return Err(KdError::InvalidConfig(format!(
             "wrn-{depth}-{width}: the depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40, ...) and the width positive"
         )));
@@ -60,7 +64,6 @@ pub(crate) fn trace(depth: usize, width: usize, t: &mut Tracer, classes: usize) 
 ///
 /// The field names are those of `wrn.py`, `convShortcut` included, so checkpoints load without
 /// renaming.
-#[allow(non_snake_case)]
 #[derive(Module, Debug)]
 pub struct WrnBlock {
     /// BN before `conv1`.

@@ -1,1 +1,24 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+pub mod chain;
+pub mod family;
+pub mod multi_teacher;
+pub mod search;
+pub mod stopping;
+
+#[cfg(test)]
+mod tests;
+
+pub use chain::{
+    ChainMode, ChainPlan, ChainReport, ChainRun, DropConfig, StageReport, StageRole, TeacherWeights, run_chain, run_chain_with_models,
+};
+pub use family::{FamilyMember, ModelFamily, PLANE_SIZES, RESNET_DEPTHS, build_seeded};
+pub use multi_teacher::{DropPolicy, KdReduce, MultiTeacherKd, StageLoss, kept_teachers, multi_teacher_kd};
+pub use search::{
+    CandidateProbe, DynamicPlan, DynamicReport, OnReject, ProbeTrainer, SearchConfig, SearchReport, SearchStep, StopReason, TrainingProbe,
+    run_dynamic, search_assistants,
+};
+pub use stopping::{
+    ControlAux, ControlGroup, ControlModel, ControlSet, Decision, Smoothing, StopRecord, StoppingConfig, StoppingReport, StoppingRule,
+};

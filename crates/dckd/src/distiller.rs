@@ -1,0 +1,139 @@
+//! DCKD as a [`Distiller`], with its learnable parts ([`DckdAux`]).
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use kd_baselines::{HintRegressor, RkdConfig};
+use kd_baselines::fitnet::hint_loss;
+use kd_baselines::rkd::rkd_loss;
+use kd_core::loss::{check_logits, cross_entropy_mean};
+use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, Result, StepContext, TeacherNeed};
+
+use crate::config::{Companion, DckdConfig};
+use crate::loss::dckd_logit_terms;
+
+/// DCKD's learnable parts: FitNet's hint regressor when the companion is `fitnet`, nothing
+/// otherwise. The trainer optimises and checkpoints it with the student.
+#[derive(Module, Debug)]
+pub struct DckdAux {
+    /// The hint regressor (student hint -> teacher hint shape); `None` without a FitNet companion.
+    pub regressor: Option<HintRegressor>,
+}
+
+impl DckdAux {
+    /// No learnable parts (companion `rkd` or `none`).
+    pub fn empty() -> Self {
+        DckdAux { regressor: None }
+    }
+}
+
+/// Decoupled classifier KD, our reading of the abstract (see the crate docs).
+///
+/// Loss terms, already weighted (warm-up included): `ce`, `tckd` (alpha * TCKD*), `nckd`
+/// (beta * NCKD; absent when beta is 0), and the companion's: `hint` (FitNet) or
+/// `rkd_distance` and `rkd_angle` (RKD), each times gamma.
+#[derive(Debug, Clone)]
+pub struct Dckd {
+    config: DckdConfig,
+}
+
+impl Dckd {
+    /// A DCKD distiller; the configuration is checked.
+    pub fn new(config: DckdConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Dckd { config })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DckdConfig {
+        &self.config
+    }
+
+    fn missing(&self, what: &str) -> KdError {
+        KdError::Missing { method: self.name(), what: what.into() }
+    }
+}
+
+/// The feature map at `layer`, or an error saying how many there are.
+fn feature<'a>(output: &'a ModelOutput, layer: usize, who: &str) -> Result<&'a Tensor<4>> {
+    output.features.get(layer).ok_or_else(|| {
+        KdError::InvalidConfig(format!(
+            "DCKD companion fitnet: hint_layer is {layer} but the {who} gives {} feature maps{}",
+            output.features.len(),
+            if output.features.is_empty() {
+                " (a logits-only teacher cache has none; use a network teacher)".to_string()
+            } else {
+                format!(" (valid: 0..={})", output.features.len() - 1)
+            }
+        ))
+    })
+}
+
+fn chw(t: &Tensor<4>) -> [usize; 3] {
+    let [_, c, h, w] = t.dims();
+    [c, h, w]
+}
+
+impl Distiller for Dckd {
+    type Aux = DckdAux;
+
+    fn name(&self) -> String {
+        match self.config.companion {
+            Companion::None => "dckd".into(),
+            c => format!("dckd+{}", c.kind()),
+        }
+    }
+
+    fn teacher_need(&self) -> TeacherNeed {
+        if self.config.companion.needs_features() { TeacherNeed::LogitsAndFeatures } else { TeacherNeed::Logits }
+    }
+
+    fn init_aux(&self, student: &ModelOutput, teacher: Option<&ModelOutput>, device: &Device) -> Result<DckdAux> {
+        match self.config.companion {
+            Companion::FitNet { hint_layer } => {
+                let teacher = teacher.ok_or_else(|| self.missing("teacher features"))?;
+                let s = feature(student, hint_layer, "student")?;
+                let t = feature(teacher, hint_layer, "teacher")?;
+                Ok(DckdAux { regressor: Some(HintRegressor::new(chw(s), chw(t), device)?) })
+            }
+            Companion::Rkd { .. } | Companion::None => Ok(DckdAux::empty()),
+        }
+    }
+
+    fn loss(&mut self, ctx: &StepContext, batch: &Batch, student: &ModelOutput, teacher: Option<&ModelOutput>, aux: &DckdAux) -> Result<LossTerms> {
+        let teacher = teacher.ok_or_else(|| self.missing("a teacher"))?;
+        let name = self.name();
+        check_logits(&name, &student.logits, &teacher.logits, &batch.labels)?;
+        let c = &self.config;
+        let warm = ctx.warmup_factor(c.warmup_epochs);
+
+        let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);
+        let (tckd, nckd) =
+            dckd_logit_terms(student.logits.clone(), teacher.logits.clone(), batch.labels.clone(), c.alpha, c.beta, c.temperature, c.target_mode);
+        let mut terms = LossTerms::new().with("ce", ce).with("tckd", tckd.mul_scalar(warm));
+        if let Some(nckd) = nckd {
+            terms.push("nckd", nckd.mul_scalar(warm));
+        }
+
+        let gamma = c.effective_gamma() * if c.warmup_companion { warm } else { 1.0 };
+        match c.companion {
+            Companion::FitNet { hint_layer } => {
+                let regressor = aux.regressor.as_ref().ok_or_else(|| self.missing("its hint regressor (built by init_aux)"))?;
+                let s = feature(student, hint_layer, "student")?;
+                let t = feature(teacher, hint_layer, "teacher")?;
+                terms.push("hint", hint_loss(regressor, s.clone(), t.clone())?.mul_scalar(gamma));
+            }
+            Companion::Rkd { distance_weight, angle_weight, squared, eps } => {
+                let (s, t) = (student.embedding.dims(), teacher.embedding.dims());
+                if s[0] != t[0] {
+                    return Err(KdError::ShapeMismatch { what: format!("{name}: teacher embedding (batch)"), expected: vec![s[0]], actual: vec![t[0]] });
+                }
+                let rkd = RkdConfig { ce_weight: 0.0, distance_weight, angle_weight, squared, eps };
+                let (dist, angle) = rkd_loss(student.embedding.clone(), teacher.embedding.clone(), &rkd);
+                terms.push("rkd_distance", dist.mul_scalar(gamma));
+                terms.push("rkd_angle", angle.mul_scalar(gamma));
+            }
+            Companion::None => {}
+        }
+        Ok(terms)
+    }
+}

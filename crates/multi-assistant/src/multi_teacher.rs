@@ -1,0 +1,334 @@
+//! One stage of a teacher-assistant chain: KD from one (TAKD) or several (DGKD) frozen teachers.
+//!
+//! `L = (1 - lambda) * CE(z_s, y) + lambda * sum_{kept j} T^2 * KL_batchmean(p(z_j; T) || p(z_s; T))`
+//!
+//! This is the loss of the TAKD and DGKD code (METHODS.md Part B 9.1 and 9.2) with the
+//! workspace's `batchmean` KL (Part A.1) instead of their `'mean'` reduction, which divides by
+//! the number of classes as well. DGKD's stochastic variant drops some teacher terms in each
+//! mini-batch; [`DropPolicy`] has the code's form (exactly `count` terms) and the paper's
+//! (Bernoulli).
+//!
+//! Design choice: the distiller holds its teachers ([`FrozenTeacher`]s) itself and asks the
+//! training loop for no teacher ([`TeacherNeed::Nothing`]; pass [`kd_core::NoTeacher`] to
+//! [`kd_core::Trainer::fit`]). The loop has a single teacher slot, and an ensemble teacher
+//! would have to average the teachers' outputs, while DGKD needs one KL term per teacher and
+//! chooses per batch which ones to skip (a dropped teacher is not even run).
+
+use burn::tensor::{Device, Tensor};
+use kd_core::loss::{check_logits, cross_entropy_mean, kd_kl_mean};
+use kd_core::rng::KeyedRng;
+use kd_core::{Batch, Classifier, Distiller, FrozenTeacher, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, Teacher, TeacherNeed};
+use kd_models::AnyModel;
+use serde::{Deserialize, Serialize};
+
+/// How several KD terms are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KdReduce {
+    /// Sum over the kept teachers (the DGKD code).
+    #[default]
+    Sum,
+    /// Mean over the kept teachers (keeps the KD scale independent of the number of teachers).
+    Mean,
+}
+
+/// The loss of a distillation stage. Defaults: the DGKD code's `T = 5`, `lambda = 1` (pure KD),
+/// used for TAKD stages too so that the two chains differ only in their teachers (TAKD has no
+/// default: its authors tuned `T` in {1, 2, 5, 10, 15, 20} and `lambda` in {0.05, ..., 1}).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StageLoss {
+    /// Softmax temperature `T`.
+    pub temperature: f64,
+    /// Weight `lambda` of the KD terms; the cross-entropy gets `1 - lambda`.
+    pub lambda: f64,
+    /// How the KD terms of several teachers are combined.
+    pub reduce: KdReduce,
+}
+
+impl Default for StageLoss {
+    fn default() -> Self {
+        StageLoss { temperature: 5.0, lambda: 1.0, reduce: KdReduce::Sum }
+    }
+}
+
+impl StageLoss {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(KdError::InvalidConfig(format!("stage temperature must be > 0, got {}", self.temperature)));
+        }
+        if !(0.0..=1.0).contains(&self.lambda) {
+            return Err(KdError::InvalidConfig(format!("stage lambda must be in [0, 1], got {}", self.lambda)));
+        }
+        Ok(())
+    }
+}
+
+/// Which teacher terms a mini-batch skips (stochastic DGKD). At least one teacher is always
+/// kept: with a single teacher nothing is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DropPolicy {
+    /// Every teacher in every batch (deterministic DGKD; the DGKD code with `drop_num = 0`).
+    #[default]
+    KeepAll,
+    /// Drop exactly `count` teachers per batch, uniformly without replacement (the DGKD code's
+    /// `drop_num`, default 1); at most `n - 1` of `n`.
+    Fixed {
+        /// Teachers dropped per batch.
+        count: usize,
+    },
+    /// Drop each teacher independently with probability `p` (the DGKD paper's description);
+    /// when every teacher is drawn, one chosen uniformly is kept.
+    Bernoulli {
+        /// Drop probability.
+        p: f64,
+    },
+}
+
+impl DropPolicy {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        if let DropPolicy::Bernoulli { p } = self
+            && !(0.0..=1.0).contains(p)
+        {
+            return Err(KdError::InvalidConfig(format!("drop probability must be in [0, 1], got {p}")));
+        }
+        Ok(())
+    }
+}
+
+/// The teachers (indices into `0..n`, ascending) a mini-batch keeps, drawn from a generator
+/// keyed by `(seed, stream, step)`: the same step keeps the same teachers on every run and
+/// after a resume, with no generator state to save.
+pub fn kept_teachers(policy: &DropPolicy, n: usize, seed: u64, stream: u64, step: u64) -> Vec<usize> {
+    let all: Vec<usize> = (0..n).collect();
+    if n <= 1 {
+        return all;
+    }
+    let mut rng = KeyedRng::new(&[seed, stream, step, 0xD6CD]);
+    match *policy {
+        DropPolicy::KeepAll => all,
+        DropPolicy::Fixed { count } => {
+            let drop = count.min(n - 1);
+            // Partial Fisher-Yates: the first `drop` entries are a uniform sample without
+            // replacement.
+            let mut order = all;
+            for i in 0..drop {
+                let j = i + rng.below(n - i);
+                order.swap(i, j);
+            }
+            let mut kept = order[drop..].to_vec();
+            kept.sort_unstable();
+            kept
+        }
+        DropPolicy::Bernoulli { p } => {
+            let kept: Vec<usize> = all.into_iter().filter(|_| rng.unit() >= p).collect();
+            if kept.is_empty() { vec![rng.below(n)] } else { kept }
+        }
+    }
+}
+
+/// KD from several frozen teachers: TAKD with one teacher, DGKD with all the previous models
+/// of a chain.
+#[derive(Debug, Clone)]
+pub struct MultiTeacherKd<M: Classifier = AnyModel> {
+    teachers: Vec<FrozenTeacher<M>>,
+    loss: StageLoss,
+    drop: DropPolicy,
+    stream: u64,
+    name: String,
+    checked: bool,
+}
+
+impl<M: Classifier> MultiTeacherKd<M> {
+    /// A distiller over `teachers` (at least one, all with the same number of classes). Named
+    /// `takd` with one teacher, `dgkd` with more; no teacher is dropped until
+    /// [`MultiTeacherKd::with_drop`].
+    pub fn new(teachers: Vec<FrozenTeacher<M>>, loss: StageLoss) -> Result<Self> {
+        loss.validate()?;
+        let first = teachers.first().ok_or_else(|| KdError::InvalidConfig("a multi-teacher stage needs at least one teacher".into()))?;
+        let classes = first.model().num_classes();
+        if let Some(t) = teachers.iter().find(|t| t.model().num_classes() != classes) {
+            return Err(KdError::InvalidConfig(format!(
+                "teachers disagree on the number of classes: {} has {}, {} has {classes}",
+                t.describe(),
+                t.model().num_classes(),
+                first.describe()
+            )));
+        }
+        let name = if teachers.len() == 1 { "takd" } else { "dgkd" }.to_string();
+        Ok(MultiTeacherKd { teachers, loss, drop: DropPolicy::KeepAll, stream: 0, name, checked: false })
+    }
+
+    /// Sets the stochastic dropping of teacher terms.
+    pub fn with_drop(mut self, drop: DropPolicy) -> Result<Self> {
+        drop.validate()?;
+        self.drop = drop;
+        Ok(self)
+    }
+
+    /// Sets the stream of the drop generator (a chain passes the stage index, so that stages
+    /// do not drop in lockstep).
+    pub fn with_stream(mut self, stream: u64) -> Self {
+        self.stream = stream;
+        self
+    }
+
+    /// Renames the method (the name is checked when a run resumes).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The teachers.
+    pub fn teachers(&self) -> &[FrozenTeacher<M>] {
+        &self.teachers
+    }
+
+    /// The loss configuration.
+    pub fn loss_config(&self) -> &StageLoss {
+        &self.loss
+    }
+}
+
+/// The KD part of a multi-teacher loss: `sum` (or mean) over `teacher_logits` of
+/// `T^2 * KL_batchmean(p(z_j; T) || p(z_s; T))`, `[1]`.
+pub fn multi_teacher_kd(student_logits: Tensor<2>, teacher_logits: &[Tensor<2>], temperature: f64, reduce: KdReduce) -> Result<Tensor<1>> {
+    let mut terms = teacher_logits.iter().map(|t| kd_kl_mean(student_logits.clone(), t.clone(), temperature));
+    let first = terms.next().ok_or_else(|| KdError::InvalidConfig("no teacher logits to distil from".into()))?;
+    let sum = terms.fold(first, |acc, t| acc + t);
+    Ok(match reduce {
+        KdReduce::Sum => sum,
+        KdReduce::Mean => sum.div_scalar(teacher_logits.len() as f64),
+    })
+}
+
+impl<M: Classifier> Distiller for MultiTeacherKd<M> {
+    type Aux = NoAux;
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn teacher_need(&self) -> TeacherNeed {
+        TeacherNeed::Nothing
+    }
+
+    fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
+        Ok(NoAux::new())
+    }
+
+    fn loss(&mut self, ctx: &StepContext, batch: &Batch, student: &ModelOutput, _: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
+        let kept = kept_teachers(&self.drop, self.teachers.len(), ctx.seed, self.stream, ctx.global_step as u64);
+        let mut logits = Vec::with_capacity(kept.len());
+        for &j in &kept {
+            let out = self.teachers[j].outputs(batch, TeacherNeed::Logits)?.ok_or_else(|| KdError::Missing {
+                method: self.name.clone(),
+                what: format!("outputs of teacher {}", self.teachers[j].describe()),
+            })?;
+            if !self.checked {
+                // Once per run: the training loop checks only its own teacher slot.
+                check_logits(&self.name, &student.logits, &out.logits, &batch.labels)?;
+                let nan = out.logits.clone().is_nan().any().into_scalar::<bool>();
+                if nan || out.logits.clone().abs().max().into_scalar::<f64>().is_infinite() {
+                    return Err(KdError::NonFinite { what: format!("logits of teacher {}", self.teachers[j].describe()) });
+                }
+            }
+            logits.push(out.logits);
+        }
+        self.checked = true;
+        let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(1.0 - self.loss.lambda);
+        let kd = multi_teacher_kd(student.logits.clone(), &logits, self.loss.temperature, self.loss.reduce)?.mul_scalar(self.loss.lambda);
+        Ok(LossTerms::new().with("ce", ce).with("kd", kd))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+    use kd_models::ModelSpec;
+
+    #[test]
+    fn fixed_drops_exactly_count_and_never_all() {
+        let policy = DropPolicy::Fixed { count: 1 };
+        let mut seen = [0usize; 4];
+        for step in 0..400 {
+            let kept = kept_teachers(&policy, 4, 7, 0, step);
+            assert_eq!(kept.len(), 3);
+            assert!(kept.windows(2).all(|w| w[0] < w[1]));
+            for k in kept {
+                seen[k] += 1;
+            }
+            // Deterministic in the key.
+            assert_eq!(kept_teachers(&policy, 4, 7, 0, step), kept_teachers(&policy, 4, 7, 0, step));
+        }
+        // Each teacher is dropped about a quarter of the time.
+        assert!(seen.iter().all(|&s| (260..=340).contains(&s)), "{seen:?}");
+        assert_eq!(kept_teachers(&DropPolicy::Fixed { count: 5 }, 3, 1, 0, 0).len(), 1);
+        assert_eq!(kept_teachers(&policy, 1, 1, 0, 0), vec![0]);
+        assert_eq!(kept_teachers(&DropPolicy::KeepAll, 3, 1, 0, 0), vec![0, 1, 2]);
+        assert_ne!(
+            (0..20).map(|s| kept_teachers(&policy, 4, 7, 0, s)).collect::<Vec<_>>(),
+            (0..20).map(|s| kept_teachers(&policy, 4, 7, 1, s)).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn bernoulli_keeps_at_least_one() {
+        let always = DropPolicy::Bernoulli { p: 1.0 };
+        assert!((0..50).all(|s| kept_teachers(&always, 3, 0, 0, s).len() == 1));
+        let never = DropPolicy::Bernoulli { p: 0.0 };
+        assert!((0..50).all(|s| kept_teachers(&never, 3, 0, 0, s).len() == 3));
+        let half = DropPolicy::Bernoulli { p: 0.5 };
+        let total: usize = (0..1000).map(|s| kept_teachers(&half, 4, 0, 0, s).len()).sum();
+        assert!((1900..2300).contains(&total), "{total}");
+        assert!(DropPolicy::Bernoulli { p: 1.5 }.validate().is_err());
+    }
+
+    #[test]
+    fn loss_is_ce_plus_summed_kd_of_the_kept_teachers() {
+        let device = Device::flex();
+        let build = |seed: u64| crate::family::build_seeded(&ModelSpec::Mlp(vec![5]), [1, 2, 2], 3, &device, seed).unwrap();
+        let teachers: Vec<FrozenTeacher<AnyModel>> = (0..3).map(|i| FrozenTeacher::new(build(i + 10), format!("t{i}"))).collect();
+        let batch = Batch::from_host((0..8).map(|v| v as f32 * 0.3 - 1.0).collect(), [2, 1, 2, 2], vec![0, 2], vec![0, 1], vec![0, 0], &device).unwrap();
+        let student = ModelOutput {
+            logits: Tensor::from_data(TensorData::new(vec![0.5f32, -1.0, 2.0, 0.0, 1.0, -0.5], [2, 3]), &device),
+            features: Vec::new(),
+            embedding: Tensor::zeros([2, 1], &device),
+        };
+        let ctx = StepContext { epoch: 1, total_epochs: 1, step_in_epoch: 0, global_step: 3, seed: 5 };
+        let loss = StageLoss { temperature: 2.0, lambda: 0.7, reduce: KdReduce::Sum };
+        let mut d = MultiTeacherKd::new(teachers.clone(), loss).unwrap().with_drop(DropPolicy::Fixed { count: 1 }).unwrap();
+        assert_eq!(d.name(), "dgkd");
+        let terms = d.loss(&ctx, &batch, &student, None, &NoAux::new()).unwrap();
+        let kept = kept_teachers(&DropPolicy::Fixed { count: 1 }, 3, 5, 0, 3);
+        let want_kd: f32 = kept
+            .iter()
+            .map(|&j| {
+                let t = teachers[j].outputs(&batch, TeacherNeed::Logits).unwrap().unwrap().logits;
+                kd_kl_mean(student.logits.clone(), t, 2.0).into_scalar::<f32>()
+            })
+            .sum::<f32>()
+            * 0.7;
+        let want_ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).into_scalar::<f32>() * 0.3;
+        let got: Vec<f32> = terms.terms().iter().map(|(_, t)| t.clone().into_scalar::<f32>()).collect();
+        assert!((got[0] - want_ce).abs() < 1e-6 && (got[1] - want_kd).abs() < 1e-5, "{got:?} vs {want_ce} {want_kd}");
+
+        // One teacher: TAKD, never dropped.
+        let mut takd = MultiTeacherKd::new(vec![teachers[0].clone()], loss).unwrap().with_drop(DropPolicy::Fixed { count: 1 }).unwrap();
+        assert_eq!(takd.name(), "takd");
+        let terms = takd.loss(&ctx, &batch, &student, None, &NoAux::new()).unwrap();
+        let t0 = teachers[0].outputs(&batch, TeacherNeed::Logits).unwrap().unwrap().logits;
+        let want = kd_kl_mean(student.logits.clone(), t0, 2.0).into_scalar::<f32>() * 0.7;
+        assert!((terms.terms()[1].1.clone().into_scalar::<f32>() - want).abs() < 1e-6);
+
+        // Bad inputs are errors.
+        assert!(MultiTeacherKd::<AnyModel>::new(Vec::new(), loss).is_err());
+        assert!(MultiTeacherKd::new(vec![teachers[0].clone()], StageLoss { lambda: 1.5, ..loss }).is_err());
+        let other = FrozenTeacher::new(ModelSpec::Mlp(vec![5]).build([1, 2, 2], 4, &device).unwrap(), "t4");
+        assert!(MultiTeacherKd::new(vec![teachers[0].clone(), other], loss).is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! Chains trained for real, on a tiny synthetic dataset: resume, dynamic stopping, the search.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use burn::tensor::Device;
+use kd_core::rng::KeyedRng;
+use kd_core::train::parameter_values;
+use kd_core::{LrSchedule, OptimizerConfig, RunOptions, TrainConfig};
+use kd_data::{DatasetSplits, InMemoryDataset, Values};
+
+use crate::*;
+
+/// Three classes of Gaussian blobs in 2x2 "images": class `c` is bright at pixel `c`.
+fn blobs(n: usize, seed: u64, name: &str) -> InMemoryDataset {
+    let mut rng = KeyedRng::new(&[seed]);
+    let mut values = Vec::with_capacity(n * 4);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let class = i % 3;
+        for f in 0..4 {
+            let centre = if f == class { 2.0 } else { 0.0 };
+            let noise = (rng.unit() + rng.unit() + rng.unit() - 1.5) * 1.6;
+            values.push((centre + noise) as f32);
+        }
+        labels.push(class);
+    }
+    InMemoryDataset::new(name, Values::F32(Arc::new(values)), labels, [1, 2, 2], 3).unwrap()
+}
+
+fn splits() -> DatasetSplits {
+    DatasetSplits {
+        name: "blobs".into(),
+        train: blobs(96, 1, "blobs/train"),
+        valid: Some(blobs(48, 2, "blobs/valid")),
+        test: blobs(48, 3, "blobs/test"),
+    }
+}
+
+fn recipe(epochs: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch_size: 16,
+        optimizer: OptimizerConfig::Sgd { lr: 0.1, momentum: 0.9, nesterov: false, weight_decay: 5e-4 },
+        schedule: LrSchedule::Constant,
+        lr_warmup_epochs: 0,
+        seed: 3,
+        drop_last: false,
+        eval_batch_size: 64,
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kd-multi-assistant-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn with_dir(dir: &std::path::Path, resume: bool, budget: Option<usize>) -> RunOptions {
+    RunOptions { checkpoint_dir: Some(dir.to_path_buf()), resume, stop_after_epochs: budget, ..Default::default() }
+}
+
+#[test]
+fn a_chain_resumes_from_its_stage_checkpoints() {
+    let device = Device::flex();
+    let data = splits();
+    let plan = ChainPlan::new(ModelFamily::mlp(vec![4, 8, 16], 1), 16, 4, recipe(2)).with_assistants(vec![8]).with_mode(ChainMode::Dgkd);
+
+    let full_dir = temp_dir("chain-full");
+    let full = run_chain_with_models(&plan, &data, &device, &with_dir(&full_dir, false, None)).unwrap();
+    let r = &full.report;
+    assert!(r.finished, "{r:?}");
+    assert_eq!(r.chain, vec!["mlp-16", "mlp-8", "mlp-4"]);
+    assert_eq!((r.total_epochs, r.planned_epochs, r.epochs_this_run), (6, 6, 6));
+    assert_eq!(r.stages.iter().map(|s| s.method.as_str()).collect::<Vec<_>>(), vec!["ce", "dgkd", "dgkd"]);
+    assert_eq!(r.stages[2].teachers, vec!["mlp-16", "mlp-8"]);
+    assert_eq!(r.stages[2].role, StageRole::Student);
+    assert!(r.student().is_some_and(|s| s.selected_acc > 0.0));
+
+    // Interrupted after 3 epochs: the teacher finished, the assistant ran one of its two.
+    let dir = temp_dir("chain-resume");
+    let first = run_chain(&plan, &data, &device, &with_dir(&dir, true, Some(3))).unwrap();
+    assert!(!first.finished);
+    assert_eq!(first.epochs_this_run, 3);
+    assert_eq!(first.stages.len(), 2);
+    assert!(first.stages[0].complete && !first.stages[1].complete);
+    let stage_dirs: Vec<PathBuf> = first.stages.iter().map(|s| s.dir.clone().unwrap()).collect();
+    assert!(stage_dirs[0].join("model.ckpt").exists());
+    assert!(stage_dirs[1].join("last.ckpt").exists() && !stage_dirs[1].join("model.ckpt").exists());
+    assert!(stage_dirs[1].file_name().unwrap().to_string_lossy().starts_with("stage1-mlp-8-"));
+
+    // Resumed: the teacher is loaded, the assistant continues from its last.ckpt, the student
+    // trains; the result is the uninterrupted run's, bit for bit.
+    let second = run_chain_with_models(&plan, &data, &device, &with_dir(&dir, true, None)).unwrap();
+    let r2 = &second.report;
+    assert!(r2.finished);
+    assert_eq!(r2.stages.iter().map(|s| (s.loaded, s.epochs_this_run, s.epochs)).collect::<Vec<_>>(), vec![(true, 0, 2), (false, 1, 2), (false, 2, 2)]);
+    assert_eq!(r2.epochs_this_run, 3);
+    for (a, b) in r.stages.iter().zip(&r2.stages) {
+        assert_eq!((a.best_epoch, a.selected_acc, a.last_acc, a.selected_valid_acc), (b.best_epoch, b.selected_acc, b.last_acc, b.selected_valid_acc));
+    }
+    for (a, b) in full.models.iter().zip(&second.models) {
+        assert_eq!(parameter_values(a), parameter_values(b));
+    }
+
+    // Once finished, every stage is loaded; another plan with the same teacher shares its stage.
+    let third = run_chain(&plan, &data, &device, &with_dir(&dir, true, None)).unwrap();
+    assert!(third.finished && third.epochs_this_run == 0 && third.stages.iter().all(|s| s.loaded));
+    let takd = plan.clone().with_mode(ChainMode::Takd).with_assistants(Vec::new());
+    let direct = run_chain(&takd, &data, &device, &with_dir(&dir, true, None)).unwrap();
+    assert_eq!(direct.stages.iter().map(|s| (s.loaded, s.method.as_str())).collect::<Vec<_>>(), vec![(true, "ce"), (false, "takd")]);
+    assert_eq!(direct.stages[1].teachers, vec!["mlp-16"]);
+
+    // The saved teacher can be given to another plan as a checkpoint.
+    let given = ChainPlan { teacher_checkpoint: Some(stage_dirs[0].join("model.ckpt")), ..takd.clone() };
+    let loaded = run_chain(&given, &data, &device, &RunOptions::default()).unwrap();
+    assert_eq!(loaded.stages[0].method, "loaded");
+    assert_eq!(loaded.stages[0].selected_acc, r.stages[0].selected_acc);
+    assert_eq!(loaded.planned_epochs, 2);
+    let _ = std::fs::remove_dir_all(&full_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn dynamic_stopping_ends_stages_early_and_stays_stopped() {
+    let device = Device::flex();
+    let data = splits();
+    // No gain can ever count (min_delta 1000): each distillation stage stops after patience
+    // (1) epoch past the first.
+    let stopping = StoppingConfig { patience: 1, min_delta: 1000.0, smoothing: Smoothing::None, ..Default::default() };
+    let mut plan = ChainPlan::new(ModelFamily::mlp(vec![4, 8, 16], 1), 16, 4, recipe(5)).with_assistants(vec![8]).with_stopping(Some(stopping));
+    plan.teacher_train.epochs = 2;
+    let dir = temp_dir("stopping");
+    let report = run_chain(&plan, &data, &device, &with_dir(&dir, true, None)).unwrap();
+    assert!(report.finished);
+    assert_eq!(report.stages.iter().map(|s| s.epochs).collect::<Vec<_>>(), vec![2, 2, 2]);
+    assert_eq!(report.stages[1].method, "takd+stop");
+    let stop = report.stages[2].stopping.as_ref().unwrap();
+    assert_eq!((stop.stopped_at, stop.epochs_saved, stop.planned_epochs), (Some(2), 3, 5));
+    assert_eq!(stop.controls, vec!["ce", "kd"]);
+    assert_eq!(stop.records.len(), 2);
+    assert!(stop.records.iter().all(|r| r.controls.len() == 2 && (0.0..=100.0).contains(&r.distilled)));
+    assert_eq!(report.epochs_saved(), 6);
+    assert_eq!((report.total_epochs, report.planned_epochs), (6, 12));
+    // The control students' losses were optimised beside the student's.
+    let log = &report.stages[2];
+    assert!(log.complete && log.stopping.is_some());
+
+    // A stage whose stop was recorded in last.ckpt but not yet followed by model.ckpt (a crash
+    // in between) is finished on resume: it trains no further.
+    let student_dir = report.stages[2].dir.clone().unwrap();
+    std::fs::remove_file(student_dir.join("model.ckpt")).unwrap();
+    let again = run_chain(&plan, &data, &device, &with_dir(&dir, true, None)).unwrap();
+    assert!(again.finished);
+    let s = &again.stages[2];
+    assert_eq!((s.loaded, s.epochs, s.epochs_this_run, s.complete), (false, 2, 0, true));
+    assert_eq!(s.selected_acc, report.stages[2].selected_acc);
+    assert!(student_dir.join("model.ckpt").exists());
+
+    // Dynamic stopping needs a validation split.
+    let no_valid = DatasetSplits { valid: None, ..splits() };
+    assert!(run_chain(&plan, &no_valid, &device, &RunOptions::default()).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_dynamic_chain_searches_then_trains_and_resumes() {
+    let device = Device::flex();
+    let data = splits();
+    let chain = ChainPlan::new(ModelFamily::mlp(vec![2, 4, 8, 16], 1), 16, 2, recipe(2));
+    let plan = DynamicPlan { search: SearchConfig { k_max: 2, delta: -100.0, ..Default::default() }, probe_epochs: 1, ..DynamicPlan::new(chain) };
+    let dir = temp_dir("dynamic");
+    let report = run_dynamic(&plan, &data, &device, &with_dir(&dir, true, None)).unwrap();
+    let search = report.search.as_ref().unwrap();
+    // delta -100 keeps every assistant: k_max of them.
+    assert_eq!(search.stop, StopReason::KMax);
+    assert_eq!(search.chain.len(), 4);
+    assert_eq!(report.chain.scales, search.chain);
+    assert!(report.chain.finished);
+    assert!(report.probe_epochs > 0 && !report.search_resumed);
+    // The teacher trained once (before the search), and the chain reused it.
+    assert_eq!(report.chain.stages[0].epochs_this_run, 2);
+    assert_eq!(report.chain.epochs_this_run, 2 + 3 * 2);
+    assert!(dir.join("search.json").exists());
+
+    let again = run_dynamic(&plan, &data, &device, &with_dir(&dir, true, None)).unwrap();
+    assert!(again.search_resumed);
+    assert_eq!(again.search, report.search);
+    assert_eq!(again.chain.epochs_this_run, 0);
+    assert!(again.chain.stages.iter().all(|s| s.loaded));
+    let _ = std::fs::remove_dir_all(&dir);
+}
