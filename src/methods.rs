@@ -17,10 +17,12 @@ pub struct MethodInfo {
     pub accepts_top_k: bool,
     /// The crate that implements it.
     pub family: &'static str,
+    /// Whether it applies to binary tasks only.
+    pub binary_only: bool,
 }
 
 const fn info(name: &'static str, need: TeacherNeed, family: &'static str) -> MethodInfo {
-    MethodInfo { name, need, accepts_top_k: false, family }
+    MethodInfo { name, need, accepts_top_k: false, family, binary_only: false }
 }
 
 /// Every method compiled in, in the order tables list them.
@@ -48,6 +50,11 @@ pub fn methods() -> Vec<MethodInfo> {
         info("dckd", TeacherNeed::Logits, "dckd"),
         info("dckd+fitnet", TeacherNeed::LogitsAndFeatures, "dckd"),
         info("dckd+rkd", TeacherNeed::LogitsAndFeatures, "dckd"),
+    ]);
+    #[cfg(feature = "debiased")]
+    all.extend([
+        MethodInfo { binary_only: true, ..info("binary_kd", TeacherNeed::Logits, "debiased") },
+        MethodInfo { binary_only: true, ..info("debiased", TeacherNeed::Logits, "debiased") },
     ]);
     all
 }
@@ -165,6 +172,26 @@ pub fn train_method<S: Student>(
                 };
             }
             run(trainer, student, kd_dckd::Dckd::new(cfg)?, teacher)
+        }
+        #[cfg(feature = "debiased")]
+        "binary_kd" => run(trainer, student, kd_debiased::BinaryKd::new(config(method, c)?)?, teacher),
+        #[cfg(feature = "debiased")]
+        "debiased" => {
+            // The de-biasing is fitted once, before training: temperature on the validation
+            // split (held out from training), prior shift on the training split.
+            #[derive(serde::Deserialize, Default)]
+            #[serde(default, deny_unknown_fields)]
+            struct DebiasedMethodConfig {
+                debias: kd_debiased::DebiasOptions,
+                loss: kd_debiased::DebiasedKdConfig,
+            }
+            let cfg: DebiasedMethodConfig = config(method, c)?;
+            let calibration = trainer.valid_split().ok_or_else(|| KdError::Missing {
+                method: "debiased".into(),
+                what: "a validation split to calibrate the teacher on (held out from training)".into(),
+            })?;
+            let debiaser = kd_debiased::Debiaser::fit(teacher, calibration, trainer.train_split(), cfg.debias, trainer.device())?;
+            run(trainer, student, kd_debiased::DebiasedKd::new(debiaser, cfg.loss)?, teacher)
         }
         other => Err(unknown(other)),
     }

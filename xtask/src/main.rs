@@ -4,8 +4,10 @@
 //!   each method, on the bundled data; prints a table and writes `results.json` and `results.md`.
 //! - `train --config FILE`: one experiment described by a TOML file (see `configs/`).
 //! - `throughput`: images per second of one distillation step per method.
+//! - `datasets`, `models`: what is available, with sizes.
 
 mod bench;
+mod catalog;
 mod experiment;
 mod report;
 mod throughput;
@@ -28,6 +30,10 @@ enum Command {
     Train(experiment::TrainArgs),
     /// Images per second of one distillation step, per method and batch size.
     Throughput(throughput::ThroughputArgs),
+    /// List every dataset: task, split sizes, classes, class balance.
+    Datasets(catalog::DatasetsArgs),
+    /// List the model zoo: parameters and multiply-adds for an input shape.
+    Models(catalog::ModelsArgs),
 }
 
 fn main() -> Result<()> {
@@ -36,5 +42,7 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => experiment::run(args),
         Command::Throughput(args) => throughput::run(args),
+        Command::Datasets(args) => catalog::datasets(args),
+        Command::Models(args) => catalog::models(args),
     }
 }

@@ -200,6 +200,21 @@ impl<'a> Trainer<'a> {
         &self.config
     }
 
+    /// The training split.
+    pub fn train_split(&self) -> &'a dyn BatchSource {
+        self.train
+    }
+
+    /// The validation split, when there is one.
+    pub fn valid_split(&self) -> Option<&'a dyn BatchSource> {
+        self.valid
+    }
+
+    /// The (plain) device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     fn check_setup<S: Student>(&self, student: &S, teacher: &dyn Teacher, need: TeacherNeed) -> Result<()> {
         self.config.validate()?;
         if self.train.is_empty() {

@@ -9,6 +9,26 @@
 //! [`AnyModel`] holds any of them, [`model_summary`] gives their size and cost without building
 //! them. Parameter counts equal the PyTorch originals (RepDistiller, mdistiller, TAKD) and
 //! struct fields keep PyTorch's names, so checkpoints load with the `import` feature.
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor};
+//! use kd_core::Classifier;
+//! use kd_models::{ModelSpec, model_summary};
+//!
+//! let device = Device::flex().autodiff();
+//! let spec = ModelSpec::parse("resnet8x4")?;
+//! let student = spec.build([3, 32, 32], 100, &device)?;
+//!
+//! let out = student.forward(Tensor::zeros([8, 3, 32, 32], &device));
+//! assert_eq!(out.logits.dims(), [8, 100]);
+//! assert_eq!(out.features.len(), 4); // stem, stage 1, 2, 3 (after ReLU)
+//! assert_eq!(out.embedding.dims(), [8, 256]);
+//!
+//! let summary = model_summary(&spec, [3, 32, 32], 100)?; // analytic, builds nothing
+//! assert_eq!(summary.params, 1_233_540);
+//! assert_eq!(summary.mult_adds, 177_071_104);
+//! # Ok::<(), kd_core::KdError>(())
+//! ```
 
 pub mod layers;
 pub mod mlp;

@@ -152,7 +152,7 @@ pub struct SearchReport {
 impl SearchReport {
     /// The assistants chosen, largest first.
     pub fn assistants(&self) -> Vec<usize> {
-        self.chain[1..self.chain.len() - 1].to_vec()
+        self.chain.get(1..self.chain.len().saturating_sub(1)).unwrap_or_default().to_vec()
     }
 }
 
@@ -330,7 +330,8 @@ impl ProbeTrainer for TrainingProbe<'_> {
             let from = known.len();
             let runner = ChainRunner::with_scales(&self.plan, scales.to_vec(), self.data, &self.device, &self.options)?;
             let run = runner.run(known)?;
-            self.epochs += run.report.epochs_this_run;
+            // Only the stages trained now: a cached teacher's report counts its own epochs.
+            self.epochs += run.report.stages.iter().skip(from).map(|s| s.epochs_this_run).sum::<usize>();
             if !run.report.finished {
                 return Err(KdError::InvalidConfig(format!("the probe of {scales:?} did not finish")));
             }

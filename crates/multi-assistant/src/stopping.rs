@@ -381,6 +381,9 @@ where
     fn init_aux(&self, student: &ModelOutput, teacher: Option<&ModelOutput>, device: &Device) -> Result<Self::Aux> {
         let inner = self.inner.init_aux(student, teacher, device)?;
         let m = &self.model;
+        if student.num_classes() != m.classes {
+            return Err(KdError::InvalidConfig(format!("the control students have {} classes, the student {}", m.classes, student.num_classes())));
+        }
         let controls = (0..self.config.controls.names().len())
             .map(|i| {
                 let seed = if self.config.same_init { m.seed } else { kd_core::rng::hash_key(&[m.seed, i as u64 + 1, 0xC0_47_01]) };
@@ -397,6 +400,11 @@ where
     fn loss(&mut self, ctx: &StepContext, batch: &Batch, student: &ModelOutput, teacher: Option<&ModelOutput>, aux: &Self::Aux) -> Result<LossTerms> {
         let mut terms = self.inner.loss(ctx, batch, student, teacher, &aux.inner)?;
         let names = self.config.controls.names();
+        let dims = batch.inputs.dims();
+        // The controls are built for `model.input`; another shape would fail inside Burn.
+        if dims[1..] != self.model.input {
+            return Err(KdError::ShapeMismatch { what: "inputs of the control students".into(), expected: self.model.input.to_vec(), actual: dims[1..].to_vec() });
+        }
         if aux.controls.len() != names.len() {
             return Err(KdError::InvalidConfig(format!("the control group has {} students, expected {}", aux.controls.len(), names.len())));
         }

@@ -190,3 +190,52 @@ fn the_dynamic_chain_searches_then_trains_and_resumes() {
     assert!(again.chain.stages.iter().all(|s| s.loaded));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_control_group_wraps_any_distiller_with_the_loops_teacher() {
+    use kd_baselines::{Kd, KdConfig};
+    use kd_core::{BatchSource, Distiller, FrozenTeacher, TeacherNeed, Trainer};
+    use kd_models::ModelSpec;
+
+    let device = Device::flex();
+    let data = splits();
+    let ad = device.clone().autodiff();
+    let teacher = build_seeded(&ModelSpec::Mlp(vec![16]), [1, 2, 2], 3, &ad, 1).unwrap();
+    let teacher = FrozenTeacher::new(teacher, "mlp-16");
+    let control = ControlModel { spec: ModelSpec::Mlp(vec![4]), input: [1, 2, 2], classes: 3, seed: 9 };
+    let config = StoppingConfig { patience: 2, min_delta: 1000.0, smoothing: Smoothing::Window { size: 2 }, controls: ControlSet { ce: false, kd: true }, ..Default::default() };
+    let mut wrapped = ControlGroup::new(Kd::new(KdConfig::default()).unwrap(), config, control.clone()).unwrap();
+    // Without a teacher of its own, the KD control shares the loop's.
+    assert_eq!(wrapped.teacher_need(), TeacherNeed::Logits);
+    assert_eq!(wrapped.name(), "kd+stop");
+    let student = build_seeded(&control.spec, control.input, control.classes, &ad, control.seed).unwrap();
+    let valid: &dyn BatchSource = data.valid.as_ref().unwrap();
+    let outcome = Trainer::new(recipe(6), &data.train, &data.test, device.clone())
+        .with_validation(valid)
+        .fit(student.clone(), &mut wrapped, &teacher)
+        .unwrap();
+    // Epoch 1 sets the best lead; epochs 2 and 3 do not beat it by 1000 points: stop at 3.
+    assert_eq!(outcome.history.len(), 3);
+    assert_eq!(wrapped.rule().stopped_at(), Some(3));
+    assert!(outcome.history.iter().all(|r| r.train_terms.contains_key("ctrl_kd") && !r.train_terms.contains_key("ctrl_ce")));
+    assert_eq!(outcome.aux.controls.len(), 1);
+    // Same initial weights as the student, then trained: different from where they started.
+    assert_ne!(parameter_values(&outcome.aux.controls[0]), parameter_values(&student));
+    let report = wrapped.report(6);
+    assert_eq!((report.epochs_saved, report.controls.clone()), (3, vec!["kd".to_string()]));
+
+    // The rule's state round-trips; another configuration refuses it.
+    let bytes = wrapped.save_state().unwrap();
+    let mut back = ControlGroup::new(Kd::new(KdConfig::default()).unwrap(), config, control.clone()).unwrap();
+    back.load_state(&bytes).unwrap();
+    assert_eq!(back.rule(), wrapped.rule());
+    let mut other = ControlGroup::new(Kd::new(KdConfig::default()).unwrap(), StoppingConfig { patience: 3, ..config }, control.clone()).unwrap();
+    assert!(other.load_state(&bytes).is_err());
+    assert!(back.load_state(b"not json").is_err());
+
+    // Controls built for another input shape are refused, not a panic inside Burn.
+    let wrong = ControlModel { input: [1, 4, 1], ..control.clone() };
+    let mut bad = ControlGroup::new(Kd::new(KdConfig::default()).unwrap(), config, wrong).unwrap();
+    let result = Trainer::new(recipe(1), &data.train, &data.test, device.clone()).with_validation(valid).fit(student, &mut bad, &teacher);
+    assert!(result.is_err());
+}
