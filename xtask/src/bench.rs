@@ -1,51 +1,62 @@
 //! `cargo xtask bench`: the main job.
+//!
+//! For every dataset it trains a teacher (or reuses it from the on-disk cache), then the
+//! student with every method that applies to the task (multi-class methods on multi-class
+//! data, binary methods on two-class data), for every seed, and writes `results.json`,
+//! `results.md` and SVG plots.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use kd::core::{CacheContent, DrawPool, TeacherCache};
+use kd::data::DatasetSplits;
 use kd::data::registry::LoadOptions;
+use kd::methods::MethodInfo;
 use kd::prelude::*;
 
-use kd::core::{CacheContent, DrawPool, TeacherCache};
-
 use crate::experiment::{RunContext, open_device, sanitize};
-use crate::report::{Record, markdown, write_results};
+use crate::report::{Record, markdown, write_results, write_results_with};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// The whole default matrix on subsets and few epochs (a few minutes on 2 CPU cores).
+    /// The whole default matrix on subsets and few epochs (under 3 minutes on 2 CPU cores).
     #[arg(long)]
     quick: bool,
+    /// The long run: full training splits, 30 epochs, 3 seeds (hours on a CPU).
+    #[arg(long, conflicts_with = "quick")]
+    full: bool,
     /// Backend: flex (default, CPU), ndarray, wgpu, wgpu-cpu, vulkan.
     #[arg(long, default_value = "flex")]
     backend: String,
-    /// Comma-separated datasets (default: mnist,fashion-mnist).
+    /// Comma-separated datasets, bundled names or `csv:PATH` (default: mnist, fashion-mnist and
+    /// the four bundled binary sets).
     #[arg(long, value_delimiter = ',')]
     datasets: Option<Vec<String>>,
-    /// Comma-separated methods (default: every image method compiled in).
+    /// Comma-separated methods (default: every method that applies to each dataset's task).
     #[arg(long, value_delimiter = ',')]
     methods: Option<Vec<String>>,
-    /// Comma-separated seeds (default: 0; --quick: 0).
+    /// Comma-separated seeds.
     #[arg(long, value_delimiter = ',')]
     seeds: Option<Vec<u64>>,
-    /// Epochs of each student run (the teacher trains for the same number).
+    /// Epochs of every run (teachers train for the same number; default: by preset and task).
     #[arg(long)]
     epochs: Option<usize>,
-    /// Teacher architecture.
+    /// Teacher architecture (default: an MLP sized for the input).
     #[arg(long)]
     teacher: Option<String>,
-    /// Student architecture.
+    /// Student architecture (default: a small MLP with three hidden layers, so that FitNet's
+    /// hint layer 2 exists).
     #[arg(long)]
     student: Option<String>,
-    /// Use at most this many training samples per dataset.
+    /// Use at most this many training samples of each image dataset.
     #[arg(long)]
     train_limit: Option<usize>,
     /// Output folder.
     #[arg(long, default_value = "target/kd-bench")]
     out: PathBuf,
-    /// Teacher cache folder (trained teachers and their stored outputs).
+    /// Folder of cached teachers and teacher outputs.
     #[arg(long, default_value = "target/kd-cache/teachers")]
     cache: PathBuf,
     /// Distil from stored teacher outputs (computed once) instead of running the teacher at
@@ -55,47 +66,41 @@ pub struct BenchArgs {
     /// Augmentation draws stored per sample by the teacher cache (augmented data only).
     #[arg(long, default_value_t = 4)]
     cache_draws: usize,
+    /// Skip the teacher-assistant chains (multi-assistant KD) on the image datasets.
+    #[arg(long)]
+    no_chains: bool,
     /// Store only the top-k teacher probabilities (FKD's marginal smoothing); only methods that
     /// accept approximate outputs (kd) may use it.
     #[arg(long)]
     cache_top_k: Option<usize>,
 }
 
-/// The defaults of one preset (no flags, or `--quick`).
+/// The defaults of one preset.
 struct Preset {
-    datasets: Vec<String>,
-    train_limit: Option<usize>,
+    datasets: Vec<&'static str>,
+    image_train_limit: Option<usize>,
     test_limit: Option<usize>,
+    /// Epochs on image data.
     epochs: usize,
-    teacher: String,
-    student: String,
+    /// Epochs on tabular data (small sets: more passes for the same number of steps).
+    tabular_epochs: usize,
+    seeds: Vec<u64>,
 }
 
 impl Preset {
-    fn new(quick: bool) -> Self {
-        if quick {
-            Preset {
-                datasets: vec!["mnist".into(), "fashion-mnist".into()],
-                train_limit: Some(4000),
-                test_limit: Some(2000),
-                epochs: 3,
-                teacher: "mlp-512-512".into(),
-                student: "mlp-16".into(),
-            }
+    fn new(args: &BenchArgs) -> Self {
+        let datasets = vec!["mnist", "fashion-mnist", "spambase", "breast-cancer-wisconsin", "german-credit", "isl-default"];
+        if args.quick {
+            Preset { datasets, image_train_limit: Some(5000), test_limit: Some(2000), epochs: 3, tabular_epochs: 10, seeds: vec![0] }
+        } else if args.full {
+            Preset { datasets, image_train_limit: None, test_limit: None, epochs: 30, tabular_epochs: 100, seeds: vec![0, 1, 2] }
         } else {
-            Preset {
-                datasets: vec!["mnist".into(), "fashion-mnist".into()],
-                train_limit: Some(20000),
-                test_limit: None,
-                epochs: 10,
-                teacher: "mlp-512-512".into(),
-                student: "mlp-16".into(),
-            }
+            Preset { datasets, image_train_limit: Some(20000), test_limit: None, epochs: 8, tabular_epochs: 30, seeds: vec![0, 1, 2] }
         }
     }
 }
 
-/// The recipe of every bench run: SGD with momentum, cosine schedule.
+/// The recipe of every bench run: SGD with momentum, cosine schedule, batch 64.
 fn recipe(epochs: usize) -> TrainConfig {
     TrainConfig {
         epochs,
@@ -109,46 +114,79 @@ fn recipe(epochs: usize) -> TrainConfig {
     }
 }
 
+/// Default architectures: by input kind.
+fn default_models(data: &DatasetSplits) -> (&'static str, &'static str) {
+    let [_, h, w] = data.train.input_shape();
+    if h * w > 1 { ("mlp-512-256-128", "mlp-32-16-16") } else { ("mlp-256-128-64", "mlp-16-8-8") }
+}
+
+/// The methods that apply to a task: binary-only methods on two-class data; on two-class
+/// data the self-distillation baselines are left out (they target multi-class soft labels).
+fn applicable(methods: &[MethodInfo], classes: usize) -> Vec<MethodInfo> {
+    methods
+        .iter()
+        .copied()
+        .filter(|m| {
+            if classes == 2 {
+                m.binary_only || matches!(m.name, "ce" | "kd" | "fitnet" | "rkd")
+            } else {
+                !m.binary_only
+            }
+        })
+        .collect()
+}
+
 pub fn run(args: BenchArgs) -> Result<()> {
     let started = Instant::now();
-    let preset = Preset::new(args.quick);
-    let datasets = args.datasets.clone().unwrap_or(preset.datasets);
-    let methods: Vec<String> = args.methods.clone().unwrap_or_else(|| kd::methods::method_names().iter().map(|s| s.to_string()).collect());
-    for m in &methods {
-        kd::methods::teacher_need(m)?;
-    }
-    let seeds = args.seeds.clone().unwrap_or_else(|| vec![0]);
-    if seeds.is_empty() || datasets.is_empty() || methods.is_empty() {
+    let preset = Preset::new(&args);
+    let datasets: Vec<String> = args.datasets.clone().unwrap_or_else(|| preset.datasets.iter().map(|s| s.to_string()).collect());
+    let chosen: Option<Vec<MethodInfo>> = match &args.methods {
+        Some(names) => Some(names.iter().map(|m| kd::methods::method_info(m)).collect::<kd::core::Result<_>>()?),
+        None => None,
+    };
+    let seeds = args.seeds.clone().unwrap_or(preset.seeds.clone());
+    if seeds.is_empty() || datasets.is_empty() || chosen.as_ref().is_some_and(|c| c.is_empty()) {
         bail!("--seeds, --datasets and --methods need at least one value each");
     }
-    let epochs = args.epochs.unwrap_or(preset.epochs);
-    let teacher_spec = args.teacher.clone().unwrap_or(preset.teacher);
-    let student_spec = args.student.clone().unwrap_or(preset.student);
     let device = open_device(&args.backend)?;
     let ctx = RunContext { device, backend: args.backend.clone(), cache_dir: args.cache.clone(), progress: true };
-    let config = recipe(epochs);
 
-    let total_runs = datasets.len() * seeds.len() * methods.len();
-    eprintln!(
-        "bench: {} dataset(s) x {} seed(s) x {} method(s) = {total_runs} student runs, {epochs} epochs each, backend {}",
-        datasets.len(),
-        seeds.len(),
-        methods.len(),
-        args.backend
-    );
-    let mut records: Vec<Record> = Vec::new();
-    let mut done = 0usize;
-    for dataset in &datasets {
+    // Load everything first: bad names fail before any training, and the plan is known.
+    let mut plan = Vec::new();
+    for name in &datasets {
+        let info = kd::data::registry::dataset_info(name, &LoadOptions::default())?;
+        let image = info.input_shape[1] * info.input_shape[2] > 1;
         let options = LoadOptions {
-            train_limit: args.train_limit.or(preset.train_limit),
-            test_limit: preset.test_limit,
+            train_limit: if image { args.train_limit.or(preset.image_train_limit) } else { args.train_limit },
+            test_limit: if image { preset.test_limit } else { None },
             ..Default::default()
         };
-        let data = kd::data::load_dataset(dataset, &options)?;
+        let data = kd::data::load_dataset(name, &options)?;
+        let methods = applicable(chosen.as_deref().unwrap_or(&kd::methods::methods()), data.train.num_classes());
+        if methods.is_empty() {
+            eprintln!("bench: no chosen method applies to {name} ({} classes); skipped", data.train.num_classes());
+            continue;
+        }
+        let epochs = args.epochs.unwrap_or(if image { preset.epochs } else { preset.tabular_epochs });
+        plan.push((data, methods, recipe(epochs)));
+    }
+    let total_runs: usize = plan.iter().map(|(_, m, _)| m.len() * seeds.len()).sum();
+    eprintln!(
+        "bench: {} dataset(s), {} seed(s), {total_runs} student runs, backend {}",
+        plan.len(),
+        seeds.len(),
+        args.backend
+    );
+
+    let mut records: Vec<Record> = Vec::new();
+    let mut done = 0usize;
+    for (data, methods, config) in &plan {
+        let (default_teacher, default_student) = default_models(data);
+        let teacher_spec = args.teacher.clone().unwrap_or_else(|| default_teacher.into());
+        let student_spec = args.student.clone().unwrap_or_else(|| default_student.into());
         for &seed in &seeds {
-            let needs_teacher = methods.iter().any(|m| kd::methods::teacher_need(m).map(|n| n != TeacherNeed::Nothing).unwrap_or(false));
-            let teacher = if needs_teacher {
-                let (t, r) = ctx.teacher(&data, &teacher_spec, &config, seed)?;
+            let teacher = if methods.iter().any(|m| m.need != TeacherNeed::Nothing) {
+                let (t, r) = ctx.teacher(data, &teacher_spec, config, seed)?;
                 println!("{}", r.summary_line());
                 records.push(r);
                 Some(t)
@@ -158,15 +196,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let pool = DrawPool::new(&data.train, args.cache_draws)?;
             let cache = match (&teacher, args.teacher_cache) {
                 (Some(t), true) => {
-                    let content = match args.cache_top_k {
-                        Some(k) => CacheContent::TopK { k },
-                        None => CacheContent::FullLogits,
-                    };
-                    let path = args.cache.join(format!("{}-{}-seed{seed}.outputs", sanitize(dataset), sanitize(&teacher_spec)));
+                    let content = args.cache_top_k.map(|k| CacheContent::TopK { k }).unwrap_or_default();
+                    let path = args.cache.join(format!("{}-{}-seed{seed}.outputs", sanitize(&data.name), sanitize(&teacher_spec)));
                     let built = Instant::now();
                     let cache = TeacherCache::open_or_build(&path, t, &pool, content, 500, &ctx.device, true)?;
                     eprintln!(
-                        "teacher cache {}: {:.1} MB, ready in {:.1} s",
+                        "teacher cache {}: {:.1} MB, ready in {:.2} s",
                         path.display(),
                         cache.stored_bytes() as f64 / 1e6,
                         built.elapsed().as_secs_f64()
@@ -175,30 +210,53 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 }
                 _ => None,
             };
-            for method in &methods {
-                let info = kd::methods::method_info(method)?;
+            for info in methods {
                 let use_cache = cache.as_ref().filter(|c| info.need == TeacherNeed::Logits && (c.exact() || info.accepts_top_k));
                 if cache.as_ref().is_some_and(|c| !c.exact()) && info.need == TeacherNeed::Logits && !info.accepts_top_k {
-                    bail!("method `{method}` needs the teacher's full logits; a top-k teacher cache cannot serve it (drop --cache-top-k)");
+                    bail!("method `{}` needs the teacher's full logits; a top-k teacher cache cannot serve it (drop --cache-top-k)", info.name);
                 }
                 let (t, train): (Option<&dyn Teacher>, &dyn BatchSource) = match (info.need, use_cache) {
                     (TeacherNeed::Nothing, _) => (None, &data.train),
                     (_, Some(c)) => (Some(c), &pool),
                     _ => (teacher.as_ref().map(|t| t as &dyn Teacher), &data.train),
                 };
-                let mut r = ctx.student(&data, method, None, &student_spec, t, train, &config, seed, None)?;
+                // One method failing (a diverged run) is reported, and the bench goes on.
+                let mut r = match ctx.student(data, info.name, None, &student_spec, t, train, config, seed, None) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let teacher_name = t.map(|t| t.describe()).unwrap_or_else(|| "-".into());
+                        Record::failed(&data.name, info.name, &teacher_name, &student_spec, seed, &args.backend, config.epochs, format!("{e:#}"))
+                    }
+                };
                 r.teacher_cache = use_cache.is_some();
                 done += 1;
                 let elapsed = started.elapsed().as_secs_f64();
-                println!("{}   [{done}/{total_runs}, {:.0} s elapsed, ~{:.0} s left]", r.summary_line(), elapsed, elapsed / done as f64 * (total_runs - done) as f64);
+                println!(
+                    "{}   [{done}/{total_runs}, {elapsed:.0} s elapsed, ~{:.0} s left]",
+                    r.summary_line(),
+                    elapsed / done as f64 * (total_runs - done) as f64
+                );
                 records.push(r);
                 write_results(&args.out, &records)?;
             }
         }
     }
-    write_results(&args.out, &records)?;
+    let mut chain_records = Vec::new();
+    let mut chains_md = String::new();
+    if !args.no_chains && args.methods.is_none() {
+        for (data, _, config) in plan.iter().filter(|(d, _, _)| d.train.num_classes() > 2 && d.train.input_shape()[1] > 1) {
+            for &seed in &seeds {
+                let dir = args.cache.join("chains").join(format!("{}-seed{seed}-{}", sanitize(&data.name), config.epochs));
+                chain_records.extend(crate::chains::run(data, config, seed, &ctx.device, &dir)?);
+                chains_md = crate::chains::write(&args.out, &chain_records)?;
+                write_results_with(&args.out, &records, &chains_md)?;
+            }
+        }
+    }
+    write_results_with(&args.out, &records, &chains_md)?;
+    crate::plots::write_plots(&args.out, &records)?;
     println!();
-    println!("{}", markdown(&records));
-    println!("wall time {:.1} s; results in {}", started.elapsed().as_secs_f64(), args.out.display());
+    println!("{}{chains_md}", markdown(&records));
+    println!("wall time {:.1} s; results, tables and plots in {}", started.elapsed().as_secs_f64(), args.out.display());
     Ok(())
 }

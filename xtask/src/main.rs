@@ -8,7 +8,9 @@
 
 mod bench;
 mod catalog;
+mod chains;
 mod experiment;
+mod plots;
 mod report;
 mod throughput;
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use kd::core::checkpoint::write_atomic;
-use kd::core::{TrainConfig, TrainOutcome};
+use kd::core::{BinaryMetrics, TrainConfig, TrainOutcome};
 use serde::{Deserialize, Serialize};
 
 /// One run: a teacher, or a student trained with one method and seed.
@@ -37,6 +37,12 @@ pub struct Record {
     pub curve: Vec<f64>,
     /// Mean training loss terms of the last epoch.
     pub final_terms: BTreeMap<String, f64>,
+    /// Binary metrics on the test split at the selected epoch (two-class tasks).
+    #[serde(default)]
+    pub binary: Option<BinaryMetrics>,
+    /// Why the run failed (training diverged, bad configuration), when it did.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 impl Record {
@@ -70,10 +76,40 @@ impl Record {
             teacher_cache: false,
             curve: out.history.iter().map(|r| r.test.top1).collect(),
             final_terms: out.history.last().map(|r| r.train_terms.clone()).unwrap_or_default(),
+            binary: out.history.iter().find(|r| r.epoch == out.best_epoch).and_then(|r| r.test.binary),
+            error: None,
+        }
+    }
+
+    /// A run that failed: it is listed with its error instead of accuracies.
+    pub fn failed(dataset: &str, method: &str, teacher: &str, student: &str, seed: u64, backend: &str, epochs: usize, error: String) -> Self {
+        Record {
+            dataset: dataset.into(),
+            method: method.into(),
+            teacher: teacher.into(),
+            student: student.into(),
+            seed,
+            backend: backend.into(),
+            epochs,
+            best_acc: f64::NAN,
+            last_acc: f64::NAN,
+            selected_acc: f64::NAN,
+            best_epoch: 0,
+            seconds_per_epoch: f64::NAN,
+            total_seconds: 0.0,
+            cached: false,
+            teacher_cache: false,
+            curve: Vec::new(),
+            final_terms: BTreeMap::new(),
+            binary: None,
+            error: Some(error),
         }
     }
 
     pub fn summary_line(&self) -> String {
+        if let Some(e) = &self.error {
+            return format!("{:<14} {:<10} {:<14} seed {:<3} FAILED: {e}", self.dataset, self.method, self.student, self.seed);
+        }
         format!(
             "{:<14} {:<10} {:<14} seed {:<3} best {:6.2}%  last {:6.2}%  {:7.2} s/epoch{}",
             self.dataset,
@@ -105,12 +141,22 @@ pub struct Row {
     pub last: (f64, f64),
     pub sec_per_epoch: f64,
     pub total_seconds: f64,
+    /// Binary metrics (mean, std) in the order of [`BINARY_COLUMNS`].
+    pub binary: Option<Vec<(f64, f64)>>,
+}
+
+/// Binary metric columns: name, and whether higher is better.
+pub const BINARY_COLUMNS: [(&str, bool); 6] =
+    [("accuracy", true), ("F1", true), ("ROC-AUC", true), ("PR-AUC", true), ("Brier", false), ("ECE", false)];
+
+fn binary_values(m: &BinaryMetrics) -> [f64; 6] {
+    [m.accuracy, m.f1, m.roc_auc, m.pr_auc, m.brier, m.ece]
 }
 
 /// Rows per dataset, in the order the records came.
 pub fn summarize(records: &[Record]) -> BTreeMap<String, Vec<Row>> {
     let mut groups: Vec<((String, String, String), Vec<&Record>)> = Vec::new();
-    for r in records {
+    for r in records.iter().filter(|r| r.error.is_none()) {
         let key = (r.dataset.clone(), r.method.clone(), r.student.clone());
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => v.push(r),
@@ -130,6 +176,9 @@ pub fn summarize(records: &[Record]) -> BTreeMap<String, Vec<Row>> {
             last: mean_std(&last),
             sec_per_epoch: rs.iter().map(|r| r.seconds_per_epoch).sum::<f64>() / rs.len() as f64,
             total_seconds: rs.iter().map(|r| r.total_seconds).sum::<f64>(),
+            binary: rs.iter().map(|r| r.binary.map(|b| binary_values(&b))).collect::<Option<Vec<_>>>().map(|vals| {
+                (0..6).map(|k| mean_std(&vals.iter().map(|v| v[k]).collect::<Vec<_>>())).collect()
+            }),
         });
     }
     out
@@ -162,15 +211,50 @@ pub fn markdown(records: &[Record]) -> String {
                 r.total_seconds
             ));
         }
+        let failures: Vec<&Record> = records.iter().filter(|r| r.dataset == dataset && r.error.is_some()).collect();
+        for f in &failures {
+            md.push_str(&format!("- `{}` ({}, seed {}) failed: {}\n", f.method, f.student, f.seed, f.error.as_deref().unwrap_or_default()));
+        }
         md.push('\n');
+        if rows.iter().any(|r| r.binary.is_some()) {
+            md.push_str(&format!("Binary metrics on the test split at the selected epoch ({dataset}):\n\n"));
+            md.push_str("| method | model |");
+            for (name, higher) in BINARY_COLUMNS {
+                md.push_str(&format!(" {name} {} |", if higher { "↑" } else { "↓" }));
+            }
+            md.push_str("\n|---|---|---|---|---|---|---|---|\n");
+            let students: Vec<&Row> = rows.iter().filter(|r| r.method != "teacher" && r.binary.is_some()).collect();
+            let tops: Vec<f64> = (0..6)
+                .map(|k| {
+                    let vals = students.iter().filter_map(|r| r.binary.as_ref().map(|b| b[k].0));
+                    if BINARY_COLUMNS[k].1 { vals.fold(f64::NEG_INFINITY, f64::max) } else { vals.fold(f64::INFINITY, f64::min) }
+                })
+                .collect();
+            for r in rows.iter().filter(|r| r.binary.is_some()) {
+                md.push_str(&format!("| {} | {} |", r.method, r.model));
+                for (k, &(m, s)) in r.binary.as_ref().expect("filtered").iter().enumerate() {
+                    let digits = if k == 0 { 2 } else { 4 };
+                    let cell = if r.seeds > 1 { format!("{m:.digits$} ± {s:.digits$}") } else { format!("{m:.digits$}") };
+                    let bold = r.method != "teacher" && (m - tops[k]).abs() < 1e-12;
+                    md.push_str(&if bold { format!(" **{cell}** |") } else { format!(" {cell} |") });
+                }
+                md.push('\n');
+            }
+            md.push('\n');
+        }
     }
     md
 }
 
 /// Writes `results.json` and `results.md` into `out` (atomically).
 pub fn write_results(out: &Path, records: &[Record]) -> Result<()> {
+    write_results_with(out, records, "")
+}
+
+/// Like [`write_results`], with more markdown (other tables) after the method tables.
+pub fn write_results_with(out: &Path, records: &[Record], extra_markdown: &str) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     write_atomic(&out.join("results.json"), serde_json::to_string_pretty(records)?.as_bytes())?;
-    write_atomic(&out.join("results.md"), markdown(records).as_bytes())?;
+    write_atomic(&out.join("results.md"), format!("{}{extra_markdown}", markdown(records)).as_bytes())?;
     Ok(())
 }

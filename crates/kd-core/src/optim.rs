@@ -141,7 +141,9 @@ pub enum LrSchedule {
         #[serde(default = "default_gamma")]
         gamma: f64,
     },
-    /// Cosine from the base rate down to `min_lr` at the last epoch.
+    /// Cosine annealing by epoch, PyTorch's `CosineAnnealingLR` with `T_max` = the number of
+    /// epochs: epoch `e` (from 1) runs at `min + (base - min) (1 + cos(pi (e-1) / E)) / 2`, so
+    /// the first epoch runs at the base rate and the last one still learns.
     Cosine {
         /// Final rate.
         #[serde(default)]
@@ -164,7 +166,7 @@ impl LrSchedule {
                 base * gamma.powi(passed)
             }
             LrSchedule::Cosine { min_lr } => {
-                let progress = if total <= 1 { 0.0 } else { (epoch.saturating_sub(1)) as f64 / (total - 1) as f64 };
+                let progress = epoch.saturating_sub(1) as f64 / total.max(1) as f64;
                 min_lr + 0.5 * (base - min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
             }
         };
@@ -189,10 +191,12 @@ mod tests {
     }
 
     #[test]
-    fn cosine_ends_at_min_and_warmup_ramps() {
+    fn cosine_anneals_without_a_wasted_last_epoch_and_warmup_ramps() {
         let s = LrSchedule::Cosine { min_lr: 0.0 };
         assert!((s.lr_at(0.1, 1, 10, 0) - 0.1).abs() < 1e-12);
-        assert!(s.lr_at(0.1, 10, 10, 0).abs() < 1e-12);
+        // The last of 10 epochs: (1 + cos(0.9 pi)) / 2 of the base rate.
+        assert!((s.lr_at(0.1, 10, 10, 0) - 0.1 * (1.0 + (0.9 * std::f64::consts::PI).cos()) / 2.0).abs() < 1e-12);
+        assert!(s.lr_at(0.1, 10, 10, 0) > 0.0);
         assert!((LrSchedule::Constant.lr_at(0.1, 1, 10, 4) - 0.025).abs() < 1e-12);
     }
 }

@@ -1,1 +1,18 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod distiller;
+pub mod loss;
+pub mod medoid;
+pub mod replay;
+mod state;
+
+pub use config::{BatchMode, Hardness, ReplayCandidates, ToastConfig};
+pub use distiller::Toast;
+pub use loss::{medoid_loss_per_sample, medoid_targets, replay_kl_per_sample, toast_loss, toast_loss_terms};
+pub use medoid::{BankEntry, MedoidBank, distance_sums, medoid_index};
+pub use replay::{ReplayBuffer, ReplayEntry, select_hardest};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+//! TOAST's configuration: every choice of our reading of the abstract is a field here.
+
+use kd_core::{KdError, Result};
+use serde::{Deserialize, Serialize};
+
+/// How the replayed half shares the forward pass with the loader's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchMode {
+    /// The `r` replayed samples take the places of the loader batch's last `r` samples, which
+    /// are dropped for this epoch: every forward pass has the loader's batch size `B`, half of
+    /// it fresh (with `replay_fraction` 0.5). A step costs what a plain CE step costs; an epoch
+    /// trains on about half of the training set fresh, plus the replays. The default.
+    #[default]
+    Displace,
+    /// The replayed samples are added to the loader's whole batch: the forward pass has
+    /// `B + r` rows and every epoch covers the whole training set. With the trainer's batch
+    /// size set to `B/2` and `replay_fraction` 0.5 this is "B/2 fresh + B/2 replayed" over
+    /// the full data, at twice the steps of a plain epoch of batch `B`.
+    Append,
+}
+
+/// Which rows of a step may be chosen for replay in the next step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayCandidates {
+    /// Every row of the forward pass, replayed ones included: a sample that stays hard is
+    /// refined again ("iteratively distill"), each time with a new augmentation view. The default.
+    #[default]
+    All,
+    /// Only the step's fresh rows (each sample is replayed at most once in a row, as in DLB).
+    Fresh,
+}
+
+/// The per-sample score that ranks samples as "under-trained" (highest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hardness {
+    /// The sample's own part of the optimised loss: `softCE(t1, z)` plus, for a replayed row,
+    /// `lambda * T^2 * KL(p_prev || softmax(z / T))`. The default.
+    #[default]
+    Loss,
+    /// Plain cross-entropy with the hard label, `-log softmax(z)_y` (ignores the soft targets).
+    CrossEntropy,
+}
+
+/// Configuration of [`crate::Toast`]. Every field is optional in a configuration file (missing
+/// fields take the defaults); unknown fields are an error.
+///
+/// The defaults (epsilon 0.5, tau 4, T 3, lambda 1, K 256, half the batch) are the starting
+/// point of METHODS.md Part A.3, not tuned values: the paper's values are unknown, and a small
+/// sweep on a validation split is to choose and record them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToastConfig {
+    /// Stage 1: weight `eps` of the medoid distribution in
+    /// `t1 = (1 - eps) onehot(y) + eps softmax(m_y / tau)`, in `[0, 1]` (0: plain CE targets).
+    pub epsilon: f64,
+    /// Stage 1: temperature `tau` of the medoid's softmax, > 0.
+    pub tau: f64,
+    /// Stage 1: at most this many recorded logit vectors per class and epoch (`K`), >= 1.
+    pub bank_size: usize,
+    /// Stage 1: fill each class's bank with correctly classified samples first and use the
+    /// misclassified ones only for the places left (`false`: one uniform sample of all).
+    pub prefer_correct: bool,
+    /// Stage 1: record the replayed rows in the bank too (`false`: only fresh rows, so each
+    /// sample is recorded at most once per epoch and hard samples are not over-represented).
+    pub record_replayed: bool,
+    /// Stage 1: the exact pairwise-distance computation runs in chunks of at most this many
+    /// elements (`rows x K x classes`), to bound device memory; >= 1. It changes nothing else.
+    pub medoid_chunk_elements: usize,
+    /// Stage 2: temperature `T` of the replay term, > 0.
+    pub temperature: f64,
+    /// Stage 2: weight `lambda` of `L2 = T^2 KL(p_prev || softmax(z / T))`, >= 0.
+    pub lambda: f64,
+    /// Stage 2: the share of each forward pass that is replayed, in `(0, 1)`; 0.5 is the
+    /// abstract's "half the batch size". See [`BatchMode`] for how it is counted.
+    pub replay_fraction: f64,
+    /// Stage 2: how replayed rows share the forward pass with the loader's batch.
+    pub batch_mode: BatchMode,
+    /// Stage 2: which rows of a step may be replayed in the next.
+    pub candidates: ReplayCandidates,
+    /// Stage 2: the score that ranks rows as under-trained.
+    pub hardness: Hardness,
+    /// Stage 2: the first epoch (counted from 1) whose steps replay; earlier steps train on
+    /// fresh batches only, with stage 1 alone. >= 1.
+    pub replay_from_epoch: usize,
+}
+
+impl Default for ToastConfig {
+    fn default() -> Self {
+        ToastConfig {
+            epsilon: 0.5,
+            tau: 4.0,
+            bank_size: 256,
+            prefer_correct: true,
+            record_replayed: false,
+            medoid_chunk_elements: 1 << 24,
+            temperature: 3.0,
+            lambda: 1.0,
+            replay_fraction: 0.5,
+            batch_mode: BatchMode::Displace,
+            candidates: ReplayCandidates::All,
+            hardness: Hardness::Loss,
+            replay_from_epoch: 1,
+        }
+    }
+}
+
+impl ToastConfig {
+    /// Checks the values; the message names the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(KdError::InvalidConfig(format!("TOAST {msg}")));
+        if !(self.epsilon.is_finite() && (0.0..=1.0).contains(&self.epsilon)) {
+            return bad(format!("epsilon must be in [0, 1], got {}", self.epsilon));
+        }
+        if !(self.tau.is_finite() && self.tau > 0.0) {
+            return bad(format!("tau must be finite and > 0, got {}", self.tau));
+        }
+        if self.bank_size == 0 {
+            return bad("bank_size must be at least 1".into());
+        }
+        if self.medoid_chunk_elements == 0 {
+            return bad("medoid_chunk_elements must be at least 1".into());
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad(format!("temperature must be finite and > 0, got {}", self.temperature));
+        }
+        if !(self.lambda.is_finite() && self.lambda >= 0.0) {
+            return bad(format!("lambda must be finite and >= 0, got {}", self.lambda));
+        }
+        if !(self.replay_fraction.is_finite() && self.replay_fraction > 0.0 && self.replay_fraction < 1.0) {
+            return bad(format!("replay_fraction must be in (0, 1), got {}", self.replay_fraction));
+        }
+        if self.replay_from_epoch == 0 {
+            return bad("replay_from_epoch counts epochs from 1; use 1 to replay from the start".into());
+        }
+        Ok(())
+    }
+
+    /// How many replayed rows a step whose loader batch has `loader_len` samples takes at most.
+    ///
+    /// [`BatchMode::Displace`]: `floor(f * n)` of the `n` rows (so at least one row stays
+    /// fresh). [`BatchMode::Append`]: `floor(n * f / (1 - f))`, so that the replayed rows are
+    /// the share `f` of the `n + r` rows (f = 0.5: as many replayed as fresh).
+    pub fn replay_capacity(&self, loader_len: usize) -> usize {
+        let f = self.replay_fraction;
+        let n = loader_len as f64;
+        // A tiny allowance so that exact products (0.5 * 8 = 4) are not lost to rounding.
+        let raw = match self.batch_mode {
+            BatchMode::Displace => n * f,
+            BatchMode::Append => n * f / (1.0 - f),
+        };
+        let r = (raw + 1e-9).floor().max(0.0) as usize;
+        match self.batch_mode {
+            BatchMode::Displace => r.min(loader_len.saturating_sub(1)),
+            BatchMode::Append => r,
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! TOAST as a [`Distiller`]: the replay in [`Distiller::prepare_batch`], both stages' loss and
+//! bookkeeping in [`Distiller::loss`], the medoids in [`Distiller::end_epoch`].
+
+use burn::tensor::{Device, Tensor, TensorData};
+use kd_core::loss::one_hot;
+use kd_core::{Batch, BatchSource, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
+
+use crate::config::{BatchMode, Hardness, ReplayCandidates, ToastConfig};
+use crate::loss::{argmax_row, hard_cross_entropy_row, medoid_loss_per_sample, medoid_targets, replay_kl_per_sample};
+use crate::medoid::{BankEntry, MedoidBank, sample_key};
+use crate::replay::{ReplayBuffer, ReplayEntry, select_hardest};
+use crate::state::{Reader, put_usize};
+
+const STATE_MAGIC: &[u8; 8] = b"KDTOAST1";
+
+/// What `prepare_batch` put in front of the batch, for the `loss` call that follows.
+#[derive(Debug, Clone)]
+struct Pending {
+    /// The replayed rows' entries, in row order.
+    entries: Vec<ReplayEntry>,
+    /// Size of the loader's batch (before any displacement or append).
+    loader_len: usize,
+}
+
+/// Two-stage self-distillation (our design of TOAST; see the crate docs). No teacher.
+#[derive(Debug, Clone)]
+pub struct Toast {
+    config: ToastConfig,
+    bank: MedoidBank,
+    replay: Option<ReplayBuffer>,
+    pending: Option<Pending>,
+    /// The plain device the trainer works on (medoids are computed there at epoch end).
+    device: Option<Device>,
+    /// `Q` ([`MedoidBank::class_distributions`]) on the device it was last used on.
+    class_distributions: Option<Tensor<2>>,
+}
+
+/// Keeps the first `keep` samples of a batch.
+fn keep_first(batch: Batch, keep: usize) -> Batch {
+    let Batch { inputs, labels, mut labels_host, mut indices, mut views } = batch;
+    labels_host.truncate(keep);
+    indices.truncate(keep);
+    views.truncate(keep);
+    Batch { inputs: inputs.narrow(0, 0, keep), labels: labels.narrow(0, 0, keep), labels_host, indices, views }
+}
+
+impl Toast {
+    /// A TOAST trainer; the configuration is checked.
+    pub fn new(config: ToastConfig) -> Result<Self> {
+        config.validate()?;
+        let bank = MedoidBank::new(config.bank_size, config.prefer_correct);
+        Ok(Toast { config, bank, replay: None, pending: None, device: None, class_distributions: None })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ToastConfig {
+        &self.config
+    }
+
+    /// Stage 1's state: this epoch's reservoirs and the current medoids.
+    pub fn bank(&self) -> &MedoidBank {
+        &self.bank
+    }
+
+    /// Stage 2's state: the samples the next step replays, if any.
+    pub fn replay_buffer(&self) -> Option<&ReplayBuffer> {
+        self.replay.as_ref()
+    }
+
+    /// `Q` on `device`, rebuilt only when the medoids or the device changed.
+    fn class_distributions_on(&mut self, device: &Device) -> Tensor<2> {
+        if let Some(q) = &self.class_distributions {
+            let d = q.device();
+            if &d == device && d.is_autodiff() == device.is_autodiff() {
+                return q.clone();
+            }
+        }
+        let c = self.bank.classes();
+        let q = Tensor::<2>::from_data(TensorData::new(self.bank.class_distributions(self.config.tau), [c, c]), device);
+        self.class_distributions = Some(q.clone());
+        q
+    }
+
+    /// Records the rows `first..` of a step in the bank (detached logits, host side).
+    fn record(&mut self, ctx: &StepContext, batch: &Batch, logits: &[f32], classes: usize, first: usize) -> Result<()> {
+        for row in first..batch.len() {
+            let values = &logits[row * classes..(row + 1) * classes];
+            let label = batch.labels_host[row];
+            let (index, view) = (batch.indices[row], batch.views[row]);
+            let entry = BankEntry {
+                correct: argmax_row(values) == label,
+                key: sample_key(ctx.seed, ctx.epoch, index, view),
+                index,
+                view,
+                logits: values.to_vec(),
+            };
+            self.bank.record(label, entry)?;
+        }
+        Ok(())
+    }
+}
+
+impl Distiller for Toast {
+    type Aux = NoAux;
+
+    fn name(&self) -> String {
+        "toast".into()
+    }
+
+    fn teacher_need(&self) -> TeacherNeed {
+        TeacherNeed::Nothing
+    }
+
+    fn needs_sample_indices(&self) -> bool {
+        // The replay re-draws samples by index, and the bank's keys hash it.
+        true
+    }
+
+    fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
+        Ok(NoAux::new())
+    }
+
+    fn prepare_batch(&mut self, ctx: &StepContext, batch: Batch, data: &dyn BatchSource, device: &Device) -> Result<Batch> {
+        self.device = Some(device.clone());
+        let n = batch.len();
+        let mut pending = Pending { entries: Vec::new(), loader_len: n };
+        let active = ctx.epoch >= self.config.replay_from_epoch;
+        let count = match &self.replay {
+            Some(buffer) if active => self.config.replay_capacity(n).min(buffer.len()),
+            _ => 0,
+        };
+        let Some(buffer) = self.replay.as_ref().filter(|_| count > 0) else {
+            self.pending = Some(pending);
+            return Ok(batch);
+        };
+        let (replayed, entries) = buffer.draw(count, data, device)?;
+        pending.entries = entries;
+        let fresh = match self.config.batch_mode {
+            // The replayed rows take the places of the loader batch's last rows.
+            BatchMode::Displace => keep_first(batch, n - count),
+            BatchMode::Append => batch,
+        };
+        self.pending = Some(pending);
+        Ok(Batch::concat(replayed, fresh))
+    }
+
+    fn loss(&mut self, ctx: &StepContext, batch: &Batch, student: &ModelOutput, _: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
+        let [n, classes] = student.logits.dims();
+        if n != batch.len() || batch.indices.len() != n || batch.views.len() != n {
+            return Err(KdError::ShapeMismatch { what: "TOAST logits vs batch".into(), expected: vec![batch.len()], actual: vec![n] });
+        }
+        if let Some((pos, &label)) = batch.labels_host.iter().enumerate().find(|(_, l)| **l >= classes) {
+            return Err(KdError::LabelOutOfRange { label, sample: batch.indices[pos], num_classes: classes });
+        }
+        self.bank.set_classes(classes)?;
+        // Without a prepare_batch call the batch holds no replayed rows.
+        let pending = self.pending.take().unwrap_or(Pending { entries: Vec::new(), loader_len: n });
+        let r = pending.entries.len();
+        if r > n || pending.entries.iter().zip(&batch.indices).any(|(e, &i)| e.index != i) {
+            return Err(KdError::InvalidConfig("TOAST: the batch's first rows are not the replayed samples prepare_batch added".into()));
+        }
+        if let Some(e) = pending.entries.iter().find(|e| e.logits.len() != classes) {
+            return Err(KdError::ShapeMismatch { what: "TOAST stored logits (classes)".into(), expected: vec![classes], actual: vec![e.logits.len()] });
+        }
+        let device = student.logits.device();
+        if self.device.is_none() {
+            self.device = Some(device.clone().without_autodiff());
+        }
+
+        // Stage 1 over every row: the targets live on the labels' (plain) device, constants
+        // for autodiff.
+        let eps = self.config.epsilon;
+        let targets = if eps == 0.0 || self.bank.medoid_count() == 0 {
+            one_hot(batch.labels.clone(), classes)
+        } else {
+            let q = self.class_distributions_on(&batch.labels.device());
+            medoid_targets(batch.labels.clone(), q, eps)
+        };
+        let ce_rows = medoid_loss_per_sample(student.logits.clone(), targets);
+        let stage1 = ce_rows.clone().mean();
+
+        // Stage 2 over the replayed rows (the first r).
+        let kl_rows = (r > 0).then(|| {
+            let flat: Vec<f32> = pending.entries.iter().flat_map(|e| e.logits.iter().copied()).collect();
+            let previous = Tensor::<2>::from_data(TensorData::new(flat, [r, classes]), &device);
+            replay_kl_per_sample(student.logits.clone().narrow(0, 0, r), previous, self.config.temperature)
+        });
+        let stage2 = match &kl_rows {
+            Some(kl) => kl.clone().mean().mul_scalar(self.config.lambda),
+            None => Tensor::zeros([1], &device),
+        };
+
+        // Bookkeeping on the host, from one transfer: logits, per-row CE, per-row KL.
+        let mut parts = vec![student.logits.clone().without_autodiff().reshape([n * classes]), ce_rows.without_autodiff()];
+        if let Some(kl) = kl_rows {
+            parts.push(kl.without_autodiff());
+        }
+        let host = Tensor::cat(parts, 0)
+            .try_into_vec_as::<f32>()
+            .map_err(|e| KdError::Record(format!("reading TOAST predictions: {e:?}")))?;
+        let (logits, rest) = host.split_at(n * classes);
+        let (ce, kl) = rest.split_at(n);
+
+        self.record(ctx, batch, logits, classes, if self.config.record_replayed { 0 } else { r })?;
+
+        let scores: Vec<f64> = (0..n)
+            .map(|row| match self.config.hardness {
+                Hardness::Loss => ce[row] as f64 + if row < r { self.config.lambda * kl[row] as f64 } else { 0.0 },
+                Hardness::CrossEntropy => hard_cross_entropy_row(&logits[row * classes..(row + 1) * classes], batch.labels_host[row]),
+            })
+            .collect();
+        let first = match self.config.candidates {
+            ReplayCandidates::All => 0,
+            ReplayCandidates::Fresh => r,
+        };
+        // As many as the next step can take if its loader batch has this step's size.
+        let keep = self.config.replay_capacity(pending.loader_len);
+        let entries = select_hardest(&scores, first, keep)
+            .into_iter()
+            .map(|row| ReplayEntry {
+                index: batch.indices[row],
+                view: batch.views[row],
+                score: scores[row],
+                logits: logits[row * classes..(row + 1) * classes].to_vec(),
+            })
+            .collect::<Vec<_>>();
+        self.replay = (!entries.is_empty()).then_some(ReplayBuffer { epoch: ctx.epoch, classes, entries });
+
+        Ok(LossTerms::new().with("medoid_ce", stage1).with("replay_kl", stage2))
+    }
+
+    fn end_epoch(&mut self, _epoch: usize) -> Result<()> {
+        if self.bank.is_empty() {
+            return Ok(());
+        }
+        let device = self.device.clone().ok_or_else(|| KdError::Missing { method: "toast".into(), what: "a device (no step ran)".into() })?;
+        if self.bank.finish_epoch(&device, self.config.medoid_chunk_elements)? > 0 {
+            self.class_distributions = None;
+        }
+        Ok(())
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>> {
+        // Magic, the bank (length-prefixed), then a presence flag and the replay buffer.
+        let mut out = STATE_MAGIC.to_vec();
+        let bank = self.bank.to_bytes();
+        put_usize(&mut out, bank.len());
+        out.extend_from_slice(&bank);
+        match &self.replay {
+            None => out.push(0),
+            Some(buffer) => {
+                out.push(1);
+                let bytes = buffer.to_bytes();
+                put_usize(&mut out, bytes.len());
+                out.extend_from_slice(&bytes);
+            }
+        }
+        Ok(out)
+    }
+
+    fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
+        self.pending = None;
+        self.class_distributions = None;
+        if bytes.is_empty() {
+            self.bank = MedoidBank::new(self.config.bank_size, self.config.prefer_correct);
+            self.replay = None;
+            return Ok(());
+        }
+        let mut r = Reader::new(bytes, "distiller");
+        r.magic(STATE_MAGIC)?;
+        let len = r.usize()?;
+        let bank = MedoidBank::from_bytes(r.take(len)?, self.config.bank_size, self.config.prefer_correct)?;
+        let replay = if r.bool()? {
+            let len = r.usize()?;
+            Some(ReplayBuffer::from_bytes(r.take(len)?)?)
+        } else {
+            None
+        };
+        r.finish()?;
+        if let Some(buffer) = &replay
+            && bank.classes() != 0
+            && buffer.classes != bank.classes()
+        {
+            return Err(r.error(format!("replay buffer has {} classes, the bank {}", buffer.classes, bank.classes())));
+        }
+        self.bank = bank;
+        self.replay = replay;
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+//! SVG plots of a bench: accuracy per method with error bars, and learning curves.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+
+use crate::experiment::sanitize;
+use crate::report::{Record, summarize};
+
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// Writes `accuracy-DATASET.svg` and `curves-DATASET.svg` for every dataset of the records.
+pub fn write_plots(out: &Path, records: &[Record]) -> Result<()> {
+    for (dataset, rows) in summarize(records) {
+        let file = out.join(format!("accuracy-{}.svg", sanitize(&dataset)));
+        accuracy_plot(&file, &dataset, &rows).with_context(|| format!("drawing {}", file.display()))?;
+        let file = out.join(format!("curves-{}.svg", sanitize(&dataset)));
+        let of_dataset: Vec<&Record> = records.iter().filter(|r| r.dataset == dataset).collect();
+        curves_plot(&file, &dataset, &of_dataset).with_context(|| format!("drawing {}", file.display()))?;
+    }
+    Ok(())
+}
+
+fn accuracy_plot(file: &Path, dataset: &str, rows: &[crate::report::Row]) -> Result<()> {
+    let root = SVGBackend::new(file, (900, 120 + 28 * rows.len() as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let lo = rows.iter().map(|r| r.best.0 - r.best.1).fold(f64::INFINITY, f64::min);
+    let hi = rows.iter().map(|r| r.best.0 + r.best.1).fold(f64::NEG_INFINITY, f64::max);
+    let pad = ((hi - lo) * 0.1).max(0.5);
+    let n = rows.len() as i32;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{dataset}: best test accuracy (mean ± std over seeds)"), ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(170)
+        .build_cartesian_2d((lo - pad)..(hi + pad), 0..n)?;
+    let labels: Vec<String> = rows.iter().map(|r| format!("{} ({})", r.method, r.model)).collect();
+    chart
+        .configure_mesh()
+        .y_labels(rows.len())
+        .y_label_formatter(&|i| labels.get(*i as usize).cloned().unwrap_or_default())
+        .x_desc("accuracy (%)")
+        .draw()?;
+    for (i, r) in rows.iter().enumerate() {
+        let y = i as i32;
+        let colour = if r.method == "teacher" { BLACK } else { PALETTE[i % PALETTE.len()] };
+        chart.draw_series(std::iter::once(Circle::new((r.best.0, y), 5, colour.filled())))?;
+        chart.draw_series(std::iter::once(PathElement::new(vec![(r.best.0 - r.best.1, y), (r.best.0 + r.best.1, y)], colour.stroke_width(2))))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn curves_plot(file: &Path, dataset: &str, records: &[&Record]) -> Result<()> {
+    let root = SVGBackend::new(file, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let epochs = records.iter().map(|r| r.curve.len()).max().unwrap_or(1).max(2);
+    let lo = records.iter().flat_map(|r| r.curve.iter().copied()).fold(f64::INFINITY, f64::min);
+    let hi = records.iter().flat_map(|r| r.curve.iter().copied()).fold(f64::NEG_INFINITY, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{dataset}: test accuracy per epoch (seed 0 of each method)"), ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(50)
+        .build_cartesian_2d(1..epochs, (lo - 1.0)..(hi + 1.0))?;
+    chart.configure_mesh().x_desc("epoch").y_desc("accuracy (%)").draw()?;
+    let mut shown = Vec::new();
+    for r in records {
+        let key = format!("{} ({})", r.method, r.student);
+        if shown.contains(&key) {
+            continue;
+        }
+        let colour = if r.method == "teacher" { BLACK } else { PALETTE[shown.len() % PALETTE.len()] };
+        shown.push(key.clone());
+        chart
+            .draw_series(LineSeries::new(r.curve.iter().enumerate().map(|(e, &a)| (e + 1, a)), colour.stroke_width(2)))?
+            .label(key)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::LowerRight).draw()?;
+    root.present()?;
+    Ok(())
+}
