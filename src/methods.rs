@@ -51,6 +51,8 @@ pub fn methods() -> Vec<MethodInfo> {
         info("dckd+fitnet", TeacherNeed::LogitsAndFeatures, "dckd"),
         info("dckd+rkd", TeacherNeed::LogitsAndFeatures, "dckd"),
     ]);
+    #[cfg(feature = "toast")]
+    all.push(info("toast", TeacherNeed::Nothing, "toast"));
     #[cfg(feature = "debiased")]
     all.extend([
         MethodInfo { binary_only: true, ..info("binary_kd", TeacherNeed::Logits, "debiased") },
@@ -173,6 +175,8 @@ pub fn train_method<S: Student>(
             }
             run(trainer, student, kd_dckd::Dckd::new(cfg)?, teacher)
         }
+        #[cfg(feature = "toast")]
+        "toast" => run(trainer, student, kd_toast::Toast::new(config(method, c)?)?, teacher),
         #[cfg(feature = "debiased")]
         "binary_kd" => run(trainer, student, kd_debiased::BinaryKd::new(config(method, c)?)?, teacher),
         #[cfg(feature = "debiased")]

@@ -69,6 +69,9 @@ pub struct BenchArgs {
     /// Skip the teacher-assistant chains (multi-assistant KD) on the image datasets.
     #[arg(long)]
     no_chains: bool,
+    /// Skip the self-distillation comparison on three backbones (MLP, plain CNN, ResNet).
+    #[arg(long)]
+    no_backbones: bool,
     /// Store only the top-k teacher probabilities (FKD's marginal smoothing); only methods that
     /// accept approximate outputs (kd) may use it.
     #[arg(long)]
@@ -241,6 +244,35 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
         }
     }
+    // Self-distillation (no teacher) across backbones: CE, label smoothing, PS-KD, DLB, TOAST
+    // on an MLP, a plain CNN and a ResNet, on a subset of the first image dataset (convolutions
+    // are slow on a CPU).
+    if !args.no_backbones && args.methods.is_none() {
+        let image = plan.iter().find(|(d, _, _)| d.train.num_classes() > 2 && d.train.input_shape()[1] > 1);
+        if let Some((data, _, _)) = image {
+            let (limit, epochs) = if args.quick { (600, 2) } else if args.full { (20000, 15) } else { (1500, 4) };
+            // One seed unless --full or --seeds asks for more: a ResNet epoch is slow on a CPU.
+            let backbone_seeds: Vec<u64> = if args.full || args.seeds.is_some() { seeds.clone() } else { vec![seeds[0]] };
+            let options = LoadOptions { train_limit: Some(limit), test_limit: Some(limit), ..Default::default() };
+            let sub = kd::data::load_dataset(&data.name, &options)?;
+            let sub = DatasetSplits { name: format!("{} ({} samples, backbones)", data.name, limit), ..sub };
+            let config = recipe(args.epochs.unwrap_or(epochs));
+            for backbone in ["mlp-64-64", "plane2", "resnet8"] {
+                for &seed in &backbone_seeds {
+                    for method in ["ce", "label_smoothing", "pskd", "dlb", "toast"] {
+                        let r = match ctx.student(&sub, method, None, backbone, None, &sub.train, &config, seed, None) {
+                            Ok(r) => r,
+                            Err(e) => Record::failed(&sub.name, method, "-", backbone, seed, &args.backend, config.epochs, format!("{e:#}")),
+                        };
+                        println!("{}", r.summary_line());
+                        records.push(r);
+                        write_results(&args.out, &records)?;
+                    }
+                }
+            }
+        }
+    }
+
     let mut chain_records = Vec::new();
     let mut chains_md = String::new();
     if !args.no_chains && args.methods.is_none() {

@@ -24,6 +24,9 @@ pub struct Record {
     pub last_acc: f64,
     /// Test accuracy at the epoch the validation split selected (= best_acc without one).
     pub selected_acc: f64,
+    /// Validation accuracy at the selected epoch (%), when there is a validation split.
+    #[serde(default)]
+    pub valid_acc: Option<f64>,
     pub best_epoch: usize,
     pub seconds_per_epoch: f64,
     pub total_seconds: f64,
@@ -69,6 +72,7 @@ impl Record {
             best_acc: out.best_acc(),
             last_acc: out.last_acc(),
             selected_acc: out.selected_acc(),
+            valid_acc: out.history.iter().find(|r| r.epoch == out.best_epoch).and_then(|r| r.valid.map(|v| v.top1)),
             best_epoch: out.best_epoch,
             seconds_per_epoch: out.seconds_per_epoch(),
             total_seconds,
@@ -94,6 +98,7 @@ impl Record {
             best_acc: f64::NAN,
             last_acc: f64::NAN,
             selected_acc: f64::NAN,
+            valid_acc: None,
             best_epoch: 0,
             seconds_per_epoch: f64::NAN,
             total_seconds: 0.0,

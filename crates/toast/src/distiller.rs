@@ -146,6 +146,9 @@ impl Distiller for Toast {
 
     fn loss(&mut self, ctx: &StepContext, batch: &Batch, student: &ModelOutput, _: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
         let [n, classes] = student.logits.dims();
+        if n == 0 {
+            return Err(KdError::InvalidConfig("TOAST: an empty batch has no loss".into()));
+        }
         if n != batch.len() || batch.indices.len() != n || batch.views.len() != n {
             return Err(KdError::ShapeMismatch { what: "TOAST logits vs batch".into(), expected: vec![batch.len()], actual: vec![n] });
         }

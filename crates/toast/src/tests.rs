@@ -246,7 +246,7 @@ fn targets_sum_to_one_and_are_one_hot_before_medoids() {
     }
 
     // Before any medoid the TOAST loss is plain cross-entropy.
-    let mut toast = Toast::new(ToastConfig::default()).unwrap();
+    let mut toast = Toast::new(sweep_start()).unwrap();
     let b = Toy(6).batch(&[0, 1, 2, 3], 1, 0, &device).unwrap();
     let out = output(random_values(12, 7, 3.0), 3, &device);
     let terms = toast.loss(&ctx(1, 0), &b, &out, None, &NoAux::new()).unwrap();
@@ -261,7 +261,7 @@ fn targets_sum_to_one_and_are_one_hot_before_medoids() {
 fn the_replayed_half_is_the_highest_loss_half_of_the_previous_step() {
     let device = flex();
     let data = Toy(20);
-    let cfg = ToastConfig { lambda: 0.7, ..Default::default() };
+    let cfg = ToastConfig { lambda: 0.7, ..sweep_start() };
     let mut toast = Toast::new(cfg.clone()).unwrap();
     assert!(toast.needs_sample_indices());
     assert_eq!(toast.teacher_need(), kd_core::TeacherNeed::Nothing);
@@ -350,18 +350,18 @@ fn selection_rules_and_modes() {
     assert_eq!(select_hardest(&[9.0, 3.0, 2.0, 3.0], 1, 2), vec![1, 3]);
     assert_eq!(select_hardest(&[1.0], 0, 5), vec![0]);
 
-    let displace = ToastConfig::default();
+    let displace = sweep_start();
     assert_eq!([1, 2, 7, 8, 128].map(|n| displace.replay_capacity(n)), [0, 1, 3, 4, 64]);
-    let append = ToastConfig { batch_mode: BatchMode::Append, ..Default::default() };
+    let append = ToastConfig { batch_mode: BatchMode::Append, ..sweep_start() };
     assert_eq!([1, 7, 64].map(|n| append.replay_capacity(n)), [1, 7, 64]);
-    let quarter = ToastConfig { batch_mode: BatchMode::Append, replay_fraction: 0.25, ..Default::default() };
+    let quarter = ToastConfig { batch_mode: BatchMode::Append, replay_fraction: 0.25, ..sweep_start() };
     assert_eq!(quarter.replay_capacity(6), 2);
 
     // Append: the whole loader batch stays, the replay comes on top; candidates = fresh only
     // keeps the replayed rows out of the next buffer.
     let device = flex();
     let data = Toy(12);
-    let cfg = ToastConfig { batch_mode: BatchMode::Append, candidates: ReplayCandidates::Fresh, ..Default::default() };
+    let cfg = ToastConfig { batch_mode: BatchMode::Append, candidates: ReplayCandidates::Fresh, ..sweep_start() };
     let mut toast = Toast::new(cfg).unwrap();
     let b1 = toast.prepare_batch(&ctx(1, 0), data.batch(&[0, 1, 2], 1, 0, &device).unwrap(), &data, &device).unwrap();
     toast.loss(&ctx(1, 0), &b1, &output(random_values(9, 3, 2.0), 3, &device), None, &NoAux::new()).unwrap();
@@ -375,7 +375,7 @@ fn selection_rules_and_modes() {
     assert_eq!(kept, vec![3, 4, 5]);
 
     // replay_from_epoch: no replay before it, even with a full buffer.
-    let mut late = Toast::new(ToastConfig { replay_from_epoch: 2, ..Default::default() }).unwrap();
+    let mut late = Toast::new(ToastConfig { replay_from_epoch: 2, ..sweep_start() }).unwrap();
     let b1 = late.prepare_batch(&ctx(1, 0), data.batch(&[0, 1, 2, 3], 1, 0, &device).unwrap(), &data, &device).unwrap();
     late.loss(&ctx(1, 0), &b1, &output(random_values(12, 5, 2.0), 3, &device), None, &NoAux::new()).unwrap();
     let b2 = late.prepare_batch(&ctx(1, 1), data.batch(&[4, 5, 6, 7], 1, 0, &device).unwrap(), &data, &device).unwrap();
@@ -388,7 +388,7 @@ fn selection_rules_and_modes() {
 #[test]
 fn bad_input_is_an_error() {
     let device = flex();
-    let mut toast = Toast::new(ToastConfig::default()).unwrap();
+    let mut toast = Toast::new(sweep_start()).unwrap();
     let b = Toy(6).batch(&[0, 1, 2], 1, 0, &device).unwrap();
     // Row count differs from the batch.
     assert!(toast.loss(&ctx(1, 0), &b, &output(random_values(6, 1, 1.0), 3, &device), None, &NoAux::new()).is_err());
@@ -419,9 +419,10 @@ fn bad_input_is_an_error() {
 fn configuration_json() {
     let cfg: ToastConfig = serde_json::from_str("{}").unwrap();
     assert_eq!(cfg, ToastConfig::default());
-    assert_eq!((cfg.epsilon, cfg.tau, cfg.temperature, cfg.lambda, cfg.bank_size), (0.5, 4.0, 3.0, 1.0, 256));
-    let cfg: ToastConfig = serde_json::from_str(r#"{"batch_mode": "append", "candidates": "fresh", "hardness": "cross_entropy"}"#).unwrap();
-    assert_eq!((cfg.batch_mode, cfg.candidates, cfg.hardness), (BatchMode::Append, ReplayCandidates::Fresh, Hardness::CrossEntropy));
+    assert_eq!((cfg.batch_mode, cfg.candidates), (BatchMode::Append, ReplayCandidates::Fresh));
+    assert_eq!((cfg.epsilon, cfg.tau, cfg.temperature, cfg.lambda, cfg.bank_size), (0.1, 4.0, 3.0, 1.0, 256));
+    let cfg: ToastConfig = serde_json::from_str(r#"{"batch_mode": "displace", "candidates": "all", "hardness": "cross_entropy"}"#).unwrap();
+    assert_eq!((cfg.batch_mode, cfg.candidates, cfg.hardness), (BatchMode::Displace, ReplayCandidates::All, Hardness::CrossEntropy));
     let back: ToastConfig = serde_json::from_value(serde_json::to_value(&cfg).unwrap()).unwrap();
     assert_eq!(back, cfg);
 }
@@ -450,7 +451,7 @@ fn run_steps(toast: &mut Toast, data: &Toy, device: &Device, steps_epoch2: usize
 fn state_round_trips_exactly_and_gives_the_same_next_step() {
     let device = flex();
     let data = Toy(30);
-    let mut toast = Toast::new(ToastConfig::default()).unwrap();
+    let mut toast = Toast::new(sweep_start()).unwrap();
     let fresh_bytes = toast.save_state().unwrap();
     // Mid-epoch 2: medoids from epoch 1, a half-filled bank, a replay buffer.
     run_steps(&mut toast, &data, &device, 2);
@@ -459,7 +460,7 @@ fn state_round_trips_exactly_and_gives_the_same_next_step() {
     assert!(toast.replay_buffer().is_some());
     let bytes = toast.save_state().unwrap();
 
-    let mut back = Toast::new(ToastConfig::default()).unwrap();
+    let mut back = Toast::new(sweep_start()).unwrap();
     back.load_state(&bytes).unwrap();
     assert_eq!(back.bank(), toast.bank());
     assert_eq!(back.replay_buffer(), toast.replay_buffer());
@@ -509,7 +510,7 @@ fn state_round_trips_exactly_and_gives_the_same_next_step() {
     assert!(back.load_state(b"KDTOAST1\xff\xff\xff\xff\xff\xff\xff\x7f").is_err());
     assert!(back.load_state(b"not a toast state").is_err());
     // A bank holding more entries per class than this configuration's bank_size is refused.
-    let mut small = Toast::new(ToastConfig { bank_size: 1, ..Default::default() }).unwrap();
+    let mut small = Toast::new(ToastConfig { bank_size: 1, ..sweep_start() }).unwrap();
     assert!(small.load_state(&bytes).is_err());
 }
 
@@ -537,7 +538,7 @@ fn trains_and_resumes_exactly_through_checkpoints() {
     let device = flex();
     let (train, test) = (Toy(18), Toy(9));
     let student = TinyNet::new(&device.clone().autodiff());
-    let cfg = ToastConfig { bank_size: 4, ..Default::default() };
+    let cfg = ToastConfig { bank_size: 4, ..sweep_start() };
     let run = |student: TinyNet, options: RunOptions| {
         let mut d = Toast::new(cfg.clone()).unwrap();
         let out = Trainer::new(recipe(3, 6), &train, &test, device.clone()).with_options(options).fit(student, &mut d, &NoTeacher).unwrap();
@@ -575,4 +576,10 @@ fn soft_cross_entropy_matches_kd_core() {
     let z = Tensor::<2>::from_data(TensorData::new(random_values(12, 9, 3.0), [4, 3]), &device);
     let t = Tensor::<2>::from_data(TensorData::new(vec![0.2f32, 0.3, 0.5, 1.0, 0.0, 0.0, 0.1, 0.1, 0.8, 0.0, 0.5, 0.5], [4, 3]), &device);
     assert_eq!(host(medoid_loss_per_sample(z.clone(), t.clone())), host(soft_cross_entropy(z, t)));
+}
+
+/// The configuration these tests were written for: METHODS.md A.3's starting point (eps 0.5,
+/// displaced half-batches, every row a replay candidate), before the sweep changed the defaults.
+fn sweep_start() -> ToastConfig {
+    ToastConfig { epsilon: 0.5, batch_mode: BatchMode::Displace, candidates: ReplayCandidates::All, ..Default::default() }
 }
