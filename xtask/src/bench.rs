@@ -98,7 +98,7 @@ impl Preset {
         } else if args.full {
             Preset { datasets, image_train_limit: None, test_limit: None, epochs: 30, tabular_epochs: 100, seeds: vec![0, 1, 2] }
         } else {
-            Preset { datasets, image_train_limit: Some(20000), test_limit: None, epochs: 8, tabular_epochs: 30, seeds: vec![0, 1, 2] }
+            Preset { datasets, image_train_limit: Some(10000), test_limit: None, epochs: 6, tabular_epochs: 30, seeds: vec![0, 1, 2] }
         }
     }
 }
@@ -250,7 +250,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if !args.no_backbones && args.methods.is_none() {
         let image = plan.iter().find(|(d, _, _)| d.train.num_classes() > 2 && d.train.input_shape()[1] > 1);
         if let Some((data, _, _)) = image {
-            let (limit, epochs) = if args.quick { (600, 2) } else if args.full { (20000, 15) } else { (1500, 4) };
+            let (limit, epochs) = if args.quick { (600, 2) } else if args.full { (20000, 15) } else { (1000, 3) };
             // One seed unless --full or --seeds asks for more: a ResNet epoch is slow on a CPU.
             let backbone_seeds: Vec<u64> = if args.full || args.seeds.is_some() { seeds.clone() } else { vec![seeds[0]] };
             let options = LoadOptions { train_limit: Some(limit), test_limit: Some(limit), ..Default::default() };

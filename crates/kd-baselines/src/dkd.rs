@@ -17,7 +17,7 @@ use kd_core::loss::{binary_log_split, check_logits, cross_entropy_mean, kl_from_
 use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
 use serde::{Deserialize, Serialize};
 
-use crate::logit_stand::LogitStandardization;
+use crate::logit_stand::{LogitStandardization, standardize_pair};
 
 /// What DKD subtracts from the target logit (after the division by T) to drop it from the
 /// non-target softmax (`DKD.py`, `dkd_loss`).
@@ -107,10 +107,7 @@ pub fn dkd_terms(
     temperature: f64,
     logit_stand: Option<&LogitStandardization>,
 ) -> (Tensor<1>, Tensor<1>) {
-    let (student, teacher) = match logit_stand {
-        Some(s) => (s.apply(student_logits), s.apply(teacher_logits)),
-        None => (student_logits, teacher_logits),
-    };
+    let (student, teacher) = standardize_pair(logit_stand, student_logits, teacher_logits);
     let tckd = dkd_tckd(student.clone(), teacher.clone(), labels.clone(), temperature).mean().mul_scalar(alpha);
     let nckd = dkd_nckd(student, teacher, labels, temperature).mean().mul_scalar(beta);
     (tckd, nckd)

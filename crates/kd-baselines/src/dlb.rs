@@ -14,7 +14,9 @@ use kd_core::loss::{cross_entropy_mean, kd_kl_mean};
 use kd_core::{Batch, BatchSource, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
 use serde::{Deserialize, Serialize};
 
-use crate::pskd::{StateReader, host_rows, put_u64};
+use kd_core::state::{StateReader, put_u64};
+
+use crate::pskd::host_rows;
 
 /// Configuration of [`Dlb`]. Defaults T = 3, alpha = 1: the paper's values as remembered,
 /// **\[UNVERIFIED\]** (the DLB code has no defaults; its default experiment suffix "TP3_0.5"

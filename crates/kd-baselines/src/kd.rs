@@ -9,7 +9,7 @@ use kd_core::loss::{cross_entropy_mean, kd_kl_mean};
 use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
 use serde::{Deserialize, Serialize};
 
-use crate::logit_stand::LogitStandardization;
+use crate::logit_stand::{LogitStandardization, standardize_pair};
 
 /// Configuration of [`Kd`]. Defaults: mdistiller's CIFAR config (`configs/cifar100/kd.yaml`:
 /// T = 4, CE weight 0.1, KD weight 0.9).
@@ -48,10 +48,8 @@ impl KdConfig {
 /// The distillation term alone: `T^2 * mean_b KL(p_t || p_s)`, with the optional logit
 /// standardization. This is what the golden cases of `kd.json` check.
 pub fn kd_loss(student_logits: Tensor<2>, teacher_logits: Tensor<2>, temperature: f64, stand: Option<&LogitStandardization>) -> Tensor<1> {
-    match stand {
-        Some(s) => kd_kl_mean(s.apply(student_logits), s.apply(teacher_logits), temperature),
-        None => kd_kl_mean(student_logits, teacher_logits, temperature),
-    }
+    let (student, teacher) = standardize_pair(stand, student_logits, teacher_logits);
+    kd_kl_mean(student, teacher, temperature)
 }
 
 /// Vanilla KD as a [`Distiller`].

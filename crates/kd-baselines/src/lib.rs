@@ -20,6 +20,6 @@ pub use dlb::{Dlb, DlbConfig};
 pub use fitnet::{FitNet, FitNetConfig, HintRegressor};
 pub use kd::{Kd, KdConfig, kd_loss};
 pub use label_smoothing::{LabelSmoothing, LabelSmoothingConfig};
-pub use logit_stand::LogitStandardization;
+pub use logit_stand::{LogitStandardization, standardize_pair};
 pub use pskd::{PsKd, PsKdConfig};
 pub use rkd::{Rkd, RkdConfig};

@@ -29,3 +29,12 @@ impl LogitStandardization {
         z_score(logits, self.std, self.eps)
     }
 }
+
+/// Applies the optional standardization to a student and a teacher logit set alike (what KD,
+/// DKD and RLD do before their terms).
+pub fn standardize_pair(stand: Option<&LogitStandardization>, student: Tensor<2>, teacher: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    match stand {
+        Some(s) => (s.apply(student), s.apply(teacher)),
+        None => (student, teacher),
+    }
+}

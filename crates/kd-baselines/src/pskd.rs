@@ -7,11 +7,11 @@
 //! are one-hot (lgcnsai/PS-KD-Pytorch `main.py` and `loss/pskd_loss.py`; METHODS.md Part B
 //! section 7.1). No teacher.
 
-use std::path::PathBuf;
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use kd_core::loss::soft_cross_entropy;
+use kd_core::state::{StateReader, put_u64};
 use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
 use serde::{Deserialize, Serialize};
 
@@ -170,63 +170,6 @@ impl PredictionTable {
 }
 
 const TABLE_MAGIC: &[u8; 8] = b"KDPSKD01";
-
-/// Appends `v` as 8 little-endian bytes.
-pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-/// Reads the little-endian encodings of the distillers' states, with clear errors.
-pub(crate) struct StateReader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-    what: &'static str,
-}
-
-impl<'a> StateReader<'a> {
-    pub(crate) fn new(bytes: &'a [u8], what: &'static str) -> Self {
-        StateReader { bytes, pos: 0, what }
-    }
-
-    pub(crate) fn error(&self, reason: String) -> KdError {
-        KdError::Malformed { path: PathBuf::from(format!("<{} distiller state>", self.what)), reason }
-    }
-
-    pub(crate) fn remaining(&self) -> usize {
-        self.bytes.len() - self.pos
-    }
-
-    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.remaining() < n {
-            return Err(self.error(format!("truncated at byte {} (wanted {n} more)", self.pos)));
-        }
-        let s = &self.bytes[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-
-    pub(crate) fn magic(&mut self, magic: &[u8]) -> Result<()> {
-        if self.take(magic.len())? != magic {
-            return Err(self.error("unknown format (bad magic bytes)".into()));
-        }
-        Ok(())
-    }
-
-    pub(crate) fn u64(&mut self) -> Result<u64> {
-        let b = self.take(8)?;
-        Ok(u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-    }
-
-    pub(crate) fn usize(&mut self) -> Result<usize> {
-        let v = self.u64()?;
-        usize::try_from(v).map_err(|_| self.error(format!("value {v} does not fit this platform")))
-    }
-
-    pub(crate) fn f32(&mut self) -> Result<f32> {
-        let b = self.take(4)?;
-        Ok(f32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
-    }
-}
 
 /// Pulls a `[rows, cols]` tensor to the host as `f32`.
 pub(crate) fn host_rows(t: Tensor<2>) -> Result<Vec<f32>> {

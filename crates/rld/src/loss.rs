@@ -15,7 +15,7 @@
 //! summed probabilities, without its `log(0)` for a saturated student in f32.
 
 use burn::tensor::{Bool, Int, Tensor};
-use kd_baselines::LogitStandardization;
+use kd_baselines::{LogitStandardization, standardize_pair};
 use kd_core::loss::{argmax_mask, binary_log_split, kl_from_log_probs, label_mask, masked_log_softmax};
 
 /// What RLD writes into the masked logits (after the division by T) to drop them from the
@@ -64,10 +64,7 @@ pub fn rld_terms(
     alpha_temperature: f64,
     logit_stand: Option<&LogitStandardization>,
 ) -> (Tensor<1>, Tensor<1>) {
-    let (student, teacher) = match logit_stand {
-        Some(s) => (s.apply(student_logits), s.apply(teacher_logits)),
-        None => (student_logits, teacher_logits),
-    };
+    let (student, teacher) = standardize_pair(logit_stand, student_logits, teacher_logits);
     let scd = rld_scd(student.clone(), teacher.clone(), labels.clone(), alpha_temperature).mean().mul_scalar(alpha);
     let mcd = rld_mcd(student, teacher, labels, temperature).mean().mul_scalar(beta);
     (scd, mcd)

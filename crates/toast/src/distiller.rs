@@ -9,7 +9,7 @@ use crate::config::{BatchMode, Hardness, ReplayCandidates, ToastConfig};
 use crate::loss::{argmax_row, hard_cross_entropy_row, medoid_loss_per_sample, medoid_targets, replay_kl_per_sample};
 use crate::medoid::{BankEntry, MedoidBank, sample_key};
 use crate::replay::{ReplayBuffer, ReplayEntry, select_hardest};
-use crate::state::{Reader, put_usize};
+use kd_core::state::{StateReader as Reader, put_usize};
 
 const STATE_MAGIC: &[u8; 8] = b"KDTOAST1";
 

@@ -6,7 +6,6 @@ pub mod distiller;
 pub mod loss;
 pub mod medoid;
 pub mod replay;
-mod state;
 
 pub use config::{BatchMode, Hardness, ReplayCandidates, ToastConfig};
 pub use distiller::Toast;

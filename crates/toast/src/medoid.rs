@@ -19,7 +19,7 @@ use kd_core::rng::hash_key;
 use kd_core::{KdError, Result};
 
 use crate::loss::tempered_softmax_row;
-use crate::state::{Reader, put_f32s, put_u64, put_usize};
+use kd_core::state::{StateReader as Reader, put_f32s, put_u64, put_usize};
 
 /// Salt of the bank's keys, so they never coincide with the shuffles' or augmentations' draws.
 const KEY_SALT: u64 = 0x70A5_7BA4;

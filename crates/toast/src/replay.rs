@@ -8,7 +8,7 @@
 use burn::tensor::Device;
 use kd_core::{Batch, BatchSource, KdError, Result};
 
-use crate::state::{Reader, put_f32s, put_u64, put_usize};
+use kd_core::state::{StateReader as Reader, put_f32s, put_u64, put_usize};
 
 /// One sample kept for replay.
 #[derive(Debug, Clone, PartialEq)]
