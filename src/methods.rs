@@ -1,6 +1,7 @@
 //! Methods by name: what configs, the bench and the tests use to pick a distiller at run time.
 
 use kd_core::{Distiller, KdError, Result, Student, Teacher, TeacherNeed, TrainOutcome, Trainer};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The result of a run, without the method's learnable parts.
@@ -19,10 +20,17 @@ pub struct MethodInfo {
     pub family: &'static str,
     /// Whether it applies to binary tasks only.
     pub binary_only: bool,
+    /// Whether its configuration has `warmup_epochs` (a warm-up of the distillation terms
+    /// counted in epochs: short schedules scale it down).
+    pub has_warmup: bool,
 }
 
 const fn info(name: &'static str, need: TeacherNeed, family: &'static str) -> MethodInfo {
-    MethodInfo { name, need, accepts_top_k: false, family, binary_only: false }
+    MethodInfo { name, need, accepts_top_k: false, family, binary_only: false, has_warmup: false }
+}
+
+const fn warm(m: MethodInfo) -> MethodInfo {
+    MethodInfo { has_warmup: true, ..m }
 }
 
 /// Every method compiled in, in the order tables list them.
@@ -35,8 +43,8 @@ pub fn methods() -> Vec<MethodInfo> {
         info("label_smoothing", TeacherNeed::Nothing, "baselines"),
         MethodInfo { accepts_top_k: true, ..info("kd", TeacherNeed::Logits, "baselines") },
         info("kd+ls", TeacherNeed::Logits, "baselines"),
-        info("dkd", TeacherNeed::Logits, "baselines"),
-        info("dkd+ls", TeacherNeed::Logits, "baselines"),
+        warm(info("dkd", TeacherNeed::Logits, "baselines")),
+        warm(info("dkd+ls", TeacherNeed::Logits, "baselines")),
         info("fitnet", TeacherNeed::LogitsAndFeatures, "baselines"),
         info("fitnet+kd", TeacherNeed::LogitsAndFeatures, "baselines"),
         info("rkd", TeacherNeed::LogitsAndFeatures, "baselines"),
@@ -44,12 +52,12 @@ pub fn methods() -> Vec<MethodInfo> {
         info("dlb", TeacherNeed::Nothing, "baselines"),
     ]);
     #[cfg(feature = "rld")]
-    all.extend([info("rld", TeacherNeed::Logits, "rld"), info("rld+ls", TeacherNeed::Logits, "rld")]);
+    all.extend([warm(info("rld", TeacherNeed::Logits, "rld")), warm(info("rld+ls", TeacherNeed::Logits, "rld"))]);
     #[cfg(feature = "dckd")]
     all.extend([
-        info("dckd", TeacherNeed::Logits, "dckd"),
-        info("dckd+fitnet", TeacherNeed::LogitsAndFeatures, "dckd"),
-        info("dckd+rkd", TeacherNeed::LogitsAndFeatures, "dckd"),
+        warm(info("dckd", TeacherNeed::Logits, "dckd")),
+        warm(info("dckd+fitnet", TeacherNeed::LogitsAndFeatures, "dckd")),
+        warm(info("dckd+rkd", TeacherNeed::LogitsAndFeatures, "dckd")),
     ]);
     #[cfg(feature = "toast")]
     all.push(info("toast", TeacherNeed::Nothing, "toast"));
@@ -80,12 +88,25 @@ fn unknown(method: &str) -> KdError {
     KdError::InvalidConfig(format!("unknown method `{method}`; known: {}", method_names().join(", ")))
 }
 
-fn config<C: DeserializeOwned + Default>(method: &str, value: Option<&serde_json::Value>) -> Result<C> {
-    match value {
-        None => Ok(C::default()),
-        Some(v) => serde_json::from_value(v.clone())
-            .map_err(|e| KdError::InvalidConfig(format!("configuration of method `{method}`: {e}"))),
+fn config<C: Serialize + DeserializeOwned + Default>(method: &str, value: Option<&serde_json::Value>) -> Result<C> {
+    merged(method, C::default(), value)
+}
+
+/// The method's defaults with the user's fields laid over them (a key the user gives replaces
+/// the default's), so a configuration names only what it changes.
+fn merged<C: Serialize + DeserializeOwned>(method: &str, defaults: C, value: Option<&serde_json::Value>) -> Result<C> {
+    let bad = |e: serde_json::Error| KdError::InvalidConfig(format!("configuration of method `{method}`: {e}"));
+    let Some(user) = value else { return Ok(defaults) };
+    let mut base = serde_json::to_value(defaults).map_err(bad)?;
+    match (base.as_object_mut(), user.as_object()) {
+        (Some(b), Some(u)) => {
+            for (k, v) in u {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        _ => base = user.clone(),
     }
+    serde_json::from_value(base).map_err(bad)
 }
 
 fn run<S: Student, D: Distiller>(trainer: &Trainer, student: S, mut distiller: D, teacher: &dyn Teacher) -> Result<MethodOutcome<S>> {
@@ -113,10 +134,8 @@ pub fn train_method<S: Student>(
         #[cfg(feature = "baselines")]
         "kd+ls" => {
             // LSKD's CIFAR defaults for KD: base temperature 2, KD weight 9, CE 0.1 (METHODS.md B.5).
-            let mut cfg: kd_baselines::KdConfig = match c {
-                Some(_) => config(method, c)?,
-                None => kd_baselines::KdConfig { temperature: 2.0, ce_weight: 0.1, kd_weight: 9.0, logit_stand: None },
-            };
+            let defaults = kd_baselines::KdConfig { temperature: 2.0, ce_weight: 0.1, kd_weight: 9.0, logit_stand: Some(Default::default()) };
+            let mut cfg: kd_baselines::KdConfig = merged(method, defaults, c)?;
             cfg.logit_stand.get_or_insert_with(Default::default);
             run(trainer, student, kd_baselines::Kd::new(cfg)?, teacher)
         }
@@ -124,13 +143,10 @@ pub fn train_method<S: Student>(
         "dkd" => run(trainer, student, kd_baselines::Dkd::new(config(method, c)?)?, teacher),
         #[cfg(feature = "baselines")]
         "dkd+ls" => {
-            let mut cfg: kd_baselines::DkdConfig = config(method, c)?;
-            if c.is_none() {
-                // LSKD's DKD recipe: alpha and beta times 9, temperature 2, CE 1 (METHODS.md B.5).
-                cfg.alpha *= 9.0;
-                cfg.beta *= 9.0;
-                cfg.temperature = 2.0;
-            }
+            // LSKD's DKD recipe: alpha and beta times 9, temperature 2, CE 1 (METHODS.md B.5).
+            let d = kd_baselines::DkdConfig::default();
+            let defaults = kd_baselines::DkdConfig { alpha: d.alpha * 9.0, beta: d.beta * 9.0, temperature: 2.0, ..d };
+            let mut cfg: kd_baselines::DkdConfig = merged(method, defaults, c)?;
             cfg.logit_stand.get_or_insert_with(Default::default);
             run(trainer, student, kd_baselines::Dkd::new(cfg)?, teacher)
         }
@@ -138,12 +154,9 @@ pub fn train_method<S: Student>(
         "fitnet" => run(trainer, student, kd_baselines::FitNet::new(config(method, c)?)?, teacher),
         #[cfg(feature = "baselines")]
         "fitnet+kd" => {
-            let mut cfg: kd_baselines::FitNetConfig = config(method, c)?;
-            if cfg.kd_weight == 0.0 {
-                // The naive combination: FitNet's hint plus mdistiller's KD weight.
-                cfg.kd_weight = 0.9;
-            }
-            run(trainer, student, kd_baselines::FitNet::new(cfg)?, teacher)
+            // The naive combination: FitNet's hint plus mdistiller's KD weight.
+            let defaults = kd_baselines::FitNetConfig { kd_weight: 0.9, ..Default::default() };
+            run(trainer, student, kd_baselines::FitNet::new(merged(method, defaults, c)?)?, teacher)
         }
         #[cfg(feature = "baselines")]
         "rkd" => run(trainer, student, kd_baselines::Rkd::new(config(method, c)?)?, teacher),
@@ -155,25 +168,20 @@ pub fn train_method<S: Student>(
         "rld" => run(trainer, student, kd_rld::Rld::new(config(method, c)?)?, teacher),
         #[cfg(feature = "rld")]
         "rld+ls" => {
-            let mut cfg: kd_rld::RldConfig = match c {
-                Some(_) => config(method, c)?,
-                // The reference's --logit-stand recipe: alpha, beta times 9, T = T_alpha = 2.
-                None => kd_rld::RldConfig::logit_stand_defaults(),
-            };
+            // The reference's --logit-stand recipe: alpha, beta times 9, T = T_alpha = 2.
+            let mut cfg: kd_rld::RldConfig = merged(method, kd_rld::RldConfig::logit_stand_defaults(), c)?;
             cfg.logit_stand.get_or_insert_with(Default::default);
             run(trainer, student, kd_rld::Rld::new(cfg)?, teacher)
         }
         #[cfg(feature = "dckd")]
         "dckd" | "dckd+fitnet" | "dckd+rkd" => {
-            let mut cfg: kd_dckd::DckdConfig = config(method, c)?;
-            if c.is_none() {
-                cfg.companion = match method {
-                    "dckd+fitnet" => kd_dckd::Companion::fitnet(),
-                    "dckd+rkd" => kd_dckd::Companion::rkd(),
-                    _ => kd_dckd::Companion::None,
-                };
-            }
-            run(trainer, student, kd_dckd::Dckd::new(cfg)?, teacher)
+            let companion = match method {
+                "dckd+fitnet" => kd_dckd::Companion::fitnet(),
+                "dckd+rkd" => kd_dckd::Companion::rkd(),
+                _ => kd_dckd::Companion::None,
+            };
+            let defaults = kd_dckd::DckdConfig { companion, ..Default::default() };
+            run(trainer, student, kd_dckd::Dckd::new(merged(method, defaults, c)?)?, teacher)
         }
         #[cfg(feature = "toast")]
         "toast" => run(trainer, student, kd_toast::Toast::new(config(method, c)?)?, teacher),
@@ -183,7 +191,7 @@ pub fn train_method<S: Student>(
         "debiased" => {
             // The de-biasing is fitted once, before training: temperature on the validation
             // split (held out from training), prior shift on the training split.
-            #[derive(serde::Deserialize, Default)]
+            #[derive(serde::Serialize, serde::Deserialize, Default)]
             #[serde(default, deny_unknown_fields)]
             struct DebiasedMethodConfig {
                 debias: kd_debiased::DebiasOptions,

@@ -11,7 +11,9 @@ use kd::data::{DatasetSplits, InMemoryDataset, Values};
 use kd::prelude::*;
 use serde::Serialize;
 
-use crate::experiment::{build_model, open_device};
+use kd::core::{CacheContent, DrawPool, TeacherCache};
+
+use crate::experiment::{build_model, open_device, sanitize};
 
 #[derive(Args, Debug)]
 pub struct ThroughputArgs {
@@ -31,6 +33,10 @@ pub struct ThroughputArgs {
     /// Timed steps per measurement (after one untimed warm-up epoch of the same length).
     #[arg(long, default_value_t = 5)]
     steps: usize,
+    /// Also measure each logits-only method with the teacher's outputs read from a cache
+    /// (built once before timing) instead of a live teacher forward.
+    #[arg(long)]
+    teacher_cache: bool,
     /// Output JSON file.
     #[arg(long, default_value = "target/kd-throughput.json")]
     out: PathBuf,
@@ -45,6 +51,7 @@ struct Measurement {
     images_per_second: f64,
     seconds_per_step: f64,
     overhead_vs_kd: Option<f64>,
+    teacher_cache: bool,
 }
 
 fn synthetic(shape: [usize; 3], classes: usize, n: usize, seed: u64) -> Result<InMemoryDataset> {
@@ -84,8 +91,24 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
             let test = synthetic(shape, classes, batch.min(64), 2)?;
             let data = DatasetSplits { name: "synthetic".into(), train, valid: None, test };
             let teacher = FrozenTeacher::new(build_model(&teacher_spec, &data, &device, 1)?, teacher_spec.clone());
+            let pool = DrawPool::new(&data.train, 1)?;
+            let cache_dir = std::env::temp_dir().join(format!("kd-throughput-{}", std::process::id()));
+            let cache = if args.teacher_cache {
+                let path = cache_dir.join(format!("{}-{batch}.outputs", sanitize(setup)));
+                Some(TeacherCache::open_or_build(&path, &teacher, &pool, CacheContent::FullLogits, batch, &device, false)?)
+            } else {
+                None
+            };
             let first = rows.len();
-            for method in &methods {
+            let mut runs: Vec<(&String, bool)> = methods.iter().map(|m| (m, false)).collect();
+            if cache.is_some() {
+                for m in &methods {
+                    if kd::methods::teacher_need(m)? == TeacherNeed::Logits {
+                        runs.push((m, true));
+                    }
+                }
+            }
+            for (method, cached) in runs {
                 let config = TrainConfig {
                     epochs: 2,
                     batch_size: batch,
@@ -96,9 +119,15 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
                     drop_last: true,
                     eval_batch_size: batch,
                 };
-                let trainer = Trainer::new(config, &data.train, &data.test, device.clone());
+                let train: &dyn BatchSource = if cached { &pool } else { &data.train };
+                let trainer = Trainer::new(config, train, &data.test, device.clone());
                 let student = build_model(&student_spec, &data, &device, 2)?;
-                let out = kd::methods::train_method(method, None, &trainer, student, &teacher)?;
+                let live: &dyn Teacher = &teacher;
+                let source: &dyn Teacher = match (&cache, cached) {
+                    (Some(c), true) => c,
+                    _ => live,
+                };
+                let out = kd::methods::train_method(method, None, &trainer, student, source)?;
                 // Epoch 1 warms up (kernel selection, allocation); epoch 2 is timed.
                 let seconds = out.history[1].train_seconds / args.steps as f64;
                 rows.push(Measurement {
@@ -109,22 +138,25 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
                     images_per_second: batch as f64 / seconds,
                     seconds_per_step: seconds,
                     overhead_vs_kd: None,
+                    teacher_cache: cached,
                 });
             }
             // Overhead of each method over plain KD on the same setup and batch.
-            let kd_time = rows[first..].iter().find(|m| m.method == "kd").map(|m| m.seconds_per_step);
+            let kd_time = rows[first..].iter().find(|m| m.method == "kd" && !m.teacher_cache).map(|m| m.seconds_per_step);
             for m in &mut rows[first..] {
                 m.overhead_vs_kd = kd_time.map(|k| m.seconds_per_step / k - 1.0);
                 println!(
-                    "| {} | {} | {} | {:.1} | {:.4} | {} |",
+                    "| {} | {}{} | {} | {:.1} | {:.4} | {} |",
                     m.setup,
                     m.method,
+                    if m.teacher_cache { " (teacher cache)" } else { "" },
                     m.batch,
                     m.images_per_second,
                     m.seconds_per_step,
                     m.overhead_vs_kd.map(|o| format!("{:+.1}%", 100.0 * o)).unwrap_or_else(|| "-".into())
                 );
             }
+            std::fs::remove_dir_all(&cache_dir).ok();
         }
     }
     if let Some(dir) = args.out.parent() {

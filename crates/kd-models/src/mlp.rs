@@ -1,18 +1,21 @@
 //! Multi-layer perceptron with configurable widths.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use kd_core::{Classifier, KdError, ModelOutput, Result};
 
-/// An MLP: `Linear -> ReLU` for each hidden width, then a linear classifier.
+/// An MLP: `Linear -> ReLU` (or `Linear -> BatchNorm -> ReLU`) for each hidden width, then a
+/// linear classifier.
 ///
 /// Inputs of any shape `[batch, c, h, w]` are flattened. Every hidden activation is a feature
 /// (`[batch, width, 1, 1]`); the last one is the embedding.
 #[derive(Module, Debug)]
 pub struct Mlp {
     hidden: Vec<Linear>,
+    /// One BatchNorm per hidden layer, or none.
+    norms: Vec<BatchNorm>,
     fc: Linear,
     #[module(skip)]
     classes: usize,
@@ -21,6 +24,15 @@ pub struct Mlp {
 impl Mlp {
     /// An MLP from `inputs` features through `widths` to `classes` logits.
     pub fn new(inputs: usize, widths: &[usize], classes: usize, device: &Device) -> Result<Self> {
+        Self::build(inputs, widths, classes, false, device)
+    }
+
+    /// The same MLP with BatchNorm after every hidden linear layer.
+    pub fn with_batch_norm(inputs: usize, widths: &[usize], classes: usize, device: &Device) -> Result<Self> {
+        Self::build(inputs, widths, classes, true, device)
+    }
+
+    fn build(inputs: usize, widths: &[usize], classes: usize, batch_norm: bool, device: &Device) -> Result<Self> {
         if inputs == 0 || classes == 0 || widths.contains(&0) {
             return Err(KdError::InvalidConfig(format!(
                 "MLP sizes must be positive: inputs {inputs}, widths {widths:?}, classes {classes}"
@@ -32,7 +44,8 @@ impl Mlp {
             hidden.push(LinearConfig::new(fan_in, w).init(device));
             fan_in = w;
         }
-        Ok(Mlp { hidden, fc: LinearConfig::new(fan_in, classes).init(device), classes })
+        let norms = if batch_norm { widths.iter().map(|&w| BatchNormConfig::new(w).init(device)).collect() } else { Vec::new() };
+        Ok(Mlp { hidden, norms, fc: LinearConfig::new(fan_in, classes).init(device), classes })
     }
 }
 
@@ -41,8 +54,12 @@ impl Classifier for Mlp {
         let [b, c, h, w] = inputs.dims();
         let mut x: Tensor<2> = inputs.reshape([b, c * h * w]);
         let mut features = Vec::with_capacity(self.hidden.len());
-        for layer in &self.hidden {
-            x = relu(layer.forward(x));
+        for (i, layer) in self.hidden.iter().enumerate() {
+            let z = layer.forward(x);
+            x = relu(match self.norms.get(i) {
+                Some(bn) => bn.forward(z),
+                None => z,
+            });
             let width = x.dims()[1];
             features.push(x.clone().reshape([b, width, 1, 1]));
         }

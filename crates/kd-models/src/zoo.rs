@@ -20,6 +20,10 @@ use crate::wrn::{self, WideResNet};
 pub enum ModelSpec {
     /// `mlp-W1-W2-...`: an MLP with these hidden widths (`mlp` alone: one layer of 256).
     Mlp(Vec<usize>),
+    /// `mlpbn-W1-W2-...`: the same MLP with BatchNorm after each hidden linear layer
+    /// (`Linear -> BN -> ReLU`), which keeps feature-matching losses (FitNet, RKD) and strong
+    /// distillation weights stable the way the CNNs' BatchNorm does.
+    MlpBn(Vec<usize>),
     /// `planeN` (N = 2, 4, 6, 8, 10): TAKD's plain CNNs.
     Plane(usize),
     /// `resnetD` (filters 16-16-32-64) or `resnetDx4` (32-64-128-256), D = 6n+2.
@@ -51,6 +55,10 @@ impl ModelSpec {
         let bad = || KdError::InvalidConfig(format!("unknown model `{name}`; known: {}", Self::known().join(", ")));
         let number = |s: &str| s.parse::<usize>().ok();
 
+        if let Some(rest) = lower.strip_prefix("mlpbn") {
+            let widths: std::result::Result<Vec<usize>, _> = rest.trim_start_matches('-').split('-').map(str::parse).collect();
+            return widths.ok().filter(|w| !w.is_empty() && !w.contains(&0)).map(ModelSpec::MlpBn).ok_or_else(bad);
+        }
         if let Some(rest) = lower.strip_prefix("mlp") {
             if rest.is_empty() {
                 return Ok(ModelSpec::Mlp(vec![256]));
@@ -92,6 +100,7 @@ impl ModelSpec {
     pub fn known() -> Vec<&'static str> {
         vec![
             "mlp-W1-W2-...",
+            "mlpbn-W1-W2-... (with BatchNorm)",
             "plane2",
             "plane4",
             "plane6",
@@ -124,6 +133,7 @@ impl ModelSpec {
     pub fn name(&self) -> String {
         match self {
             ModelSpec::Mlp(w) => format!("mlp-{}", w.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("-")),
+            ModelSpec::MlpBn(w) => format!("mlpbn-{}", w.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("-")),
             ModelSpec::Plane(d) => format!("plane{d}"),
             ModelSpec::ResNet { depth, x4: false } => format!("resnet{depth}"),
             ModelSpec::ResNet { depth, x4: true } => format!("resnet{depth}x4"),
@@ -137,10 +147,13 @@ impl ModelSpec {
     /// Describes the network to a tracer (for [`model_summary`] and input validation).
     pub(crate) fn trace(&self, t: &mut Tracer, classes: usize) -> Result<()> {
         match self {
-            ModelSpec::Mlp(widths) => {
+            ModelSpec::Mlp(widths) | ModelSpec::MlpBn(widths) => {
                 t.flatten();
                 for &w in widths {
                     t.linear(w);
+                    if matches!(self, ModelSpec::MlpBn(_)) {
+                        t.bn();
+                    }
                 }
                 t.linear(classes);
                 Ok(())
@@ -163,6 +176,7 @@ impl ModelSpec {
         let channels = input[0];
         Ok(match self {
             ModelSpec::Mlp(widths) => AnyModel::Mlp(Mlp::new(input.iter().product(), widths, classes, device)?),
+            ModelSpec::MlpBn(widths) => AnyModel::Mlp(Mlp::with_batch_norm(input.iter().product(), widths, classes, device)?),
             ModelSpec::Plane(d) => AnyModel::Plane(PlaneCnn::new(*d, input, classes, device)?),
             ModelSpec::ResNet { depth, x4 } => {
                 let filters = if *x4 { FILTERS_X4 } else { FILTERS };
