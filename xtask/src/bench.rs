@@ -66,12 +66,11 @@ pub struct BenchArgs {
     /// Augmentation draws stored per sample by the teacher cache (augmented data only).
     #[arg(long, default_value_t = 4)]
     cache_draws: usize,
-    /// Skip the teacher-assistant chains (multi-assistant KD) on the image datasets.
-    #[arg(long)]
-    no_chains: bool,
-    /// Skip the self-distillation comparison on three backbones (MLP, plain CNN, ResNet).
-    #[arg(long)]
-    no_backbones: bool,
+    /// Parts of the bench to run: `methods` (every method on every dataset), `backbones`
+    /// (self-distillation on an MLP, a plain CNN and a ResNet), `chains` (teacher-assistant
+    /// chains). With `--methods`, only `methods` runs.
+    #[arg(long, value_delimiter = ',', default_value = "methods,backbones,chains")]
+    suites: Vec<String>,
     /// Store only the top-k teacher probabilities (FKD's marginal smoothing); only methods that
     /// accept approximate outputs (kd) may use it.
     #[arg(long)]
@@ -149,6 +148,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         None => None,
     };
     let seeds = args.seeds.clone().unwrap_or(preset.seeds.clone());
+    for suite in &args.suites {
+        if !["methods", "backbones", "chains"].contains(&suite.as_str()) {
+            bail!("unknown suite `{suite}`; known: methods, backbones, chains");
+        }
+    }
+    let suite = |name: &str| args.suites.iter().any(|s| s == name) && (name == "methods" || args.methods.is_none());
     if seeds.is_empty() || datasets.is_empty() || chosen.as_ref().is_some_and(|c| c.is_empty()) {
         bail!("--seeds, --datasets and --methods need at least one value each");
     }
@@ -174,7 +179,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let epochs = args.epochs.unwrap_or(if image { preset.epochs } else { preset.tabular_epochs });
         plan.push((data, methods, recipe(epochs)));
     }
-    let total_runs: usize = plan.iter().map(|(_, m, _)| m.len() * seeds.len()).sum();
+    let total_runs: usize = if suite("methods") { plan.iter().map(|(_, m, _)| m.len() * seeds.len()).sum() } else { 0 };
     eprintln!(
         "bench: {} dataset(s), {} seed(s), {total_runs} student runs, backend {}",
         plan.len(),
@@ -184,7 +189,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
     let mut records: Vec<Record> = Vec::new();
     let mut done = 0usize;
-    for (data, methods, config) in &plan {
+    for (data, methods, config) in plan.iter().filter(|_| suite("methods")) {
         let (default_teacher, default_student) = default_models(data);
         let teacher_spec = args.teacher.clone().unwrap_or_else(|| default_teacher.into());
         let student_spec = args.student.clone().unwrap_or_else(|| default_student.into());
@@ -251,7 +256,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     // Self-distillation (no teacher) across backbones: CE, label smoothing, PS-KD, DLB, TOAST
     // on an MLP, a plain CNN and a ResNet, on a subset of the first image dataset (convolutions
     // are slow on a CPU).
-    if !args.no_backbones && args.methods.is_none() {
+    if suite("backbones") {
         let image = plan.iter().find(|(d, _, _)| d.train.num_classes() > 2 && d.train.input_shape()[1] > 1);
         if let Some((data, _, _)) = image {
             let (limit, epochs) = if args.quick { (600, 2) } else if args.full { (20000, 15) } else { (1000, 3) };
@@ -279,7 +284,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
     let mut chain_records = Vec::new();
     let mut chains_md = String::new();
-    if !args.no_chains && args.methods.is_none() {
+    if suite("chains") {
         for (data, _, config) in plan.iter().filter(|(d, _, _)| d.train.num_classes() > 2 && d.train.input_shape()[1] > 1) {
             for &seed in &seeds {
                 let dir = args.cache.join("chains").join(format!("{}-seed{seed}-{}", sanitize(&data.name), config.epochs));

@@ -11,7 +11,7 @@ use anyhow::Result;
 use kd::core::checkpoint::write_atomic;
 use kd::core::burn::tensor::Device;
 use kd::data::DatasetSplits;
-use kd::multi_assistant::{ChainMode, ChainPlan, ChainReport, DynamicPlan, ModelFamily, StoppingConfig, run_chain, run_dynamic};
+use kd::multi_assistant::{ChainMode, FamilyMember, ChainPlan, ChainReport, DynamicPlan, ModelFamily, StoppingConfig, run_chain, run_dynamic};
 use kd::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -57,7 +57,13 @@ fn record(dataset: &str, variant: &str, stopping: bool, seed: u64, report: &Chai
 
 /// Runs every chain variant on `data` for `seed`.
 pub fn run(data: &DatasetSplits, config: &TrainConfig, seed: u64, device: &Device, dir: &Path) -> Result<Vec<ChainRecord>> {
-    let family = ModelFamily::mlp(vec![8, 16, 32, 64, 128, 256, 512], 2);
+    // MLPs with BatchNorm: without it the pure-KD stages (lambda 1, T 5, and DGKD's sum over
+    // teachers) collapse on plain MLPs at the bench's learning rate.
+    let members = [8, 16, 32, 64, 128, 256, 512]
+        .into_iter()
+        .map(|w| FamilyMember { scale: w, model: format!("mlpbn-{w}-{w}") })
+        .collect();
+    let family = ModelFamily::Custom { members };
     let mut train = config.clone();
     train.seed = seed;
     // Patience in proportion to the schedule, so that short bench runs can stop at all.

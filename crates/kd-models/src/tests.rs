@@ -207,3 +207,18 @@ fn inputs_too_small_for_the_strides_are_errors() {
     // Convolutions with padding shrink any positive size to at least 1: tiny inputs still work.
     check_forward(&ModelSpec::parse("resnet8").unwrap(), [3, 1, 1], 3, &device);
 }
+
+#[test]
+fn mlp_with_batch_norm_adds_two_parameters_per_hidden_unit() {
+    let device = Device::flex();
+    let plain = ModelSpec::parse("mlp-32-16").unwrap();
+    let bn = ModelSpec::parse("mlpbn-32-16").unwrap();
+    assert_eq!(bn.name(), "mlpbn-32-16");
+    let input = [1, 28, 28];
+    let (p, b) = (model_summary(&plain, input, 10).unwrap(), model_summary(&bn, input, 10).unwrap());
+    // 784*32+32 + 32*16+16 + 16*10+10 weights, plus gamma and beta for 32 + 16 units.
+    assert_eq!(p.params, 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10);
+    assert_eq!(b.params, p.params + 2 * (32 + 16));
+    assert_eq!(trainable_params(&bn.build(input, 10, &device).unwrap()), b.params);
+    check_forward(&bn, input, 10, &device);
+}
