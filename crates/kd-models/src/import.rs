@@ -17,7 +17,7 @@
 //! use kd_models::ModelSpec;
 //! use kd_models::import::{load_pytorch, save_safetensors};
 //!
-//! let device = burn::tensor::Device::default();
+//! let device = burn::tensor::Device::flex();
 //! let teacher = ModelSpec::parse("resnet32x4")?.build([3, 32, 32], 100, &device)?;
 //! // RepDistiller checkpoints keep the weights under "model".
 //! let teacher = load_pytorch(teacher, "resnet32x4_vanilla/ckpt_epoch_240.pth", Some("model"), &[])?;
