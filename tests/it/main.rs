@@ -4,5 +4,6 @@ mod common;
 mod golden;
 mod losses;
 mod properties;
+mod registry;
 mod teacher_cache;
 mod training;
