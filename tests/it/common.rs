@@ -39,7 +39,5 @@ pub fn config(epochs: usize, seed: u64) -> TrainConfig {
 }
 
 pub fn mlp(widths: &str, classes: usize, seed: u64) -> AnyModel {
-    let device = device();
-    device.seed(seed);
-    ModelSpec::parse(widths).unwrap().build([1, 2, 2], classes, &device.autodiff()).unwrap()
+    ModelSpec::parse(widths).unwrap().build_seeded([1, 2, 2], classes, &device().autodiff(), seed).unwrap()
 }

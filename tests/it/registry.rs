@@ -6,10 +6,8 @@ use kd::prelude::*;
 use crate::common::{config, device};
 
 fn model(spec: &str, classes: usize, seed: u64) -> AnyModel {
-    let device = device();
-    device.seed(seed);
     // Three hidden layers, so that FitNet's default hint layer 2 exists.
-    ModelSpec::parse(spec).unwrap().build([1, 2, 2], classes, &device.autodiff()).unwrap()
+    ModelSpec::parse(spec).unwrap().build_seeded([1, 2, 2], classes, &device().autodiff(), seed).unwrap()
 }
 
 fn two_class(n: usize, seed: u64, name: &str) -> kd::data::InMemoryDataset {

@@ -144,8 +144,7 @@ fn load_teacher(spec: &str, data: &DatasetSplits, path: &Path, device: &Device) 
 
 /// Builds a model on the autodiff device, seeded.
 pub fn build_model(spec: &str, data: &DatasetSplits, device: &Device, seed: u64) -> Result<AnyModel> {
-    device.seed(seed);
-    Ok(ModelSpec::parse(spec)?.build(data.train.input_shape(), data.train.num_classes(), &device.clone().autodiff())?)
+    Ok(ModelSpec::parse(spec)?.build_seeded(data.train.input_shape(), data.train.num_classes(), &device.clone().autodiff(), seed)?)
 }
 
 /// What every run of a bench or an experiment shares.

@@ -167,6 +167,25 @@ impl ModelSpec {
         }
     }
 
+    /// Builds the network with weights drawn from `seed`, reproducibly even when other threads
+    /// build models at the same time: backends such as flex draw from one global generator and
+    /// Burn draws weights lazily, so the seeding and every draw happen under one lock.
+    pub fn build_seeded(&self, input: [usize; 3], classes: usize, device: &Device, seed: u64) -> Result<AnyModel> {
+        struct Touch;
+        impl burn::module::ModuleVisitor for Touch {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>) {
+                let _ = param.val();
+            }
+        }
+        static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        // A poisoned lock only means another build panicked; the guard protects no data.
+        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        device.seed(seed);
+        let model = self.build(input, classes, device)?;
+        model.visit(&mut Touch);
+        Ok(model)
+    }
+
     /// Builds the network for inputs `[channels, height, width]` and `classes` outputs.
     ///
     /// Errors when the input is too small for the network's strides or a size is zero.

@@ -4,10 +4,8 @@
 //! zoo ([`ModelSpec`]), and lists the scales available between two others, which is where an
 //! assistant can be inserted (METHODS.md A.5).
 
-use std::sync::Mutex;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use kd_core::{KdError, Result};
 use kd_models::{AnyModel, ModelSpec};
 use serde::{Deserialize, Serialize};
@@ -191,30 +189,9 @@ impl ModelFamily {
     }
 }
 
-/// Serialises seeding and initialisation within this crate: backends such as flex keep one
-/// global generator, so two models built at once from two threads would draw from each other's
-/// stream.
-static INIT_LOCK: Mutex<()> = Mutex::new(());
-
-/// Builds `spec` on `device` with its initial weights drawn from `seed`.
-///
-/// Burn initialises parameters lazily, on first use; this draws them all at once, right after
-/// seeding, so the weights depend on the seed alone and not on when the model is first run.
-/// (Other code seeding the same backend at the same moment can still interfere: the generator
-/// is the backend's.)
+/// Builds `spec` with weights drawn from `seed` (see [`ModelSpec::build_seeded`]).
 pub fn build_seeded(spec: &ModelSpec, input: [usize; 3], classes: usize, device: &Device, seed: u64) -> Result<AnyModel> {
-    struct Touch;
-    impl ModuleVisitor for Touch {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let _ = param.val();
-        }
-    }
-    // A poisoned lock only means another build panicked; the guard protects no data.
-    let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    device.seed(seed);
-    let model = spec.build(input, classes, device)?;
-    model.visit(&mut Touch);
-    Ok(model)
+    spec.build_seeded(input, classes, device, seed)
 }
 
 #[cfg(test)]
