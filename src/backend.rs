@@ -30,10 +30,7 @@ pub fn compiled() -> Vec<&'static str> {
 pub fn device(name: &str) -> Result<Device> {
     let missing = |feature: &str| KdError::Backend {
         name: name.into(),
-        reason: format!(
-            "not compiled in; rebuild with `--features {feature}` (compiled: {})",
-            compiled().join(", ")
-        ),
+        reason: format!("not compiled in; rebuild with `--features {feature}` (compiled: {})", compiled().join(", ")),
     };
     match name {
         "flex" => {

@@ -48,8 +48,8 @@ pub mod methods;
 /// The types most programs use.
 pub mod prelude {
     pub use kd_core::{
-        Batch, BatchSource, Classifier, Distiller, FrozenTeacher, KdError, LossTerms, LrSchedule, ModelOutput, NoTeacher,
-        OptimizerConfig, RunOptions, StepContext, Student, Teacher, TeacherNeed, TrainConfig, Trainer,
+        Batch, BatchSource, Classifier, Distiller, FrozenTeacher, KdError, LossTerms, LrSchedule, ModelOutput, NoTeacher, OptimizerConfig,
+        RunOptions, StepContext, Student, Teacher, TeacherNeed, TrainConfig, Trainer,
     };
     pub use kd_models::{AnyModel, ModelSpec};
 }

@@ -134,7 +134,8 @@ pub fn train_method<S: Student>(
         #[cfg(feature = "baselines")]
         "kd+ls" => {
             // LSKD's CIFAR defaults for KD: base temperature 2, KD weight 9, CE 0.1 (METHODS.md B.5).
-            let defaults = kd_baselines::KdConfig { temperature: 2.0, ce_weight: 0.1, kd_weight: 9.0, logit_stand: Some(Default::default()) };
+            let defaults =
+                kd_baselines::KdConfig { temperature: 2.0, ce_weight: 0.1, kd_weight: 9.0, logit_stand: Some(Default::default()) };
             let mut cfg: kd_baselines::KdConfig = merged(method, defaults, c)?;
             cfg.logit_stand.get_or_insert_with(Default::default);
             run(trainer, student, kd_baselines::Kd::new(cfg)?, teacher)

@@ -77,7 +77,10 @@ fn check_case(case: &Case, file_method: &str) -> Result<(), String> {
     let (_, grad_shape) = matrix(&case.grad_student_logits, "grad_student_logits")?;
     let expected_grad: Vec<f64> = case.grad_student_logits.iter().flatten().copied().collect();
     if teacher_shape != shape || grad_shape != shape || case.labels.len() != shape[0] {
-        return Err(format!("shapes disagree: student {shape:?}, teacher {teacher_shape:?}, grad {grad_shape:?}, labels {}", case.labels.len()));
+        return Err(format!(
+            "shapes disagree: student {shape:?}, teacher {teacher_shape:?}, grad {grad_shape:?}, labels {}",
+            case.labels.len()
+        ));
     }
     if let Some(&bad) = case.labels.iter().find(|&&l| l < 0 || l as usize >= shape[1]) {
         return Err(format!("label {bad} out of range for {} classes", shape[1]));

@@ -22,11 +22,16 @@ fn training_from_the_cache_equals_training_with_the_live_teacher() {
     let dir = tempfile::tempdir().unwrap();
     let pool = DrawPool::new(&train, 4).unwrap();
     assert_eq!(pool.draws(), 1, "data without augmentation needs one draw");
-    let cache = TeacherCache::open_or_build(&dir.path().join("t.cache"), &teacher, &pool, CacheContent::FullLogits, 32, &device(), false).unwrap();
+    let cache =
+        TeacherCache::open_or_build(&dir.path().join("t.cache"), &teacher, &pool, CacheContent::FullLogits, 32, &device(), false).unwrap();
     assert!(cache.exact());
 
-    let live = Trainer::new(config(2, 9), &train, &test, device()).fit(mlp("mlp-8", 3, 9), &mut Kd::new(KdConfig::default()).unwrap(), &teacher).unwrap();
-    let cached = Trainer::new(config(2, 9), &pool, &test, device()).fit(mlp("mlp-8", 3, 9), &mut Kd::new(KdConfig::default()).unwrap(), &cache).unwrap();
+    let live = Trainer::new(config(2, 9), &train, &test, device())
+        .fit(mlp("mlp-8", 3, 9), &mut Kd::new(KdConfig::default()).unwrap(), &teacher)
+        .unwrap();
+    let cached = Trainer::new(config(2, 9), &pool, &test, device())
+        .fit(mlp("mlp-8", 3, 9), &mut Kd::new(KdConfig::default()).unwrap(), &cache)
+        .unwrap();
     assert_eq!(kd::core::train::parameter_values(&live.student), kd::core::train::parameter_values(&cached.student));
 }
 
@@ -37,14 +42,17 @@ fn with_augmentation_training_replays_the_stored_draws() {
     let teacher = trained_teacher(3);
     let dir = tempfile::tempdir().unwrap();
     let pool = DrawPool::new(&train, 2).unwrap();
-    let cache = TeacherCache::open_or_build(&dir.path().join("aug.cache"), &teacher, &pool, CacheContent::FullLogits, 16, &device(), false).unwrap();
+    let cache = TeacherCache::open_or_build(&dir.path().join("aug.cache"), &teacher, &pool, CacheContent::FullLogits, 16, &device(), false)
+        .unwrap();
     // Epoch 3 replays draw 0 (the same inputs as epoch 1): the stored logits equal the live ones.
     let batch = pool.batch(&[0, 5, 7], 3, 0, &device()).unwrap();
     let stored = cache.outputs(&batch, TeacherNeed::Logits).unwrap().unwrap().logits;
     let live = teacher.outputs(&batch, TeacherNeed::Logits).unwrap().unwrap().logits;
     stored.into_data().assert_eq(&live.into_data(), true);
     // Four epochs train from the cache end to end.
-    let out = Trainer::new(config(4, 1), &pool, &test, device()).fit(mlp("mlp-8", 3, 1), &mut Kd::new(KdConfig::default()).unwrap(), &cache).unwrap();
+    let out = Trainer::new(config(4, 1), &pool, &test, device())
+        .fit(mlp("mlp-8", 3, 1), &mut Kd::new(KdConfig::default()).unwrap(), &cache)
+        .unwrap();
     assert_eq!(out.history.len(), 4);
     // A fresh draw that is not in the pool is an error, not a silent miss.
     let fresh = train.batch(&[0], 3, 0, &device()).unwrap();
@@ -70,7 +78,12 @@ fn a_cache_for_another_teacher_or_other_data_is_rebuilt_and_a_truncated_one_is_n
     let other_pool = DrawPool::new(&other_data, 1).unwrap();
     let other = TeacherCache::open_or_build(&path, &b, &other_pool, CacheContent::FullLogits, 16, &device(), false).unwrap();
     let other_batch = other_pool.batch(&[1, 2], 1, 0, &device()).unwrap();
-    other.outputs(&other_batch, TeacherNeed::Logits).unwrap().unwrap().logits.into_data()
+    other
+        .outputs(&other_batch, TeacherNeed::Logits)
+        .unwrap()
+        .unwrap()
+        .logits
+        .into_data()
         .assert_eq(&b.outputs(&other_batch, TeacherNeed::Logits).unwrap().unwrap().logits.into_data(), true);
     // A half-written file (an interrupted build) is never read: it is rebuilt.
     let bytes = std::fs::read(&path).unwrap();
@@ -85,19 +98,25 @@ fn top_k_outputs_recover_the_teacher_probabilities_of_the_kept_classes() {
     let dir = tempfile::tempdir().unwrap();
     let teacher = trained_teacher(3);
     let pool = DrawPool::new(&train, 1).unwrap();
-    let cache = TeacherCache::open_or_build(&dir.path().join("k.cache"), &teacher, &pool, CacheContent::TopK { k: 2 }, 16, &device(), false).unwrap();
+    let cache =
+        TeacherCache::open_or_build(&dir.path().join("k.cache"), &teacher, &pool, CacheContent::TopK { k: 2 }, 16, &device(), false)
+            .unwrap();
     assert!(!cache.exact());
     let batch = pool.batch(&[0, 1, 2, 3], 1, 0, &device()).unwrap();
     let recovered = kd::core::burn::tensor::activation::softmax(cache.outputs(&batch, TeacherNeed::Logits).unwrap().unwrap().logits, 1);
     let sums: Vec<f32> = recovered.clone().sum_dim(1).into_data().convert::<f32>().try_to_vec().unwrap();
     assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
     let live = kd::core::burn::tensor::activation::softmax(teacher.outputs(&batch, TeacherNeed::Logits).unwrap().unwrap().logits, 1);
-    let (r, l): (Vec<f32>, Vec<f32>) = (recovered.into_data().convert::<f32>().try_to_vec().unwrap(), live.into_data().convert::<f32>().try_to_vec().unwrap());
+    let (r, l): (Vec<f32>, Vec<f32>) =
+        (recovered.into_data().convert::<f32>().try_to_vec().unwrap(), live.into_data().convert::<f32>().try_to_vec().unwrap());
     // Each row's top class keeps its probability.
     for row in 0..4 {
         let lr = &l[row * 3..row * 3 + 3];
         let top = (0..3).max_by(|&a, &b| lr[a].total_cmp(&lr[b])).unwrap();
         assert!((r[row * 3 + top] - lr[top]).abs() < 1e-5);
     }
-    assert!(TeacherCache::open_or_build(&dir.path().join("bad.cache"), &teacher, &pool, CacheContent::TopK { k: 3 }, 16, &device(), false).is_err());
+    assert!(
+        TeacherCache::open_or_build(&dir.path().join("bad.cache"), &teacher, &pool, CacheContent::TopK { k: 3 }, 16, &device(), false)
+            .is_err()
+    );
 }

@@ -78,10 +78,18 @@ fn resume_after_two_epochs_equals_three_epochs_straight() {
     assert!(resumed.finished);
     assert_eq!(resumed.history.len(), 3);
     assert_eq!(weights(&resumed.student), weights(&straight.student), "resumed weights differ from a straight run");
-    assert_eq!(resumed.history, straight.history.iter().cloned().map(|mut r| {
-        r.train_seconds = resumed.history[r.epoch - 1].train_seconds;
-        r
-    }).collect::<Vec<_>>());
+    assert_eq!(
+        resumed.history,
+        straight
+            .history
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                r.train_seconds = resumed.history[r.epoch - 1].train_seconds;
+                r
+            })
+            .collect::<Vec<_>>()
+    );
     let log = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 3);
 }
@@ -92,7 +100,10 @@ fn resume_refuses_a_checkpoint_of_another_recipe() {
     let test = blobs(30, 2, "blobs/test");
     let dir = tempfile::tempdir().unwrap();
     let options = RunOptions { checkpoint_dir: Some(dir.path().to_path_buf()), resume: true, ..Default::default() };
-    Trainer::new(config(1, 1), &train, &test, device()).with_options(options.clone()).fit(mlp("mlp-8", 3, 1), &mut CrossEntropy, &NoTeacher).unwrap();
+    Trainer::new(config(1, 1), &train, &test, device())
+        .with_options(options.clone())
+        .fit(mlp("mlp-8", 3, 1), &mut CrossEntropy, &NoTeacher)
+        .unwrap();
     let err = Trainer::new(config(2, 2), &train, &test, device())
         .with_options(options)
         .fit(mlp("mlp-8", 3, 1), &mut CrossEntropy, &NoTeacher)

@@ -129,13 +129,7 @@ fn applicable(methods: &[MethodInfo], classes: usize) -> Vec<MethodInfo> {
     methods
         .iter()
         .copied()
-        .filter(|m| {
-            if classes == 2 {
-                m.binary_only || matches!(m.name, "ce" | "kd" | "fitnet" | "rkd")
-            } else {
-                !m.binary_only
-            }
-        })
+        .filter(|m| if classes == 2 { m.binary_only || matches!(m.name, "ce" | "kd" | "fitnet" | "rkd") } else { !m.binary_only })
         .collect()
 }
 
@@ -180,12 +174,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         plan.push((data, methods, recipe(epochs)));
     }
     let total_runs: usize = if suite("methods") { plan.iter().map(|(_, m, _)| m.len() * seeds.len()).sum() } else { 0 };
-    eprintln!(
-        "bench: {} dataset(s), {} seed(s), {total_runs} student runs, backend {}",
-        plan.len(),
-        seeds.len(),
-        args.backend
-    );
+    eprintln!("bench: {} dataset(s), {} seed(s), {total_runs} student runs, backend {}", plan.len(), seeds.len(), args.backend);
 
     let mut records: Vec<Record> = Vec::new();
     let mut done = 0usize;
@@ -222,7 +211,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             for info in methods {
                 let use_cache = cache.as_ref().filter(|c| info.need == TeacherNeed::Logits && (c.exact() || info.accepts_top_k));
                 if cache.as_ref().is_some_and(|c| !c.exact()) && info.need == TeacherNeed::Logits && !info.accepts_top_k {
-                    bail!("method `{}` needs the teacher's full logits; a top-k teacher cache cannot serve it (drop --cache-top-k)", info.name);
+                    bail!(
+                        "method `{}` needs the teacher's full logits; a top-k teacher cache cannot serve it (drop --cache-top-k)",
+                        info.name
+                    );
                 }
                 let (t, train): (Option<&dyn Teacher>, &dyn BatchSource) = match (info.need, use_cache) {
                     (TeacherNeed::Nothing, _) => (None, &data.train),
@@ -232,12 +224,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 // One method failing (a diverged run) is reported, and the bench goes on.
                 // The papers warm the distillation terms up over 20 of 240 epochs; a short bench
                 // schedule keeps that proportion (at least one epoch).
-                let method_config = info.has_warmup.then(|| serde_json::json!({ "warmup_epochs": (config.epochs * 20).div_ceil(240).max(1) }));
+                let method_config =
+                    info.has_warmup.then(|| serde_json::json!({ "warmup_epochs": (config.epochs * 20).div_ceil(240).max(1) }));
                 let mut r = match ctx.student(data, info.name, method_config.as_ref(), &student_spec, t, train, config, seed, None) {
                     Ok(r) => r,
                     Err(e) => {
                         let teacher_name = t.map(|t| t.describe()).unwrap_or_else(|| "-".into());
-                        Record::failed(&data.name, info.name, &teacher_name, &student_spec, seed, &args.backend, config.epochs, format!("{e:#}"))
+                        Record::failed(
+                            &data.name,
+                            info.name,
+                            &teacher_name,
+                            &student_spec,
+                            seed,
+                            &args.backend,
+                            config.epochs,
+                            format!("{e:#}"),
+                        )
                     }
                 };
                 r.teacher_cache = use_cache.is_some();
@@ -259,7 +261,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if suite("backbones") {
         let image = plan.iter().find(|(d, _, _)| d.train.num_classes() > 2 && d.train.input_shape()[1] > 1);
         if let Some((data, _, _)) = image {
-            let (limit, epochs) = if args.quick { (600, 2) } else if args.full { (20000, 15) } else { (1000, 3) };
+            let (limit, epochs) = if args.quick {
+                (600, 2)
+            } else if args.full {
+                (20000, 15)
+            } else {
+                (1000, 3)
+            };
             // One seed unless --full or --seeds asks for more: a ResNet epoch is slow on a CPU.
             let backbone_seeds: Vec<u64> = if args.full || args.seeds.is_some() { seeds.clone() } else { vec![seeds[0]] };
             let options = LoadOptions { train_limit: Some(limit), test_limit: Some(limit), ..Default::default() };
@@ -271,7 +279,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     for method in ["ce", "label_smoothing", "pskd", "dlb", "toast"] {
                         let r = match ctx.student(&sub, method, None, backbone, None, &sub.train, &config, seed, None) {
                             Ok(r) => r,
-                            Err(e) => Record::failed(&sub.name, method, "-", backbone, seed, &args.backend, config.epochs, format!("{e:#}")),
+                            Err(e) => {
+                                Record::failed(&sub.name, method, "-", backbone, seed, &args.backend, config.epochs, format!("{e:#}"))
+                            }
                         };
                         println!("{}", r.summary_line());
                         records.push(r);

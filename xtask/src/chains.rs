@@ -8,10 +8,12 @@
 use std::path::Path;
 
 use anyhow::Result;
-use kd::core::checkpoint::write_atomic;
 use kd::core::burn::tensor::Device;
+use kd::core::checkpoint::write_atomic;
 use kd::data::DatasetSplits;
-use kd::multi_assistant::{ChainMode, FamilyMember, ChainPlan, ChainReport, DynamicPlan, ModelFamily, StoppingConfig, run_chain, run_dynamic};
+use kd::multi_assistant::{
+    ChainMode, ChainPlan, ChainReport, DynamicPlan, FamilyMember, ModelFamily, StoppingConfig, run_chain, run_dynamic,
+};
 use kd::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -37,7 +39,15 @@ pub struct ChainRecord {
     pub probe_epochs: usize,
 }
 
-fn record(dataset: &str, variant: &str, stopping: bool, seed: u64, report: &ChainReport, probe_epochs: usize, extra_seconds: f64) -> ChainRecord {
+fn record(
+    dataset: &str,
+    variant: &str,
+    stopping: bool,
+    seed: u64,
+    report: &ChainReport,
+    probe_epochs: usize,
+    extra_seconds: f64,
+) -> ChainRecord {
     let student = report.student();
     ChainRecord {
         dataset: dataset.into(),
@@ -59,10 +69,7 @@ fn record(dataset: &str, variant: &str, stopping: bool, seed: u64, report: &Chai
 pub fn run(data: &DatasetSplits, config: &TrainConfig, seed: u64, device: &Device, dir: &Path) -> Result<Vec<ChainRecord>> {
     // MLPs with BatchNorm: without it the pure-KD stages (lambda 1, T 5, and DGKD's sum over
     // teachers) collapse on plain MLPs at the bench's learning rate.
-    let members = [8, 16, 32, 64, 128, 256, 512]
-        .into_iter()
-        .map(|w| FamilyMember { scale: w, model: format!("mlpbn-{w}-{w}") })
-        .collect();
+    let members = [8, 16, 32, 64, 128, 256, 512].into_iter().map(|w| FamilyMember { scale: w, model: format!("mlpbn-{w}-{w}") }).collect();
     let family = ModelFamily::Custom { members };
     let mut train = config.clone();
     train.seed = seed;
@@ -98,7 +105,9 @@ pub fn write(out: &Path, records: &[ChainRecord]) -> Result<String> {
     datasets.dedup();
     for dataset in datasets {
         md.push_str(&format!("### Teacher-assistant chains on {dataset} (MLP family, mean over seeds)\n\n"));
-        md.push_str("| variant | dynamic stopping | chain (seed 0) | student acc (%) | epochs (of planned) | wall s |\n|---|---|---|---|---|---|\n");
+        md.push_str(
+            "| variant | dynamic stopping | chain (seed 0) | student acc (%) | epochs (of planned) | wall s |\n|---|---|---|---|---|---|\n",
+        );
         let mut keys: Vec<(&str, bool)> = Vec::new();
         for r in records.iter().filter(|r| r.dataset == dataset) {
             if !keys.contains(&(r.variant.as_str(), r.dynamic_stopping)) {
@@ -106,7 +115,8 @@ pub fn write(out: &Path, records: &[ChainRecord]) -> Result<String> {
             }
         }
         for (variant, stop) in keys {
-            let rs: Vec<&ChainRecord> = records.iter().filter(|r| r.dataset == dataset && r.variant == variant && r.dynamic_stopping == stop).collect();
+            let rs: Vec<&ChainRecord> =
+                records.iter().filter(|r| r.dataset == dataset && r.variant == variant && r.dynamic_stopping == stop).collect();
             let n = rs.len() as f64;
             let acc = rs.iter().map(|r| r.student_acc).sum::<f64>() / n;
             let sd = if rs.len() > 1 { (rs.iter().map(|r| (r.student_acc - acc).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };

@@ -157,8 +157,11 @@ pub struct RunContext {
 
 impl RunContext {
     fn trainer<'a>(&self, data: &'a DatasetSplits, train: &'a dyn BatchSource, config: &TrainConfig, label: String) -> Trainer<'a> {
-        let mut trainer = Trainer::new(config.clone(), train, &data.test, self.device.clone())
-            .with_options(RunOptions { progress: self.progress, label, ..Default::default() });
+        let mut trainer = Trainer::new(config.clone(), train, &data.test, self.device.clone()).with_options(RunOptions {
+            progress: self.progress,
+            label,
+            ..Default::default()
+        });
         if let Some(v) = &data.valid {
             trainer = trainer.with_validation(v);
         }
@@ -194,7 +197,8 @@ impl RunContext {
         let trainer = self.trainer(data, &data.train, &config, format!("teacher {spec} seed {seed}"));
         let out = kd::methods::train_method("ce", None, &trainer, model, &NoTeacher)?;
         let record = Record::new(&data.name, "teacher", spec, spec, seed, &self.backend, &config, &out, started.elapsed().as_secs_f64());
-        let ckpt = Checkpoint { meta: serde_json::json!({ "record": record }), sections: vec![("model".into(), module_bytes(&out.student)?)] };
+        let ckpt =
+            Checkpoint { meta: serde_json::json!({ "record": record }), sections: vec![("model".into(), module_bytes(&out.student)?)] };
         ckpt.save(&path)?;
         Ok((FrozenTeacher::new(out.student, spec), record))
     }

@@ -57,7 +57,10 @@ fn accuracy_plot(file: &Path, dataset: &str, rows: &[crate::report::Row]) -> Res
         let y = i as i32;
         let colour = if r.method == "teacher" { BLACK } else { PALETTE[i % PALETTE.len()] };
         chart.draw_series(std::iter::once(Circle::new((r.best.0, y), 5, colour.filled())))?;
-        chart.draw_series(std::iter::once(PathElement::new(vec![(r.best.0 - r.best.1, y), (r.best.0 + r.best.1, y)], colour.stroke_width(2))))?;
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(r.best.0 - r.best.1, y), (r.best.0 + r.best.1, y)],
+            colour.stroke_width(2),
+        )))?;
     }
     root.present()?;
     Ok(())
@@ -89,7 +92,12 @@ fn curves_plot(file: &Path, dataset: &str, records: &[&Record]) -> Result<()> {
             .label(key)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::LowerRight).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
     root.present()?;
     Ok(())
 }

@@ -86,7 +86,16 @@ impl Record {
     }
 
     /// A run that failed: it is listed with its error instead of accuracies.
-    pub fn failed(dataset: &str, method: &str, teacher: &str, student: &str, seed: u64, backend: &str, epochs: usize, error: String) -> Self {
+    pub fn failed(
+        dataset: &str,
+        method: &str,
+        teacher: &str,
+        student: &str,
+        seed: u64,
+        backend: &str,
+        epochs: usize,
+        error: String,
+    ) -> Self {
         Record {
             dataset: dataset.into(),
             method: method.into(),
@@ -181,9 +190,11 @@ pub fn summarize(records: &[Record]) -> BTreeMap<String, Vec<Row>> {
             last: mean_std(&last),
             sec_per_epoch: rs.iter().map(|r| r.seconds_per_epoch).sum::<f64>() / rs.len() as f64,
             total_seconds: rs.iter().map(|r| r.total_seconds).sum::<f64>(),
-            binary: rs.iter().map(|r| r.binary.map(|b| binary_values(&b))).collect::<Option<Vec<_>>>().map(|vals| {
-                (0..6).map(|k| mean_std(&vals.iter().map(|v| v[k]).collect::<Vec<_>>())).collect()
-            }),
+            binary: rs
+                .iter()
+                .map(|r| r.binary.map(|b| binary_values(&b)))
+                .collect::<Option<Vec<_>>>()
+                .map(|vals| (0..6).map(|k| mean_std(&vals.iter().map(|v| v[k]).collect::<Vec<_>>())).collect()),
         });
     }
     out

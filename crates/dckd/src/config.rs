@@ -279,7 +279,9 @@ impl From<CompanionTagged> for Companion {
     fn from(t: CompanionTagged) -> Self {
         match t {
             CompanionTagged::Fitnet { hint_layer } => Companion::FitNet { hint_layer },
-            CompanionTagged::Rkd { distance_weight, angle_weight, squared, eps } => Companion::Rkd { distance_weight, angle_weight, squared, eps },
+            CompanionTagged::Rkd { distance_weight, angle_weight, squared, eps } => {
+                Companion::Rkd { distance_weight, angle_weight, squared, eps }
+            }
             CompanionTagged::None {} => Companion::None,
         }
     }
@@ -289,7 +291,9 @@ impl Serialize for Companion {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         let tagged = match *self {
             Companion::FitNet { hint_layer } => CompanionTagged::Fitnet { hint_layer },
-            Companion::Rkd { distance_weight, angle_weight, squared, eps } => CompanionTagged::Rkd { distance_weight, angle_weight, squared, eps },
+            Companion::Rkd { distance_weight, angle_weight, squared, eps } => {
+                CompanionTagged::Rkd { distance_weight, angle_weight, squared, eps }
+            }
             Companion::None => CompanionTagged::None {},
         };
         tagged.serialize(serializer)

@@ -2,9 +2,9 @@
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use kd_baselines::{HintRegressor, RkdConfig};
 use kd_baselines::fitnet::hint_loss;
 use kd_baselines::rkd::rkd_loss;
+use kd_baselines::{HintRegressor, RkdConfig};
 use kd_core::loss::{check_logits, cross_entropy_mean};
 use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, Result, StepContext, TeacherNeed};
 
@@ -99,7 +99,14 @@ impl Distiller for Dckd {
         }
     }
 
-    fn loss(&mut self, ctx: &StepContext, batch: &Batch, student: &ModelOutput, teacher: Option<&ModelOutput>, aux: &DckdAux) -> Result<LossTerms> {
+    fn loss(
+        &mut self,
+        ctx: &StepContext,
+        batch: &Batch,
+        student: &ModelOutput,
+        teacher: Option<&ModelOutput>,
+        aux: &DckdAux,
+    ) -> Result<LossTerms> {
         let teacher = teacher.ok_or_else(|| self.missing("a teacher"))?;
         let name = self.name();
         check_logits(&name, &student.logits, &teacher.logits, &batch.labels)?;
@@ -107,8 +114,15 @@ impl Distiller for Dckd {
         let warm = ctx.warmup_factor(c.warmup_epochs);
 
         let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);
-        let (tckd, nckd) =
-            dckd_logit_terms(student.logits.clone(), teacher.logits.clone(), batch.labels.clone(), c.alpha, c.beta, c.temperature, c.target_mode);
+        let (tckd, nckd) = dckd_logit_terms(
+            student.logits.clone(),
+            teacher.logits.clone(),
+            batch.labels.clone(),
+            c.alpha,
+            c.beta,
+            c.temperature,
+            c.target_mode,
+        );
         let mut terms = LossTerms::new().with("ce", ce).with("tckd", tckd.mul_scalar(warm));
         if let Some(nckd) = nckd {
             terms.push("nckd", nckd.mul_scalar(warm));
@@ -125,7 +139,11 @@ impl Distiller for Dckd {
             Companion::Rkd { distance_weight, angle_weight, squared, eps } => {
                 let (s, t) = (student.embedding.dims(), teacher.embedding.dims());
                 if s[0] != t[0] {
-                    return Err(KdError::ShapeMismatch { what: format!("{name}: teacher embedding (batch)"), expected: vec![s[0]], actual: vec![t[0]] });
+                    return Err(KdError::ShapeMismatch {
+                        what: format!("{name}: teacher embedding (batch)"),
+                        expected: vec![s[0]],
+                        actual: vec![t[0]],
+                    });
                 }
                 let rkd = RkdConfig { ce_weight: 0.0, distance_weight, angle_weight, squared, eps };
                 let (dist, angle) = rkd_loss(student.embedding.clone(), teacher.embedding.clone(), &rkd);

@@ -77,7 +77,13 @@ fn target_from(log_b_teacher: Tensor<2>, log_b_student: Tensor<2>, mode: TargetM
 /// Per-sample TCKD* times `T^2`, `[batch]`: `T^2 * KL(b* || b^S)` with `b*` from
 /// [`dckd_target_log_binary`]. With [`TargetMode::Teacher`] this is DKD's TCKD
 /// ([`kd_baselines::dkd_tckd`], called as is).
-pub fn dckd_target_term(student_logits: Tensor<2>, teacher_logits: Tensor<2>, labels: Tensor<1, Int>, temperature: f64, mode: TargetMode) -> Tensor<1> {
+pub fn dckd_target_term(
+    student_logits: Tensor<2>,
+    teacher_logits: Tensor<2>,
+    labels: Tensor<1, Int>,
+    temperature: f64,
+    mode: TargetMode,
+) -> Tensor<1> {
     if mode == TargetMode::Teacher {
         return dkd_tckd(student_logits, teacher_logits, labels, temperature);
     }

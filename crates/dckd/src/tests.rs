@@ -74,7 +74,8 @@ fn teacher_mode_without_companion_is_dkd_on_the_golden_cases() {
             continue;
         }
         let name = case["name"].as_str().unwrap();
-        let (alpha, beta, t) = (params["alpha"].as_f64().unwrap(), params["beta"].as_f64().unwrap(), params["temperature"].as_f64().unwrap());
+        let (alpha, beta, t) =
+            (params["alpha"].as_f64().unwrap(), params["beta"].as_f64().unwrap(), params["temperature"].as_f64().unwrap());
         let s_rows = json_matrix(&case["student_logits"]);
         let t_rows = json_matrix(&case["teacher_logits"]);
         let y: Vec<usize> = case["labels"].as_array().unwrap().iter().map(|l| l.as_u64().unwrap() as usize).collect();
@@ -98,16 +99,16 @@ fn teacher_mode_without_companion_is_dkd_on_the_golden_cases() {
         assert!(close(l_dckd, reference, 1e-4, 1e-5), "{name}: {l_dckd} vs reference {reference}");
 
         // The distillers: past the warm-up, DCKD's logit terms are DKD's.
-        let config = DckdConfig { alpha, beta, temperature: t, target_mode: TargetMode::Teacher, companion: Companion::None, ..Default::default() };
+        let config =
+            DckdConfig { alpha, beta, temperature: t, target_mode: TargetMode::Teacher, companion: Companion::None, ..Default::default() };
         let mut dckd = Dckd::new(config).unwrap();
         let mut dkd = Dkd::new(DkdConfig { alpha, beta, temperature: t, ..Default::default() }).unwrap();
         let b = batch(&y, &device);
         let embedding = Tensor::zeros([y.len(), 1], &device);
         let s_out = output(matrix(&s_rows, &device), vec![], embedding.clone());
         let t_out = output(teacher, vec![], embedding);
-        let sum_kd = |terms: kd_core::LossTerms| -> f64 {
-            terms.terms().iter().filter(|(n, _)| n != "ce").map(|(_, v)| scalar(v.clone())).sum()
-        };
+        let sum_kd =
+            |terms: kd_core::LossTerms| -> f64 { terms.terms().iter().filter(|(n, _)| n != "ce").map(|(_, v)| scalar(v.clone())).sum() };
         let a = sum_kd(dckd.loss(&ctx(20), &b, &s_out, Some(&t_out), &crate::DckdAux::empty()).unwrap());
         let d = sum_kd(dkd.loss(&ctx(20), &b, &s_out, Some(&t_out), &kd_core::NoAux::new()).unwrap());
         assert!(close(a, d, 1e-6, 1e-7), "{name}: distiller DCKD {a} vs DKD {d}");
@@ -248,7 +249,8 @@ fn fitnet_companion_trains_the_regressor() {
     let s_feat = random([4, 3, 8, 8], &ad).require_grad();
     let s_logits = random([4, 5], &ad).require_grad();
     let student = output(s_logits.clone(), vec![random([4, 1, 2, 2], &ad), s_feat.clone()], random([4, 7], &ad));
-    let teacher = output(random([4, 5], &device), vec![random([4, 1, 2, 2], &device), random([4, 6, 4, 4], &device)], random([4, 9], &device));
+    let teacher =
+        output(random([4, 5], &device), vec![random([4, 1, 2, 2], &device), random([4, 6, 4, 4], &device)], random([4, 9], &device));
     let aux = dckd.init_aux(&student.without_autodiff(), Some(&teacher), &ad).unwrap();
     let regressor = aux.regressor.as_ref().expect("the FitNet companion builds a regressor");
 
@@ -347,8 +349,20 @@ fn clear_errors() {
     bad(DckdConfig { ce_weight: -0.1, ..Default::default() }, "ce_weight");
     bad(DckdConfig { gamma: Some(-3.0), ..Default::default() }, "gamma");
     bad(DckdConfig { target_mode: TargetMode::Mix { g: 1.5 }, ..Default::default() }, "g in [0, 1]");
-    bad(DckdConfig { companion: Companion::Rkd { distance_weight: 25.0, angle_weight: 50.0, squared: false, eps: 0.0 }, ..Default::default() }, "eps");
-    bad(DckdConfig { companion: Companion::Rkd { distance_weight: -1.0, angle_weight: 50.0, squared: false, eps: 1e-12 }, ..Default::default() }, "distance_weight");
+    bad(
+        DckdConfig {
+            companion: Companion::Rkd { distance_weight: 25.0, angle_weight: 50.0, squared: false, eps: 0.0 },
+            ..Default::default()
+        },
+        "eps",
+    );
+    bad(
+        DckdConfig {
+            companion: Companion::Rkd { distance_weight: -1.0, angle_weight: 50.0, squared: false, eps: 1e-12 },
+            ..Default::default()
+        },
+        "distance_weight",
+    );
     assert!(Dckd::new(DckdConfig { beta: 0.0, gamma: Some(0.0), target_mode: TargetMode::Mix { g: 0.0 }, ..Default::default() }).is_ok());
 
     // Run-time errors, not panics: no teacher, no teacher features, wrong class count, no regressor.

@@ -163,7 +163,11 @@ pub fn side_correct_tensor(probabilities: Tensor<1>, labels: Tensor<1>, margin: 
 
 fn check_same_len(logits: &[f64], positives: &[bool], what: &str) -> Result<()> {
     if logits.len() != positives.len() {
-        return Err(KdError::ShapeMismatch { what: format!("{what}: labels"), expected: vec![logits.len()], actual: vec![positives.len()] });
+        return Err(KdError::ShapeMismatch {
+            what: format!("{what}: labels"),
+            expected: vec![logits.len()],
+            actual: vec![positives.len()],
+        });
     }
     Ok(())
 }

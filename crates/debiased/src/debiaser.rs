@@ -120,7 +120,13 @@ impl Debiaser {
     /// Both splits must be binary with both classes present, and the teacher must give 2
     /// logits; otherwise an error says which. The teacher runs on un-augmented batches
     /// (epoch 0, view 0), as evaluation does.
-    pub fn fit(teacher: &dyn Teacher, calibration: &dyn BatchSource, train: &dyn BatchSource, options: DebiasOptions, device: &Device) -> Result<Self> {
+    pub fn fit(
+        teacher: &dyn Teacher,
+        calibration: &dyn BatchSource,
+        train: &dyn BatchSource,
+        options: DebiasOptions,
+        device: &Device,
+    ) -> Result<Self> {
         options.validate()?;
         if let Some(k) = teacher.num_classes().filter(|&k| k != 2) {
             return Err(KdError::InvalidConfig(format!(
@@ -246,13 +252,14 @@ fn teacher_logits(teacher: &dyn Teacher, source: &dyn BatchSource, batch_size: u
             .outputs(&batch, TeacherNeed::Logits)?
             .ok_or_else(|| KdError::Missing { method: "de-biased KD".into(), what: "teacher logits".into() })?;
         let d = binary_logit(outputs.logits.without_autodiff(), "teacher")?;
-        let values = d
-            .into_data()
-            .convert::<f64>()
-            .try_to_vec::<f64>()
-            .map_err(|e| KdError::Record(format!("reading teacher logits: {e:?}")))?;
+        let values =
+            d.into_data().convert::<f64>().try_to_vec::<f64>().map_err(|e| KdError::Record(format!("reading teacher logits: {e:?}")))?;
         if values.len() != chunk.len() {
-            return Err(KdError::ShapeMismatch { what: format!("teacher logits on {}", source.name()), expected: vec![chunk.len(), 2], actual: vec![values.len(), 2] });
+            return Err(KdError::ShapeMismatch {
+                what: format!("teacher logits on {}", source.name()),
+                expected: vec![chunk.len(), 2],
+                actual: vec![values.len(), 2],
+            });
         }
         if values.iter().any(|v| !v.is_finite()) {
             return Err(KdError::NonFinite { what: format!("teacher logits on {}", source.name()) });

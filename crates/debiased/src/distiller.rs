@@ -97,7 +97,14 @@ impl Distiller for DebiasedKd {
         Ok(NoAux::new())
     }
 
-    fn loss(&mut self, _: &StepContext, batch: &Batch, student: &ModelOutput, teacher: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
+    fn loss(
+        &mut self,
+        _: &StepContext,
+        batch: &Batch,
+        student: &ModelOutput,
+        teacher: Option<&ModelOutput>,
+        _: &NoAux,
+    ) -> Result<LossTerms> {
         let teacher = teacher.ok_or_else(|| KdError::Missing { method: self.name(), what: "teacher logits".into() })?;
         self.terms(batch, student.logits.clone(), teacher.logits.clone())
     }
@@ -108,8 +115,7 @@ impl Distiller for DebiasedKd {
     }
 
     fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
-        let saved: SavedState =
-            serde_json::from_slice(bytes).map_err(|e| KdError::Record(format!("de-biased KD state: {e}")))?;
+        let saved: SavedState = serde_json::from_slice(bytes).map_err(|e| KdError::Record(format!("de-biased KD state: {e}")))?;
         // Resuming under other switches or weights would silently mix two recipes in one run.
         if saved.config != self.config || saved.debiaser.options() != self.debiaser.options() {
             return Err(KdError::InvalidConfig(
@@ -194,7 +200,14 @@ impl Distiller for BinaryKd {
         Ok(NoAux::new())
     }
 
-    fn loss(&mut self, _: &StepContext, batch: &Batch, student: &ModelOutput, teacher: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
+    fn loss(
+        &mut self,
+        _: &StepContext,
+        batch: &Batch,
+        student: &ModelOutput,
+        teacher: Option<&ModelOutput>,
+        _: &NoAux,
+    ) -> Result<LossTerms> {
         let teacher = teacher.ok_or_else(|| KdError::Missing { method: self.name(), what: "teacher logits".into() })?;
         self.terms(batch, student.logits.clone(), teacher.logits.clone())
     }

@@ -4,8 +4,8 @@
 //! All BCE terms go through [`kd_core::loss::bce_with_logits`] on the student's binary logit
 //! `d_S = z_1 - z_0`, so they stay finite for saturated students.
 
-use burn::tensor::activation::sigmoid;
 use burn::tensor::Tensor;
+use burn::tensor::activation::sigmoid;
 use kd_core::loss::bce_with_logits;
 use kd_core::{KdError, Result};
 
@@ -46,12 +46,16 @@ pub fn debiased_kd_terms(student_logit: Tensor<1>, labels: Tensor<1>, targets: T
 /// Hinton's KD on the two logits in BCE form: its gradient equals that of kd-baselines' `Kd`
 /// with `ce_weight = 1 - lambda`, `kd_weight = lambda` and the same temperature, because
 /// `BCE(p, q) = KL(p || q) + H(p)` and the teacher's entropy `H(p)` is a constant.
-pub fn binary_kd_terms(student_logit: Tensor<1>, teacher_logit: Tensor<1>, labels: Tensor<1>, temperature: f64, lambda: f64) -> (Tensor<1>, Tensor<1>) {
+pub fn binary_kd_terms(
+    student_logit: Tensor<1>,
+    teacher_logit: Tensor<1>,
+    labels: Tensor<1>,
+    temperature: f64,
+    lambda: f64,
+) -> (Tensor<1>, Tensor<1>) {
     let hard = bce_with_logits(student_logit.clone(), labels).mean().mul_scalar(1.0 - lambda);
     let soft_target = sigmoid(teacher_logit.div_scalar(temperature));
-    let soft = bce_with_logits(student_logit.div_scalar(temperature), soft_target)
-        .mean()
-        .mul_scalar(lambda * temperature * temperature);
+    let soft = bce_with_logits(student_logit.div_scalar(temperature), soft_target).mean().mul_scalar(lambda * temperature * temperature);
     (hard, soft)
 }
 

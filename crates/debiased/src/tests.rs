@@ -10,7 +10,7 @@ use kd_core::{
 use kd_models::Mlp;
 
 use crate::calibration::{binary_nll, sigmoid};
-use crate::{BinaryKd, BinaryKdConfig, DebiasOptions, Debiaser, DebiasedKd, DebiasedKdConfig};
+use crate::{BinaryKd, BinaryKdConfig, DebiasOptions, DebiasedKd, DebiasedKdConfig, Debiaser};
 
 /// The direction the synthetic labels depend on.
 const W: [f64; 2] = [1.5, -1.0];
@@ -304,7 +304,8 @@ fn clear_errors_for_non_binary_or_single_class_data() {
     // The distiller refuses a 3-logit student before training, and a batch without a teacher.
     let debiaser = Debiaser::new(1.0, 0.0, DebiasOptions::default()).unwrap();
     let mut d = DebiasedKd::new(debiaser, DebiasedKdConfig::default()).unwrap();
-    let three_logits = ModelOutput { logits: Tensor::zeros([4, 3], &device), features: Vec::new(), embedding: Tensor::zeros([4, 1], &device) };
+    let three_logits =
+        ModelOutput { logits: Tensor::zeros([4, 3], &device), features: Vec::new(), embedding: Tensor::zeros([4, 1], &device) };
     let err = d.init_aux(&three_logits, None, &device).unwrap_err().to_string();
     assert!(err.contains("student has 3 logits"), "{err}");
     let (s, _, batch) = random_case(4, &device);
@@ -343,10 +344,20 @@ fn debiased_kd_trains_an_mlp_with_the_trainer_and_resumes() {
     let student = Mlp::new(2, &[8], 2, &device.clone().autodiff()).unwrap();
     let dir = std::env::temp_dir().join(format!("kd-debiased-resume-{}", std::process::id()));
     std::fs::remove_dir_all(&dir).ok();
-    let options = RunOptions { select_by: SelectBy::RocAuc, checkpoint_dir: Some(dir.clone()), resume: true, stop_after_epochs: Some(2), ..Default::default() };
+    let options = RunOptions {
+        select_by: SelectBy::RocAuc,
+        checkpoint_dir: Some(dir.clone()),
+        resume: true,
+        stop_after_epochs: Some(2),
+        ..Default::default()
+    };
     let run = |student: Mlp| {
         let mut method = DebiasedKd::new(debiaser.clone(), DebiasedKdConfig::default()).unwrap();
-        Trainer::new(recipe(3), &train, &test, device.clone()).with_validation(&valid).with_options(options.clone()).fit(student, &mut method, &teacher)
+        Trainer::new(recipe(3), &train, &test, device.clone()).with_validation(&valid).with_options(options.clone()).fit(
+            student,
+            &mut method,
+            &teacher,
+        )
     };
     let first = run(student.clone()).unwrap();
     assert!(!first.finished && first.history.len() == 2);
@@ -377,7 +388,8 @@ fn fitnet_works_on_mlp_hidden_layers() {
         let student = Mlp::new(2, &[8, 8], 2, &device.clone().autodiff()).unwrap();
         let mut method = FitNet::new(FitNetConfig { hint_layer, ..Default::default() }).unwrap();
         let options = RunOptions { select_by: SelectBy::RocAuc, ..Default::default() };
-        let outcome = Trainer::new(recipe(2), &train, &test, device.clone()).with_options(options).fit(student, &mut method, &teacher).unwrap();
+        let outcome =
+            Trainer::new(recipe(2), &train, &test, device.clone()).with_options(options).fit(student, &mut method, &teacher).unwrap();
         assert!(outcome.history.iter().all(|r| r.train_terms["hint"].is_finite() && r.test.binary.is_some()));
         let teacher_width = [16, 12][hint_layer];
         let mapped = outcome.aux.forward(Tensor::random([4, 8, 1, 1], Distribution::Default, &device.clone().autodiff()));

@@ -163,7 +163,14 @@ impl Distiller for Dkd {
         Ok(NoAux::new())
     }
 
-    fn loss(&mut self, ctx: &StepContext, batch: &Batch, student: &ModelOutput, teacher: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
+    fn loss(
+        &mut self,
+        ctx: &StepContext,
+        batch: &Batch,
+        student: &ModelOutput,
+        teacher: Option<&ModelOutput>,
+        _: &NoAux,
+    ) -> Result<LossTerms> {
         let teacher = teacher.ok_or_else(|| KdError::Missing { method: "dkd".into(), what: "teacher logits".into() })?;
         check_logits("dkd", &student.logits, &teacher.logits, &batch.labels)?;
         let c = &self.config;

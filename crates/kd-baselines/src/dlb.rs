@@ -120,7 +120,11 @@ impl Distiller for Dlb {
         };
         let replay = data.batch(&last.indices, last.epoch, self.config.replay_view, device)?;
         if replay.len() != last.indices.len() {
-            return Err(KdError::ShapeMismatch { what: "DLB replayed batch".into(), expected: vec![last.indices.len()], actual: vec![replay.len()] });
+            return Err(KdError::ShapeMismatch {
+                what: "DLB replayed batch".into(),
+                expected: vec![last.indices.len()],
+                actual: vec![replay.len()],
+            });
         }
         self.pending_replay = Some(replay.len());
         Ok(Batch::concat(replay, batch))
@@ -145,7 +149,11 @@ impl Distiller for Dlb {
                     return Err(KdError::InvalidConfig("DLB: the replayed rows are not the stored last batch".into()));
                 }
                 if last.classes != classes {
-                    return Err(KdError::ShapeMismatch { what: "DLB stored logits (classes)".into(), expected: vec![last.classes], actual: vec![classes] });
+                    return Err(KdError::ShapeMismatch {
+                        what: "DLB stored logits (classes)".into(),
+                        expected: vec![last.classes],
+                        actual: vec![classes],
+                    });
                 }
                 let previous = Tensor::<2>::from_data(TensorData::new(last.logits.clone(), [r, classes]), &device);
                 dlb_loss(student.logits.clone().narrow(0, 0, r), previous, self.config.temperature, self.config.alpha)
@@ -375,7 +383,11 @@ mod tests {
 
     fn out(values: Vec<f32>, device: &Device) -> ModelOutput {
         let b = values.len() / 3;
-        ModelOutput { logits: Tensor::from_data(TensorData::new(values, [b, 3]), device), features: Vec::new(), embedding: Tensor::zeros([b, 1], device) }
+        ModelOutput {
+            logits: Tensor::from_data(TensorData::new(values, [b, 3]), device),
+            features: Vec::new(),
+            embedding: Tensor::zeros([b, 1], device),
+        }
     }
 
     fn scalar(t: Tensor<1>) -> f32 {

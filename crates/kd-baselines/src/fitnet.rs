@@ -120,7 +120,12 @@ impl HintRegressor {
         let channels = [student[0], teacher[0]];
         let (conv, deconv) = match RegressorKind::for_shapes(student, teacher)? {
             RegressorKind::Downsample => (
-                Some(Conv2dConfig::new(channels, [3, 3]).with_stride([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device)),
+                Some(
+                    Conv2dConfig::new(channels, [3, 3])
+                        .with_stride([2, 2])
+                        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                        .init(device),
+                ),
                 None,
             ),
             RegressorKind::Upsample => {
@@ -148,7 +153,11 @@ pub fn hint_loss(regressor: &HintRegressor, student_feature: Tensor<4>, teacher_
     let mapped = regressor.forward(student_feature);
     let (m, t) = (mapped.dims(), teacher_feature.dims());
     if m != t {
-        return Err(KdError::ShapeMismatch { what: "FitNet regressor output vs teacher hint".into(), expected: t.to_vec(), actual: m.to_vec() });
+        return Err(KdError::ShapeMismatch {
+            what: "FitNet regressor output vs teacher hint".into(),
+            expected: t.to_vec(),
+            actual: m.to_vec(),
+        });
     }
     Ok(mse_mean(mapped, teacher_feature))
 }
@@ -205,7 +214,14 @@ impl Distiller for FitNet {
         HintRegressor::new(chw(s), chw(t), device)
     }
 
-    fn loss(&mut self, _: &StepContext, batch: &Batch, student: &ModelOutput, teacher: Option<&ModelOutput>, aux: &HintRegressor) -> Result<LossTerms> {
+    fn loss(
+        &mut self,
+        _: &StepContext,
+        batch: &Batch,
+        student: &ModelOutput,
+        teacher: Option<&ModelOutput>,
+        aux: &HintRegressor,
+    ) -> Result<LossTerms> {
         let teacher = teacher.ok_or_else(|| KdError::Missing { method: self.name(), what: "teacher features".into() })?;
         let c = &self.config;
         let s = hint_feature(student, c.hint_layer, "student")?;

@@ -81,7 +81,14 @@ impl Distiller for Kd {
         Ok(NoAux::new())
     }
 
-    fn loss(&mut self, _: &StepContext, batch: &Batch, student: &ModelOutput, teacher: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
+    fn loss(
+        &mut self,
+        _: &StepContext,
+        batch: &Batch,
+        student: &ModelOutput,
+        teacher: Option<&ModelOutput>,
+        _: &NoAux,
+    ) -> Result<LossTerms> {
         let teacher = teacher.ok_or_else(|| KdError::Missing { method: "kd".into(), what: "teacher logits".into() })?;
         let c = &self.config;
         let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);

@@ -7,7 +7,6 @@
 //! are one-hot (lgcnsai/PS-KD-Pytorch `main.py` and `loss/pskd_loss.py`; METHODS.md Part B
 //! section 7.1). No teacher.
 
-
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use kd_core::loss::soft_cross_entropy;
@@ -173,7 +172,11 @@ const TABLE_MAGIC: &[u8; 8] = b"KDPSKD01";
 
 /// Pulls a `[rows, cols]` tensor to the host as `f32`.
 pub(crate) fn host_rows(t: Tensor<2>) -> Result<Vec<f32>> {
-    t.without_autodiff().into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| KdError::Record(format!("reading predictions: {e:?}")))
+    t.without_autodiff()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| KdError::Record(format!("reading predictions: {e:?}")))
 }
 
 /// PS-KD as a [`Distiller`]: no teacher, a per-sample table of past predictions as state.
@@ -203,7 +206,11 @@ impl PsKd {
                 self.table.reserve_rows(n);
             }
         } else if self.table.classes() != classes {
-            return Err(KdError::ShapeMismatch { what: "PS-KD table width (classes)".into(), expected: vec![self.table.classes()], actual: vec![classes] });
+            return Err(KdError::ShapeMismatch {
+                what: "PS-KD table width (classes)".into(),
+                expected: vec![self.table.classes()],
+                actual: vec![classes],
+            });
         }
         Ok(())
     }
@@ -407,7 +414,8 @@ mod tests {
         let student = TinyConv::new(4, 1, &device.clone().autodiff());
         let run = |student: TinyConv, options: RunOptions| {
             let mut d = PsKd::new(PsKdConfig::default()).unwrap();
-            let out = Trainer::new(recipe(3, 4), &train, &test, device.clone()).with_options(options).fit(student, &mut d, &NoTeacher).unwrap();
+            let out =
+                Trainer::new(recipe(3, 4), &train, &test, device.clone()).with_options(options).fit(student, &mut d, &NoTeacher).unwrap();
             (out, d)
         };
         let (full, d) = run(student.clone(), RunOptions::default());

@@ -144,7 +144,14 @@ impl Distiller for Rkd {
         Ok(NoAux::new())
     }
 
-    fn loss(&mut self, _: &StepContext, batch: &Batch, student: &ModelOutput, teacher: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
+    fn loss(
+        &mut self,
+        _: &StepContext,
+        batch: &Batch,
+        student: &ModelOutput,
+        teacher: Option<&ModelOutput>,
+        _: &NoAux,
+    ) -> Result<LossTerms> {
         let teacher = teacher.ok_or_else(|| KdError::Missing { method: "rkd".into(), what: "teacher embeddings".into() })?;
         let (s, t) = (student.embedding.dims(), teacher.embedding.dims());
         if s[0] != t[0] {
@@ -201,7 +208,8 @@ mod tests {
     fn smooth_l1_values() {
         let device = Device::flex();
         let p = emb(vec![0.5, -2.0, 0.0], [1, 3], &device);
-        let v = kd_core::loss::smooth_l1(p, Tensor::zeros([1, 3], &device), 1.0).into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+        let v =
+            kd_core::loss::smooth_l1(p, Tensor::zeros([1, 3], &device), 1.0).into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
         assert_eq!(v, vec![0.125, 1.5, 0.0]);
     }
 

@@ -31,11 +31,7 @@ impl Batch {
     ) -> Result<Self> {
         let n = shape[0];
         if inputs.len() != shape.iter().product::<usize>() {
-            return Err(KdError::ShapeMismatch {
-                what: "batch inputs".into(),
-                expected: shape.to_vec(),
-                actual: vec![inputs.len()],
-            });
+            return Err(KdError::ShapeMismatch { what: "batch inputs".into(), expected: shape.to_vec(), actual: vec![inputs.len()] });
         }
         for (what, len) in [("labels", labels.len()), ("indices", indices.len()), ("views", views.len())] {
             if len != n {

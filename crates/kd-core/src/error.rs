@@ -25,7 +25,12 @@ pub enum KdError {
     Missing { method: String, what: String },
     /// A file could not be read or written.
     #[error("{action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A file exists but its content is not what it should be.
     #[error("malformed file {path}: {reason}")]
     Malformed { path: PathBuf, reason: String },

@@ -69,7 +69,11 @@ impl SelectBy {
 /// Computes [`BinaryMetrics`] from positive-class probabilities and labels (0 or 1).
 pub fn binary_metrics(probs: &[f64], labels: &[usize]) -> Result<BinaryMetrics> {
     if probs.len() != labels.len() || probs.is_empty() {
-        return Err(KdError::InvalidConfig(format!("binary metrics need as many labels as probabilities (got {} and {})", labels.len(), probs.len())));
+        return Err(KdError::InvalidConfig(format!(
+            "binary metrics need as many labels as probabilities (got {} and {})",
+            labels.len(),
+            probs.len()
+        )));
     }
     if let Some(&l) = labels.iter().find(|&&l| l > 1) {
         return Err(KdError::InvalidConfig(format!("binary metrics need labels 0 or 1, found {l}")));
@@ -106,7 +110,11 @@ pub fn binary_metrics(probs: &[f64], labels: &[usize]) -> Result<BinaryMetrics> 
         let mut j = i;
         let (mut tp_group, mut fp_group) = (0.0, 0.0);
         while j < order.len() && probs[order[j]] == probs[order[i]] {
-            if labels[order[j]] == 1 { tp_group += 1.0 } else { fp_group += 1.0 }
+            if labels[order[j]] == 1 {
+                tp_group += 1.0
+            } else {
+                fp_group += 1.0
+            }
             j += 1;
         }
         // ROC: each negative in the group is outranked by the positives above it (ties half).

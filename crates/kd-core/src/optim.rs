@@ -108,11 +108,7 @@ impl OptimizerConfig {
         match self {
             OptimizerConfig::Sgd { momentum, nesterov, weight_decay, .. } => {
                 // Burn's MomentumConfig defaults to dampening 0.1; PyTorch (and the papers) use 0.
-                let momentum_cfg = (*momentum > 0.0).then(|| MomentumConfig {
-                    momentum: *momentum,
-                    dampening: 0.0,
-                    nesterov: *nesterov,
-                });
+                let momentum_cfg = (*momentum > 0.0).then(|| MomentumConfig { momentum: *momentum, dampening: 0.0, nesterov: *nesterov });
                 let decay = (*weight_decay > 0.0).then(|| WeightDecayConfig { penalty: *weight_decay as f32 });
                 SgdConfig::new().with_momentum(momentum_cfg).with_weight_decay(decay).init()
             }
@@ -170,11 +166,7 @@ impl LrSchedule {
                 min_lr + 0.5 * (base - min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
             }
         };
-        if warmup_epochs > 0 && epoch <= warmup_epochs {
-            scheduled * epoch as f64 / warmup_epochs as f64
-        } else {
-            scheduled
-        }
+        if warmup_epochs > 0 && epoch <= warmup_epochs { scheduled * epoch as f64 / warmup_epochs as f64 } else { scheduled }
     }
 }
 

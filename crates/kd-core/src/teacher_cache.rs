@@ -137,11 +137,16 @@ impl TeacherCache {
         progress: bool,
     ) -> Result<Self> {
         let key = CacheKey {
-            teacher: hash_key(&module_bytes(teacher.model())?.chunks(8).map(|c| {
-                let mut w = [0u8; 8];
-                w[..c.len()].copy_from_slice(c);
-                u64::from_le_bytes(w)
-            }).collect::<Vec<_>>()),
+            teacher: hash_key(
+                &module_bytes(teacher.model())?
+                    .chunks(8)
+                    .map(|c| {
+                        let mut w = [0u8; 8];
+                        w[..c.len()].copy_from_slice(c);
+                        u64::from_le_bytes(w)
+                    })
+                    .collect::<Vec<_>>(),
+            ),
             data: data.fingerprint(),
             draws: data.draws(),
             samples: data.len(),
@@ -179,10 +184,9 @@ impl TeacherCache {
         for draw in 0..key.draws {
             for chunk in all.chunks(batch_size) {
                 let batch = data.batch(chunk, draw + 1, 0, device)?;
-                let out = teacher.outputs(&batch, TeacherNeed::Logits)?.ok_or_else(|| KdError::Missing {
-                    method: "teacher cache".into(),
-                    what: "teacher outputs".into(),
-                })?;
+                let out = teacher
+                    .outputs(&batch, TeacherNeed::Logits)?
+                    .ok_or_else(|| KdError::Missing { method: "teacher cache".into(), what: "teacher outputs".into() })?;
                 let logits = to_host(out.logits)?;
                 if logits.iter().any(|v| !v.is_finite()) {
                     return Err(KdError::NonFinite { what: "teacher logits while building the cache".into() });
@@ -214,7 +218,15 @@ impl TeacherCache {
             ],
         };
         ckpt.save(path)?;
-        Ok(TeacherCache { name: format!("cache of {}", teacher.describe()), key, rows, values, indices, device: device.clone(), path: path.into() })
+        Ok(TeacherCache {
+            name: format!("cache of {}", teacher.describe()),
+            key,
+            rows,
+            values,
+            indices,
+            device: device.clone(),
+            path: path.into(),
+        })
     }
 
     fn load(path: &Path, key: &CacheKey, device: &Device) -> Result<Self> {
@@ -238,8 +250,10 @@ impl TeacherCache {
             let v = u64::from_le_bytes(chunk[8..].try_into().expect("8 bytes"));
             rows.insert((i, v), r);
         }
-        let values: Vec<f32> = ckpt.section("values")?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
-        let indices: Vec<u32> = ckpt.section("indices")?.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
+        let values: Vec<f32> =
+            ckpt.section("values")?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
+        let indices: Vec<u32> =
+            ckpt.section("indices")?.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
         let per = match key.content {
             CacheContent::FullLogits => key.classes,
             CacheContent::TopK { k } => k,
@@ -248,7 +262,15 @@ impl TeacherCache {
             return Err(KdError::Malformed { path: path.into(), reason: "row count does not match the key".into() });
         }
         let name = ckpt.meta["teacher"].as_str().unwrap_or("teacher").to_string();
-        Ok(TeacherCache { name: format!("cache of {name}"), key: key.clone(), rows, values, indices, device: device.clone(), path: path.into() })
+        Ok(TeacherCache {
+            name: format!("cache of {name}"),
+            key: key.clone(),
+            rows,
+            values,
+            indices,
+            device: device.clone(),
+            path: path.into(),
+        })
     }
 
     /// The cache file.

@@ -256,12 +256,7 @@ impl<'a> Trainer<'a> {
 
     /// Trains `student` with `distiller` and `teacher`. The student must have been built on
     /// `device.autodiff()`.
-    pub fn fit<S: Student, D: Distiller>(
-        &self,
-        student: S,
-        distiller: &mut D,
-        teacher: &dyn Teacher,
-    ) -> Result<TrainOutcome<S, D::Aux>> {
+    pub fn fit<S: Student, D: Distiller>(&self, student: S, distiller: &mut D, teacher: &dyn Teacher) -> Result<TrainOutcome<S, D::Aux>> {
         let need = distiller.teacher_need();
         self.check_setup(&student, teacher, need)?;
         let ad_device = self.device.clone().autodiff();
@@ -489,11 +484,7 @@ fn scalars(values: Vec<Tensor<1>>) -> Result<Vec<f64>> {
         return Ok(Vec::new());
     }
     let joined = Tensor::cat(values.into_iter().map(|t| t.without_autodiff()).collect(), 0);
-    joined
-        .into_data()
-        .convert::<f64>()
-        .try_to_vec::<f64>()
-        .map_err(|e| KdError::Record(format!("reading loss values: {e:?}")))
+    joined.into_data().convert::<f64>().try_to_vec::<f64>().map_err(|e| KdError::Record(format!("reading loss values: {e:?}")))
 }
 
 fn has_non_finite(t: &Tensor<2>) -> bool {

@@ -160,7 +160,8 @@ fn read_names(path: &Path) -> Option<Vec<String>> {
 /// unnormalised and unaugmented.
 pub fn load_cifar10(dir: &Path) -> Result<(InMemoryDataset, InMemoryDataset)> {
     let dir = locate(dir, "cifar-10-batches-bin", "data_batch_1.bin", "CIFAR-10", "cifar-10-binary.tar.gz")?;
-    let train = (1..=5).map(|i| read_cifar_file(&dir.join(format!("data_batch_{i}.bin")), CifarFormat::Cifar10)).collect::<Result<Vec<_>>>()?;
+    let train =
+        (1..=5).map(|i| read_cifar_file(&dir.join(format!("data_batch_{i}.bin")), CifarFormat::Cifar10)).collect::<Result<Vec<_>>>()?;
     let test = read_cifar_file(&dir.join("test_batch.bin"), CifarFormat::Cifar10)?;
     let names = read_names(&dir.join("batches.meta.txt")).unwrap_or_else(|| CIFAR10_NAMES.iter().map(|s| s.to_string()).collect());
     Ok((build("cifar10/train", train, 10, Some(names.clone()))?, build("cifar10/test", vec![test], 10, Some(names))?))

@@ -131,7 +131,11 @@ impl InMemoryDataset {
 
     /// Per-channel normalisation `(x - mean) / std`, after scaling bytes to `[0, 1]`.
     pub fn with_normalization(mut self, mean: Vec<f32>, std: Vec<f32>) -> Result<Self> {
-        if mean.len() != self.shape[0] || std.len() != self.shape[0] || std.iter().any(|&s| !s.is_finite() || s <= 0.0) || mean.iter().any(|m| !m.is_finite()) {
+        if mean.len() != self.shape[0]
+            || std.len() != self.shape[0]
+            || std.iter().any(|&s| !s.is_finite() || s <= 0.0)
+            || mean.iter().any(|m| !m.is_finite())
+        {
             return Err(KdError::InvalidConfig(format!(
                 "{}: normalisation needs {} finite means and {} positive finite stds",
                 self.name, self.shape[0], self.shape[0]

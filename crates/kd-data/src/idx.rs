@@ -130,7 +130,10 @@ fn find_file(folder: &Path, prefix: &str, kind: &str, rank: usize) -> Result<Pat
     Err(KdError::io(
         "finding",
         &all[0],
-        std::io::Error::new(std::io::ErrorKind::NotFound, format!("no IDX {kind} file in {} (tried {})", folder.display(), names.join(", "))),
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no IDX {kind} file in {} (tried {})", folder.display(), names.join(", ")),
+        ),
     ))
 }
 

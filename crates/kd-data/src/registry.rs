@@ -28,9 +28,7 @@ use crate::table::{CsvTable, LabelCoding, read_csv};
 
 /// The folder of bundled datasets: `$KD_DATASETS_DIR`, else the workspace's `datasets/`.
 pub fn datasets_dir() -> PathBuf {
-    std::env::var_os("KD_DATASETS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets"))
+    std::env::var_os("KD_DATASETS_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets"))
 }
 
 /// Where `fashion-mnist-full` is read from: `$KD_FASHION_MNIST_DIR`, else the folder the Debian
@@ -489,10 +487,8 @@ pub fn load_dataset(name: &str, options: &LoadOptions) -> Result<DatasetSplits> 
     let recipe = if let Some(path) = name.strip_prefix("cifar10:") {
         let (train, test) = cifar::load_cifar10(Path::new(path))?;
         image_recipe("cifar10", train, test, Norm::Fixed(cifar::CIFAR10_MEAN, cifar::CIFAR10_STD), Augment::cifar())
-    } else if let Some((coarse, path)) = name
-        .strip_prefix("cifar100-coarse:")
-        .map(|p| (true, p))
-        .or_else(|| name.strip_prefix("cifar100:").map(|p| (false, p)))
+    } else if let Some((coarse, path)) =
+        name.strip_prefix("cifar100-coarse:").map(|p| (true, p)).or_else(|| name.strip_prefix("cifar100:").map(|p| (false, p)))
     {
         let labels = if coarse { CifarLabels::Coarse } else { options.cifar_labels };
         let (train, test) = cifar::load_cifar100(Path::new(path), labels)?;
@@ -557,12 +553,17 @@ fn registered(entry: &Entry) -> Result<Recipe> {
                     reason: format!("columns {:?} differ from the training file's {:?}", test_t.feature_names, train_t.feature_names),
                 });
             }
-            Raw::Official { train: table_dataset(&format!("{n}/train"), &train_t, None)?, test: table_dataset(&format!("{n}/test"), &test_t, None)? }
+            Raw::Official {
+                train: table_dataset(&format!("{n}/train"), &train_t, None)?,
+                test: table_dataset(&format!("{n}/test"), &test_t, None)?,
+            }
         }
     };
     let names: Vec<String> = entry.class_names.iter().map(|s| s.to_string()).collect();
     let raw = match raw {
-        Raw::Official { train, test } => Raw::Official { train: train.with_class_names(names.clone())?, test: test.with_class_names(names)? },
+        Raw::Official { train, test } => {
+            Raw::Official { train: train.with_class_names(names.clone())?, test: test.with_class_names(names)? }
+        }
         Raw::Pool(all) => Raw::Pool(all.with_class_names(names)?),
     };
     Ok(Recipe { name: n.into(), task: entry.task, raw, norm: Norm::TrainStats, default_augment: Augment::none() })
@@ -644,10 +645,7 @@ fn finish(recipe: Recipe, options: &LoadOptions) -> Result<DatasetSplits> {
     let (valid, test) = (valid.map(limit).transpose()?, limit(test)?);
     for split in [Some(&train), valid.as_ref(), Some(&test)].into_iter().flatten() {
         if split.is_empty() {
-            return Err(KdError::InvalidConfig(format!(
-                "split {} is empty: too few samples for the split fractions",
-                split.name()
-            )));
+            return Err(KdError::InvalidConfig(format!("split {} is empty: too few samples for the split fractions", split.name())));
         }
     }
     let (mean, std) = match norm {
@@ -681,7 +679,8 @@ mod tests {
         assert_eq!(d.train.name(), "mnist/train");
         // Validation counts follow the training counts (5923 zeros: 592).
         assert_eq!(d.valid.as_ref().unwrap().class_counts()[0], 592);
-        let d = load_dataset("mnist", &LoadOptions { train_limit: Some(1000), test_limit: Some(300), valid_fraction: Some(0.0), ..opts() }).unwrap();
+        let d = load_dataset("mnist", &LoadOptions { train_limit: Some(1000), test_limit: Some(300), valid_fraction: Some(0.0), ..opts() })
+            .unwrap();
         assert_eq!((d.train.len(), d.test.len()), (1000, 300));
         assert!(d.valid.is_none());
         // First training labels of the canonical MNIST.
@@ -798,7 +797,11 @@ mod tests {
         let msg = load_dataset(&format!("csv:{}", p.display()), &opts()).unwrap_err().to_string();
         assert!(msg.contains("bad.csv") && msg.contains("line 3, column 0 (`a`): `x` is not a number"), "{msg}");
         // A binary dataset whose test split has a single class.
-        let p = write(dir.path(), "b.csv", &(String::from("a,label\n") + &(0..20).map(|i| format!("{i},{}\n", (i == 0) as u8)).collect::<String>()));
+        let p = write(
+            dir.path(),
+            "b.csv",
+            &(String::from("a,label\n") + &(0..20).map(|i| format!("{i},{}\n", (i == 0) as u8)).collect::<String>()),
+        );
         let d = load_dataset(&format!("csv:{}", p.display()), &opts()).unwrap();
         let msg = require_binary(&d).unwrap_err().to_string();
         assert!(msg.contains("needs both classes"), "{msg}");

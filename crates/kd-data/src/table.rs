@@ -87,11 +87,8 @@ pub fn read_csv(path: &Path, label_column: Option<&str>, coding: LabelCoding) ->
         Some(second) => first.iter().zip(second.iter()).any(|(a, b)| !is_num(a) && is_num(b)),
         None => first.iter().any(|a| !is_num(a)),
     };
-    let names: Vec<String> = if has_header {
-        first.iter().map(String::from).collect()
-    } else {
-        (0..width).map(|i| format!("column {i}")).collect()
-    };
+    let names: Vec<String> =
+        if has_header { first.iter().map(String::from).collect() } else { (0..width).map(|i| format!("column {i}")).collect() };
     let data = if has_header { &records[1..] } else { &records[..] };
     let line_of = |r: &csv::StringRecord| r.position().map(|p| p.line()).unwrap_or(0);
     if data.is_empty() {
@@ -116,9 +113,7 @@ pub fn read_csv(path: &Path, label_column: Option<&str>, coding: LabelCoding) ->
     for rec in data {
         for &c in &feature_cols {
             let cell = &rec[c];
-            let value = parse_cell(cell).map_err(|why| {
-                malformed(format!("line {}, column {c} (`{}`): {why}", line_of(rec), names[c]))
-            })?;
+            let value = parse_cell(cell).map_err(|why| malformed(format!("line {}, column {c} (`{}`): {why}", line_of(rec), names[c])))?;
             features.push(value);
         }
     }
@@ -183,7 +178,8 @@ fn code_labels(raw: &[(&str, u64)], coding: LabelCoding, column: &str) -> std::r
         LabelCoding::Integers { classes } => {
             let mut labels = Vec::with_capacity(raw.len());
             for &(cell, line) in raw {
-                let v = as_int(cell).ok_or_else(|| format!("line {line}, label column `{column}`: `{cell}` is not an integer class index"))?;
+                let v =
+                    as_int(cell).ok_or_else(|| format!("line {line}, label column `{column}`: `{cell}` is not an integer class index"))?;
                 let ok = v >= 0 && classes.is_none_or(|k| (v as u64) < k as u64);
                 if !ok {
                     let range = classes.map(|k| format!("0..{k}")).unwrap_or_else(|| "0..".into());

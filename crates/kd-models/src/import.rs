@@ -42,10 +42,7 @@ const NAMES_SHOWN: usize = 12;
 /// (replacing it), in PyTorch's layout.
 pub fn save_safetensors<M: Module>(model: &M, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let mut store = SafetensorsStore::from_file(path)
-        .skip_enum_variants(true)
-        .with_to_adapter(BurnToPyTorchAdapter)
-        .overwrite(true);
+    let mut store = SafetensorsStore::from_file(path).skip_enum_variants(true).with_to_adapter(BurnToPyTorchAdapter).overwrite(true);
     model.save_into(&mut store).map_err(|e| match e {
         SafetensorsStoreError::Io(source) => KdError::io("writing", path, source),
         other => KdError::Record(format!("saving {}: {other}", path.display())),
@@ -84,11 +81,7 @@ pub fn load_safetensors<M: Module>(model: M, path: impl AsRef<Path>, remap: &[(&
 pub fn load_pytorch<M: Module>(model: M, path: impl AsRef<Path>, top_level_key: Option<&str>, remap: &[(&str, &str)]) -> Result<M> {
     let path = path.as_ref();
     ensure_readable(path)?;
-    let mut store = PytorchStore::from_file(path)
-        .allow_partial(true)
-        .validate(false)
-        .map_indices_contiguous(false)
-        .remap(remapper(remap)?);
+    let mut store = PytorchStore::from_file(path).allow_partial(true).validate(false).map_indices_contiguous(false).remap(remapper(remap)?);
     if let Some(key) = top_level_key {
         store = store.with_top_level_key(key);
     }
@@ -124,8 +117,7 @@ fn remapper(remap: &[(&str, &str)]) -> Result<KeyRemapper> {
 fn check(path: &Path, result: &ApplyResult) -> Result<()> {
     let missing: Vec<&str> = result.missing.iter().map(|(key, _)| key.as_str()).collect();
     // PyTorch's BatchNorm counter has no Burn counterpart.
-    let unused: Vec<&str> =
-        result.unused.iter().map(String::as_str).filter(|key| !key.ends_with("num_batches_tracked")).collect();
+    let unused: Vec<&str> = result.unused.iter().map(String::as_str).filter(|key| !key.ends_with("num_batches_tracked")).collect();
     let errors: Vec<String> = result.errors.iter().map(ToString::to_string).collect();
     if missing.is_empty() && unused.is_empty() && errors.is_empty() {
         return Ok(());
@@ -144,7 +136,9 @@ fn check(path: &Path, result: &ApplyResult) -> Result<()> {
     let mut reason = parts.join("; ");
     if !missing.is_empty() || !unused.is_empty() {
         // Model names are Burn's: a BatchNorm `gamma`/`beta` is `weight`/`bias` in the file.
-        reason.push_str(" (model names are Burn's, BatchNorm gamma/beta being weight/bias in the file; rename file keys with the remap argument)");
+        reason.push_str(
+            " (model names are Burn's, BatchNorm gamma/beta being weight/bias in the file; rename file keys with the remap argument)",
+        );
     }
     Err(malformed(path, reason))
 }

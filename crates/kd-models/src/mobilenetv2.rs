@@ -139,13 +139,7 @@ impl MobileNetV2 {
             blocks.push(group);
         }
         let conv2 = (conv1x1(cin, LAST_CHANNELS, 1, ConvInit::FanOut, device), bn(LAST_CHANNELS, device), Relu::new());
-        Ok(MobileNetV2 {
-            conv1,
-            blocks,
-            conv2,
-            classifier: vec![linear(LAST_CHANNELS, classes, LinearInit::Small, device)],
-            classes,
-        })
+        Ok(MobileNetV2 { conv1, blocks, conv2, classifier: vec![linear(LAST_CHANNELS, classes, LinearInit::Small, device)], classes })
     }
 }
 

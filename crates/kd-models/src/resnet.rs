@@ -74,8 +74,8 @@ pub struct BasicBlock {
 
 impl BasicBlock {
     fn new(inplanes: usize, planes: usize, stride: usize, device: &Device) -> Self {
-        let downsample = (stride != 1 || inplanes != planes)
-            .then(|| (conv1x1(inplanes, planes, stride, ConvInit::FanOut, device), bn(planes, device)));
+        let downsample =
+            (stride != 1 || inplanes != planes).then(|| (conv1x1(inplanes, planes, stride, ConvInit::FanOut, device), bn(planes, device)));
         BasicBlock {
             conv1: conv3x3(inplanes, planes, stride, device),
             bn1: bn(planes, device),

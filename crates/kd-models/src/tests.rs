@@ -158,7 +158,9 @@ fn output_shapes_large_models_one_input() {
 #[test]
 fn embedding_widths() {
     let device = Device::flex();
-    for (name, dim) in [("resnet8x4", 256), ("wrn-16-2", 128), ("vgg8", 512), ("mobilenetv2", 1280), ("shufflenetv2", 1024), ("plane10", 512)] {
+    for (name, dim) in
+        [("resnet8x4", 256), ("wrn-16-2", 128), ("vgg8", 512), ("mobilenetv2", 1280), ("shufflenetv2", 1024), ("plane10", 512)]
+    {
         let model = ModelSpec::parse(name).unwrap().build([3, 32, 32], 100, &device).unwrap();
         let out = model.forward(Tensor::zeros([1, 3, 32, 32], &device));
         assert_eq!(out.embedding.dims(), [1, dim], "{name}");

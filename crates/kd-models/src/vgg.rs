@@ -6,8 +6,8 @@
 //! global average pooling and a linear `classifier` from 512.
 
 use burn::module::Module;
-use burn::nn::{Linear, Relu};
 use burn::nn::pool::MaxPool2d;
+use burn::nn::{Linear, Relu};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use kd_core::{Classifier, KdError, ModelOutput, Result};

@@ -307,7 +307,8 @@ impl ChainReport {
 
     /// One line for logs: the chain, the student's accuracy and the epochs.
     pub fn summary_line(&self) -> String {
-        let student = self.student().map_or("unfinished".to_string(), |s| format!("student {:.2}% (best {:.2}%)", s.selected_acc, s.best_acc));
+        let student =
+            self.student().map_or("unfinished".to_string(), |s| format!("student {:.2}% (best {:.2}%)", s.selected_acc, s.best_acc));
         format!(
             "{} {}: {student}; {} of {} epochs ({} saved), {:.1}s",
             self.mode.name(),
@@ -397,15 +398,27 @@ impl<'a> ChainRunner<'a> {
 
     /// A runner over `scales` (teacher first, at least one) instead of the plan's own chain:
     /// probes train chain prefixes and single models.
-    pub(crate) fn with_scales(plan: &'a ChainPlan, scales: Vec<usize>, data: &'a DatasetSplits, device: &Device, options: &'a RunOptions) -> Result<Self> {
+    pub(crate) fn with_scales(
+        plan: &'a ChainPlan,
+        scales: Vec<usize>,
+        data: &'a DatasetSplits,
+        device: &Device,
+        options: &'a RunOptions,
+    ) -> Result<Self> {
         if scales.is_empty() {
             return Err(KdError::InvalidConfig("a chain needs at least one model".into()));
         }
         if let Some(w) = scales.windows(2).find(|w| w[0] <= w[1]) {
-            return Err(KdError::InvalidConfig(format!("a chain goes from larger to smaller models: {} comes before {} in {scales:?}", w[0], w[1])));
+            return Err(KdError::InvalidConfig(format!(
+                "a chain goes from larger to smaller models: {} comes before {} in {scales:?}",
+                w[0], w[1]
+            )));
         }
         if plan.stopping.is_some() && data.valid.is_none() {
-            return Err(KdError::Missing { method: "dynamic stopping".into(), what: "a validation split (set valid_fraction when loading the data)".into() });
+            return Err(KdError::Missing {
+                method: "dynamic stopping".into(),
+                what: "a validation split (set valid_fraction when loading the data)".into(),
+            });
         }
         let names = scales.iter().map(|&s| plan.family.model_name(s)).collect::<Result<Vec<_>>>()?;
         Ok(ChainRunner {
@@ -540,9 +553,9 @@ impl<'a> ChainRunner<'a> {
         // A bare network (teacher caches, `model.ckpt`) or a trainer's (network, NoAux) pair.
         let model = match load_checkpoint_model(self.template(0)?, path) {
             Ok(m) => m,
-            Err(bare) => load_checkpoint_model((self.template(0)?, NoAux::new()), path)
-                .map(|(m, _)| m)
-                .map_err(|_| KdError::Malformed { path: path.to_path_buf(), reason: format!("not a checkpoint of {}: {bare}", self.names[0]) })?,
+            Err(bare) => load_checkpoint_model((self.template(0)?, NoAux::new()), path).map(|(m, _)| m).map_err(|_| {
+                KdError::Malformed { path: path.to_path_buf(), reason: format!("not a checkpoint of {}: {bare}", self.names[0]) }
+            })?,
         };
         let batch = self.plan.teacher_train.eval_batch_size;
         let frozen = burn::module::Module::valid(&model);
@@ -578,7 +591,8 @@ impl<'a> ChainRunner<'a> {
             ChainMode::Takd => vec![k - 1],
             ChainMode::Dgkd => (0..k).collect(),
         };
-        let teachers: Vec<FrozenTeacher<AnyModel>> = from.iter().map(|&j| FrozenTeacher::new(models[j].clone(), self.names[j].clone())).collect();
+        let teachers: Vec<FrozenTeacher<AnyModel>> =
+            from.iter().map(|&j| FrozenTeacher::new(models[j].clone(), self.names[j].clone())).collect();
         let teacher_names: Vec<String> = from.iter().map(|&j| self.names[j].clone()).collect();
         let drop = if p.mode == ChainMode::Dgkd && (!p.drop.student_only || self.role(k) == StageRole::Student) {
             p.drop.policy
@@ -633,7 +647,11 @@ impl<'a> ChainRunner<'a> {
         budget: &mut Option<usize>,
     ) -> Result<(Option<AnyModel>, Option<StageReport>)> {
         let dir = self.stage_dir(k)?;
-        let label = format!("{}stage{k} {}", if self.options.label.is_empty() { String::new() } else { format!("{} ", self.options.label) }, self.names[k]);
+        let label = format!(
+            "{}stage{k} {}",
+            if self.options.label.is_empty() { String::new() } else { format!("{} ", self.options.label) },
+            self.names[k]
+        );
         if let Some(dir) = &dir
             && self.options.resume
             && dir.join("model.ckpt").exists()

@@ -4,7 +4,6 @@
 //! zoo ([`ModelSpec`]), and lists the scales available between two others, which is where an
 //! assistant can be inserted (METHODS.md A.5).
 
-
 use burn::tensor::Device;
 use kd_core::{KdError, Result};
 use kd_models::{AnyModel, ModelSpec};
@@ -78,7 +77,9 @@ impl ModelFamily {
     pub fn parse(name: &str) -> Result<Self> {
         let lower = name.trim().to_ascii_lowercase();
         let bad = || {
-            KdError::InvalidConfig(format!("unknown model family `{name}`; known: plane, resnet, resnet-x4, mlp-L:W1,W2,... (e.g. mlp-2:32,64,128)"))
+            KdError::InvalidConfig(format!(
+                "unknown model family `{name}`; known: plane, resnet, resnet-x4, mlp-L:W1,W2,... (e.g. mlp-2:32,64,128)"
+            ))
         };
         let family = match lower.as_str() {
             "plane" => Self::plane(),
@@ -142,7 +143,10 @@ impl ModelFamily {
             ModelFamily::Mlp { layers, .. } => Ok(ModelSpec::Mlp(vec![scale; *layers])),
             ModelFamily::Custom { members } => {
                 // `contains` found it, so a member with this scale exists.
-                let member = members.iter().find(|m| m.scale == scale).ok_or_else(|| KdError::InvalidConfig(format!("no member at scale {scale}")))?;
+                let member = members
+                    .iter()
+                    .find(|m| m.scale == scale)
+                    .ok_or_else(|| KdError::InvalidConfig(format!("no member at scale {scale}")))?;
                 ModelSpec::parse(&member.model)
             }
         }
@@ -158,7 +162,11 @@ impl ModelFamily {
     pub fn between(&self, a: usize, b: usize) -> Result<Vec<usize>> {
         for s in [a, b] {
             if !self.contains(s) {
-                return Err(KdError::InvalidConfig(format!("scale {s} is not in the {} family (scales: {:?})", self.name(), self.scales())));
+                return Err(KdError::InvalidConfig(format!(
+                    "scale {s} is not in the {} family (scales: {:?})",
+                    self.name(),
+                    self.scales()
+                )));
             }
         }
         let (lo, hi) = (a.min(b), a.max(b));
@@ -176,7 +184,9 @@ impl ModelFamily {
             return Err(KdError::InvalidConfig(format!("the {} family has a member of scale 0", self.name())));
         }
         match self {
-            ModelFamily::Mlp { layers: 0, .. } => return Err(KdError::InvalidConfig("an MLP family needs at least one hidden layer".into())),
+            ModelFamily::Mlp { layers: 0, .. } => {
+                return Err(KdError::InvalidConfig("an MLP family needs at least one hidden layer".into()));
+            }
             ModelFamily::Custom { members } if members.len() != scales.len() => {
                 return Err(KdError::InvalidConfig("two members of the custom family have the same scale".into()));
             }

@@ -17,7 +17,9 @@
 use burn::tensor::{Device, Tensor};
 use kd_core::loss::{check_logits, cross_entropy_mean, kd_kl_mean};
 use kd_core::rng::KeyedRng;
-use kd_core::{Batch, Classifier, Distiller, FrozenTeacher, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, Teacher, TeacherNeed};
+use kd_core::{
+    Batch, Classifier, Distiller, FrozenTeacher, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, Teacher, TeacherNeed,
+};
 use kd_models::AnyModel;
 use serde::{Deserialize, Serialize};
 
@@ -293,7 +295,9 @@ mod tests {
         let device = Device::flex();
         let build = |seed: u64| crate::family::build_seeded(&ModelSpec::Mlp(vec![5]), [1, 2, 2], 3, &device, seed).unwrap();
         let teachers: Vec<FrozenTeacher<AnyModel>> = (0..3).map(|i| FrozenTeacher::new(build(i + 10), format!("t{i}"))).collect();
-        let batch = Batch::from_host((0..8).map(|v| v as f32 * 0.3 - 1.0).collect(), [2, 1, 2, 2], vec![0, 2], vec![0, 1], vec![0, 0], &device).unwrap();
+        let batch =
+            Batch::from_host((0..8).map(|v| v as f32 * 0.3 - 1.0).collect(), [2, 1, 2, 2], vec![0, 2], vec![0, 1], vec![0, 0], &device)
+                .unwrap();
         let student = ModelOutput {
             logits: Tensor::from_data(TensorData::new(vec![0.5f32, -1.0, 2.0, 0.0, 1.0, -0.5], [2, 3]), &device),
             features: Vec::new(),

@@ -465,7 +465,9 @@ fn read_search(path: &std::path::Path, key: u64) -> Result<Option<SearchReport>>
     if json["key"].as_str() != Some(format!("{key:016x}").as_str()) {
         return Ok(None);
     }
-    serde_json::from_value(json["report"].clone()).map(Some).map_err(|e| KdError::Malformed { path: path.to_path_buf(), reason: e.to_string() })
+    serde_json::from_value(json["report"].clone())
+        .map(Some)
+        .map_err(|e| KdError::Malformed { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 #[cfg(test)]

@@ -382,7 +382,11 @@ where
         let inner = self.inner.init_aux(student, teacher, device)?;
         let m = &self.model;
         if student.num_classes() != m.classes {
-            return Err(KdError::InvalidConfig(format!("the control students have {} classes, the student {}", m.classes, student.num_classes())));
+            return Err(KdError::InvalidConfig(format!(
+                "the control students have {} classes, the student {}",
+                m.classes,
+                student.num_classes()
+            )));
         }
         let controls = (0..self.config.controls.names().len())
             .map(|i| {
@@ -397,13 +401,24 @@ where
         self.inner.prepare_batch(ctx, batch, data, device)
     }
 
-    fn loss(&mut self, ctx: &StepContext, batch: &Batch, student: &ModelOutput, teacher: Option<&ModelOutput>, aux: &Self::Aux) -> Result<LossTerms> {
+    fn loss(
+        &mut self,
+        ctx: &StepContext,
+        batch: &Batch,
+        student: &ModelOutput,
+        teacher: Option<&ModelOutput>,
+        aux: &Self::Aux,
+    ) -> Result<LossTerms> {
         let mut terms = self.inner.loss(ctx, batch, student, teacher, &aux.inner)?;
         let names = self.config.controls.names();
         let dims = batch.inputs.dims();
         // The controls are built for `model.input`; another shape would fail inside Burn.
         if dims[1..] != self.model.input {
-            return Err(KdError::ShapeMismatch { what: "inputs of the control students".into(), expected: self.model.input.to_vec(), actual: dims[1..].to_vec() });
+            return Err(KdError::ShapeMismatch {
+                what: "inputs of the control students".into(),
+                expected: self.model.input.to_vec(),
+                actual: dims[1..].to_vec(),
+            });
         }
         if aux.controls.len() != names.len() {
             return Err(KdError::InvalidConfig(format!("the control group has {} students, expected {}", aux.controls.len(), names.len())));

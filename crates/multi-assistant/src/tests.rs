@@ -94,10 +94,16 @@ fn a_chain_resumes_from_its_stage_checkpoints() {
     let second = run_chain_with_models(&plan, &data, &device, &with_dir(&dir, true, None)).unwrap();
     let r2 = &second.report;
     assert!(r2.finished);
-    assert_eq!(r2.stages.iter().map(|s| (s.loaded, s.epochs_this_run, s.epochs)).collect::<Vec<_>>(), vec![(true, 0, 2), (false, 1, 2), (false, 2, 2)]);
+    assert_eq!(
+        r2.stages.iter().map(|s| (s.loaded, s.epochs_this_run, s.epochs)).collect::<Vec<_>>(),
+        vec![(true, 0, 2), (false, 1, 2), (false, 2, 2)]
+    );
     assert_eq!(r2.epochs_this_run, 3);
     for (a, b) in r.stages.iter().zip(&r2.stages) {
-        assert_eq!((a.best_epoch, a.selected_acc, a.last_acc, a.selected_valid_acc), (b.best_epoch, b.selected_acc, b.last_acc, b.selected_valid_acc));
+        assert_eq!(
+            (a.best_epoch, a.selected_acc, a.last_acc, a.selected_valid_acc),
+            (b.best_epoch, b.selected_acc, b.last_acc, b.selected_valid_acc)
+        );
     }
     for (a, b) in full.models.iter().zip(&second.models) {
         assert_eq!(parameter_values(a), parameter_values(b));
@@ -128,7 +134,8 @@ fn dynamic_stopping_ends_stages_early_and_stays_stopped() {
     // No gain can ever count (min_delta 1000): each distillation stage stops after patience
     // (1) epoch past the first.
     let stopping = StoppingConfig { patience: 1, min_delta: 1000.0, smoothing: Smoothing::None, ..Default::default() };
-    let mut plan = ChainPlan::new(ModelFamily::mlp(vec![4, 8, 16], 1), 16, 4, recipe(5)).with_assistants(vec![8]).with_stopping(Some(stopping));
+    let mut plan =
+        ChainPlan::new(ModelFamily::mlp(vec![4, 8, 16], 1), 16, 4, recipe(5)).with_assistants(vec![8]).with_stopping(Some(stopping));
     plan.teacher_train.epochs = 2;
     let dir = temp_dir("stopping");
     let report = run_chain(&plan, &data, &device, &with_dir(&dir, true, None)).unwrap();
@@ -168,7 +175,8 @@ fn the_dynamic_chain_searches_then_trains_and_resumes() {
     let device = Device::flex();
     let data = splits();
     let chain = ChainPlan::new(ModelFamily::mlp(vec![2, 4, 8, 16], 1), 16, 2, recipe(2));
-    let plan = DynamicPlan { search: SearchConfig { k_max: 2, delta: -100.0, ..Default::default() }, probe_epochs: 1, ..DynamicPlan::new(chain) };
+    let plan =
+        DynamicPlan { search: SearchConfig { k_max: 2, delta: -100.0, ..Default::default() }, probe_epochs: 1, ..DynamicPlan::new(chain) };
     let dir = temp_dir("dynamic");
     let report = run_dynamic(&plan, &data, &device, &with_dir(&dir, true, None)).unwrap();
     let search = report.search.as_ref().unwrap();
@@ -203,7 +211,13 @@ fn the_control_group_wraps_any_distiller_with_the_loops_teacher() {
     let teacher = build_seeded(&ModelSpec::Mlp(vec![16]), [1, 2, 2], 3, &ad, 1).unwrap();
     let teacher = FrozenTeacher::new(teacher, "mlp-16");
     let control = ControlModel { spec: ModelSpec::Mlp(vec![4]), input: [1, 2, 2], classes: 3, seed: 9 };
-    let config = StoppingConfig { patience: 2, min_delta: 1000.0, smoothing: Smoothing::Window { size: 2 }, controls: ControlSet { ce: false, kd: true }, ..Default::default() };
+    let config = StoppingConfig {
+        patience: 2,
+        min_delta: 1000.0,
+        smoothing: Smoothing::Window { size: 2 },
+        controls: ControlSet { ce: false, kd: true },
+        ..Default::default()
+    };
     let mut wrapped = ControlGroup::new(Kd::new(KdConfig::default()).unwrap(), config, control.clone()).unwrap();
     // Without a teacher of its own, the KD control shares the loop's.
     assert_eq!(wrapped.teacher_need(), TeacherNeed::Logits);
@@ -229,7 +243,8 @@ fn the_control_group_wraps_any_distiller_with_the_loops_teacher() {
     let mut back = ControlGroup::new(Kd::new(KdConfig::default()).unwrap(), config, control.clone()).unwrap();
     back.load_state(&bytes).unwrap();
     assert_eq!(back.rule(), wrapped.rule());
-    let mut other = ControlGroup::new(Kd::new(KdConfig::default()).unwrap(), StoppingConfig { patience: 3, ..config }, control.clone()).unwrap();
+    let mut other =
+        ControlGroup::new(Kd::new(KdConfig::default()).unwrap(), StoppingConfig { patience: 3, ..config }, control.clone()).unwrap();
     assert!(other.load_state(&bytes).is_err());
     assert!(back.load_state(b"not json").is_err());
 

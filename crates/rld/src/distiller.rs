@@ -36,15 +36,7 @@ pub struct RldConfig {
 
 impl Default for RldConfig {
     fn default() -> Self {
-        RldConfig {
-            ce_weight: 1.0,
-            alpha: 1.0,
-            beta: 8.0,
-            temperature: 4.0,
-            alpha_temperature: None,
-            warmup_epochs: 20,
-            logit_stand: None,
-        }
+        RldConfig { ce_weight: 1.0, alpha: 1.0, beta: 8.0, temperature: 4.0, alpha_temperature: None, warmup_epochs: 20, logit_stand: None }
     }
 }
 
@@ -136,7 +128,14 @@ impl Distiller for Rld {
         Ok(NoAux::new())
     }
 
-    fn loss(&mut self, ctx: &StepContext, batch: &Batch, student: &ModelOutput, teacher: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
+    fn loss(
+        &mut self,
+        ctx: &StepContext,
+        batch: &Batch,
+        student: &ModelOutput,
+        teacher: Option<&ModelOutput>,
+        _: &NoAux,
+    ) -> Result<LossTerms> {
         let teacher = teacher.ok_or_else(|| KdError::Missing { method: "rld".into(), what: "teacher logits".into() })?;
         check_logits("rld", &student.logits, &teacher.logits, &batch.labels)?;
         let c = &self.config;

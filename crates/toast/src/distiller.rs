@@ -163,7 +163,11 @@ impl Distiller for Toast {
             return Err(KdError::InvalidConfig("TOAST: the batch's first rows are not the replayed samples prepare_batch added".into()));
         }
         if let Some(e) = pending.entries.iter().find(|e| e.logits.len() != classes) {
-            return Err(KdError::ShapeMismatch { what: "TOAST stored logits (classes)".into(), expected: vec![classes], actual: vec![e.logits.len()] });
+            return Err(KdError::ShapeMismatch {
+                what: "TOAST stored logits (classes)".into(),
+                expected: vec![classes],
+                actual: vec![e.logits.len()],
+            });
         }
         let device = student.logits.device();
         if self.device.is_none() {
@@ -198,9 +202,8 @@ impl Distiller for Toast {
         if let Some(kl) = kl_rows {
             parts.push(kl.without_autodiff());
         }
-        let host = Tensor::cat(parts, 0)
-            .try_into_vec_as::<f32>()
-            .map_err(|e| KdError::Record(format!("reading TOAST predictions: {e:?}")))?;
+        let host =
+            Tensor::cat(parts, 0).try_into_vec_as::<f32>().map_err(|e| KdError::Record(format!("reading TOAST predictions: {e:?}")))?;
         let (logits, rest) = host.split_at(n * classes);
         let (ce, kl) = rest.split_at(n);
 
@@ -236,7 +239,8 @@ impl Distiller for Toast {
         if self.bank.is_empty() {
             return Ok(());
         }
-        let device = self.device.clone().ok_or_else(|| KdError::Missing { method: "toast".into(), what: "a device (no step ran)".into() })?;
+        let device =
+            self.device.clone().ok_or_else(|| KdError::Missing { method: "toast".into(), what: "a device (no step ran)".into() })?;
         if self.bank.finish_epoch(&device, self.config.medoid_chunk_elements)? > 0 {
             self.class_distributions = None;
         }

@@ -124,7 +124,11 @@ impl MedoidBank {
             return Ok(());
         }
         if self.classes != 0 {
-            return Err(KdError::ShapeMismatch { what: "TOAST medoid bank (classes)".into(), expected: vec![self.classes], actual: vec![classes] });
+            return Err(KdError::ShapeMismatch {
+                what: "TOAST medoid bank (classes)".into(),
+                expected: vec![self.classes],
+                actual: vec![classes],
+            });
         }
         if classes == 0 {
             return Err(KdError::InvalidConfig("TOAST needs at least one class".into()));
@@ -176,7 +180,11 @@ impl MedoidBank {
             return Err(KdError::LabelOutOfRange { label, sample: entry.index, num_classes: self.classes });
         }
         if entry.logits.len() != self.classes {
-            return Err(KdError::ShapeMismatch { what: "TOAST bank entry".into(), expected: vec![self.classes], actual: vec![entry.logits.len()] });
+            return Err(KdError::ShapeMismatch {
+                what: "TOAST bank entry".into(),
+                expected: vec![self.classes],
+                actual: vec![entry.logits.len()],
+            });
         }
         let prefer = self.prefer_correct;
         let class = &mut self.entries[label];

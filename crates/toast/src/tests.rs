@@ -8,8 +8,8 @@ use kd_core::loss::{cross_entropy, cross_entropy_mean, kd_kl_mean, soft_cross_en
 use kd_core::rng::KeyedRng;
 use kd_core::train::parameter_values;
 use kd_core::{
-    Batch, BatchSource, Classifier, Distiller, LrSchedule, ModelOutput, NoAux, NoTeacher, OptimizerConfig, Result, RunOptions,
-    StepContext, TrainConfig, Trainer,
+    Batch, BatchSource, Classifier, Distiller, LrSchedule, ModelOutput, NoAux, NoTeacher, OptimizerConfig, Result, RunOptions, StepContext,
+    TrainConfig, Trainer,
 };
 
 use crate::loss::tempered_softmax_row;
@@ -90,7 +90,11 @@ fn ctx(epoch: usize, step: usize) -> StepContext {
 
 fn output(values: Vec<f32>, classes: usize, device: &Device) -> ModelOutput {
     let b = values.len() / classes;
-    ModelOutput { logits: Tensor::from_data(TensorData::new(values, [b, classes]), device), features: Vec::new(), embedding: Tensor::zeros([b, 1], device) }
+    ModelOutput {
+        logits: Tensor::from_data(TensorData::new(values, [b, classes]), device),
+        features: Vec::new(),
+        embedding: Tensor::zeros([b, 1], device),
+    }
 }
 
 fn random_values(n: usize, key: u64, scale: f32) -> Vec<f32> {
@@ -138,8 +142,7 @@ fn medoid_equals_brute_force() {
         let t = Tensor::<2>::from_data(TensorData::new(flat.clone(), [n, d]), &device);
         let sums = host(distance_sums(t, 7));
         for (i, p) in points.iter().enumerate() {
-            let brute: f64 =
-                points.iter().map(|q| p.iter().zip(q).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>().sqrt()).sum();
+            let brute: f64 = points.iter().map(|q| p.iter().zip(q).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>().sqrt()).sum();
             assert!((sums[i] as f64 - brute).abs() <= 1e-4 * brute.max(1.0), "{} vs {brute}", sums[i]);
         }
     }
@@ -306,10 +309,8 @@ fn the_replayed_half_is_the_highest_loss_half_of_the_previous_step() {
     // L2 = lambda * T^2 KL(softmax(z_prev / T) || softmax(z / T)), batchmean over the replayed half.
     let o2 = output(random_values(24, 2, 3.0), 3, &device);
     let terms = toast.loss(&ctx(1, 1), &b2, &o2, None, &NoAux::new()).unwrap();
-    let prev: Vec<f32> = b2.indices[..4]
-        .iter()
-        .flat_map(|i| buffer.entries.iter().find(|e| e.index == *i).unwrap().logits.clone())
-        .collect();
+    let prev: Vec<f32> =
+        b2.indices[..4].iter().flat_map(|i| buffer.entries.iter().find(|e| e.index == *i).unwrap().logits.clone()).collect();
     let prev = Tensor::<2>::from_data(TensorData::new(prev, [4, 3]), &device);
     let want_kl = 0.7 * scalar(kd_kl_mean(o2.logits.clone().narrow(0, 0, 4), prev.clone(), 3.0));
     assert!(want_kl > 0.0 && (term(&terms, "replay_kl") - want_kl).abs() < 1e-6);
@@ -323,10 +324,15 @@ fn the_replayed_half_is_the_highest_loss_half_of_the_previous_step() {
     // Step 3's buffer: the hardest half of all 8 rows of step 2, replayed rows scored with their
     // KL too; a replayed sample kept again will be drawn with view 2.
     let ce2 = host(cross_entropy(o2.logits.clone(), b2.labels.clone()));
-    let kl2 = host(kd_core::loss::kd_kl(o2.logits.clone().narrow(0, 0, 4), {
-        let p: Vec<f32> = b2.indices[..4].iter().flat_map(|i| buffer.entries.iter().find(|e| e.index == *i).unwrap().logits.clone()).collect();
-        Tensor::<2>::from_data(TensorData::new(p, [4, 3]), &device)
-    }, 3.0));
+    let kl2 = host(kd_core::loss::kd_kl(
+        o2.logits.clone().narrow(0, 0, 4),
+        {
+            let p: Vec<f32> =
+                b2.indices[..4].iter().flat_map(|i| buffer.entries.iter().find(|e| e.index == *i).unwrap().logits.clone()).collect();
+            Tensor::<2>::from_data(TensorData::new(p, [4, 3]), &device)
+        },
+        3.0,
+    ));
     let scores: Vec<f64> = (0..8).map(|r| ce2[r] as f64 + if r < 4 { 0.7 * kl2[r] as f64 } else { 0.0 }).collect();
     let order = select_hardest(&scores, 0, 4);
     let buffer2 = toast.replay_buffer().unwrap().clone();
