@@ -43,6 +43,7 @@ pub use kd_rld as rld;
 pub use kd_toast as toast;
 
 pub mod backend;
+pub mod experiment;
 pub mod methods;
 
 /// The types most programs use.

@@ -114,6 +114,170 @@ fn run<S: Student, D: Distiller>(trainer: &Trainer, student: S, mut distiller: D
     Ok(TrainOutcome { student: out.student, aux: (), history: out.history, best_epoch: out.best_epoch, finished: out.finished })
 }
 
+/// Trains a student with a method whose configuration is already resolved.
+type Runner<S> = Box<dyn FnOnce(&Trainer<'_>, S, &dyn Teacher) -> Result<MethodOutcome<S>>>;
+
+/// A method ready to train: its effective configuration (defaults and preset filled in,
+/// checked) and what trains with it.
+struct Prepared<S> {
+    config: serde_json::Value,
+    runner: Runner<S>,
+}
+
+fn prepared<S: Student, C: Serialize>(
+    method: &str,
+    config: &C,
+    runner: impl FnOnce(&Trainer<'_>, S, &dyn Teacher) -> Result<MethodOutcome<S>> + 'static,
+) -> Result<Prepared<S>> {
+    let config = serde_json::to_value(config).map_err(|e| KdError::InvalidConfig(format!("configuration of method `{method}`: {e}")))?;
+    Ok(Prepared { config, runner: Box::new(runner) })
+}
+
+/// A distiller built (so its configuration is checked) and trained when the runner is called.
+fn ready<S: Student, C: Serialize, D: Distiller + 'static>(method: &str, config: &C, distiller: D) -> Result<Prepared<S>> {
+    prepared(method, config, move |trainer, student, teacher| run(trainer, student, distiller, teacher))
+}
+
+/// The de-biased method's configuration: the de-biasing fitted before training, and the loss.
+#[cfg(feature = "debiased")]
+#[derive(serde::Serialize, serde::Deserialize, Default, Clone)]
+#[serde(default, deny_unknown_fields)]
+struct DebiasedMethodConfig {
+    debias: kd_debiased::DebiasOptions,
+    loss: kd_debiased::DebiasedKdConfig,
+}
+
+/// The one place that knows every method: its configuration (defaults, presets) and its
+/// distiller.
+fn prepare<S: Student>(method: &str, c: Option<&serde_json::Value>) -> Result<Prepared<S>> {
+    match method {
+        #[cfg(feature = "baselines")]
+        "ce" => {
+            if let Some(v) = c
+                && v.as_object().is_none_or(|o| !o.is_empty())
+            {
+                return Err(KdError::InvalidConfig(format!("method `ce` has no configuration fields, got {v}")));
+            }
+            ready(method, &serde_json::json!({}), kd_baselines::CrossEntropy)
+        }
+        #[cfg(feature = "baselines")]
+        "label_smoothing" => {
+            let cfg: kd_baselines::LabelSmoothingConfig = config(method, c)?;
+            ready(method, &cfg, kd_baselines::LabelSmoothing::new(cfg.clone())?)
+        }
+        #[cfg(feature = "baselines")]
+        "kd" => {
+            let cfg: kd_baselines::KdConfig = config(method, c)?;
+            ready(method, &cfg, kd_baselines::Kd::new(cfg.clone())?)
+        }
+        #[cfg(feature = "baselines")]
+        "kd+ls" => {
+            // LSKD's CIFAR defaults for KD: base temperature 2, KD weight 9, CE 0.1 (docs/methods.md, LSKD).
+            let defaults =
+                kd_baselines::KdConfig { temperature: 2.0, ce_weight: 0.1, kd_weight: 9.0, logit_stand: Some(Default::default()) };
+            let mut cfg: kd_baselines::KdConfig = merged(method, defaults, c)?;
+            cfg.logit_stand.get_or_insert_with(Default::default);
+            ready(method, &cfg, kd_baselines::Kd::new(cfg.clone())?)
+        }
+        #[cfg(feature = "baselines")]
+        "dkd" => {
+            let cfg: kd_baselines::DkdConfig = config(method, c)?;
+            ready(method, &cfg, kd_baselines::Dkd::new(cfg.clone())?)
+        }
+        #[cfg(feature = "baselines")]
+        "dkd+ls" => {
+            // LSKD's DKD recipe: alpha and beta times 9, temperature 2, CE 1.
+            let d = kd_baselines::DkdConfig::default();
+            let defaults = kd_baselines::DkdConfig { alpha: d.alpha * 9.0, beta: d.beta * 9.0, temperature: 2.0, ..d };
+            let mut cfg: kd_baselines::DkdConfig = merged(method, defaults, c)?;
+            cfg.logit_stand.get_or_insert_with(Default::default);
+            ready(method, &cfg, kd_baselines::Dkd::new(cfg.clone())?)
+        }
+        #[cfg(feature = "baselines")]
+        "fitnet" => {
+            let cfg: kd_baselines::FitNetConfig = config(method, c)?;
+            ready(method, &cfg, kd_baselines::FitNet::new(cfg.clone())?)
+        }
+        #[cfg(feature = "baselines")]
+        "fitnet+kd" => {
+            // The naive combination: FitNet's hint plus mdistiller's KD weight.
+            let defaults = kd_baselines::FitNetConfig { kd_weight: 0.9, ..Default::default() };
+            let cfg: kd_baselines::FitNetConfig = merged(method, defaults, c)?;
+            ready(method, &cfg, kd_baselines::FitNet::new(cfg.clone())?)
+        }
+        #[cfg(feature = "baselines")]
+        "rkd" => {
+            let cfg: kd_baselines::RkdConfig = config(method, c)?;
+            ready(method, &cfg, kd_baselines::Rkd::new(cfg.clone())?)
+        }
+        #[cfg(feature = "baselines")]
+        "pskd" => {
+            let cfg: kd_baselines::PsKdConfig = config(method, c)?;
+            ready(method, &cfg, kd_baselines::PsKd::new(cfg.clone())?)
+        }
+        #[cfg(feature = "baselines")]
+        "dlb" => {
+            let cfg: kd_baselines::DlbConfig = config(method, c)?;
+            ready(method, &cfg, kd_baselines::Dlb::new(cfg.clone())?)
+        }
+        #[cfg(feature = "rld")]
+        "rld" => {
+            let cfg: kd_rld::RldConfig = config(method, c)?;
+            ready(method, &cfg, kd_rld::Rld::new(cfg.clone())?)
+        }
+        #[cfg(feature = "rld")]
+        "rld+ls" => {
+            // The reference's --logit-stand recipe: alpha, beta times 9, T = T_alpha = 2.
+            let mut cfg: kd_rld::RldConfig = merged(method, kd_rld::RldConfig::logit_stand_defaults(), c)?;
+            cfg.logit_stand.get_or_insert_with(Default::default);
+            ready(method, &cfg, kd_rld::Rld::new(cfg.clone())?)
+        }
+        #[cfg(feature = "dckd")]
+        "dckd" | "dckd+fitnet" | "dckd+rkd" => {
+            let companion = match method {
+                "dckd+fitnet" => kd_dckd::Companion::fitnet(),
+                "dckd+rkd" => kd_dckd::Companion::rkd(),
+                _ => kd_dckd::Companion::None,
+            };
+            let cfg: kd_dckd::DckdConfig = merged(method, kd_dckd::DckdConfig { companion, ..Default::default() }, c)?;
+            ready(method, &cfg, kd_dckd::Dckd::new(cfg.clone())?)
+        }
+        #[cfg(feature = "toast")]
+        "toast" => {
+            let cfg: kd_toast::ToastConfig = config(method, c)?;
+            ready(method, &cfg, kd_toast::Toast::new(cfg.clone())?)
+        }
+        #[cfg(feature = "debiased")]
+        "binary_kd" => {
+            let cfg: kd_debiased::BinaryKdConfig = config(method, c)?;
+            ready(method, &cfg, kd_debiased::BinaryKd::new(cfg.clone())?)
+        }
+        #[cfg(feature = "debiased")]
+        "debiased" => {
+            // The de-biasing is fitted once, before training: temperature on the validation
+            // split (held out from training), prior shift on the training split.
+            let cfg: DebiasedMethodConfig = config(method, c)?;
+            let saved = cfg.clone();
+            prepared(method, &saved, move |trainer, student, teacher| {
+                let calibration = trainer.valid_split().ok_or_else(|| KdError::Missing {
+                    method: "debiased".into(),
+                    what: "a validation split to calibrate the teacher on (held out from training)".into(),
+                })?;
+                let debiaser = kd_debiased::Debiaser::fit(teacher, calibration, trainer.train_split(), cfg.debias, trainer.device())?;
+                run(trainer, student, kd_debiased::DebiasedKd::new(debiaser, cfg.loss)?, teacher)
+            })
+        }
+        other => Err(unknown(other)),
+    }
+}
+
+/// The method's effective configuration: its defaults (and preset) with `method_config` laid
+/// over them, checked as training would check it. An unknown field, a value of the wrong type
+/// or an impossible value is an error naming it; what is returned is what a run records.
+pub fn effective_config(method: &str, method_config: Option<&serde_json::Value>) -> Result<serde_json::Value> {
+    Ok(prepare::<kd_models::AnyModel>(method, method_config)?.config)
+}
+
 /// Trains `student` with the named method. `method_config` is the method's configuration
 /// (its serde fields; `None`: the defaults from the papers).
 pub fn train_method<S: Student>(
@@ -123,89 +287,6 @@ pub fn train_method<S: Student>(
     student: S,
     teacher: &dyn Teacher,
 ) -> Result<MethodOutcome<S>> {
-    let c = method_config;
-    match method {
-        #[cfg(feature = "baselines")]
-        "ce" => run(trainer, student, kd_baselines::CrossEntropy, teacher),
-        #[cfg(feature = "baselines")]
-        "label_smoothing" => run(trainer, student, kd_baselines::LabelSmoothing::new(config(method, c)?)?, teacher),
-        #[cfg(feature = "baselines")]
-        "kd" => run(trainer, student, kd_baselines::Kd::new(config(method, c)?)?, teacher),
-        #[cfg(feature = "baselines")]
-        "kd+ls" => {
-            // LSKD's CIFAR defaults for KD: base temperature 2, KD weight 9, CE 0.1 (METHODS.md B.5).
-            let defaults =
-                kd_baselines::KdConfig { temperature: 2.0, ce_weight: 0.1, kd_weight: 9.0, logit_stand: Some(Default::default()) };
-            let mut cfg: kd_baselines::KdConfig = merged(method, defaults, c)?;
-            cfg.logit_stand.get_or_insert_with(Default::default);
-            run(trainer, student, kd_baselines::Kd::new(cfg)?, teacher)
-        }
-        #[cfg(feature = "baselines")]
-        "dkd" => run(trainer, student, kd_baselines::Dkd::new(config(method, c)?)?, teacher),
-        #[cfg(feature = "baselines")]
-        "dkd+ls" => {
-            // LSKD's DKD recipe: alpha and beta times 9, temperature 2, CE 1 (METHODS.md B.5).
-            let d = kd_baselines::DkdConfig::default();
-            let defaults = kd_baselines::DkdConfig { alpha: d.alpha * 9.0, beta: d.beta * 9.0, temperature: 2.0, ..d };
-            let mut cfg: kd_baselines::DkdConfig = merged(method, defaults, c)?;
-            cfg.logit_stand.get_or_insert_with(Default::default);
-            run(trainer, student, kd_baselines::Dkd::new(cfg)?, teacher)
-        }
-        #[cfg(feature = "baselines")]
-        "fitnet" => run(trainer, student, kd_baselines::FitNet::new(config(method, c)?)?, teacher),
-        #[cfg(feature = "baselines")]
-        "fitnet+kd" => {
-            // The naive combination: FitNet's hint plus mdistiller's KD weight.
-            let defaults = kd_baselines::FitNetConfig { kd_weight: 0.9, ..Default::default() };
-            run(trainer, student, kd_baselines::FitNet::new(merged(method, defaults, c)?)?, teacher)
-        }
-        #[cfg(feature = "baselines")]
-        "rkd" => run(trainer, student, kd_baselines::Rkd::new(config(method, c)?)?, teacher),
-        #[cfg(feature = "baselines")]
-        "pskd" => run(trainer, student, kd_baselines::PsKd::new(config(method, c)?)?, teacher),
-        #[cfg(feature = "baselines")]
-        "dlb" => run(trainer, student, kd_baselines::Dlb::new(config(method, c)?)?, teacher),
-        #[cfg(feature = "rld")]
-        "rld" => run(trainer, student, kd_rld::Rld::new(config(method, c)?)?, teacher),
-        #[cfg(feature = "rld")]
-        "rld+ls" => {
-            // The reference's --logit-stand recipe: alpha, beta times 9, T = T_alpha = 2.
-            let mut cfg: kd_rld::RldConfig = merged(method, kd_rld::RldConfig::logit_stand_defaults(), c)?;
-            cfg.logit_stand.get_or_insert_with(Default::default);
-            run(trainer, student, kd_rld::Rld::new(cfg)?, teacher)
-        }
-        #[cfg(feature = "dckd")]
-        "dckd" | "dckd+fitnet" | "dckd+rkd" => {
-            let companion = match method {
-                "dckd+fitnet" => kd_dckd::Companion::fitnet(),
-                "dckd+rkd" => kd_dckd::Companion::rkd(),
-                _ => kd_dckd::Companion::None,
-            };
-            let defaults = kd_dckd::DckdConfig { companion, ..Default::default() };
-            run(trainer, student, kd_dckd::Dckd::new(merged(method, defaults, c)?)?, teacher)
-        }
-        #[cfg(feature = "toast")]
-        "toast" => run(trainer, student, kd_toast::Toast::new(config(method, c)?)?, teacher),
-        #[cfg(feature = "debiased")]
-        "binary_kd" => run(trainer, student, kd_debiased::BinaryKd::new(config(method, c)?)?, teacher),
-        #[cfg(feature = "debiased")]
-        "debiased" => {
-            // The de-biasing is fitted once, before training: temperature on the validation
-            // split (held out from training), prior shift on the training split.
-            #[derive(serde::Serialize, serde::Deserialize, Default)]
-            #[serde(default, deny_unknown_fields)]
-            struct DebiasedMethodConfig {
-                debias: kd_debiased::DebiasOptions,
-                loss: kd_debiased::DebiasedKdConfig,
-            }
-            let cfg: DebiasedMethodConfig = config(method, c)?;
-            let calibration = trainer.valid_split().ok_or_else(|| KdError::Missing {
-                method: "debiased".into(),
-                what: "a validation split to calibrate the teacher on (held out from training)".into(),
-            })?;
-            let debiaser = kd_debiased::Debiaser::fit(teacher, calibration, trainer.train_split(), cfg.debias, trainer.device())?;
-            run(trainer, student, kd_debiased::DebiasedKd::new(debiaser, cfg.loss)?, teacher)
-        }
-        other => Err(unknown(other)),
-    }
+    let prepared = prepare::<S>(method, method_config)?;
+    (prepared.runner)(trainer, student, teacher)
 }

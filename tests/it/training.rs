@@ -109,7 +109,8 @@ fn resume_refuses_a_checkpoint_of_another_recipe() {
         .fit(mlp("mlp-8", 3, 1), &mut CrossEntropy, &NoTeacher)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("another recipe"), "{err}");
+    assert!(err.contains("last.ckpt was written by another run"), "{err}");
+    assert!(err.contains("`recipe.epochs` is 1 in the checkpoint but 2 now"), "{err}");
 }
 
 #[test]

@@ -16,6 +16,8 @@ use kd::data::registry::LoadOptions;
 use kd::methods::MethodInfo;
 use kd::prelude::*;
 
+use kd::experiment::first_repeat;
+
 use crate::experiment::{RunContext, open_device, sanitize};
 use crate::report::{Record, markdown, write_results, write_results_with};
 
@@ -142,6 +144,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         None => None,
     };
     let seeds = args.seeds.clone().unwrap_or(preset.seeds.clone());
+    // Repeats would be averaged as if they were independent runs.
+    if let Some(s) = first_repeat(&seeds) {
+        bail!("--seeds lists {s} more than once: a repeated seed is the same run again, not another sample");
+    }
+    if let Some(d) = first_repeat(&datasets) {
+        bail!("--datasets lists `{d}` more than once");
+    }
+    if let Some(m) = args.methods.as_deref().and_then(first_repeat) {
+        bail!("--methods lists `{m}` more than once");
+    }
     for suite in &args.suites {
         if !["methods", "backbones", "chains"].contains(&suite.as_str()) {
             bail!("unknown suite `{suite}`; known: methods, backbones, chains");
@@ -165,6 +177,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             ..Default::default()
         };
         let data = kd::data::load_dataset(name, &options)?;
+        data.print_warnings();
         let methods = applicable(chosen.as_deref().unwrap_or(&kd::methods::methods()), data.train.num_classes());
         if methods.is_empty() {
             eprintln!("bench: no chosen method applies to {name} ({} classes); skipped", data.train.num_classes());
@@ -243,6 +256,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     }
                 };
                 r.teacher_cache = use_cache.is_some();
+                r.warnings = data.warnings.clone();
                 done += 1;
                 let elapsed = started.elapsed().as_secs_f64();
                 println!(
@@ -309,5 +323,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     println!();
     println!("{}{chains_md}", markdown(&records));
     println!("wall time {:.1} s; results, tables and plots in {}", started.elapsed().as_secs_f64(), args.out.display());
+    let failed: Vec<&Record> = records.iter().filter(|r| r.error.is_some()).collect();
+    if !failed.is_empty() {
+        let names: Vec<String> = failed.iter().take(5).map(|r| format!("{} {} seed {}", r.dataset, r.method, r.seed)).collect();
+        bail!(
+            "{} of {} runs failed ({}{}); the tables list them with their errors",
+            failed.len(),
+            records.len(),
+            names.join(", "),
+            if failed.len() > names.len() { ", ..." } else { "" }
+        );
+    }
     Ok(())
 }

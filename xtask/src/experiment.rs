@@ -11,53 +11,10 @@ use kd::core::checkpoint::Checkpoint;
 use kd::core::rng::hash_key;
 use kd::core::train::{load_module, module_bytes};
 use kd::data::DatasetSplits;
-use kd::data::registry::LoadOptions;
+use kd::experiment::Experiment;
 use kd::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::report::{Record, write_results};
-
-/// An experiment file (TOML).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Experiment {
-    /// Method name (`ce`, `kd`, ...).
-    pub method: String,
-    /// Dataset name (`mnist`, `fashion-mnist`, `csv:PATH`, `cifar100:DIR`...).
-    pub dataset: String,
-    /// Teacher architecture (ignored by methods without a teacher).
-    #[serde(default)]
-    pub teacher: Option<String>,
-    /// Student architecture.
-    pub student: String,
-    /// Backend name.
-    #[serde(default = "default_backend")]
-    pub backend: String,
-    /// Seeds to run.
-    #[serde(default = "default_seeds")]
-    pub seeds: Vec<u64>,
-    /// The student's recipe.
-    pub train: TrainConfig,
-    /// The teacher's recipe when it must be trained (default: the student's).
-    #[serde(default)]
-    pub teacher_train: Option<TrainConfig>,
-    /// A trained teacher to load instead (a checkpoint written by this project).
-    #[serde(default)]
-    pub teacher_checkpoint: Option<PathBuf>,
-    /// The method's configuration (its fields; absent: the papers' defaults).
-    #[serde(default)]
-    pub method_config: Option<toml::Value>,
-    /// Data loading options.
-    #[serde(default)]
-    pub data: LoadOptions,
-}
-
-fn default_backend() -> String {
-    "flex".into()
-}
-fn default_seeds() -> Vec<u64> {
-    vec![0]
-}
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -76,14 +33,14 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
-    let mut exp: Experiment = toml::from_str(&text).with_context(|| format!("parsing {}", args.config.display()))?;
+    let mut exp = Experiment::load(&args.config)?;
     if let Some(b) = args.backend {
         exp.backend = b;
     }
     let device = open_device(&exp.backend)?;
     let data = kd::data::load_dataset(&exp.dataset, &exp.data)?;
-    let method_config = exp.method_config.as_ref().map(serde_json::to_value).transpose()?;
+    data.print_warnings();
+    let method_config = exp.method_config_json()?;
     let mut records = Vec::new();
     for &seed in &exp.seeds {
         let ctx = RunContext { device: device.clone(), backend: exp.backend.clone(), cache_dir: args.out.join("teachers"), progress: true };
@@ -115,7 +72,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             &data.train,
             &exp.train,
             seed,
-            Some((&run_dir, args.resume)),
+            Some(RunFolder { dir: &run_dir, resume: args.resume, run_config: exp.run_config(seed)? }),
         )?;
         println!("{}", record.summary_line());
         records.push(record);
@@ -145,6 +102,13 @@ fn load_teacher(spec: &str, data: &DatasetSplits, path: &Path, device: &Device) 
 /// Builds a model on the autodiff device, seeded.
 pub fn build_model(spec: &str, data: &DatasetSplits, device: &Device, seed: u64) -> Result<AnyModel> {
     Ok(ModelSpec::parse(spec)?.build_seeded(data.train.input_shape(), data.train.num_classes(), &device.clone().autodiff(), seed)?)
+}
+
+/// Where a run keeps its checkpoints, and the configuration they are bound to.
+pub struct RunFolder<'a> {
+    pub dir: &'a Path,
+    pub resume: bool,
+    pub run_config: serde_json::Value,
 }
 
 /// What every run of a bench or an experiment shares.
@@ -215,14 +179,15 @@ impl RunContext {
         train: &dyn BatchSource,
         config: &TrainConfig,
         seed: u64,
-        checkpoints: Option<(&Path, bool)>,
+        checkpoints: Option<RunFolder<'_>>,
     ) -> Result<Record> {
         let mut config = config.clone();
         config.seed = seed;
         let model = build_model(spec, data, &self.device, seed)?;
         let mut trainer = self.trainer(data, train, &config, format!("{method} {spec} seed {seed}"));
-        if let Some((dir, resume)) = checkpoints {
+        if let Some(RunFolder { dir, resume, run_config }) = checkpoints {
             trainer = trainer.with_options(RunOptions {
+                run_config: Some(run_config),
                 checkpoint_dir: Some(dir.to_path_buf()),
                 resume,
                 log_file: Some(dir.join("log.jsonl")),

@@ -46,6 +46,9 @@ pub struct Record {
     /// Why the run failed (training diverged, bad configuration), when it did.
     #[serde(default)]
     pub error: Option<String>,
+    /// What was odd about the data (a class missing from a split...), as the loader warned.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 impl Record {
@@ -82,6 +85,7 @@ impl Record {
             final_terms: out.history.last().map(|r| r.train_terms.clone()).unwrap_or_default(),
             binary: out.history.iter().find(|r| r.epoch == out.best_epoch).and_then(|r| r.test.binary),
             error: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -117,6 +121,7 @@ impl Record {
             final_terms: BTreeMap::new(),
             binary: None,
             error: Some(error),
+            warnings: Vec::new(),
         }
     }
 

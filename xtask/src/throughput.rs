@@ -89,7 +89,7 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
         for &batch in &args.batches {
             let train = synthetic(shape, classes, batch * args.steps, 1)?;
             let test = synthetic(shape, classes, batch.min(64), 2)?;
-            let data = DatasetSplits { name: "synthetic".into(), train, valid: None, test };
+            let data = DatasetSplits { name: "synthetic".into(), train, valid: None, test, warnings: Vec::new() };
             let teacher = FrozenTeacher::new(build_model(&teacher_spec, &data, &device, 1)?, teacher_spec.clone());
             let pool = DrawPool::new(&data.train, 1)?;
             let cache_dir = std::env::temp_dir().join(format!("kd-throughput-{}", std::process::id()));
@@ -166,6 +166,9 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
             }
             std::fs::remove_dir_all(&cache_dir).ok();
         }
+    }
+    if rows.is_empty() {
+        bail!("throughput measured nothing: every method was skipped on every setup (the reasons are printed above)");
     }
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;

@@ -28,7 +28,7 @@ pub const NCKD_TARGET_SHIFT: f64 = 1000.0;
 /// epochs). Other CIFAR pairs use beta 2 or 6 (METHODS.md Part B section 3); ImageNet uses
 /// T 1, warm-up 1 and beta 0.5 (R34->R18) or 2 (R50->MV1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DkdConfig {
     /// Weight of the cross-entropy with the labels.
     pub ce_weight: f64,

@@ -22,7 +22,7 @@ use crate::pskd::host_rows;
 /// **\[UNVERIFIED\]** (the DLB code has no defaults; its default experiment suffix "TP3_0.5"
 /// hints at T = 3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DlbConfig {
     /// Softmax temperature T of the consistency term.
     pub temperature: f64,

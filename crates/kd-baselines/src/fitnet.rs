@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 /// layer 2, CE weight 1.0, feature weight 100.0); the KD term is off (`kd_weight` 0) and its
 /// temperature is mdistiller's CIFAR KD value, 4.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FitNetConfig {
     /// Index into [`ModelOutput::features`] of the hint layer, for both networks
     /// (2: the output of the second stage of a CIFAR ResNet, `feats[2]`).

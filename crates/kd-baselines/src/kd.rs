@@ -14,7 +14,7 @@ use crate::logit_stand::{LogitStandardization, standardize_pair};
 /// Configuration of [`Kd`]. Defaults: mdistiller's CIFAR config (`configs/cifar100/kd.yaml`:
 /// T = 4, CE weight 0.1, KD weight 0.9).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct KdConfig {
     /// Softmax temperature T.
     pub temperature: f64,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// Configuration of [`LabelSmoothing`]. Default: eps = 0.1 (the Inception-v3 paper's value,
 /// also the usual CIFAR/ImageNet baseline setting).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LabelSmoothingConfig {
     /// Probability mass spread uniformly over the `K` classes, in `[0, 1]`.
     pub epsilon: f64,

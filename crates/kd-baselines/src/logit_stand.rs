@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The z-score settings. Defaults: the LSKD code (unbiased std, eps 1e-7 added to the std).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogitStandardization {
     /// Unbiased (`K-1`, the code) or population (`K`, the paper's Algorithm 1) std.
     pub std: StdKind,

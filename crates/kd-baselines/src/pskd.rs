@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 /// (lgcnsai/PS-KD-Pytorch, METHODS.md Part B section 7.1). The number of epochs `E` is the run's
 /// ([`StepContext::total_epochs`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PsKdConfig {
     /// `alpha_T`, the weight of the past prediction at the last epoch, in `[0, 1]`.
     pub alpha_final: f64,

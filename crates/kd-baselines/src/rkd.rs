@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 /// 1.0, distance weight 25, angle weight 50, non-squared distances, eps 1e-12), which are also
 /// the RKD paper's CIFAR weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RkdConfig {
     /// Weight of the cross-entropy with the labels.
     pub ce_weight: f64,

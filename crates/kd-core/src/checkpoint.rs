@@ -1,9 +1,11 @@
 //! Checkpoint files: written atomically, checked when read.
 //!
-//! Layout: the magic `KDCKPT01`, a little-endian `u64` header length, a JSON header (metadata,
-//! section names and lengths, a checksum of the body), then the sections back to back. A file
-//! is written to a temporary name in the same folder, flushed to disk and renamed, so a reader
-//! sees the old file or the new one, never half of one.
+//! Layout: the magic `KDCKPT02`, a little-endian `u64` header length, a JSON header (metadata,
+//! section names and lengths), the sections back to back, and a little-endian `u64` checksum
+//! of every byte before it. The checksum covers the header too, so an edited epoch count, history
+//! or best accuracy is caught like a damaged tensor. A file is written to a temporary name in
+//! the same folder, flushed to disk and renamed, so a reader sees the old file or the new one,
+//! never half of one.
 
 use std::fs;
 use std::io::Write;
@@ -14,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{KdError, Result};
 use crate::rng::mix64;
 
-const MAGIC: &[u8; 8] = b"KDCKPT01";
+const MAGIC: &[u8; 8] = b"KDCKPT02";
+/// The magic of the first format, whose checksum left the header out.
+const MAGIC_V1: &[u8; 8] = b"KDCKPT01";
 
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -43,10 +47,10 @@ pub fn checksum(bytes: &[u8]) -> u64 {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Header {
     meta: serde_json::Value,
     sections: Vec<(String, u64)>,
-    body_checksum: u64,
 }
 
 /// A checkpoint: JSON metadata plus named binary sections (model, optimiser, method state).
@@ -70,18 +74,18 @@ impl Checkpoint {
 
     /// Serialises the checkpoint.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let body: Vec<u8> = self.sections.iter().flat_map(|(_, b)| b.iter().copied()).collect();
-        let header = Header {
-            meta: self.meta.clone(),
-            sections: self.sections.iter().map(|(n, b)| (n.clone(), b.len() as u64)).collect(),
-            body_checksum: checksum(&body),
-        };
+        let header = Header { meta: self.meta.clone(), sections: self.sections.iter().map(|(n, b)| (n.clone(), b.len() as u64)).collect() };
         let header = serde_json::to_vec(&header).map_err(|e| KdError::Record(e.to_string()))?;
-        let mut out = Vec::with_capacity(16 + header.len() + body.len());
+        let body_len: usize = self.sections.iter().map(|(_, b)| b.len()).sum();
+        let mut out = Vec::with_capacity(24 + header.len() + body_len);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(header.len() as u64).to_le_bytes());
         out.extend_from_slice(&header);
-        out.extend_from_slice(&body);
+        for (_, bytes) in &self.sections {
+            out.extend_from_slice(bytes);
+        }
+        let sum = checksum(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
         Ok(out)
     }
 
@@ -90,23 +94,36 @@ impl Checkpoint {
         write_atomic(path, &self.to_bytes()?)
     }
 
-    /// Reads a checkpoint, checking its magic, lengths and checksum.
+    /// Reads a checkpoint file (a regular file only), checking its magic, lengths and checksum.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = fs::read(path).map_err(|e| KdError::io("reading", path, e))?;
-        let bad = |reason: String| KdError::Malformed { path: path.to_path_buf(), reason };
-        if bytes.len() < 16 || &bytes[..8] != MAGIC {
-            return Err(bad("not a checkpoint (wrong magic number or too short)".into()));
+        let bytes = crate::files::read_regular(path)?;
+        Self::from_bytes(&bytes).map_err(|reason| KdError::Malformed { path: path.to_path_buf(), reason })
+    }
+
+    /// Parses checkpoint bytes; the error says what is wrong with them.
+    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
+        if bytes.len() >= 8 && &bytes[..8] == MAGIC_V1 {
+            return Err("checkpoint format 1 (its checksum does not cover the header) is no longer read: train again".into());
         }
-        let header_len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
-        let header_end = 16usize.checked_add(header_len).filter(|&e| e <= bytes.len()).ok_or_else(|| bad("truncated header".into()))?;
-        let header: Header = serde_json::from_slice(&bytes[16..header_end]).map_err(|e| bad(format!("header: {e}")))?;
-        let body = &bytes[header_end..];
-        let expected: u64 = header.sections.iter().map(|(_, l)| *l).sum();
-        if body.len() as u64 != expected {
-            return Err(bad(format!("body has {} bytes, header says {expected} (truncated?)", body.len())));
+        if bytes.len() < 24 || &bytes[..8] != MAGIC {
+            return Err("not a checkpoint (wrong magic number or too short)".into());
         }
-        if checksum(body) != header.body_checksum {
-            return Err(bad("checksum mismatch (corrupt file)".into()));
+        let (content, trailer) = bytes.split_at(bytes.len() - 8);
+        let stored = u64::from_le_bytes(trailer.try_into().map_err(|_| "truncated checksum".to_string())?);
+        let header_len = u64::from_le_bytes(content[8..16].try_into().map_err(|_| "truncated header length".to_string())?);
+        let header_end = usize::try_from(header_len)
+            .ok()
+            .and_then(|l| l.checked_add(16))
+            .filter(|&e| e <= content.len())
+            .ok_or_else(|| "truncated header".to_string())?;
+        if checksum(content) != stored {
+            return Err("checksum mismatch (the file was truncated, damaged or edited)".into());
+        }
+        let header: Header = serde_json::from_slice(&content[16..header_end]).map_err(|e| format!("header: {e}"))?;
+        let body = &content[header_end..];
+        let expected = header.sections.iter().try_fold(0u64, |acc, (_, l)| acc.checked_add(*l));
+        if expected != Some(body.len() as u64) {
+            return Err(format!("body has {} bytes, the header's sections add up to {expected:?}", body.len()));
         }
         let mut sections = Vec::with_capacity(header.sections.len());
         let mut offset = 0usize;
@@ -138,7 +155,24 @@ mod tests {
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
         let err = Checkpoint::load(&path).unwrap_err().to_string();
-        assert!(err.contains("truncated"), "{err}");
+        assert!(err.contains("checksum mismatch"), "{err}");
         fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn an_edited_header_is_caught_by_the_checksum() {
+        let ckpt = Checkpoint { meta: serde_json::json!({"best": 91.5}), sections: vec![("model".into(), vec![7; 10])] };
+        let bytes = ckpt.to_bytes().unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let at = text.find("91.5").unwrap();
+        let mut edited = bytes.clone();
+        edited[at] = b'9';
+        edited[at + 1] = b'9';
+        assert!(Checkpoint::from_bytes(&edited).unwrap_err().contains("checksum mismatch"));
+        assert_eq!(Checkpoint::from_bytes(&bytes).unwrap().meta["best"], 91.5);
+        let mut v1 = bytes.clone();
+        v1[..8].copy_from_slice(MAGIC_V1);
+        assert!(Checkpoint::from_bytes(&v1).unwrap_err().contains("format 1"));
+        assert!(Checkpoint::from_bytes(b"KDCKPT02").unwrap_err().contains("too short"));
     }
 }

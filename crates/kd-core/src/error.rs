@@ -37,6 +37,12 @@ pub enum KdError {
     /// Burn failed to (de)serialise a record.
     #[error("model or optimiser record: {0}")]
     Record(String),
+    /// Training ran away: the loss exploded, or the model stayed at chance.
+    #[error("training diverged at epoch {epoch}: {reason}")]
+    Diverged { epoch: usize, reason: String },
+    /// A checkpoint folder that holds another run, or no run to resume.
+    #[error("run folder {path}: {reason}")]
+    RunFolder { path: PathBuf, reason: String },
     /// A backend was asked for that is not compiled in or finds no device.
     #[error("backend `{name}` is not available: {reason}")]
     Backend { name: String, reason: String },

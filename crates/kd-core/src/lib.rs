@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod distiller;
 pub mod error;
+pub mod files;
 pub mod loss;
 pub mod metrics;
 pub mod model;

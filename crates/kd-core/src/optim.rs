@@ -9,7 +9,7 @@ use crate::error::{KdError, Result};
 
 /// The optimiser of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum OptimizerConfig {
     /// SGD as PyTorch defines it (dampening 0; weight decay as L2 added to the gradient).
     Sgd {
@@ -124,7 +124,7 @@ impl OptimizerConfig {
 
 /// Learning rate as a function of the epoch (counted from 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LrSchedule {
     /// The base rate throughout.
     Constant,

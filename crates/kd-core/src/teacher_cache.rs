@@ -32,7 +32,7 @@ use crate::train::module_bytes;
 
 /// What the cache stores per sample and draw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CacheContent {
     /// Every logit (exact; what DKD, RLD and DCKD need).
     #[default]
@@ -230,44 +230,25 @@ impl TeacherCache {
     }
 
     fn load(path: &Path, key: &CacheKey, device: &Device) -> Result<Self> {
-        let ckpt = Checkpoint::load(path)?;
-        let stored: CacheKey = serde_json::from_value(ckpt.meta["key"].clone())
-            .map_err(|e| KdError::Malformed { path: path.into(), reason: format!("cache key: {e}") })?;
-        if &stored != key {
-            let what = if stored.teacher != key.teacher {
+        let bytes = crate::files::read_regular(path)?;
+        let malformed = |reason: String| KdError::Malformed { path: path.into(), reason };
+        let parsed = parse_cache(&bytes).map_err(malformed)?;
+        if &parsed.key != key {
+            let what = if parsed.key.teacher != key.teacher {
                 "another teacher (different weights)"
-            } else if stored.data != key.data || stored.samples != key.samples {
+            } else if parsed.key.data != key.data || parsed.key.samples != key.samples {
                 "other data or preprocessing"
             } else {
                 "other cache settings"
             };
             return Err(KdError::InvalidConfig(format!("the cache was built for {what}")));
         }
-        let raw_rows = ckpt.section("rows")?;
-        let mut rows = HashMap::with_capacity(raw_rows.len() / 16);
-        for (r, chunk) in raw_rows.chunks_exact(16).enumerate() {
-            let i = u64::from_le_bytes(chunk[..8].try_into().expect("8 bytes")) as usize;
-            let v = u64::from_le_bytes(chunk[8..].try_into().expect("8 bytes"));
-            rows.insert((i, v), r);
-        }
-        let values: Vec<f32> =
-            ckpt.section("values")?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
-        let indices: Vec<u32> =
-            ckpt.section("indices")?.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
-        let per = match key.content {
-            CacheContent::FullLogits => key.classes,
-            CacheContent::TopK { k } => k,
-        };
-        if rows.len() != key.samples * key.draws || values.len() != rows.len() * per {
-            return Err(KdError::Malformed { path: path.into(), reason: "row count does not match the key".into() });
-        }
-        let name = ckpt.meta["teacher"].as_str().unwrap_or("teacher").to_string();
         Ok(TeacherCache {
-            name: format!("cache of {name}"),
-            key: key.clone(),
-            rows,
-            values,
-            indices,
+            name: format!("cache of {}", parsed.teacher),
+            key: parsed.key,
+            rows: parsed.rows,
+            values: parsed.values,
+            indices: parsed.indices,
             device: device.clone(),
             path: path.into(),
         })
@@ -287,6 +268,70 @@ impl TeacherCache {
     pub fn exact(&self) -> bool {
         self.key.content == CacheContent::FullLogits
     }
+}
+
+/// The parts of a cache file.
+struct ParsedCache {
+    key: CacheKey,
+    teacher: String,
+    rows: HashMap<(usize, u64), usize>,
+    values: Vec<f32>,
+    indices: Vec<u32>,
+}
+
+/// Checks the bytes of a teacher-cache file as opening it does (its checksum, key, row table,
+/// values and indices), whatever teacher it was built for. For tools and the fuzzers.
+pub fn check_cache_bytes(bytes: &[u8]) -> std::result::Result<(), String> {
+    parse_cache(bytes).map(|_| ())
+}
+
+fn parse_cache(bytes: &[u8]) -> std::result::Result<ParsedCache, String> {
+    let ckpt = Checkpoint::from_bytes(bytes)?;
+    let key: CacheKey = serde_json::from_value(ckpt.meta["key"].clone()).map_err(|e| format!("cache key: {e}"))?;
+    if let TeacherCacheContentCheck::Bad(reason) = check_content(key.content, key.classes) {
+        return Err(reason);
+    }
+    let section = |name: &str| ckpt.section(name).map_err(|e| e.to_string());
+    let (raw_rows, raw_values, raw_indices) = (section("rows")?, section("values")?, section("indices")?);
+    let per = match key.content {
+        CacheContent::FullLogits => key.classes,
+        CacheContent::TopK { k } => k,
+    };
+    let expected_rows = key.samples.checked_mul(key.draws).ok_or("the key's sample and draw counts overflow")?;
+    let sizes_ok = raw_rows.len() % 16 == 0
+        && raw_rows.len() / 16 == expected_rows
+        && Some(raw_values.len()) == expected_rows.checked_mul(per).and_then(|n| n.checked_mul(4))
+        && raw_indices.len() == if matches!(key.content, CacheContent::TopK { .. }) { raw_values.len() } else { 0 };
+    if !sizes_ok {
+        return Err(format!(
+            "sections of {} / {} / {} bytes do not hold {expected_rows} rows of {per} values (samples x draws of the key)",
+            raw_rows.len(),
+            raw_values.len(),
+            raw_indices.len()
+        ));
+    }
+    let mut rows = HashMap::with_capacity(expected_rows);
+    for (r, chunk) in raw_rows.chunks_exact(16).enumerate() {
+        let (i, v) = chunk.split_at(8);
+        let i = u64::from_le_bytes(i.try_into().map_err(|_| "row table")?);
+        let v = u64::from_le_bytes(v.try_into().map_err(|_| "row table")?);
+        if i >= key.samples as u64 {
+            return Err(format!("row {r} names sample {i}, but the cache holds {} samples", key.samples));
+        }
+        if rows.insert((i as usize, v), r).is_some() {
+            return Err(format!("row {r} repeats sample {i}, draw key {v}"));
+        }
+    }
+    let values: Vec<f32> = raw_values.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
+        return Err(format!("value {pos} is not finite"));
+    }
+    let indices: Vec<u32> = raw_indices.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    if let Some(pos) = indices.iter().position(|&c| c as usize >= key.classes) {
+        return Err(format!("top-k index {pos} names class {}, out of range 0..{}", indices[pos], key.classes));
+    }
+    let teacher = ckpt.meta["teacher"].as_str().unwrap_or("teacher").to_string();
+    Ok(ParsedCache { key, teacher, rows, values, indices })
 }
 
 enum TeacherCacheContentCheck {

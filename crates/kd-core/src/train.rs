@@ -25,6 +25,7 @@ use crate::rng::permutation;
 
 /// The recipe of one training stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// Number of epochs.
     pub epochs: usize,
@@ -72,6 +73,13 @@ impl TrainConfig {
 /// Where a run writes, and how it reports.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    /// The whole effective configuration of the run as the caller sees it (data and its
+    /// options, models, method configuration, backend...). With a checkpoint folder it is
+    /// written to `run.json` there and, with the recipe and the method, into every checkpoint,
+    /// so that resuming with any other configuration is refused and the difference named.
+    pub run_config: Option<serde_json::Value>,
+    /// When the run counts as diverged (checked after every epoch).
+    pub divergence: DivergenceCheck,
     /// Folder for `last.ckpt` and `best.ckpt` (none: no checkpoints).
     pub checkpoint_dir: Option<PathBuf>,
     /// Continue from `last.ckpt` in `checkpoint_dir` when it exists.
@@ -89,6 +97,55 @@ pub struct RunOptions {
     pub select_by: SelectBy,
 }
 
+/// When a run counts as diverged. Checked at the end of every epoch; a diverged run ends with
+/// [`KdError::Diverged`] instead of reporting a meaningless accuracy.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DivergenceCheck {
+    /// The run fails when an epoch's mean training loss is more than this multiple of the loss of
+    /// the very first step (before any update). 0 turns the check off.
+    pub loss_factor: f64,
+    /// From this epoch on, the run fails when the evaluation accuracy is at chance (within one
+    /// point of the majority class's share) while the training loss has not fallen below the
+    /// first step's: the model learnt nothing. 0 turns the check off.
+    pub chance_after_epochs: usize,
+}
+
+impl Default for DivergenceCheck {
+    fn default() -> Self {
+        // A loss 100 times its start is far outside what warm-up or a schedule produce (DKD's
+        // warm-up grows its term at most W-fold); 3 epochs give a real model time to move.
+        DivergenceCheck { loss_factor: 100.0, chance_after_epochs: 3 }
+    }
+}
+
+impl DivergenceCheck {
+    /// Why `record` shows a diverged run, if it does. `initial_loss` is the first step's loss.
+    pub fn verdict(&self, record: &EpochRecord, initial_loss: f64) -> Option<String> {
+        let scale = initial_loss.abs().max(1e-3);
+        if self.loss_factor > 0.0 && record.train_loss > self.loss_factor * scale {
+            return Some(format!(
+                "the mean training loss {:.4e} is over {} times the first step's {initial_loss:.4} (lower the learning rate)",
+                record.train_loss, self.loss_factor
+            ));
+        }
+        let eval = record.valid.unwrap_or(record.test);
+        if self.chance_after_epochs > 0
+            && record.epoch >= self.chance_after_epochs
+            && eval.chance > 0.0
+            && eval.top1 <= eval.chance + 1.0
+            && record.train_loss >= initial_loss
+        {
+            return Some(format!(
+                "after {} epochs the accuracy {:.2}% is at chance (the majority class is {:.2}% of the split) and the training loss \
+                 {:.4} has not fallen below the first step's {initial_loss:.4}",
+                record.epoch, eval.top1, eval.chance, record.train_loss
+            ));
+        }
+        None
+    }
+}
+
 /// Evaluation of a model on a data split.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EvalMetrics {
@@ -103,6 +160,9 @@ pub struct EvalMetrics {
     /// Binary metrics, for two-class tasks (positive class: 1).
     #[serde(default)]
     pub binary: Option<BinaryMetrics>,
+    /// The accuracy of always predicting the split's most frequent class, percent.
+    #[serde(default)]
+    pub chance: f64,
 }
 
 /// What one epoch did.
@@ -278,35 +338,36 @@ impl<'a> Trainer<'a> {
 
         let last_path = self.options.checkpoint_dir.as_ref().map(|d| d.join("last.ckpt"));
         let best_path = self.options.checkpoint_dir.as_ref().map(|d| d.join("best.ckpt"));
-        if self.options.resume
-            && let Some(path) = last_path.as_ref().filter(|p| p.exists())
-        {
-            let ckpt = Checkpoint::load(path)?;
-            let saved_cfg: TrainConfig = serde_json::from_value(ckpt.meta["config"].clone())
-                .map_err(|e| KdError::Malformed { path: path.clone(), reason: format!("config: {e}") })?;
-            if &saved_cfg != cfg {
-                return Err(KdError::InvalidConfig(format!(
-                    "cannot resume from {}: it was written by a run with another recipe",
-                    path.display()
-                )));
+        let run = serde_json::json!({
+            "method": distiller.name(),
+            "recipe": cfg,
+            "experiment": self.options.run_config.clone().unwrap_or(serde_json::Value::Null),
+        });
+        let mut initial_loss: Option<f64> = None;
+        if let Some(dir) = &self.options.checkpoint_dir {
+            match self.prepare_run_folder(dir, &run)? {
+                Some(ckpt) => {
+                    let path = dir.join("last.ckpt");
+                    let malformed =
+                        |what: &str, e: serde_json::Error| KdError::Malformed { path: path.clone(), reason: format!("{what}: {e}") };
+                    model = load_module(model, ckpt.section("model")?)?;
+                    optim = optim
+                        .from_bytes(Bytes::from_bytes_vec(ckpt.section("optimizer")?.to_vec()))
+                        .map_err(|e| KdError::Record(format!("optimiser state: {e:?}")))?;
+                    distiller.load_state(ckpt.section("distiller")?)?;
+                    history = serde_json::from_value(ckpt.meta["history"].clone()).map_err(|e| malformed("history", e))?;
+                    best = serde_json::from_value(ckpt.meta["best"].clone()).map_err(|e| malformed("best", e))?;
+                    initial_loss = serde_json::from_value(ckpt.meta["initial_loss"].clone()).map_err(|e| malformed("initial_loss", e))?;
+                    start_epoch = history.len() + 1;
+                    self.trim_log(history.len())?;
+                }
+                None => {
+                    crate::checkpoint::write_atomic(
+                        &dir.join("run.json"),
+                        &serde_json::to_vec_pretty(&run).map_err(|e| KdError::Record(e.to_string()))?,
+                    )?;
+                }
             }
-            let method = ckpt.meta["method"].as_str().unwrap_or_default().to_string();
-            if method != distiller.name() {
-                return Err(KdError::InvalidConfig(format!(
-                    "cannot resume from {}: it was written by method `{method}`, not `{}`",
-                    path.display(),
-                    distiller.name()
-                )));
-            }
-            model = load_module(model, ckpt.section("model")?)?;
-            optim = optim
-                .from_bytes(Bytes::from_bytes_vec(ckpt.section("optimizer")?.to_vec()))
-                .map_err(|e| KdError::Record(format!("optimiser state: {e:?}")))?;
-            distiller.load_state(ckpt.section("distiller")?)?;
-            history = serde_json::from_value(ckpt.meta["history"].clone())
-                .map_err(|e| KdError::Malformed { path: path.clone(), reason: format!("history: {e}") })?;
-            best = ckpt.meta["best"].as_array().and_then(|b| Some((b.first()?.as_u64()? as usize, b.get(1)?.as_f64()?)));
-            start_epoch = history.len() + 1;
         }
 
         let steps_per_epoch = self.epoch_batches(1).len();
@@ -333,6 +394,7 @@ impl<'a> Trainer<'a> {
             let mut steps = 0usize;
             let mut correct = 0usize;
             let mut seen = 0usize;
+            let mut all_zero = true;
             for (step_in_epoch, indices) in self.epoch_batches(epoch).into_iter().enumerate() {
                 let ctx = StepContext {
                     epoch,
@@ -365,7 +427,10 @@ impl<'a> Trainer<'a> {
                 for (name, value) in names.iter().zip(&values) {
                     *term_sums.entry(name.to_string()).or_default() += value;
                 }
-                loss_sum += values.iter().sum::<f64>();
+                let step_loss = values.iter().sum::<f64>();
+                initial_loss.get_or_insert(step_loss);
+                all_zero &= step_loss == 0.0;
+                loss_sum += step_loss;
                 correct += top1;
                 seen += batch.len();
                 steps += 1;
@@ -373,6 +438,13 @@ impl<'a> Trainer<'a> {
                 let grads = GradientsParams::from_grads(total.backward(), &model);
                 model = optim.step(lr, model, grads);
                 bar.inc(1);
+            }
+            if epoch == 1 && steps > 0 && all_zero {
+                return Err(KdError::InvalidConfig(format!(
+                    "the training loss of `{}` was exactly 0 at every step of epoch 1, so the student never moves (are all its loss \
+                     weights 0?)",
+                    distiller.name()
+                )));
             }
             distiller.end_epoch(epoch)?;
             let train_seconds = started.elapsed().as_secs_f64();
@@ -393,10 +465,14 @@ impl<'a> Trainer<'a> {
             };
             bar.set_message(format!("epoch {epoch}: loss {:.4} test {:.2}%", record.train_loss, record.test.top1));
             let chosen = valid.unwrap_or(test);
-            let selection = self.options.select_by.score(chosen.top1, chosen.binary.as_ref()).unwrap_or(f64::NEG_INFINITY);
+            // f64::MIN, not -inf: the score is stored in the checkpoint's JSON, which has no infinities.
+            let selection = self.options.select_by.score(chosen.top1, chosen.binary.as_ref()).unwrap_or(f64::MIN);
             let improved = best.is_none_or(|(_, acc)| selection > acc);
             if improved {
                 best = Some((epoch, selection));
+            }
+            if let Some(reason) = self.options.divergence.verdict(&record, initial_loss.unwrap_or(record.train_loss)) {
+                return Err(KdError::Diverged { epoch, reason });
             }
             self.log_epoch(&record, distiller.name())?;
             let stop = distiller.should_stop(&record, &model.1, self.valid, &self.device)?;
@@ -405,8 +481,10 @@ impl<'a> Trainer<'a> {
             let meta = serde_json::json!({
                 "method": distiller.name(),
                 "config": cfg,
+                "run": run,
                 "history": history,
-                "best": best.map(|(e, a)| vec![serde_json::json!(e), serde_json::json!(a)]),
+                "best": best,
+                "initial_loss": initial_loss,
                 "epoch": epoch,
             });
             if improved && let Some(path) = &best_path {
@@ -434,6 +512,75 @@ impl<'a> Trainer<'a> {
         Ok(TrainOutcome { student, aux, history, best_epoch: best.map(|(e, _)| e).unwrap_or(0), finished })
     }
 
+    /// Binds the checkpoint folder to this run. A fresh run needs a folder without a run in it;
+    /// with `resume` the folder's `last.ckpt` must have been written by the same run (method,
+    /// recipe and the caller's configuration), and is returned. A resumed folder that holds no
+    /// run at all starts one, and says so.
+    fn prepare_run_folder(&self, dir: &Path, run: &serde_json::Value) -> Result<Option<Checkpoint>> {
+        let folder_error = |reason: String| KdError::RunFolder { path: dir.to_path_buf(), reason };
+        let mut present: Vec<String> =
+            ["last.ckpt", "best.ckpt", "run.json"].into_iter().filter(|f| dir.join(f).exists()).map(String::from).collect();
+        if let Some(log) = self.options.log_file.as_ref().filter(|l| l.parent() == Some(dir) && l.exists()) {
+            present.push(log.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        }
+        let last = dir.join("last.ckpt");
+        if !self.options.resume {
+            if present.is_empty() {
+                return Ok(None);
+            }
+            return Err(folder_error(format!(
+                "it already holds a run ({}): resume it (`--resume`) or choose another output folder",
+                present.join(", ")
+            )));
+        }
+        if !last.exists() {
+            if present.is_empty() {
+                eprintln!("resume: {} holds no run yet; starting one", dir.display());
+                return Ok(None);
+            }
+            return Err(folder_error(format!(
+                "cannot resume: last.ckpt is missing (the folder holds {}); the run's state is lost, remove the folder to start again",
+                present.join(", ")
+            )));
+        }
+        let ckpt = Checkpoint::load(&last)?;
+        let saved = if ckpt.meta.get("run").is_some() {
+            ckpt.meta["run"].clone()
+        } else {
+            serde_json::json!({"method": ckpt.meta["method"], "recipe": ckpt.meta["config"], "experiment": null})
+        };
+        let mut differences = Vec::new();
+        json_differences("", &saved, run, &mut differences);
+        if !differences.is_empty() {
+            let shown: Vec<&str> = differences.iter().take(8).map(String::as_str).collect();
+            let more =
+                if differences.len() > shown.len() { format!(" (and {} more)", differences.len() - shown.len()) } else { String::new() };
+            return Err(folder_error(format!("cannot resume: last.ckpt was written by another run: {}{more}", shown.join("; "))));
+        }
+        Ok(Some(ckpt))
+    }
+
+    /// Drops the log lines of this run's epochs after `epochs` (written after the checkpoint
+    /// the run resumes from), so that the log holds each epoch once.
+    fn trim_log(&self, epochs: usize) -> Result<()> {
+        let Some(path) = self.options.log_file.as_ref().filter(|p| p.exists()) else { return Ok(()) };
+        let text = crate::files::read_regular_text(path)?;
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|line| {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { return true };
+                let ours = v["label"].as_str() == Some(self.options.label.as_str());
+                !(ours && v["record"]["epoch"].as_u64().is_some_and(|e| e as usize > epochs))
+            })
+            .collect();
+        if kept.len() != text.lines().count() {
+            let mut out = kept.join("\n");
+            out.push('\n');
+            crate::checkpoint::write_atomic(path, out.as_bytes())?;
+        }
+        Ok(())
+    }
+
     fn log_epoch(&self, record: &EpochRecord, method: String) -> Result<()> {
         let Some(path) = &self.options.log_file else { return Ok(()) };
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -453,10 +600,14 @@ pub fn evaluate<M: Classifier>(model: &M, data: &dyn BatchSource, batch_size: us
     let binary = model.num_classes() == 2;
     let mut positive_probs: Vec<f64> = Vec::new();
     let mut labels: Vec<usize> = Vec::new();
+    let mut class_counts = vec![0usize; model.num_classes()];
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = data.batch(chunk, 0, 0, device)?;
         batch.check_labels(model.num_classes())?;
+        for &l in &batch.labels_host {
+            class_counts[l] += 1;
+        }
         let out = model.forward(batch.inputs.clone().without_autodiff());
         if binary {
             let probs = burn::tensor::activation::softmax(out.logits.clone(), 1).narrow(1, 1, 1);
@@ -475,7 +626,24 @@ pub fn evaluate<M: Classifier>(model: &M, data: &dyn BatchSource, batch_size: us
     }
     let n = data.len().max(1) as f64;
     let binary = if binary && !labels.is_empty() { Some(binary_metrics(&positive_probs, &labels)?) } else { None };
-    Ok(EvalMetrics { top1: 100.0 * top1 as f64 / n, top5: 100.0 * top5 as f64 / n, ce_loss: ce / n, samples: data.len(), binary })
+    let chance = 100.0 * class_counts.iter().copied().max().unwrap_or(0) as f64 / n;
+    Ok(EvalMetrics { top1: 100.0 * top1 as f64 / n, top5: 100.0 * top5 as f64 / n, ce_loss: ce / n, samples: data.len(), binary, chance })
+}
+
+/// The leaves where two JSON values differ, as `path: saved vs now` lines.
+fn json_differences(path: &str, saved: &serde_json::Value, now: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    match (saved, now) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                json_differences(&join(k), a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null), out);
+            }
+        }
+        _ if saved == now => {}
+        _ => out.push(format!("`{}` is {saved} in the checkpoint but {now} now", if path.is_empty() { "run" } else { path })),
+    }
 }
 
 /// Pulls `[1]` tensors to the host in one transfer.

@@ -75,7 +75,13 @@ impl CifarFormat {
 /// Reads one CIFAR binary file: `(pixels, labels)`, `labels.len()` records of
 /// [`CIFAR_PIXELS`] bytes each. Both labels of a CIFAR-100 record are checked.
 pub fn read_cifar_file(path: &Path, format: CifarFormat) -> Result<(Vec<u8>, Vec<usize>)> {
-    let bytes = std::fs::read(path).map_err(|e| KdError::io("reading", path, e))?;
+    let bytes = kd_core::files::read_regular(path)?;
+    parse_cifar(&bytes, path, format)
+}
+
+/// Parses the bytes of a CIFAR binary file as [`read_cifar_file`] does; `path` names the
+/// source in errors.
+pub fn parse_cifar(bytes: &[u8], path: &Path, format: CifarFormat) -> Result<(Vec<u8>, Vec<usize>)> {
     let malformed = |reason: String| KdError::Malformed { path: path.into(), reason };
     let rec = format.record_len();
     if bytes.is_empty() {
@@ -152,7 +158,7 @@ fn build(name: &str, parts: Vec<(Vec<u8>, Vec<usize>)>, classes: usize, names: O
 
 /// One class name per line (the `.txt` metadata of the official archives), blank lines dropped.
 fn read_names(path: &Path) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = kd_core::files::read_regular_text(path).ok()?;
     Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
 }
 

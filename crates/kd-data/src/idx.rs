@@ -26,7 +26,7 @@ pub struct IdxArray {
 /// The declared dimensions bound what is read, so a corrupt header cannot make it decompress
 /// or allocate more than the file announces.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let file = std::fs::File::open(path).map_err(|e| KdError::io("opening", path, e))?;
+    let file = kd_core::files::open_regular(path)?;
     let mut reader = BufReader::new(file);
     let mut head = [0u8; 2];
     let got = read_up_to(&mut reader, &mut head).map_err(|e| KdError::io("reading", path, e))?;
@@ -41,9 +41,14 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
     }
 }
 
-/// Parses IDX bytes (ubyte data only).
+/// Parses the bytes of an IDX file (ubyte data only), raw or gzip-compressed, as
+/// [`read_idx`] reads a file.
 pub fn parse_idx(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
-    read_idx_from(&mut &bytes[..], false)
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        read_idx_from(&mut flate2::read::MultiGzDecoder::new(bytes), true)
+    } else {
+        read_idx_from(&mut &bytes[..], false)
+    }
 }
 
 /// Reads as many bytes as are there, up to `buf.len()`.
@@ -96,8 +101,9 @@ fn read_idx_from(reader: &mut impl Read, gzip: bool) -> std::result::Result<IdxA
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| format!("dimensions {dims:?} overflow the addressable size (corrupt header)"))?;
-    // Read at most one byte past the announced size: enough to detect trailing garbage.
-    let mut data = Vec::with_capacity(expected.min(1 << 28));
+    // Read at most one byte past the announced size: enough to detect trailing garbage. The
+    // header alone does not reserve more than 16 MB: the data has to be there to grow further.
+    let mut data = Vec::with_capacity(expected.min(1 << 24));
     reader.take(expected as u64 + 1).read_to_end(&mut data).map_err(io)?;
     if data.len() < expected {
         return Err(format!("dimensions {dims:?} need {expected} data bytes but the file has {} (truncated)", data.len()));
@@ -135,6 +141,14 @@ fn find_file(folder: &Path, prefix: &str, kind: &str, rank: usize) -> Result<Pat
             format!("no IDX {kind} file in {} (tried {})", folder.display(), names.join(", ")),
         ),
     ))
+}
+
+/// The number of classes of an IDX label file `{prefix}-labels-idx1-ubyte[.gz]` in `folder`:
+/// its largest label plus one.
+pub fn idx_classes(folder: &Path, prefix: &str) -> Result<usize> {
+    let path = find_file(folder, prefix, "labels", 1)?;
+    let labels = read_idx(&path)?;
+    labels.data.iter().max().map(|&m| m as usize + 1).ok_or_else(|| KdError::Malformed { path, reason: "no labels".into() })
 }
 
 /// Loads an images + labels pair (`{prefix}-images-idx3-ubyte[.gz]`,

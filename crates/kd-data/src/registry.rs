@@ -12,6 +12,7 @@
 //! | `spambase`, `breast-cancer-wisconsin`, `german-credit`, `isl-default` | binary | `datasets/*` (CSV) | stratified |
 //! | `cifar10:PATH`, `cifar100:PATH`, `cifar100-coarse:PATH` | image | official binary files | official, valid carved |
 //! | `csv:PATH` | tabular/binary | any numeric CSV | stratified |
+//! | `idx:DIR` | image | MNIST-format files in `DIR` (`train-*` and `t10k-*`, raw or `.gz`) | official, valid carved |
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -108,9 +109,19 @@ pub struct DatasetSplits {
     pub valid: Option<InMemoryDataset>,
     /// Test split.
     pub test: InMemoryDataset,
+    /// What is odd about the data but still trainable (a class missing from an evaluation
+    /// split, a class with a single sample...). Printed by the jobs and recorded in results.
+    pub warnings: Vec<String>,
 }
 
 impl DatasetSplits {
+    /// Prints [`DatasetSplits::warnings`] to stderr.
+    pub fn print_warnings(&self) {
+        for w in &self.warnings {
+            eprintln!("warning: {}: {w}", self.name);
+        }
+    }
+
     /// A description of the loaded splits (sizes, classes, balance).
     pub fn info(&self) -> DatasetInfo {
         let entry = find_entry(&self.name);
@@ -475,6 +486,8 @@ struct Recipe {
     raw: Raw,
     norm: Norm,
     default_augment: Augment,
+    /// The shape every sample must have (registered datasets), checked on every split.
+    shape: Option<[usize; 3]>,
 }
 
 /// Loads a dataset by name (see the module documentation for the names): splits it (stratified
@@ -494,6 +507,19 @@ pub fn load_dataset(name: &str, options: &LoadOptions) -> Result<DatasetSplits> 
         let (train, test) = cifar::load_cifar100(Path::new(path), labels)?;
         let canonical = if labels == CifarLabels::Coarse { "cifar100-coarse" } else { "cifar100" };
         image_recipe(canonical, train, test, Norm::Fixed(cifar::CIFAR100_MEAN, cifar::CIFAR100_STD), Augment::cifar())
+    } else if let Some(dir) = name.strip_prefix("idx:") {
+        let dir = Path::new(dir);
+        let classes = crate::idx::idx_classes(dir, "train")?;
+        let train = load_idx_pair(dir, "train", "idx/train", classes)?;
+        let test = load_idx_pair(dir, "t10k", "idx/test", classes)?;
+        Recipe {
+            name: "idx".into(),
+            task: Task::Image,
+            raw: Raw::Official { train, test },
+            norm: Norm::TrainStats,
+            default_augment: Augment::none(),
+            shape: None,
+        }
     } else if let Some(path) = name.strip_prefix("csv:") {
         let path = Path::new(path);
         let table = read_csv(path, options.label_column.as_deref(), LabelCoding::Auto)?;
@@ -501,7 +527,7 @@ pub fn load_dataset(name: &str, options: &LoadOptions) -> Result<DatasetSplits> 
         let name = format!("csv:{stem}");
         let ds = table_dataset(&name, &table, None)?;
         let task = if table.classes() == 2 { Task::Binary } else { Task::Tabular };
-        Recipe { name, task, raw: Raw::Pool(ds), norm: Norm::TrainStats, default_augment: Augment::none() }
+        Recipe { name, task, raw: Raw::Pool(ds), norm: Norm::TrainStats, default_augment: Augment::none(), shape: None }
     } else if let Some(entry) = find_entry(name) {
         if options.label_column.is_some() {
             return Err(KdError::InvalidConfig(format!("label_column applies to `csv:PATH` datasets, not to `{}`", entry.name)));
@@ -509,7 +535,7 @@ pub fn load_dataset(name: &str, options: &LoadOptions) -> Result<DatasetSplits> 
         registered(entry)?
     } else {
         return Err(KdError::InvalidConfig(format!(
-            "unknown dataset `{name}`; known: {}, cifar10:PATH, cifar100:PATH, cifar100-coarse:PATH, csv:PATH",
+            "unknown dataset `{name}`; known: {}, cifar10:PATH, cifar100:PATH, cifar100-coarse:PATH, csv:PATH, idx:DIR",
             dataset_names().join(", ")
         )));
     };
@@ -517,7 +543,7 @@ pub fn load_dataset(name: &str, options: &LoadOptions) -> Result<DatasetSplits> 
 }
 
 fn image_recipe(name: &str, train: InMemoryDataset, test: InMemoryDataset, norm: Norm, default_augment: Augment) -> Recipe {
-    Recipe { name: name.into(), task: Task::Image, raw: Raw::Official { train, test }, norm, default_augment }
+    Recipe { name: name.into(), task: Task::Image, raw: Raw::Official { train, test }, norm, default_augment, shape: None }
 }
 
 fn registered(entry: &Entry) -> Result<Recipe> {
@@ -566,7 +592,7 @@ fn registered(entry: &Entry) -> Result<Recipe> {
         }
         Raw::Pool(all) => Raw::Pool(all.with_class_names(names)?),
     };
-    Ok(Recipe { name: n.into(), task: entry.task, raw, norm: Norm::TrainStats, default_augment: Augment::none() })
+    Ok(Recipe { name: n.into(), task: entry.task, raw, norm: Norm::TrainStats, default_augment: Augment::none(), shape: Some(entry.shape) })
 }
 
 /// The error for a missing system Fashion-MNIST: what to install.
@@ -605,7 +631,8 @@ fn table_dataset(name: &str, table: &CsvTable, image: Option<([usize; 3], f32)>)
 }
 
 fn finish(recipe: Recipe, options: &LoadOptions) -> Result<DatasetSplits> {
-    let Recipe { name, task, raw, norm, default_augment } = recipe;
+    let Recipe { name, task, raw, norm, default_augment, shape } = recipe;
+    let mut warnings = check_raw(&name, &raw, shape)?;
     let seed = options.split_seed;
     let (train, valid, test) = match raw {
         Raw::Official { train, test } => {
@@ -648,6 +675,7 @@ fn finish(recipe: Recipe, options: &LoadOptions) -> Result<DatasetSplits> {
             return Err(KdError::InvalidConfig(format!("split {} is empty: too few samples for the split fractions", split.name())));
         }
     }
+    warnings.extend(check_splits(&train, valid.as_ref(), &test)?);
     let (mean, std) = match norm {
         // Training statistics only: the evaluation splits must not leak into preprocessing.
         Norm::TrainStats => train.channel_stats(),
@@ -660,7 +688,101 @@ fn finish(recipe: Recipe, options: &LoadOptions) -> Result<DatasetSplits> {
     let train = train.with_normalization(mean.clone(), std.clone())?.with_augment(augment, options.seed);
     let valid = valid.map(|v| v.with_normalization(mean.clone(), std.clone())).transpose()?;
     let test = test.with_normalization(mean, std)?;
-    Ok(DatasetSplits { name, train, valid, test })
+    Ok(DatasetSplits { name, train, valid, test, warnings })
+}
+
+/// The class's name for messages: its index, and its label value where that differs.
+fn class_label(data: &InMemoryDataset, class: usize) -> String {
+    match data.class_names().and_then(|n| n.get(class)) {
+        Some(n) if *n != class.to_string() => format!("{class} (`{n}`)"),
+        _ => class.to_string(),
+    }
+}
+
+/// Checks the data before it is split: at least two classes, every sample of the shape the
+/// dataset has, train and test of one shape; warns about classes with a single sample.
+fn check_raw(name: &str, raw: &Raw, shape: Option<[usize; 3]>) -> Result<Vec<String>> {
+    let parts: Vec<&InMemoryDataset> = match raw {
+        Raw::Official { train, test } => vec![train, test],
+        Raw::Pool(all) => vec![all],
+    };
+    let first = parts[0];
+    if first.num_classes() < 2 {
+        return Err(KdError::InvalidConfig(format!(
+            "dataset `{name}` has a single class ({}): classification needs at least two",
+            class_label(first, 0)
+        )));
+    }
+    for part in &parts {
+        if let Some(expected) = shape
+            && part.input_shape() != expected
+        {
+            return Err(KdError::InvalidConfig(format!(
+                "{}: samples have shape {:?}, but dataset `{name}` has {expected:?} (files of another dataset or image size?)",
+                part.name(),
+                part.input_shape()
+            )));
+        }
+        if part.input_shape() != first.input_shape() {
+            return Err(KdError::InvalidConfig(format!(
+                "{} has samples of shape {:?} but {} has {:?}: the splits must agree",
+                part.name(),
+                part.input_shape(),
+                first.name(),
+                first.input_shape()
+            )));
+        }
+    }
+    let mut totals = vec![0usize; first.num_classes()];
+    for part in &parts {
+        for (c, n) in part.class_counts().into_iter().enumerate() {
+            totals[c] += n;
+        }
+    }
+    Ok(totals
+        .iter()
+        .enumerate()
+        .filter(|&(_, &n)| n == 1)
+        .map(|(c, _)| {
+            format!("class {} has a single sample in the whole dataset: it cannot be both learnt and evaluated", class_label(first, c))
+        })
+        .collect())
+}
+
+/// Checks the splits: training needs two classes at least; a two-class task needs both classes
+/// in every split (its metrics are undefined otherwise); other missing classes are warnings.
+fn check_splits(train: &InMemoryDataset, valid: Option<&InMemoryDataset>, test: &InMemoryDataset) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let classes = train.num_classes();
+    for split in [Some(train), valid, Some(test)].into_iter().flatten() {
+        let counts = split.class_counts();
+        let missing: Vec<usize> = (0..classes).filter(|&c| counts.get(c).copied().unwrap_or(0) == 0).collect();
+        if missing.is_empty() {
+            continue;
+        }
+        let names: Vec<String> = missing.iter().map(|&c| class_label(train, c)).collect();
+        let is_train = std::ptr::eq(split, train);
+        if is_train && classes - missing.len() < 2 {
+            let only = (0..classes).find(|c| !missing.contains(c)).map(|c| class_label(train, c)).unwrap_or_default();
+            return Err(KdError::InvalidConfig(format!(
+                "training split {} holds samples of class {only} only (class counts {counts:?}): there is nothing to learn",
+                split.name()
+            )));
+        }
+        if classes == 2 {
+            return Err(KdError::InvalidConfig(format!(
+                "split {} has no sample of class {}: binary metrics (F1, ROC-AUC, PR-AUC) are undefined without both classes",
+                split.name(),
+                names.join(", ")
+            )));
+        }
+        warnings.push(if is_train {
+            format!("training split {} has no sample of class {}: the model cannot learn it", split.name(), names.join(", "))
+        } else {
+            format!("split {} has no sample of class {}: its accuracy is not measured there", split.name(), names.join(", "))
+        });
+    }
+    Ok(warnings)
 }
 
 #[cfg(test)]
@@ -802,9 +924,8 @@ mod tests {
             "b.csv",
             &(String::from("a,label\n") + &(0..20).map(|i| format!("{i},{}\n", (i == 0) as u8)).collect::<String>()),
         );
-        let d = load_dataset(&format!("csv:{}", p.display()), &opts()).unwrap();
-        let msg = require_binary(&d).unwrap_err().to_string();
-        assert!(msg.contains("needs both classes"), "{msg}");
+        let msg = load_dataset(&format!("csv:{}", p.display()), &opts()).unwrap_err().to_string();
+        assert!(msg.contains("has no sample of class 1: binary metrics (F1, ROC-AUC, PR-AUC) are undefined"), "{msg}");
     }
 
     #[test]

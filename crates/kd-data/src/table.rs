@@ -57,9 +57,14 @@ impl CsvTable {
 /// the end: `-1` is the last column); a name that is also a header wins over an index. `None`:
 /// the last column.
 pub fn read_csv(path: &Path, label_column: Option<&str>, coding: LabelCoding) -> Result<CsvTable> {
+    let bytes = kd_core::files::read_regular(path)?;
+    parse_csv(&bytes, path, label_column, coding)
+}
+
+/// Parses CSV bytes as [`read_csv`] reads a file; `path` names the source in errors.
+pub fn parse_csv(bytes: &[u8], path: &Path, label_column: Option<&str>, coding: LabelCoding) -> Result<CsvTable> {
     let malformed = |reason: String| KdError::Malformed { path: path.into(), reason };
-    let meta = std::fs::metadata(path).map_err(|e| KdError::io("reading", path, e))?;
-    if meta.len() == 0 {
+    if bytes.is_empty() {
         return Err(malformed("empty file".into()));
     }
     let mut reader = csv::ReaderBuilder::new()
@@ -67,8 +72,7 @@ pub fn read_csv(path: &Path, label_column: Option<&str>, coding: LabelCoding) ->
         // Ragged rows are checked below, with a clearer message than the csv crate's.
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| csv_error(path, e))?;
+        .from_reader(bytes);
     let mut records = Vec::new();
     for rec in reader.records() {
         let rec = rec.map_err(|e| csv_error(path, e))?;
@@ -107,7 +111,27 @@ pub fn read_csv(path: &Path, label_column: Option<&str>, coding: LabelCoding) ->
             )));
         }
     }
+    if has_header {
+        for (j, name) in names.iter().enumerate() {
+            if let Some(i) = names[..j].iter().position(|n| n == name) {
+                return Err(malformed(format!("columns {i} and {j} are both named `{name}`: column names must be unique")));
+            }
+        }
+    }
     let label_idx = resolve_label_column(&names, label_column).map_err(malformed)?;
+    if !has_header && data.len() > 2 {
+        // A header of numeric names (`0,1,2,label_id` written as numbers) is read as data: its
+        // "label" then is a value no other row has.
+        let first_label = &data[0][label_idx];
+        let rest: std::collections::HashSet<&str> = data[1..].iter().map(|r| &r[label_idx]).collect();
+        let rest_repeats = rest.len() < data.len() - 1;
+        if rest_repeats && !rest.contains(first_label) {
+            return Err(malformed(format!(
+                "line 1 was read as data (every field is a number), but its label `{first_label}` occurs on no other line: if \
+                 line 1 names the columns, give them names that are not numbers"
+            )));
+        }
+    }
     let feature_cols: Vec<usize> = (0..width).filter(|&c| c != label_idx).collect();
     let mut features = Vec::with_capacity(data.len() * feature_cols.len());
     for rec in data {

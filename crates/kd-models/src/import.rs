@@ -91,9 +91,10 @@ pub fn load_pytorch<M: Module>(model: M, path: impl AsRef<Path>, top_level_key: 
     Ok(model)
 }
 
-/// A missing file gets an I/O error naming it, before burn-store's less specific one.
+/// A missing file (or a folder, a pipe) gets an error naming it, before burn-store's less
+/// specific one.
 fn ensure_readable(path: &Path) -> Result<()> {
-    std::fs::metadata(path).map(|_| ()).map_err(|e| KdError::io("reading", path, e))
+    kd_core::files::check_regular(path)
 }
 
 fn malformed(path: &Path, reason: impl Into<String>) -> KdError {

@@ -682,6 +682,8 @@ impl<'a> ChainRunner<'a> {
             label,
             stop_after_epochs: stop_after,
             select_by: self.options.select_by,
+            run_config: None,
+            divergence: self.options.divergence,
         };
         let mut trainer = Trainer::new(config.clone(), &self.data.train, &self.data.test, self.device.clone()).with_options(options);
         if let Some(v) = &self.data.valid {

@@ -459,7 +459,7 @@ fn search_key(plan: &DynamicPlan, data: &DatasetSplits) -> Result<u64> {
 
 /// The saved search, when it was made for the same plan and data.
 fn read_search(path: &std::path::Path, key: u64) -> Result<Option<SearchReport>> {
-    let bytes = std::fs::read(path).map_err(|e| KdError::io("reading", path, e))?;
+    let bytes = kd_core::files::read_regular(path)?;
     let json: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| KdError::Malformed { path: path.to_path_buf(), reason: e.to_string() })?;
     if json["key"].as_str() != Some(format!("{key:016x}").as_str()) {

@@ -34,6 +34,7 @@ fn splits() -> DatasetSplits {
         train: blobs(96, 1, "blobs/train"),
         valid: Some(blobs(48, 2, "blobs/valid")),
         test: blobs(48, 3, "blobs/test"),
+        warnings: Vec::new(),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::loss::rld_terms;
 /// section 4). The code's own default `ALPHA_T = 1` is [`RldConfig::code_defaults`]. ImageNet
 /// uses T 1, warm-up 1, beta 0.5 (R34->R18) or 2 (R50->MV1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RldConfig {
     /// Weight of the cross-entropy with the labels.
     pub ce_weight: f64,

@@ -1,0 +1,147 @@
+//! Experiment files: one run of a method described in TOML (see `configs/`).
+//!
+//! Parsing is strict: an unknown key anywhere (top level, `[train]`, `[teacher_train]`,
+//! `[data]`, the optimiser, the schedule, `[method_config]`) is an error that names it and the
+//! known keys, and [`Experiment::validate`] checks what can be checked before any training:
+//! seeds (at least one, no repeats), the method's configuration against its defaults, the
+//! recipes, and that a method needing a teacher names one.
+//!
+//! ```
+//! let exp = kd::experiment::Experiment::from_toml(r#"
+//! method = "kd"
+//! dataset = "mnist"
+//! teacher = "mlp-64"
+//! student = "mlp-16"
+//! [train]
+//! epochs = 2
+//! batch_size = 64
+//! optimizer = { kind = "sgd", lr = 0.05 }
+//! [method_config]
+//! temprature = 1.0
+//! "#).unwrap();
+//! let err = exp.validate().unwrap_err().to_string();
+//! assert!(err.contains("unknown field `temprature`"), "{err}");
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use kd_core::{KdError, Result, TeacherNeed, TrainConfig};
+use kd_data::registry::LoadOptions;
+use serde::{Deserialize, Serialize};
+
+/// An experiment file (TOML).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Method name (`ce`, `kd`, ...).
+    pub method: String,
+    /// Dataset name (`mnist`, `fashion-mnist`, `csv:PATH`, `cifar100:DIR`...).
+    pub dataset: String,
+    /// Teacher architecture (required by methods that need a teacher, refused by the others).
+    #[serde(default)]
+    pub teacher: Option<String>,
+    /// Student architecture.
+    pub student: String,
+    /// Backend name.
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// Seeds to run (at least one, each once).
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    /// The student's recipe.
+    pub train: TrainConfig,
+    /// The teacher's recipe when it must be trained (default: the student's).
+    #[serde(default)]
+    pub teacher_train: Option<TrainConfig>,
+    /// A trained teacher to load instead (a checkpoint written by this project).
+    #[serde(default)]
+    pub teacher_checkpoint: Option<PathBuf>,
+    /// The method's configuration (its fields; absent: the papers' defaults).
+    #[serde(default)]
+    pub method_config: Option<toml::Value>,
+    /// Data loading options.
+    #[serde(default)]
+    pub data: LoadOptions,
+}
+
+fn default_backend() -> String {
+    "flex".into()
+}
+fn default_seeds() -> Vec<u64> {
+    vec![0]
+}
+
+impl Experiment {
+    /// Parses an experiment from TOML text (syntax and field names; see [`Experiment::validate`]
+    /// for the values).
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| KdError::InvalidConfig(format!("experiment file: {e}")))
+    }
+
+    /// Reads, parses and validates an experiment file (a regular file only).
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = kd_core::files::read_regular_text(path)?;
+        let exp: Experiment =
+            toml::from_str(&text).map_err(|e| KdError::Malformed { path: path.into(), reason: format!("experiment file: {e}") })?;
+        exp.validate().map_err(|e| KdError::Malformed { path: path.into(), reason: e.to_string() })?;
+        Ok(exp)
+    }
+
+    /// The method configuration as JSON (what the method registry reads).
+    pub fn method_config_json(&self) -> Result<Option<serde_json::Value>> {
+        self.method_config.as_ref().map(serde_json::to_value).transpose().map_err(|e| KdError::InvalidConfig(format!("method_config: {e}")))
+    }
+
+    /// Checks everything that can be checked before loading data or training.
+    pub fn validate(&self) -> Result<()> {
+        if self.seeds.is_empty() {
+            return Err(KdError::InvalidConfig("`seeds` is empty: give at least one seed".into()));
+        }
+        if let Some(seed) = first_repeat(&self.seeds) {
+            return Err(KdError::InvalidConfig(format!(
+                "`seeds` lists {seed} more than once: repeated seeds are identical runs, not independent ones"
+            )));
+        }
+        if self.dataset.trim().is_empty() {
+            return Err(KdError::InvalidConfig("`dataset` is empty".into()));
+        }
+        self.train.validate().map_err(|e| KdError::InvalidConfig(format!("[train]: {e}")))?;
+        if let Some(t) = &self.teacher_train {
+            t.validate().map_err(|e| KdError::InvalidConfig(format!("[teacher_train]: {e}")))?;
+        }
+        crate::methods::effective_config(&self.method, self.method_config_json()?.as_ref())?;
+        let need = crate::methods::teacher_need(&self.method)?;
+        match (need, &self.teacher) {
+            (TeacherNeed::Nothing, Some(t)) => Err(KdError::InvalidConfig(format!(
+                "method `{}` uses no teacher, but the file names teacher `{t}`: remove it (or choose a method that distils from it)",
+                self.method
+            ))),
+            (TeacherNeed::Nothing, None) => Ok(()),
+            (_, None) => Err(KdError::InvalidConfig(format!("method `{}` needs `teacher = \"...\"` in the experiment file", self.method))),
+            (_, Some(_)) => Ok(()),
+        }
+    }
+
+    /// The whole effective configuration of the run with `seed`, as recorded beside its
+    /// checkpoints: the method's configuration with its defaults filled in.
+    pub fn run_config(&self, seed: u64) -> Result<serde_json::Value> {
+        let method_config = crate::methods::effective_config(&self.method, self.method_config_json()?.as_ref())?;
+        Ok(serde_json::json!({
+            "method": self.method,
+            "method_config": method_config,
+            "dataset": self.dataset,
+            "data": self.data,
+            "teacher": self.teacher,
+            "teacher_train": self.teacher_train,
+            "teacher_checkpoint": self.teacher_checkpoint,
+            "student": self.student,
+            "backend": self.backend,
+            "seed": seed,
+        }))
+    }
+}
+
+/// The first value that occurs twice.
+pub fn first_repeat<T: PartialEq>(values: &[T]) -> Option<&T> {
+    values.iter().enumerate().find(|(i, v)| values[..*i].contains(v)).map(|(_, v)| v)
+}
