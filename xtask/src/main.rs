@@ -6,6 +6,8 @@
 //! - `throughput`: images per second of one distillation step per method.
 //! - `datasets`, `models`: what is available, with sizes.
 
+#[cfg(test)]
+mod bad_inputs;
 mod bench;
 mod catalog;
 mod chains;
@@ -39,7 +41,11 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    dispatch(Cli::parse())
+}
+
+/// Runs one parsed command line (the tests drive the jobs through it too).
+fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => experiment::run(args),

@@ -1,0 +1,200 @@
+//! The bad-input corpus (`tests/bad-inputs/cases.toml`): each case drives the real command
+//! line (`train`, `bench`, `throughput`) with a broken configuration, data file, run folder or
+//! checkpoint, and asserts the exact error, or for degenerate data that training still makes
+//! sense of, the warning recorded in `results.json`.
+//!
+//! A case is a list of steps run in a fresh folder (`{tmp}`); `{files}` is the corpus's folder
+//! of data and experiment files, and each experiment file `{files}/NAME.toml` is there as
+//! `{tmp}/configs/NAME.toml` with `{tmp}` and `{files}` replaced in it. Every step but the last
+//! must succeed. Steps starting with `@` prepare the folder:
+//!
+//! | step | what it does |
+//! |---|---|
+//! | `@template SRC DST` | copies SRC to DST with `{tmp}` and `{files}` replaced |
+//! | `@mkfifo PATH` | creates a named pipe |
+//! | `@remove PATH` | deletes a file |
+//! | `@edit PATH FROM TO` | replaces the first occurrence of the bytes FROM by TO |
+//! | `@truncate PATH N` | keeps the first N bytes |
+//! | `@idx DIR PREFIX N ROWS COLS CLASSES` | writes an MNIST-format pair of N images |
+//! | `@cifar10 DIR N` | writes the six CIFAR-10 batch files with N records each |
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::{Cli, dispatch};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Corpus {
+    case: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    /// The class of bad input (for the count per class).
+    class: String,
+    steps: Vec<Vec<String>>,
+    /// A substring of the last step's error (its whole chain).
+    #[serde(default)]
+    expect_error: Option<String>,
+    /// A substring of a warning in the `results.json` named by `results`.
+    #[serde(default)]
+    expect_warning: Option<String>,
+    #[serde(default)]
+    results: Option<String>,
+}
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/bad-inputs")
+}
+
+fn expand(arg: &str, tmp: &Path, files: &Path) -> String {
+    arg.replace("{tmp}", &tmp.display().to_string()).replace("{files}", &files.display().to_string())
+}
+
+fn idx_file(kind: u8, dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 8, kind];
+    for d in dims {
+        out.extend(d.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+fn number(args: &[String], i: usize) -> Result<usize> {
+    args.get(i).with_context(|| format!("step {args:?} needs argument {i}"))?.parse().with_context(|| format!("step {args:?}"))
+}
+
+/// Runs a preparation step (`@...`).
+fn prepare(args: &[String], tmp: &Path, files: &Path) -> Result<()> {
+    let path = |i: usize| -> Result<PathBuf> { Ok(PathBuf::from(args.get(i).with_context(|| format!("step {args:?}"))?)) };
+    match args[0].as_str() {
+        "@template" => {
+            let text = std::fs::read_to_string(path(1)?)?;
+            std::fs::write(path(2)?, expand(&text, tmp, files))?;
+        }
+        "@mkfifo" => {
+            let status = std::process::Command::new("mkfifo").arg(path(1)?).status()?;
+            if !status.success() {
+                bail!("mkfifo failed");
+            }
+        }
+        "@remove" => std::fs::remove_file(path(1)?)?,
+        "@edit" => {
+            let mut bytes = std::fs::read(path(1)?)?;
+            let (from, to) = (args[2].as_bytes(), args[3].as_bytes());
+            let at = bytes.windows(from.len()).position(|w| w == from).with_context(|| format!("`{}` not found", args[2]))?;
+            bytes.splice(at..at + from.len(), to.iter().copied());
+            std::fs::write(path(1)?, bytes)?;
+        }
+        "@truncate" => {
+            let bytes = std::fs::read(path(1)?)?;
+            std::fs::write(path(1)?, &bytes[..number(args, 2)?.min(bytes.len())])?;
+        }
+        "@idx" => {
+            let dir = path(1)?;
+            std::fs::create_dir_all(&dir)?;
+            let prefix = &args[2];
+            let [n, rows, cols, classes] = [number(args, 3)?, number(args, 4)?, number(args, 5)?, number(args, 6)?];
+            let pixels: Vec<u8> = (0..n * rows * cols).map(|i| (i * 37 % 251) as u8).collect();
+            let labels: Vec<u8> = (0..n).map(|i| (i % classes) as u8).collect();
+            std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), idx_file(3, &[n as u32, rows as u32, cols as u32], &pixels))?;
+            std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), idx_file(1, &[n as u32], &labels))?;
+        }
+        "@cifar10" => {
+            let dir = path(1)?;
+            std::fs::create_dir_all(&dir)?;
+            let n = number(args, 2)?;
+            let names =
+                ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"];
+            for (f, name) in names.iter().enumerate() {
+                let bytes: Vec<u8> =
+                    (0..n).flat_map(|i| std::iter::once((i % 10) as u8).chain((0..3072).map(move |p| ((p + i + f) % 256) as u8))).collect();
+                std::fs::write(dir.join(name), bytes)?;
+            }
+        }
+        other => bail!("unknown preparation step `{other}`"),
+    }
+    Ok(())
+}
+
+/// Runs a step: a preparation, or a command line of `cargo xtask`.
+fn step(args: &[String], tmp: &Path, files: &Path) -> Result<()> {
+    if args[0].starts_with('@') {
+        return prepare(args, tmp, files);
+    }
+    let cli = Cli::try_parse_from(std::iter::once("cargo xtask".to_string()).chain(args.iter().cloned()))?;
+    dispatch(cli)
+}
+
+fn run_case(case: &Case) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let files = corpus_dir().join("files");
+    let configs = tmp.path().join("configs");
+    std::fs::create_dir_all(&configs)?;
+    for entry in std::fs::read_dir(&files)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path)?;
+            std::fs::write(configs.join(path.file_name().context("a file name")?), expand(&text, tmp.path(), &files))?;
+        }
+    }
+    let steps: Vec<Vec<String>> = case.steps.iter().map(|s| s.iter().map(|a| expand(a, tmp.path(), &files)).collect()).collect();
+    let (last, before) = steps.split_last().context("a case needs a step")?;
+    for s in before {
+        step(s, tmp.path(), &files).with_context(|| format!("preparing step {s:?}"))?;
+    }
+    let outcome = step(last, tmp.path(), &files);
+    match (&case.expect_error, &case.expect_warning) {
+        (Some(expected), None) => match outcome {
+            Ok(()) => bail!("succeeded, but should fail with `{expected}`"),
+            Err(e) => {
+                let message = format!("{e:#}");
+                if !message.contains(expected.as_str()) {
+                    bail!("failed with\n    {message}\n  which does not contain\n    {expected}");
+                }
+            }
+        },
+        (None, Some(expected)) => {
+            outcome.context("should succeed with a warning")?;
+            let results = expand(case.results.as_deref().context("a warning case names its `results` file")?, tmp.path(), &files);
+            let text = std::fs::read_to_string(&results).with_context(|| format!("reading {results}"))?;
+            let records: Vec<serde_json::Value> = serde_json::from_str(&text)?;
+            let warned = records
+                .iter()
+                .flat_map(|r| r["warnings"].as_array().cloned().unwrap_or_default())
+                .any(|w| w.as_str().is_some_and(|w| w.contains(expected.as_str())));
+            if !warned {
+                bail!("no record of {results} carries a warning containing `{expected}`");
+            }
+        }
+        _ => bail!("a case expects exactly one of `expect_error` and `expect_warning`"),
+    }
+    Ok(())
+}
+
+#[test]
+fn every_bad_input_gets_its_exact_error_or_warning() {
+    let path = corpus_dir().join("cases.toml");
+    let corpus: Corpus = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut failures = Vec::new();
+    let mut classes: std::collections::BTreeMap<&str, usize> = Default::default();
+    for case in &corpus.case {
+        *classes.entry(case.class.as_str()).or_default() += 1;
+        if let Err(e) = run_case(case) {
+            failures.push(format!("{}: {e:#}", case.name));
+        }
+    }
+    let mut names: Vec<&str> = corpus.case.iter().map(|c| c.name.as_str()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), corpus.case.len(), "case names must be unique");
+    assert!(corpus.case.len() >= 40, "the corpus has {} cases", corpus.case.len());
+    eprintln!("bad-input corpus: {} cases {classes:?}", corpus.case.len());
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), corpus.case.len(), failures.join("\n"));
+}
