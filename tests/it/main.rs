@@ -5,5 +5,6 @@ mod golden;
 mod losses;
 mod properties;
 mod registry;
+mod safety;
 mod teacher_cache;
 mod training;

@@ -74,6 +74,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             seed,
             Some(RunFolder { dir: &run_dir, resume: args.resume, run_config: exp.run_config(seed)? }),
         )?;
+        let record = Record { warnings: data.warnings.clone(), ..record };
         println!("{}", record.summary_line());
         records.push(record);
     }

@@ -27,4 +27,4 @@ pub use metrics::{BinaryMetrics, SelectBy};
 pub use model::{Classifier, FrozenTeacher, ModelOutput, NoTeacher, Student, Teacher, TeacherNeed};
 pub use optim::{LrSchedule, OptimizerConfig};
 pub use teacher_cache::{CacheContent, DrawPool, TeacherCache};
-pub use train::{EpochRecord, EvalMetrics, RunOptions, TrainConfig, TrainOutcome, Trainer, evaluate};
+pub use train::{DivergenceCheck, EpochRecord, EvalMetrics, RunOptions, TrainConfig, TrainOutcome, Trainer, evaluate};

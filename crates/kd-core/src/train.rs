@@ -450,8 +450,17 @@ impl<'a> Trainer<'a> {
             let train_seconds = started.elapsed().as_secs_f64();
 
             let frozen = model.0.valid();
-            let valid = self.valid.map(|v| evaluate(&frozen, v, cfg.eval_batch_size, &self.device)).transpose()?;
-            let test = evaluate(&frozen, self.test, cfg.eval_batch_size, &self.device)?;
+            // Finite training losses but non-finite outputs afterwards: the last updates blew the
+            // weights up.
+            let diverged = |e: KdError| match e {
+                KdError::NonFinite { what } => KdError::Diverged {
+                    epoch,
+                    reason: format!("{what} are NaN or infinite after the epoch's updates (lower the learning rate)"),
+                },
+                other => other,
+            };
+            let valid = self.valid.map(|v| evaluate(&frozen, v, cfg.eval_batch_size, &self.device)).transpose().map_err(diverged)?;
+            let test = evaluate(&frozen, self.test, cfg.eval_batch_size, &self.device).map_err(diverged)?;
             let steps_f = steps.max(1) as f64;
             let record = EpochRecord {
                 epoch,
@@ -620,7 +629,7 @@ pub fn evaluate<M: Classifier>(model: &M, data: &dyn BatchSource, batch_size: us
         top5 += c5;
         let ce_sum = scalars(vec![cross_entropy(out.logits, batch.labels).sum()])?[0];
         if !ce_sum.is_finite() {
-            return Err(KdError::NonFinite { what: format!("model outputs on {}", data.name()) });
+            return Err(KdError::NonFinite { what: format!("the model's outputs on {}", data.name()) });
         }
         ce += ce_sum;
     }

@@ -929,6 +929,24 @@ mod tests {
     }
 
     #[test]
+    fn files_of_another_image_size_are_refused_for_a_registered_dataset() {
+        let images = |n: usize, side: usize, name: &str| {
+            let pixels = Arc::new((0..n * side * side).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+            InMemoryDataset::new(name, Values::U8 { data: pixels, scale: 255.0 }, (0..n).map(|i| i % 10).collect(), [1, side, side], 10)
+                .unwrap()
+        };
+        let raw = Raw::Official { train: images(20, 14, "mnist/train"), test: images(10, 14, "mnist/test") };
+        let err = check_raw("mnist", &raw, Some([1, 28, 28])).unwrap_err().to_string();
+        assert!(err.contains("mnist/train: samples have shape [1, 14, 14], but dataset `mnist` has [1, 28, 28]"), "{err}");
+        // Only the test files smaller: refused before any evaluation can fail inside Burn.
+        let raw = Raw::Official { train: images(20, 28, "mnist/train"), test: images(10, 14, "mnist/test") };
+        let err = check_raw("mnist", &raw, Some([1, 28, 28])).unwrap_err().to_string();
+        assert!(err.contains("mnist/test: samples have shape [1, 14, 14]"), "{err}");
+        let raw = Raw::Official { train: images(20, 28, "mnist/train"), test: images(10, 28, "mnist/test") };
+        assert!(check_raw("mnist", &raw, Some([1, 28, 28])).unwrap().is_empty());
+    }
+
+    #[test]
     fn cifar_names_normalise_and_augment_the_training_split() {
         let dir = tempfile::tempdir().unwrap();
         write_cifar10(dir.path(), 20);

@@ -211,7 +211,25 @@ fn code_labels(raw: &[(&str, u64)], coding: LabelCoding, column: &str) -> std::r
                 }
                 labels.push(v as usize);
             }
-            let k = classes.unwrap_or_else(|| labels.iter().max().map_or(0, |m| m + 1));
+            let k = match classes {
+                Some(k) => k,
+                None => {
+                    let (at, &max) = labels.iter().enumerate().max_by_key(|&(_, l)| *l).ok_or("no labels")?;
+                    // Inferred from the largest label: more classes than rows means the column
+                    // holds something other than class indices (and would allocate a name for
+                    // every class up to it).
+                    if max >= labels.len() {
+                        return Err(format!(
+                            "line {}, label column `{column}`: label {max} would make {} classes for {} rows; labels must be class \
+                             indices 0..K",
+                            raw[at].1,
+                            max as u128 + 1,
+                            labels.len()
+                        ));
+                    }
+                    max + 1
+                }
+            };
             Ok((labels, (0..k).map(|c| c.to_string()).collect()))
         }
         LabelCoding::Auto => {
@@ -334,6 +352,13 @@ mod tests {
         assert_eq!(reason(read_csv(&p, None, strict).unwrap_err()), "line 3, label column `label`: label 2 is out of range 0..2");
         let p = write(dir.path(), "t.csv", "a,b,label\n1,2,0\n1,2,yes\n");
         assert!(reason(read_csv(&p, None, strict).unwrap_err()).contains("`yes` is not an integer class index"));
+        // Found by the fuzzer: a huge label must not size the class list.
+        let p = write(dir.path(), "big.csv", "a,label\n1,0\n2,6666666666666661\n");
+        let err = reason(read_csv(&p, None, LabelCoding::Integers { classes: None }).unwrap_err());
+        assert!(
+            err.contains("line 3, label column `label`: label 6666666666666661 would make 6666666666666662 classes for 2 rows"),
+            "{err}"
+        );
         let p = write(dir.path(), "o.csv", "label\n1\n");
         assert!(reason(read_csv(&p, None, strict).unwrap_err()).contains("at least one feature"));
         let p = dir.path().join("u.csv");

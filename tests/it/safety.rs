@@ -1,0 +1,102 @@
+//! Run safety at the library level: experiment files, divergence, run folders.
+
+use kd::baselines::CrossEntropy;
+use kd::core::train::{DivergenceCheck, EpochRecord, EvalMetrics};
+use kd::experiment::Experiment;
+use kd::prelude::*;
+
+use crate::common::{blobs, config, device, mlp};
+
+#[test]
+fn every_experiment_file_in_configs_parses_and_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let exp = Experiment::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            // The effective configuration is what a run records beside its checkpoints.
+            let run = exp.run_config(exp.seeds[0]).unwrap();
+            assert_eq!(run["method"], exp.method.as_str());
+            assert!(run["method_config"].is_object(), "{}", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "only {seen} experiment files in {}", dir.display());
+}
+
+#[test]
+fn effective_configs_fill_in_defaults_and_refuse_unknown_fields() {
+    let cfg = kd::methods::effective_config("kd", Some(&serde_json::json!({"temperature": 2.0}))).unwrap();
+    assert_eq!(cfg["temperature"], 2.0);
+    assert_eq!(cfg["kd_weight"], 0.9, "{cfg}");
+    for method in kd::methods::method_names() {
+        let err = kd::methods::effective_config(method, Some(&serde_json::json!({"no_such_field": 1})));
+        assert!(err.is_err(), "method `{method}` accepted an unknown field");
+    }
+}
+
+fn record(epoch: usize, train_loss: f64, top1: f64, chance: f64) -> EpochRecord {
+    let eval = EvalMetrics { top1, top5: 100.0, ce_loss: 1.0, samples: 100, binary: None, chance };
+    EpochRecord {
+        epoch,
+        lr: 0.1,
+        train_terms: Default::default(),
+        train_loss,
+        train_acc: top1,
+        valid: None,
+        test: eval,
+        train_seconds: 0.0,
+    }
+}
+
+#[test]
+fn divergence_is_an_exploding_loss_or_chance_accuracy_without_progress() {
+    let check = DivergenceCheck::default();
+    assert!(check.verdict(&record(1, 2.0, 40.0, 34.0), 2.3).is_none());
+    let exploded = check.verdict(&record(1, 3.1e13, 33.0, 34.0), 2.3).unwrap();
+    assert!(exploded.contains("over 100 times the first step's 2.3000"), "{exploded}");
+    // At chance but learning (an imbalanced binary set): fine. At chance and not learning: not.
+    assert!(check.verdict(&record(5, 0.1, 96.8, 96.7), 0.69).is_none());
+    let stuck = check.verdict(&record(3, 1.0986, 33.4, 33.4), 1.0986).unwrap();
+    assert!(stuck.contains("is at chance"), "{stuck}");
+    assert!(check.verdict(&record(2, 1.0986, 33.4, 33.4), 1.0986).is_none(), "too early to call");
+    let off = DivergenceCheck { loss_factor: 0.0, chance_after_epochs: 0 };
+    assert!(off.verdict(&record(9, 1e20, 0.0, 50.0), 1.0).is_none());
+}
+
+#[test]
+fn a_run_that_explodes_fails_with_diverged() {
+    let train = blobs(96, 1, "blobs/train");
+    let test = blobs(30, 2, "blobs/test");
+    let cfg =
+        TrainConfig { optimizer: OptimizerConfig::Sgd { lr: 1e4, momentum: 0.9, nesterov: false, weight_decay: 0.0 }, ..config(3, 1) };
+    let err = Trainer::new(cfg, &train, &test, device()).fit(mlp("mlp-8", 3, 1), &mut CrossEntropy, &NoTeacher).unwrap_err();
+    assert!(matches!(err, KdError::Diverged { .. } | KdError::NonFinite { .. }), "{err}");
+    assert!(err.to_string().contains("diverged"), "{err}");
+}
+
+#[test]
+fn a_fresh_run_refuses_a_folder_that_holds_one_and_resume_names_the_difference() {
+    let train = blobs(60, 1, "blobs/train");
+    let test = blobs(30, 2, "blobs/test");
+    let dir = tempfile::tempdir().unwrap();
+    let options = |resume: bool, temperature: f64| RunOptions {
+        checkpoint_dir: Some(dir.path().to_path_buf()),
+        resume,
+        run_config: Some(serde_json::json!({"method_config": {"temperature": temperature}})),
+        ..Default::default()
+    };
+    let fit = |options: RunOptions| {
+        Trainer::new(config(1, 1), &train, &test, device()).with_options(options).fit(mlp("mlp-8", 3, 1), &mut CrossEntropy, &NoTeacher)
+    };
+    fit(options(false, 4.0)).unwrap();
+    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["experiment"]["method_config"]["temperature"], 4.0);
+    let again = fit(options(false, 4.0)).unwrap_err().to_string();
+    assert!(again.contains("already holds a run (last.ckpt, best.ckpt, run.json)"), "{again}");
+    let other = fit(options(true, 1.0)).unwrap_err().to_string();
+    assert!(other.contains("`experiment.method_config.temperature` is 4.0 in the checkpoint but 1.0 now"), "{other}");
+    // The same run resumes (here: it is finished, so it only reloads).
+    assert_eq!(fit(options(true, 4.0)).unwrap().history.len(), 1);
+}
