@@ -30,10 +30,7 @@ fn every_method_trains_by_name() {
         let trainer = Trainer::new(config(1, 4), &train, &test, device()).with_validation(&valid);
         let teacher = trainer.fit(model("mlpbn-16-16-16", classes, 1), &mut kd::baselines::CrossEntropy, &NoTeacher).unwrap();
         let teacher = FrozenTeacher::new(teacher.student, "teacher");
-        for info in kd::methods::methods() {
-            if info.binary_only != binary && info.binary_only {
-                continue;
-            }
+        for info in kd::methods::methods().unwrap().into_iter().filter(|m| m.applies_to(classes)) {
             let out = kd::methods::train_method(info.name, None, &trainer, model("mlpbn-8-8-8", classes, 2), &teacher)
                 .unwrap_or_else(|e| panic!("{} on {classes} classes: {e}", info.name));
             assert_eq!(out.history.len(), 1, "{}", info.name);

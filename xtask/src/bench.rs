@@ -125,14 +125,9 @@ fn default_models(data: &DatasetSplits) -> (&'static str, &'static str) {
     if h * w > 1 { ("mlpbn-512-256-128", "mlpbn-32-16-16") } else { ("mlpbn-256-128-64", "mlpbn-16-8-8") }
 }
 
-/// The methods that apply to a task: binary-only methods on two-class data; on two-class
-/// data the self-distillation baselines are left out (they target multi-class soft labels).
+/// The methods that apply to a task of `classes` classes (as each method declares).
 fn applicable(methods: &[MethodInfo], classes: usize) -> Vec<MethodInfo> {
-    methods
-        .iter()
-        .copied()
-        .filter(|m| if classes == 2 { m.binary_only || matches!(m.name, "ce" | "kd" | "fitnet" | "rkd") } else { !m.binary_only })
-        .collect()
+    methods.iter().copied().filter(|m| m.applies_to(classes)).collect()
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -178,7 +173,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         };
         let data = kd::data::load_dataset(name, &options)?;
         data.print_warnings();
-        let methods = applicable(chosen.as_deref().unwrap_or(&kd::methods::methods()), data.train.num_classes());
+        let methods = applicable(chosen.as_deref().unwrap_or(&kd::methods::methods()?), data.train.num_classes());
         if methods.is_empty() {
             eprintln!("bench: no chosen method applies to {name} ({} classes); skipped", data.train.num_classes());
             continue;
@@ -288,9 +283,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let sub = kd::data::load_dataset(&data.name, &options)?;
             let sub = DatasetSplits { name: format!("{} ({} samples, backbones)", data.name, limit), ..sub };
             let config = recipe(args.epochs.unwrap_or(epochs));
+            // The methods that need no teacher (CE, and the self-distillation methods).
+            let self_distillers: Vec<&str> =
+                kd::methods::methods()?.iter().filter(|m| m.need == TeacherNeed::Nothing && m.applies_to(10)).map(|m| m.name).collect();
             for backbone in ["mlp-64-64", "plane2", "resnet8"] {
                 for &seed in &backbone_seeds {
-                    for method in ["ce", "label_smoothing", "pskd", "dlb", "toast"] {
+                    for method in &self_distillers {
                         let r = match ctx.student(&sub, method, None, backbone, None, &sub.train, &config, seed, None) {
                             Ok(r) => r,
                             Err(e) => {
@@ -335,4 +333,32 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    /// Every registered method runs in the quick bench: on some default dataset it applies to.
+    #[test]
+    fn every_registered_method_is_in_the_quick_bench() {
+        let args = Wrapper::parse_from(["bench", "--quick"]).bench;
+        let preset = Preset::new(&args);
+        let mut planned: Vec<&str> = Vec::new();
+        for name in &preset.datasets {
+            let classes = kd::data::registry::dataset_info(name, &LoadOptions::default()).unwrap().classes;
+            planned.extend(applicable(&kd::methods::methods().unwrap(), classes).iter().map(|m| m.name));
+        }
+        for name in kd::methods::method_names() {
+            assert!(planned.contains(&name), "method `{name}` applies to none of the quick bench's datasets {:?}", preset.datasets);
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask datasets` and `cargo xtask models`: what is available, and how big it is.
+//! `cargo xtask datasets`, `models` and `methods`: what is available, and how big it is.
 
 use anyhow::Result;
 use clap::Args;
@@ -62,4 +62,24 @@ fn group(n: u64) -> String {
         out.push(ch);
     }
     out
+}
+
+/// `cargo xtask methods`: every registered method with its paper, teacher need and crate.
+pub fn methods() -> Result<()> {
+    println!("| method | paper | teacher | tasks | crate |");
+    println!("|---|---|---|---|---|");
+    for m in kd::methods::methods()? {
+        let need = match m.need {
+            kd::core::TeacherNeed::Nothing => "none",
+            kd::core::TeacherNeed::Logits => "logits",
+            kd::core::TeacherNeed::LogitsAndFeatures => "logits and features",
+        };
+        let tasks = match m.tasks {
+            kd::methods::Tasks::Any => "any",
+            kd::methods::Tasks::MultiClass => "multi-class",
+            kd::methods::Tasks::Binary => "binary",
+        };
+        println!("| {} | {} | {need} | {tasks} | {} |", m.name, m.paper, m.crate_name);
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@
 //!   each method, on the bundled data; prints a table and writes `results.json` and `results.md`.
 //! - `train --config FILE`: one experiment described by a TOML file (see `configs/`).
 //! - `throughput`: images per second of one distillation step per method.
-//! - `datasets`, `models`: what is available, with sizes.
+//! - `datasets`, `models`, `methods`: what is available, with sizes, papers and teacher needs.
 
 #[cfg(test)]
 mod bad_inputs;
@@ -38,6 +38,8 @@ enum Command {
     Datasets(catalog::DatasetsArgs),
     /// List the model zoo: parameters and multiply-adds for an input shape.
     Models(catalog::ModelsArgs),
+    /// List every method: name, paper, what it needs from a teacher, its crate.
+    Methods,
 }
 
 fn main() -> Result<()> {
@@ -52,5 +54,6 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Throughput(args) => throughput::run(args),
         Command::Datasets(args) => catalog::datasets(args),
         Command::Models(args) => catalog::models(args),
+        Command::Methods => catalog::methods(),
     }
 }

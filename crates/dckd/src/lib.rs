@@ -3,6 +3,7 @@
 pub mod config;
 pub mod distiller;
 pub mod loss;
+pub mod registry;
 
 pub use config::{Companion, DEFAULT_MIX_G, DckdConfig, TargetMode};
 pub use distiller::{Dckd, DckdAux};

@@ -89,6 +89,7 @@ pub mod calibration;
 pub mod debiaser;
 pub mod distiller;
 pub mod loss;
+pub mod registry;
 
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,8 @@ use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, 
 use serde::{Deserialize, Serialize};
 
 use crate::logit_stand::{LogitStandardization, standardize_pair};
+use kd_core::Student;
+use kd_core::registry::{Prepared, Value, method_config};
 
 /// What DKD subtracts from the target logit (after the division by T) to drop it from the
 /// non-target softmax (`DKD.py`, `dkd_loss`).
@@ -187,6 +189,22 @@ impl Distiller for Dkd {
         );
         Ok(LossTerms::new().with("ce", ce).with("tckd", tckd.mul_scalar(warm)).with("nckd", nckd.mul_scalar(warm)))
     }
+}
+
+/// The method by name: its configuration over the defaults, and the distiller (the crate's
+/// registry lists it).
+pub fn prepare<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
+    let cfg: DkdConfig = method_config("dkd", DkdConfig::default(), user)?;
+    Prepared::new("dkd", &cfg, Dkd::new(cfg.clone())?)
+}
+
+/// LSKD's DKD recipe: alpha and beta times 9, temperature 2, CE weight 1, z-scored logits.
+pub fn prepare_with_logit_stand<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
+    let d = DkdConfig::default();
+    let defaults = DkdConfig { alpha: d.alpha * 9.0, beta: d.beta * 9.0, temperature: 2.0, ..d };
+    let mut cfg: DkdConfig = method_config("dkd+ls", defaults, user)?;
+    cfg.logit_stand.get_or_insert_with(Default::default);
+    Prepared::new("dkd+ls", &cfg, Dkd::new(cfg.clone())?)
 }
 
 #[cfg(test)]

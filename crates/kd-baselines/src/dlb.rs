@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use kd_core::state::{StateReader, put_u64};
 
 use crate::pskd::host_rows;
+use kd_core::Student;
+use kd_core::registry::{Prepared, Value, method_config};
 
 /// Configuration of [`Dlb`]. Defaults T = 3, alpha = 1: the paper's values as remembered,
 /// **\[UNVERIFIED\]** (the DLB code has no defaults; its default experiment suffix "TP3_0.5"
@@ -228,6 +230,14 @@ impl Distiller for Dlb {
 }
 
 /// Small models, a data source and a run recipe shared by the tests of this crate's files.
+
+/// The method by name: its configuration over the defaults, and the distiller (the crate's
+/// registry lists it).
+pub fn prepare<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
+    let cfg: DlbConfig = method_config("dlb", DlbConfig::default(), user)?;
+    Prepared::new("dlb", &cfg, Dlb::new(cfg.clone())?)
+}
+
 #[cfg(test)]
 pub(crate) mod test_util {
     use burn::module::{Module, ModuleVisitor, Param};

@@ -10,7 +10,9 @@ use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfi
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
+use kd_core::Student;
 use kd_core::loss::{cross_entropy_mean, kd_kl_mean, mse_mean};
+use kd_core::registry::{Prepared, Value, method_config};
 use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, Result, StepContext, TeacherNeed};
 use serde::{Deserialize, Serialize};
 
@@ -234,6 +236,19 @@ impl Distiller for FitNet {
         }
         Ok(terms)
     }
+}
+
+/// The method by name: its configuration over the defaults, and the distiller (the crate's
+/// registry lists it).
+pub fn prepare<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
+    let cfg: FitNetConfig = method_config("fitnet", FitNetConfig::default(), user)?;
+    Prepared::new("fitnet", &cfg, FitNet::new(cfg.clone())?)
+}
+
+/// FitNet's hint plus mdistiller's KD weight (0.9).
+pub fn prepare_with_kd<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
+    let cfg: FitNetConfig = method_config("fitnet+kd", FitNetConfig { kd_weight: 0.9, ..Default::default() }, user)?;
+    Prepared::new("fitnet+kd", &cfg, FitNet::new(cfg.clone())?)
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, 
 use serde::{Deserialize, Serialize};
 
 use crate::logit_stand::{LogitStandardization, standardize_pair};
+use kd_core::Student;
+use kd_core::registry::{Prepared, Value, method_config};
 
 /// Configuration of [`Kd`]. Defaults: mdistiller's CIFAR config (`configs/cifar100/kd.yaml`:
 /// T = 4, CE weight 0.1, KD weight 0.9).
@@ -95,4 +97,19 @@ impl Distiller for Kd {
         let kd = kd_loss(student.logits.clone(), teacher.logits.clone(), c.temperature, c.logit_stand.as_ref()).mul_scalar(c.kd_weight);
         Ok(LossTerms::new().with("ce", ce).with("kd", kd))
     }
+}
+
+/// The method by name: its configuration over the defaults, and the distiller (the crate's
+/// registry lists it).
+pub fn prepare<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
+    let cfg: KdConfig = method_config("kd", KdConfig::default(), user)?;
+    Prepared::new("kd", &cfg, Kd::new(cfg.clone())?)
+}
+
+/// LSKD's CIFAR recipe for KD: base temperature 2, KD weight 9, CE weight 0.1, z-scored logits.
+pub fn prepare_with_logit_stand<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
+    let defaults = KdConfig { temperature: 2.0, ce_weight: 0.1, kd_weight: 9.0, logit_stand: Some(Default::default()) };
+    let mut cfg: KdConfig = method_config("kd+ls", defaults, user)?;
+    cfg.logit_stand.get_or_insert_with(Default::default);
+    Prepared::new("kd+ls", &cfg, Kd::new(cfg.clone())?)
 }

@@ -5,7 +5,9 @@
 //! (METHODS.md Part B section 7.1) lists it as a baseline.
 
 use burn::tensor::{Device, Int, Tensor};
+use kd_core::Student;
 use kd_core::loss::{one_hot, soft_cross_entropy};
+use kd_core::registry::{Prepared, Value, method_config};
 use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +80,13 @@ impl Distiller for LabelSmoothing {
         let loss = label_smoothing_loss(student.logits.clone(), batch.labels.clone(), self.config.epsilon);
         Ok(LossTerms::new().with("ce_smoothed", loss))
     }
+}
+
+/// The method by name: its configuration over the defaults, and the distiller (the crate's
+/// registry lists it).
+pub fn prepare<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
+    let cfg: LabelSmoothingConfig = method_config("label_smoothing", LabelSmoothingConfig::default(), user)?;
+    Prepared::new("label_smoothing", &cfg, LabelSmoothing::new(cfg.clone())?)
 }
 
 #[cfg(test)]

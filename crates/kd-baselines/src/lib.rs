@@ -12,6 +12,7 @@ pub mod kd;
 pub mod label_smoothing;
 pub mod logit_stand;
 pub mod pskd;
+pub mod registry;
 pub mod rkd;
 
 pub use ce::CrossEntropy;

@@ -9,7 +9,9 @@
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
+use kd_core::Student;
 use kd_core::loss::soft_cross_entropy;
+use kd_core::registry::{Prepared, Value, method_config};
 use kd_core::state::{StateReader, put_u64};
 use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
 use serde::{Deserialize, Serialize};
@@ -298,6 +300,13 @@ impl Distiller for PsKd {
         }
         Ok(())
     }
+}
+
+/// The method by name: its configuration over the defaults, and the distiller (the crate's
+/// registry lists it).
+pub fn prepare<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
+    let cfg: PsKdConfig = method_config("pskd", PsKdConfig::default(), user)?;
+    Prepared::new("pskd", &cfg, PsKd::new(cfg.clone())?)
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@
 //! (mdistiller `distillers/RKD.py`, `rkd_loss` and `_pdist`; the teacher side is constant).
 
 use burn::tensor::{Bool, Device, Tensor};
+use kd_core::Student;
 use kd_core::loss::{cross_entropy_mean, smooth_l1_mean};
+use kd_core::registry::{Prepared, Value, method_config};
 use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
 use serde::{Deserialize, Serialize};
 
@@ -162,6 +164,13 @@ impl Distiller for Rkd {
         let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(self.config.ce_weight);
         Ok(LossTerms::new().with("ce", ce).with("rkd_distance", dist).with("rkd_angle", angle))
     }
+}
+
+/// The method by name: its configuration over the defaults, and the distiller (the crate's
+/// registry lists it).
+pub fn prepare<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
+    let cfg: RkdConfig = method_config("rkd", RkdConfig::default(), user)?;
+    Prepared::new("rkd", &cfg, Rkd::new(cfg.clone())?)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod registry;
 pub mod rng;
 pub mod state;
 pub mod teacher_cache;

@@ -2,6 +2,7 @@
 
 pub mod distiller;
 pub mod loss;
+pub mod registry;
 
 pub use distiller::{Rld, RldConfig};
 pub use kd_baselines::LogitStandardization;

@@ -5,6 +5,7 @@ pub mod config;
 pub mod distiller;
 pub mod loss;
 pub mod medoid;
+pub mod registry;
 pub mod replay;
 
 pub use config::{BatchMode, Hardness, ReplayCandidates, ToastConfig};

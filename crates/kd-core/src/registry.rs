@@ -1,0 +1,251 @@
+//! Methods by name: how a method crate declares its methods, so that the facade, the command
+//! line's `--methods`, the bench's lists and each method's teacher need all come from one place.
+//!
+//! A method crate exposes `pub fn methods<S: Student>() -> Vec<MethodEntry<S>>`, one
+//! [`MethodEntry`] per method: its [`MethodSpec`] (name, paper, the tasks it applies to) and a
+//! function that turns a user's partial configuration into a [`Prepared`] method (the
+//! configuration with the method's defaults laid under it, checked by building the distiller).
+//! What the method needs from a teacher is asked of the distiller itself, never declared twice.
+//!
+//! ```
+//! use kd_core::registry::{MethodEntry, MethodSpec, Prepared, Tasks, method_config};
+//! use kd_core::{Result, Student};
+//! # use kd_core::{Batch, Distiller, LossTerms, ModelOutput, NoAux, StepContext, TeacherNeed};
+//! # use kd_core::burn::tensor::Device;
+//!
+//! #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+//! #[serde(default, deny_unknown_fields)]
+//! struct PlainConfig { weight: f64 }
+//!
+//! /// Cross-entropy times a weight.
+//! struct Plain(PlainConfig);
+//! # impl Distiller for Plain {
+//! #     type Aux = NoAux;
+//! #     fn name(&self) -> String { "plain".into() }
+//! #     fn teacher_need(&self) -> TeacherNeed { TeacherNeed::Nothing }
+//! #     fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> { Ok(NoAux::new()) }
+//! #     fn loss(&mut self, _: &StepContext, b: &Batch, s: &ModelOutput, _: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
+//! #         let ce = kd_core::loss::cross_entropy_mean(s.logits.clone(), b.labels.clone()) * self.0.weight;
+//! #         Ok(LossTerms::new().with("ce", ce))
+//! #     }
+//! # }
+//!
+//! fn plain<S: Student>(user: Option<&serde_json::Value>) -> Result<Prepared<S>> {
+//!     let config = method_config("plain", PlainConfig { weight: 1.0 }, user)?;
+//!     Prepared::new("plain", &config, Plain(config.clone()))
+//! }
+//!
+//! /// The crate's registry: one line per method.
+//! pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
+//!     vec![MethodEntry::new(MethodSpec::new("plain", "(no paper)", "my-crate", kd_core::registry::Tasks::Any), plain::<S>)]
+//! }
+//! ```
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+/// A configuration as the user gives it (JSON; TOML files convert to it).
+pub use serde_json::Value;
+
+use crate::distiller::Distiller;
+use crate::error::{KdError, Result};
+use crate::model::{Student, Teacher, TeacherNeed};
+use crate::train::{TrainOutcome, Trainer};
+
+/// The result of training with a method by name, without the method's learnable parts.
+pub type MethodOutcome<S> = TrainOutcome<S, ()>;
+
+/// Which tasks a method applies to (what the bench runs it on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tasks {
+    /// Multi-class and two-class tasks.
+    Any,
+    /// Tasks of three classes or more (the self-distillation and multi-class logit methods).
+    MultiClass,
+    /// Two-class tasks only.
+    Binary,
+}
+
+/// What a method is, as its crate declares it.
+#[derive(Debug, Clone, Copy)]
+pub struct MethodSpec {
+    /// The name configs and `--methods` use.
+    pub name: &'static str,
+    /// The paper (authors, venue, year) the method follows.
+    pub paper: &'static str,
+    /// The crate that implements it.
+    pub crate_name: &'static str,
+    /// The tasks it applies to.
+    pub tasks: Tasks,
+    /// Whether it accepts approximate (top-k) teacher outputs from a cache.
+    pub accepts_top_k: bool,
+}
+
+impl MethodSpec {
+    /// A method that needs full teacher outputs (the usual case).
+    pub const fn new(name: &'static str, paper: &'static str, crate_name: &'static str, tasks: Tasks) -> Self {
+        MethodSpec { name, paper, crate_name, tasks, accepts_top_k: false }
+    }
+
+    /// The same method, accepting top-k teacher outputs.
+    pub const fn accepting_top_k(self) -> Self {
+        MethodSpec { accepts_top_k: true, ..self }
+    }
+}
+
+/// A method's description with what its distiller says of itself.
+#[derive(Debug, Clone, Copy)]
+pub struct MethodInfo {
+    /// The name configs and `--methods` use.
+    pub name: &'static str,
+    /// The paper it follows.
+    pub paper: &'static str,
+    /// The crate that implements it.
+    pub crate_name: &'static str,
+    /// The tasks it applies to.
+    pub tasks: Tasks,
+    /// Whether it accepts approximate (top-k) teacher outputs from a cache.
+    pub accepts_top_k: bool,
+    /// What it needs from a teacher (asked of its distiller).
+    pub need: TeacherNeed,
+    /// Whether its configuration has `warmup_epochs` (a warm-up of the distillation terms in
+    /// epochs: short schedules scale it down).
+    pub has_warmup: bool,
+}
+
+impl MethodInfo {
+    /// Whether the method runs on a task with `classes` classes.
+    pub fn applies_to(&self, classes: usize) -> bool {
+        match self.tasks {
+            Tasks::Any => true,
+            Tasks::MultiClass => classes > 2,
+            Tasks::Binary => classes == 2,
+        }
+    }
+}
+
+/// Trains a student with a method whose configuration is resolved.
+type Runner<S> = Box<dyn FnOnce(&Trainer<'_>, S, &dyn Teacher) -> Result<MethodOutcome<S>>>;
+
+/// A method ready to train: its effective configuration (defaults and preset filled in,
+/// checked), what it needs from a teacher, and what trains with it.
+pub struct Prepared<S> {
+    config: serde_json::Value,
+    need: TeacherNeed,
+    runner: Runner<S>,
+}
+
+impl<S: Student> Prepared<S> {
+    /// A method that trains `distiller` (already built, so its configuration is checked).
+    pub fn new<C: Serialize, D: Distiller + 'static>(method: &str, config: &C, distiller: D) -> Result<Self> {
+        let need = distiller.teacher_need();
+        Self::with_runner(method, config, need, move |trainer, student, teacher| {
+            let mut distiller = distiller;
+            fit_method(trainer, student, &mut distiller, teacher)
+        })
+    }
+
+    /// A method that builds its distiller only when training starts (it fits something on the
+    /// trainer's data first, as de-biased KD fits its calibration).
+    pub fn with_runner<C: Serialize>(
+        method: &str,
+        config: &C,
+        need: TeacherNeed,
+        runner: impl FnOnce(&Trainer<'_>, S, &dyn Teacher) -> Result<MethodOutcome<S>> + 'static,
+    ) -> Result<Self> {
+        let config =
+            serde_json::to_value(config).map_err(|e| KdError::InvalidConfig(format!("configuration of method `{method}`: {e}")))?;
+        Ok(Prepared { config, need, runner: Box::new(runner) })
+    }
+
+    /// The effective configuration, as a run records it.
+    pub fn config(&self) -> &serde_json::Value {
+        &self.config
+    }
+
+    /// What the method needs from a teacher.
+    pub fn need(&self) -> TeacherNeed {
+        self.need
+    }
+
+    /// Trains `student`.
+    pub fn train(self, trainer: &Trainer<'_>, student: S, teacher: &dyn Teacher) -> Result<MethodOutcome<S>> {
+        (self.runner)(trainer, student, teacher)
+    }
+}
+
+/// Trains `student` with `distiller` and drops the method's learnable parts from the outcome.
+pub fn fit_method<S: Student, D: Distiller>(
+    trainer: &Trainer<'_>,
+    student: S,
+    distiller: &mut D,
+    teacher: &dyn Teacher,
+) -> Result<MethodOutcome<S>> {
+    let out = trainer.fit(student, distiller, teacher)?;
+    Ok(TrainOutcome { student: out.student, aux: (), history: out.history, best_epoch: out.best_epoch, finished: out.finished })
+}
+
+/// One method of a crate's registry.
+pub struct MethodEntry<S> {
+    /// What the method is.
+    pub spec: MethodSpec,
+    /// Resolves a user's partial configuration (`None`: the defaults).
+    pub prepare: fn(Option<&serde_json::Value>) -> Result<Prepared<S>>,
+}
+
+impl<S: Student> MethodEntry<S> {
+    /// An entry.
+    pub fn new(spec: MethodSpec, prepare: fn(Option<&serde_json::Value>) -> Result<Prepared<S>>) -> Self {
+        MethodEntry { spec, prepare }
+    }
+
+    /// The description, with what the distiller says of itself under the defaults.
+    pub fn info(&self) -> Result<MethodInfo> {
+        let prepared = (self.prepare)(None)?;
+        let s = self.spec;
+        Ok(MethodInfo {
+            name: s.name,
+            paper: s.paper,
+            crate_name: s.crate_name,
+            tasks: s.tasks,
+            accepts_top_k: s.accepts_top_k,
+            need: prepared.need(),
+            has_warmup: prepared.config().get("warmup_epochs").is_some(),
+        })
+    }
+}
+
+/// A method's configuration: `defaults` with the user's fields laid over them (a key the user
+/// gives replaces the default's), so a configuration names only what it changes. An unknown
+/// field or a wrong type is an error naming the method.
+pub fn method_config<C: Serialize + DeserializeOwned>(method: &str, defaults: C, user: Option<&serde_json::Value>) -> Result<C> {
+    let bad = |e: serde_json::Error| KdError::InvalidConfig(format!("configuration of method `{method}`: {e}"));
+    let Some(user) = user else { return Ok(defaults) };
+    let mut base = serde_json::to_value(defaults).map_err(bad)?;
+    match (base.as_object_mut(), user.as_object()) {
+        (Some(b), Some(u)) => {
+            for (k, v) in u {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        _ => base = user.clone(),
+    }
+    serde_json::from_value(base).map_err(bad)
+}
+
+/// A method without configuration fields: `None` or `{}` only.
+pub fn no_config(method: &str, user: Option<&serde_json::Value>) -> Result<serde_json::Value> {
+    match user {
+        Some(v) if v.as_object().is_none_or(|o| !o.is_empty()) => {
+            Err(KdError::InvalidConfig(format!("method `{method}` has no configuration fields, got {v}")))
+        }
+        _ => Ok(serde_json::json!({})),
+    }
+}
+
+/// The entry named `method` among `entries`, or an error listing the known names.
+pub fn find<'a, S>(entries: &'a [MethodEntry<S>], method: &str) -> Result<&'a MethodEntry<S>> {
+    entries.iter().find(|e| e.spec.name == method).ok_or_else(|| {
+        let names: Vec<&str> = entries.iter().map(|e| e.spec.name).collect();
+        KdError::InvalidConfig(format!("unknown method `{method}`; known: {}", names.join(", ")))
+    })
+}
