@@ -221,7 +221,7 @@ fn dkd_and_rld_distillers_weight_ce_and_warm_up() {
     let s = random_logits(batch, classes, 3.0, 51);
     let t = random_logits(batch, classes, 3.0, 52);
     let y = random_labels(batch, classes, 53);
-    let output = |v: &[f32]| ModelOutput { logits: matrix(v, classes), features: Vec::new(), embedding: T::zeros([batch, 2], &device()) };
+    let output = |v: &[f32]| ModelOutput::logits_only(matrix(v, classes));
     let data = Batch {
         inputs: T::zeros([batch, 1, 1, 1], &device()),
         labels: labels(&y),
@@ -258,7 +258,7 @@ fn dkd_and_rld_distillers_weight_ce_and_warm_up() {
     let mut rld = Rld::new(RldConfig::default()).unwrap();
     assert!(rld.loss(&ctx(1), &data, &output(&s), None, &aux).is_err());
     let wide = random_logits(batch, classes + 1, 3.0, 54);
-    let wide_out = ModelOutput { logits: matrix(&wide, classes + 1), features: Vec::new(), embedding: T::zeros([batch, 2], &device()) };
+    let wide_out = ModelOutput::logits_only(matrix(&wide, classes + 1));
     let err = rld.loss(&ctx(1), &data, &output(&s), Some(&wide_out), &aux).expect_err("class mismatch must be an error");
     assert!(matches!(err, KdError::ClassCountMismatch { .. }), "{err}");
     let mut dkd = Dkd::new(DkdConfig::default()).unwrap();

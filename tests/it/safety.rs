@@ -36,8 +36,8 @@ fn effective_configs_fill_in_defaults_and_refuse_unknown_fields() {
     }
 }
 
-fn record(epoch: usize, train_loss: f64, top1: f64, chance: f64) -> EpochRecord {
-    let eval = EvalMetrics { top1, top5: 100.0, ce_loss: 1.0, samples: 100, binary: None, chance };
+fn record(epoch: usize, train_loss: f64, top1: f64, chance: f64, predicted_classes: usize) -> EpochRecord {
+    let eval = EvalMetrics { top1, top5: 100.0, ce_loss: 1.0, samples: 100, binary: None, chance, predicted_classes };
     EpochRecord {
         epoch,
         lr: 0.1,
@@ -53,16 +53,19 @@ fn record(epoch: usize, train_loss: f64, top1: f64, chance: f64) -> EpochRecord 
 #[test]
 fn divergence_is_an_exploding_loss_or_chance_accuracy_without_progress() {
     let check = DivergenceCheck::default();
-    assert!(check.verdict(&record(1, 2.0, 40.0, 34.0), 2.3).is_none());
-    let exploded = check.verdict(&record(1, 3.1e13, 33.0, 34.0), 2.3).unwrap();
+    assert!(check.verdict(&record(1, 2.0, 40.0, 34.0, 3), 2.3, 2.0).is_none());
+    let exploded = check.verdict(&record(1, 3.1e13, 33.0, 34.0, 1), 2.3, 3.1e13).unwrap();
     assert!(exploded.contains("over 100 times the first step's 2.3000"), "{exploded}");
-    // At chance but learning (an imbalanced binary set): fine. At chance and not learning: not.
-    assert!(check.verdict(&record(5, 0.1, 96.8, 96.7), 0.69).is_none());
-    let stuck = check.verdict(&record(3, 1.0986, 33.4, 33.4), 1.0986).unwrap();
-    assert!(stuck.contains("is at chance"), "{stuck}");
-    assert!(check.verdict(&record(2, 1.0986, 33.4, 33.4), 1.0986).is_none(), "too early to call");
-    let off = DivergenceCheck { loss_factor: 0.0, chance_after_epochs: 0 };
-    assert!(off.verdict(&record(9, 1e20, 0.0, 50.0), 1.0).is_none());
+    // Predicting the majority class of an imbalanced set while the loss falls: fine.
+    assert!(check.verdict(&record(5, 0.1, 96.7, 96.7, 1), 0.69, 0.3).is_none());
+    // At chance but still predicting several classes (hard or noisy data): not divergence.
+    assert!(check.verdict(&record(3, 1.1, 33.4, 33.4, 3), 1.0986, 1.0986).is_none());
+    // Collapsed onto one class, at chance, no progress: diverged.
+    let stuck = check.verdict(&record(3, 1.0986, 33.4, 33.4, 1), 1.0986, 1.0986).unwrap();
+    assert!(stuck.contains("predicts a single class"), "{stuck}");
+    assert!(check.verdict(&record(2, 1.0986, 33.4, 33.4, 1), 1.0986, 1.0986).is_none(), "too early to call");
+    let off = DivergenceCheck::off();
+    assert!(off.verdict(&record(9, 1e20, 0.0, 50.0, 1), 1.0, 1.0).is_none());
 }
 
 #[test]

@@ -155,7 +155,7 @@ fn nan_logits_are_an_error_that_names_them() {
         fn outputs(&self, batch: &Batch, _: TeacherNeed) -> kd::core::Result<Option<ModelOutput>> {
             let n = batch.len();
             let logits = Tensor::<2>::from_data(TensorData::new(vec![f32::NAN; n * 3], [n, 3]), &device());
-            Ok(Some(ModelOutput { logits: logits.clone(), features: vec![], embedding: logits }))
+            Ok(Some(ModelOutput::logits_only(logits)))
         }
     }
     let train = blobs(60, 1, "blobs/train");

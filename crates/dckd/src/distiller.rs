@@ -137,7 +137,8 @@ impl Distiller for Dckd {
                 terms.push("hint", hint_loss(regressor, s.clone(), t.clone())?.mul_scalar(gamma));
             }
             Companion::Rkd { distance_weight, angle_weight, squared, eps } => {
-                let (s, t) = (student.embedding.dims(), teacher.embedding.dims());
+                let (student_embedding, teacher_embedding) = (student.embedding("dckd+rkd")?, teacher.embedding("dckd+rkd")?);
+                let (s, t) = (student_embedding.dims(), teacher_embedding.dims());
                 if s[0] != t[0] {
                     return Err(KdError::ShapeMismatch {
                         what: format!("{name}: teacher embedding (batch)"),
@@ -146,7 +147,7 @@ impl Distiller for Dckd {
                     });
                 }
                 let rkd = RkdConfig { ce_weight: 0.0, distance_weight, angle_weight, squared, eps };
-                let (dist, angle) = rkd_loss(student.embedding.clone(), teacher.embedding.clone(), &rkd);
+                let (dist, angle) = rkd_loss(student_embedding.clone(), teacher_embedding.clone(), &rkd);
                 terms.push("rkd_distance", dist.mul_scalar(gamma));
                 terms.push("rkd_angle", angle.mul_scalar(gamma));
             }

@@ -116,7 +116,7 @@ impl Teacher for DistortedTeacher {
         let d = x.clone().matmul(w).mul_scalar(self.scale).add_scalar(self.bias);
         let mut columns = vec![Tensor::zeros([n, 1], &device), d];
         columns.extend((2..self.classes).map(|_| Tensor::zeros([n, 1], &device)));
-        Ok(Some(ModelOutput { logits: Tensor::cat(columns, 1), features: Vec::new(), embedding: x }))
+        Ok(Some(ModelOutput::logits_only(Tensor::cat(columns, 1))))
     }
 }
 
@@ -268,7 +268,7 @@ fn binary_kd_has_the_gradient_of_two_logit_kd() {
     let (temperature, lambda) = (2.0, 0.3);
     let binary = BinaryKd::new(BinaryKdConfig { temperature, lambda }).unwrap();
     let mut kd = Kd::new(KdConfig { temperature, ce_weight: 1.0 - lambda, kd_weight: lambda, logit_stand: None }).unwrap();
-    let out = |logits: Tensor<2>| ModelOutput { embedding: logits.clone(), logits, features: Vec::new() };
+    let out = |logits: Tensor<2>| ModelOutput::logits_only(logits);
     let a = binary.terms(&batch, s.clone(), t.clone()).unwrap().total().unwrap();
     let b = kd.loss(&ctx(), &batch, &out(s.clone()), Some(&out(t)), &kd_core::NoAux::new()).unwrap().total().unwrap();
     // The losses differ by lambda * T^2 * (teacher entropy), a constant; the gradients agree.
@@ -304,12 +304,11 @@ fn clear_errors_for_non_binary_or_single_class_data() {
     // The distiller refuses a 3-logit student before training, and a batch without a teacher.
     let debiaser = Debiaser::new(1.0, 0.0, DebiasOptions::default()).unwrap();
     let mut d = DebiasedKd::new(debiaser, DebiasedKdConfig::default()).unwrap();
-    let three_logits =
-        ModelOutput { logits: Tensor::zeros([4, 3], &device), features: Vec::new(), embedding: Tensor::zeros([4, 1], &device) };
+    let three_logits = ModelOutput::logits_only(Tensor::zeros([4, 3], &device));
     let err = d.init_aux(&three_logits, None, &device).unwrap_err().to_string();
     assert!(err.contains("student has 3 logits"), "{err}");
     let (s, _, batch) = random_case(4, &device);
-    let student = ModelOutput { logits: s, features: Vec::new(), embedding: Tensor::zeros([4, 1], &device) };
+    let student = ModelOutput::logits_only(s);
     assert!(matches!(d.loss(&ctx(), &batch, &student, None, &kd_core::NoAux::new()), Err(KdError::Missing { .. })));
     assert!(DebiasedKd::new(Debiaser::new(1.0, 0.0, DebiasOptions::default()).unwrap(), DebiasedKdConfig { lambda: -0.1 }).is_err());
     assert!(BinaryKd::new(BinaryKdConfig { temperature: 0.0, lambda: 0.5 }).is_err());

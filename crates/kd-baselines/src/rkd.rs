@@ -155,12 +155,13 @@ impl Distiller for Rkd {
         _: &NoAux,
     ) -> Result<LossTerms> {
         let teacher = teacher.ok_or_else(|| KdError::Missing { method: "rkd".into(), what: "teacher embeddings".into() })?;
-        let (s, t) = (student.embedding.dims(), teacher.embedding.dims());
+        let (student_embedding, teacher_embedding) = (student.embedding("rkd")?, teacher.embedding("rkd")?);
+        let (s, t) = (student_embedding.dims(), teacher_embedding.dims());
         if s[0] != t[0] {
             return Err(KdError::ShapeMismatch { what: "RKD embeddings (batch)".into(), expected: vec![s[0]], actual: vec![t[0]] });
         }
         // Student and teacher dimensions may differ: the relations are compared, not the vectors.
-        let (dist, angle) = rkd_loss(student.embedding.clone(), teacher.embedding.clone(), &self.config);
+        let (dist, angle) = rkd_loss(student_embedding.clone(), teacher_embedding.clone(), &self.config);
         let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(self.config.ce_weight);
         Ok(LossTerms::new().with("ce", ce).with("rkd_distance", dist).with("rkd_angle", angle))
     }

@@ -14,11 +14,26 @@ pub struct ModelOutput {
     /// Stage outputs, `[batch, channels, height, width]` (an MLP's hidden layers are
     /// `[batch, width, 1, 1]`), shallow to deep, each after its activation.
     pub features: Vec<Tensor<4>>,
-    /// The penultimate embedding, `[batch, dim]` (pooled, before the classifier).
-    pub embedding: Tensor<2>,
+    /// The penultimate embedding, `[batch, dim]` (pooled, before the classifier); `None` for
+    /// outputs that have none (a teacher cache stores logits only). Read it with
+    /// [`ModelOutput::embedding`], which names what is missing.
+    pub embedding: Option<Tensor<2>>,
 }
 
 impl ModelOutput {
+    /// Outputs with logits only: no features, no embedding.
+    pub fn logits_only(logits: Tensor<2>) -> Self {
+        ModelOutput { logits, features: Vec::new(), embedding: None }
+    }
+
+    /// The penultimate embedding, or an error saying that `method` needs one these outputs lack.
+    pub fn embedding(&self, method: &str) -> Result<&Tensor<2>> {
+        self.embedding.as_ref().ok_or_else(|| KdError::Missing {
+            method: method.into(),
+            what: "the penultimate embedding, which these outputs do not have (a teacher cache stores logits only)".into(),
+        })
+    }
+
     /// Number of classes (the logits' second dimension).
     pub fn num_classes(&self) -> usize {
         self.logits.dims()[1]
@@ -29,7 +44,7 @@ impl ModelOutput {
         ModelOutput {
             logits: self.logits.clone().without_autodiff(),
             features: self.features.iter().map(|f| f.clone().without_autodiff()).collect(),
-            embedding: self.embedding.clone().without_autodiff(),
+            embedding: self.embedding.as_ref().map(|e| e.clone().without_autodiff()),
         }
     }
 }

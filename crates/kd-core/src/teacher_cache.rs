@@ -407,6 +407,6 @@ impl Teacher for TeacherCache {
             }
         }
         let logits = Tensor::<2>::from_data(TensorData::new(out, [batch.len(), c]), &self.device);
-        Ok(Some(ModelOutput { logits: logits.clone(), features: Vec::new(), embedding: logits }))
+        Ok(Some(ModelOutput::logits_only(logits)))
     }
 }

@@ -105,9 +105,10 @@ pub struct DivergenceCheck {
     /// The run fails when an epoch's mean training loss is more than this multiple of the loss of
     /// the very first step (before any update). 0 turns the check off.
     pub loss_factor: f64,
-    /// From this epoch on, the run fails when the evaluation accuracy is at chance (within one
-    /// point of the majority class's share) while the training loss has not fallen below the
-    /// first step's: the model learnt nothing. 0 turns the check off.
+    /// From this epoch on, the run fails when the model has collapsed: it predicts one class for
+    /// every evaluation sample, its accuracy is at chance (within one point of the majority
+    /// class's share), and its training loss is no lower than in the first epoch. 0 turns the
+    /// check off.
     pub chance_after_epochs: usize,
 }
 
@@ -120,8 +121,14 @@ impl Default for DivergenceCheck {
 }
 
 impl DivergenceCheck {
-    /// Why `record` shows a diverged run, if it does. `initial_loss` is the first step's loss.
-    pub fn verdict(&self, record: &EpochRecord, initial_loss: f64) -> Option<String> {
+    /// No check (for runs expected to learn nothing, such as tests on noise).
+    pub const fn off() -> Self {
+        DivergenceCheck { loss_factor: 0.0, chance_after_epochs: 0 }
+    }
+
+    /// Why `record` shows a diverged run, if it does. `initial_loss` is the first step's loss,
+    /// `first_epoch_loss` the first epoch's mean training loss.
+    pub fn verdict(&self, record: &EpochRecord, initial_loss: f64, first_epoch_loss: f64) -> Option<String> {
         let scale = initial_loss.abs().max(1e-3);
         if self.loss_factor > 0.0 && record.train_loss > self.loss_factor * scale {
             return Some(format!(
@@ -134,11 +141,12 @@ impl DivergenceCheck {
             && record.epoch >= self.chance_after_epochs
             && eval.chance > 0.0
             && eval.top1 <= eval.chance + 1.0
-            && record.train_loss >= initial_loss
+            && eval.predicted_classes == 1
+            && record.train_loss >= first_epoch_loss
         {
             return Some(format!(
-                "after {} epochs the accuracy {:.2}% is at chance (the majority class is {:.2}% of the split) and the training loss \
-                 {:.4} has not fallen below the first step's {initial_loss:.4}",
+                "after {} epochs the model predicts a single class, its accuracy {:.2}% is at chance (the majority class is {:.2}% \
+                 of the split), and the training loss {:.4} is no lower than the first epoch's {first_epoch_loss:.4}",
                 record.epoch, eval.top1, eval.chance, record.train_loss
             ));
         }
@@ -163,6 +171,9 @@ pub struct EvalMetrics {
     /// The accuracy of always predicting the split's most frequent class, percent.
     #[serde(default)]
     pub chance: f64,
+    /// How many distinct classes the model predicted on the split (1: a collapsed model).
+    #[serde(default)]
+    pub predicted_classes: usize,
 }
 
 /// What one epoch did.
@@ -480,7 +491,8 @@ impl<'a> Trainer<'a> {
             if improved {
                 best = Some((epoch, selection));
             }
-            if let Some(reason) = self.options.divergence.verdict(&record, initial_loss.unwrap_or(record.train_loss)) {
+            let first_epoch_loss = history.first().map_or(record.train_loss, |r| r.train_loss);
+            if let Some(reason) = self.options.divergence.verdict(&record, initial_loss.unwrap_or(record.train_loss), first_epoch_loss) {
                 return Err(KdError::Diverged { epoch, reason });
             }
             self.log_epoch(&record, distiller.name())?;
@@ -610,6 +622,7 @@ pub fn evaluate<M: Classifier>(model: &M, data: &dyn BatchSource, batch_size: us
     let mut positive_probs: Vec<f64> = Vec::new();
     let mut labels: Vec<usize> = Vec::new();
     let mut class_counts = vec![0usize; model.num_classes()];
+    let mut predicted = vec![false; model.num_classes()];
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = data.batch(chunk, 0, 0, device)?;
@@ -624,6 +637,13 @@ pub fn evaluate<M: Classifier>(model: &M, data: &dyn BatchSource, batch_size: us
             positive_probs.extend(probs);
             labels.extend(&batch.labels_host);
         }
+        let argmax =
+            out.logits.clone().argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().map_err(|e| KdError::Record(format!("{e:?}")))?;
+        for c in argmax {
+            if let Some(p) = usize::try_from(c).ok().and_then(|c| predicted.get_mut(c)) {
+                *p = true;
+            }
+        }
         let (c1, c5) = topk_correct(out.logits.clone(), &batch.labels_host, 5);
         top1 += c1;
         top5 += c5;
@@ -636,7 +656,16 @@ pub fn evaluate<M: Classifier>(model: &M, data: &dyn BatchSource, batch_size: us
     let n = data.len().max(1) as f64;
     let binary = if binary && !labels.is_empty() { Some(binary_metrics(&positive_probs, &labels)?) } else { None };
     let chance = 100.0 * class_counts.iter().copied().max().unwrap_or(0) as f64 / n;
-    Ok(EvalMetrics { top1: 100.0 * top1 as f64 / n, top5: 100.0 * top5 as f64 / n, ce_loss: ce / n, samples: data.len(), binary, chance })
+    let predicted_classes = predicted.iter().filter(|&&p| p).count();
+    Ok(EvalMetrics {
+        top1: 100.0 * top1 as f64 / n,
+        top5: 100.0 * top5 as f64 / n,
+        ce_loss: ce / n,
+        samples: data.len(),
+        binary,
+        chance,
+        predicted_classes,
+    })
 }
 
 /// The leaves where two JSON values differ, as `path: saved vs now` lines.

@@ -22,7 +22,7 @@
 //! let out = student.forward(Tensor::zeros([8, 3, 32, 32], &device));
 //! assert_eq!(out.logits.dims(), [8, 100]);
 //! assert_eq!(out.features.len(), 4); // stem, stage 1, 2, 3 (after ReLU)
-//! assert_eq!(out.embedding.dims(), [8, 256]);
+//! assert_eq!(out.embedding("test").unwrap().dims(), [8, 256]);
 //!
 //! let summary = model_summary(&spec, [3, 32, 32], 100)?; // analytic, builds nothing
 //! assert_eq!(summary.params, 1_233_540);

@@ -64,7 +64,7 @@ impl Classifier for Mlp {
             features.push(x.clone().reshape([b, width, 1, 1]));
         }
         let logits = self.fc.forward(x.clone());
-        ModelOutput { logits, features, embedding: x }
+        ModelOutput { logits, features, embedding: Some(x) }
     }
 
     fn num_classes(&self) -> usize {

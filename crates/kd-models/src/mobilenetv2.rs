@@ -161,7 +161,7 @@ impl Classifier for MobileNetV2 {
         let embedding = global_pool(x);
         // `classifier` always holds exactly one layer (built in `new`).
         let logits = self.classifier.iter().fold(embedding.clone(), |z, l| l.forward(z));
-        ModelOutput { logits, features, embedding }
+        ModelOutput { logits, features, embedding: Some(embedding) }
     }
 
     fn num_classes(&self) -> usize {
@@ -180,7 +180,7 @@ mod tests {
         let out = net.forward(Tensor::zeros([2, 3, 32, 32], &device));
         let shapes: Vec<_> = out.features.iter().map(|f| f.dims()).collect();
         assert_eq!(shapes, vec![[2, 16, 16, 16], [2, 12, 16, 16], [2, 16, 8, 8], [2, 48, 4, 4], [2, 160, 2, 2]]);
-        assert_eq!(out.embedding.dims(), [2, 1280]);
+        assert_eq!(out.embedding("test").unwrap().dims(), [2, 1280]);
         // The first group has expansion 1 but keeps its pointwise layer, as the original.
         assert_eq!(net.blocks[0][0].conv.0.weight.dims(), [16, 16, 1, 1]);
         assert!(net.blocks[1][1].use_res_connect && !net.blocks[1][0].use_res_connect);

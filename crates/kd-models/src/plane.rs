@@ -148,7 +148,7 @@ impl Classifier for PlaneCnn {
                 FcLayer::Relu(r) => z = r.forward(z),
             }
         }
-        ModelOutput { logits: z, features, embedding }
+        ModelOutput { logits: z, features, embedding: Some(embedding) }
     }
 
     fn num_classes(&self) -> usize {
@@ -167,13 +167,13 @@ mod tests {
         let out = net.forward(Tensor::zeros([2, 3, 32, 32], &device));
         let shapes: Vec<_> = out.features.iter().map(|f| f.dims()).collect();
         assert_eq!(shapes, vec![[2, 32, 32, 32], [2, 64, 16, 16], [2, 128, 8, 8], [2, 256, 4, 4]]);
-        assert_eq!(out.embedding.dims(), [2, 64]);
+        assert_eq!(out.embedding("test").unwrap().dims(), [2, 64]);
         assert_eq!(out.logits.dims(), [2, 7]);
 
         let net = PlaneCnn::new(6, [1, 28, 28], 10, &device).unwrap();
         let out = net.forward(Tensor::zeros([2, 1, 28, 28], &device));
         assert_eq!(out.features.last().unwrap().dims(), [2, 128, 7, 7]);
-        assert_eq!(out.embedding.dims(), [2, 128 * 7 * 7]);
+        assert_eq!(out.embedding("test").unwrap().dims(), [2, 128 * 7 * 7]);
     }
 
     #[test]

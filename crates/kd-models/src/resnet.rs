@@ -165,7 +165,7 @@ impl Classifier for ResNet {
             features.push(x.clone());
         }
         let embedding = global_pool(x);
-        ModelOutput { logits: self.fc.forward(embedding.clone()), features, embedding }
+        ModelOutput { logits: self.fc.forward(embedding.clone()), features, embedding: Some(embedding) }
     }
 
     fn num_classes(&self) -> usize {
@@ -184,7 +184,7 @@ mod tests {
         let out = net.forward(Tensor::zeros([2, 3, 32, 32], &device));
         let shapes: Vec<_> = out.features.iter().map(|f| f.dims()).collect();
         assert_eq!(shapes, vec![[2, 32, 32, 32], [2, 64, 32, 32], [2, 128, 16, 16], [2, 256, 8, 8]]);
-        assert_eq!(out.embedding.dims(), [2, 256]);
+        assert_eq!(out.embedding("test").unwrap().dims(), [2, 256]);
         assert_eq!(out.logits.dims(), [2, 5]);
         // resnet8x4 widens in stage 1, so its first block has a projection shortcut.
         assert!(net.layer1[0].downsample.is_some());

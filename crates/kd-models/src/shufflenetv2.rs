@@ -257,7 +257,7 @@ impl Classifier for ShuffleNetV2 {
         }
         let x = relu(self.bn2.forward(self.conv2.forward(x)));
         let embedding = global_pool(x);
-        ModelOutput { logits: self.linear.forward(embedding.clone()), features, embedding }
+        ModelOutput { logits: self.linear.forward(embedding.clone()), features, embedding: Some(embedding) }
     }
 
     fn num_classes(&self) -> usize {
@@ -285,6 +285,6 @@ mod tests {
         let out = net.forward(Tensor::zeros([2, 1, 28, 28], &device));
         let shapes: Vec<_> = out.features.iter().map(|f| f.dims()).collect();
         assert_eq!(shapes, vec![[2, 24, 28, 28], [2, 116, 14, 14], [2, 232, 7, 7], [2, 464, 4, 4]]);
-        assert_eq!(out.embedding.dims(), [2, 1024]);
+        assert_eq!(out.embedding("test").unwrap().dims(), [2, 1024]);
     }
 }

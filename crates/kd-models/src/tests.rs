@@ -118,7 +118,7 @@ fn check_forward(spec: &ModelSpec, input: [usize; 3], classes: usize, device: &D
     let [c, h, w] = input;
     let out = model.forward(Tensor::ones([2, c, h, w], device));
     assert_eq!(out.logits.dims(), [2, classes], "{name} {input:?}: logits");
-    assert_eq!(out.embedding.dims()[0], 2, "{name} {input:?}: embedding");
+    assert_eq!(out.embedding("test").unwrap().dims()[0], 2, "{name} {input:?}: embedding");
     assert!(!out.features.is_empty(), "{name} {input:?}: no features");
     let mut previous = (h, w);
     for (i, f) in out.features.iter().enumerate() {
@@ -163,7 +163,7 @@ fn embedding_widths() {
     {
         let model = ModelSpec::parse(name).unwrap().build([3, 32, 32], 100, &device).unwrap();
         let out = model.forward(Tensor::zeros([1, 3, 32, 32], &device));
-        assert_eq!(out.embedding.dims(), [1, dim], "{name}");
+        assert_eq!(out.embedding("test").unwrap().dims(), [1, dim], "{name}");
     }
 }
 

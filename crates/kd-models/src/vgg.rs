@@ -126,7 +126,7 @@ impl Classifier for Vgg {
             }
         }
         let embedding = global_pool(x);
-        ModelOutput { logits: self.classifier.forward(embedding.clone()), features, embedding }
+        ModelOutput { logits: self.classifier.forward(embedding.clone()), features, embedding: Some(embedding) }
     }
 
     fn num_classes(&self) -> usize {

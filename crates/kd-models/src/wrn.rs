@@ -181,7 +181,7 @@ impl Classifier for WideResNet {
         let x = relu(self.bn1.forward(x));
         features.push(x.clone());
         let embedding = global_pool(x);
-        ModelOutput { logits: self.fc.forward(embedding.clone()), features, embedding }
+        ModelOutput { logits: self.fc.forward(embedding.clone()), features, embedding: Some(embedding) }
     }
 
     fn num_classes(&self) -> usize {
@@ -200,7 +200,7 @@ mod tests {
         let out = net.forward(Tensor::zeros([2, 3, 32, 32], &device));
         let shapes: Vec<_> = out.features.iter().map(|f| f.dims()).collect();
         assert_eq!(shapes, vec![[2, 16, 32, 32], [2, 32, 32, 32], [2, 64, 16, 16], [2, 128, 8, 8]]);
-        assert_eq!(out.embedding.dims(), [2, 128]);
+        assert_eq!(out.embedding("test").unwrap().dims(), [2, 128]);
         assert!(net.block1.layer[0].convShortcut.is_some());
         assert!(net.block1.layer[1].convShortcut.is_none());
         // Width 1: the first group keeps 16 channels and needs no projection.

@@ -298,11 +298,8 @@ mod tests {
         let batch =
             Batch::from_host((0..8).map(|v| v as f32 * 0.3 - 1.0).collect(), [2, 1, 2, 2], vec![0, 2], vec![0, 1], vec![0, 0], &device)
                 .unwrap();
-        let student = ModelOutput {
-            logits: Tensor::from_data(TensorData::new(vec![0.5f32, -1.0, 2.0, 0.0, 1.0, -0.5], [2, 3]), &device),
-            features: Vec::new(),
-            embedding: Tensor::zeros([2, 1], &device),
-        };
+        let student =
+            ModelOutput::logits_only(Tensor::from_data(TensorData::new(vec![0.5f32, -1.0, 2.0, 0.0, 1.0, -0.5], [2, 3]), &device));
         let ctx = StepContext { epoch: 1, total_epochs: 1, step_in_epoch: 0, global_step: 3, seed: 5 };
         let loss = StageLoss { temperature: 2.0, lambda: 0.7, reduce: KdReduce::Sum };
         let mut d = MultiTeacherKd::new(teachers.clone(), loss).unwrap().with_drop(DropPolicy::Fixed { count: 1 }).unwrap();

@@ -77,7 +77,7 @@ impl Classifier for TinyNet {
     fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
         let b = inputs.dims()[0];
         let embedding: Tensor<2> = inputs.reshape([b, 16]);
-        ModelOutput { logits: self.fc.forward(embedding.clone()), features: Vec::new(), embedding }
+        ModelOutput { logits: self.fc.forward(embedding.clone()), features: Vec::new(), embedding: Some(embedding) }
     }
     fn num_classes(&self) -> usize {
         3
@@ -90,11 +90,7 @@ fn ctx(epoch: usize, step: usize) -> StepContext {
 
 fn output(values: Vec<f32>, classes: usize, device: &Device) -> ModelOutput {
     let b = values.len() / classes;
-    ModelOutput {
-        logits: Tensor::from_data(TensorData::new(values, [b, classes]), device),
-        features: Vec::new(),
-        embedding: Tensor::zeros([b, 1], device),
-    }
+    ModelOutput::logits_only(Tensor::from_data(TensorData::new(values, [b, classes]), device))
 }
 
 fn random_values(n: usize, key: u64, scale: f32) -> Vec<f32> {
