@@ -17,8 +17,8 @@ use kd_core::loss::{binary_log_split, check_logits, cross_entropy_mean, kl_from_
 use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
 use serde::{Deserialize, Serialize};
 
-use crate::logit_stand::{LogitStandardization, standardize_pair};
 use kd_core::Student;
+use kd_core::logit_stand::{LogitStandardization, standardize_pair};
 use kd_core::registry::{Prepared, Value, method_config};
 
 /// What DKD subtracts from the target logit (after the division by T) to drop it from the

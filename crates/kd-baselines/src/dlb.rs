@@ -106,11 +106,6 @@ impl Distiller for Dlb {
         TeacherNeed::Nothing
     }
 
-    fn needs_sample_indices(&self) -> bool {
-        // The replay re-draws samples by index.
-        true
-    }
-
     fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
         Ok(NoAux::new())
     }
@@ -408,7 +403,6 @@ mod tests {
     fn first_step_is_ce_only_then_previous_batch_is_replayed() {
         let device = Device::flex();
         let mut d = Dlb::new(DlbConfig::default()).unwrap();
-        assert!(d.needs_sample_indices());
 
         // Step 1: nothing to replay, CE only.
         let b1 = d.prepare_batch(&ctx(1, 0), Toy.batch(&[0, 1], 1, 0, &device).unwrap(), &Toy, &device).unwrap();

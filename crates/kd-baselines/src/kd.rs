@@ -9,8 +9,8 @@ use kd_core::loss::{cross_entropy_mean, kd_kl_mean};
 use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
 use serde::{Deserialize, Serialize};
 
-use crate::logit_stand::{LogitStandardization, standardize_pair};
 use kd_core::Student;
+use kd_core::logit_stand::{LogitStandardization, standardize_pair};
 use kd_core::registry::{Prepared, Value, method_config};
 
 /// Configuration of [`Kd`]. Defaults: mdistiller's CIFAR config (`configs/cifar100/kd.yaml`:

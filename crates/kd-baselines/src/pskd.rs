@@ -266,10 +266,6 @@ impl Distiller for PsKd {
         TeacherNeed::Nothing
     }
 
-    fn needs_sample_indices(&self) -> bool {
-        true
-    }
-
     fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
         Ok(NoAux::new())
     }
@@ -338,7 +334,6 @@ mod tests {
     fn epoch_zero_is_one_hot_then_targets_mix_past_predictions() {
         let device = Device::flex();
         let mut d = PsKd::new(PsKdConfig::default()).unwrap();
-        assert!(d.needs_sample_indices());
         let b = batch(vec![2, 0], vec![5, 1], &device);
         let out = logits(vec![1.0, 2.0, 3.0, 0.5, -1.0, 0.0], 3, &device);
 

@@ -6,7 +6,7 @@ use burn::tensor::{Device, Tensor};
 use crate::data::{Batch, BatchSource};
 use crate::error::{KdError, Result};
 use crate::model::{ModelOutput, TeacherNeed};
-use crate::train::EpochRecord;
+use crate::record::EpochRecord;
 
 /// Where the training loop is when it asks for a loss.
 #[derive(Debug, Clone, Copy)]
@@ -102,11 +102,6 @@ pub trait Distiller {
 
     /// What the method needs from the teacher.
     fn teacher_need(&self) -> TeacherNeed;
-
-    /// Whether the method needs the samples' dataset indices to be stable (per-sample tables).
-    fn needs_sample_indices(&self) -> bool {
-        false
-    }
 
     /// Builds the learnable parts, given the outputs of a first (probe) batch.
     fn init_aux(&self, student: &ModelOutput, teacher: Option<&ModelOutput>, device: &Device) -> Result<Self::Aux>;

@@ -18,9 +18,10 @@ use crate::data::BatchSource;
 use crate::distiller::{Distiller, StepContext};
 use crate::error::{KdError, Result};
 use crate::loss::{cross_entropy, topk_correct};
-use crate::metrics::{BinaryMetrics, SelectBy, binary_metrics};
+use crate::metrics::{SelectBy, binary_metrics};
 use crate::model::{Classifier, ModelOutput, Student, Teacher, TeacherNeed};
 use crate::optim::{LrSchedule, OptimizerConfig};
+pub use crate::record::{EpochRecord, EvalMetrics};
 use crate::rng::permutation;
 
 /// The recipe of one training stage.
@@ -152,49 +153,6 @@ impl DivergenceCheck {
         }
         None
     }
-}
-
-/// Evaluation of a model on a data split.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct EvalMetrics {
-    /// Top-1 accuracy in percent.
-    pub top1: f64,
-    /// Top-5 accuracy in percent.
-    pub top5: f64,
-    /// Mean cross-entropy.
-    pub ce_loss: f64,
-    /// Number of samples.
-    pub samples: usize,
-    /// Binary metrics, for two-class tasks (positive class: 1).
-    #[serde(default)]
-    pub binary: Option<BinaryMetrics>,
-    /// The accuracy of always predicting the split's most frequent class, percent.
-    #[serde(default)]
-    pub chance: f64,
-    /// How many distinct classes the model predicted on the split (1: a collapsed model).
-    #[serde(default)]
-    pub predicted_classes: usize,
-}
-
-/// What one epoch did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// Epoch, from 1.
-    pub epoch: usize,
-    /// Learning rate used.
-    pub lr: f64,
-    /// Mean of each named loss term over the epoch's steps.
-    pub train_terms: BTreeMap<String, f64>,
-    /// Mean total training loss.
-    pub train_loss: f64,
-    /// Training accuracy (on the augmented batches, as seen during the epoch), percent.
-    pub train_acc: f64,
-    /// Evaluation on the validation split, when there is one.
-    pub valid: Option<EvalMetrics>,
-    /// Evaluation on the test split.
-    pub test: EvalMetrics,
-    /// Wall time of the epoch's training steps, seconds.
-    pub train_seconds: f64,
 }
 
 /// The result of [`Trainer::fit`].

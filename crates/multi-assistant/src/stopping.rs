@@ -374,10 +374,6 @@ where
         if self.config.controls.kd && self.kd_teacher.is_none() && inner == TeacherNeed::Nothing { TeacherNeed::Logits } else { inner }
     }
 
-    fn needs_sample_indices(&self) -> bool {
-        self.inner.needs_sample_indices()
-    }
-
     fn init_aux(&self, student: &ModelOutput, teacher: Option<&ModelOutput>, device: &Device) -> Result<Self::Aux> {
         let inner = self.inner.init_aux(student, teacher, device)?;
         let m = &self.model;

@@ -1,7 +1,7 @@
 //! RLD's configuration and its [`Distiller`].
 
 use burn::tensor::Device;
-use kd_baselines::LogitStandardization;
+use kd_core::logit_stand::LogitStandardization;
 use kd_core::loss::{check_logits, cross_entropy_mean};
 use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
 use serde::{Deserialize, Serialize};

@@ -5,5 +5,5 @@ pub mod loss;
 pub mod registry;
 
 pub use distiller::{Rld, RldConfig};
-pub use kd_baselines::LogitStandardization;
+pub use kd_core::logit_stand::LogitStandardization;
 pub use loss::{MCD_MASK_FILL, rank_mask, rld_loss, rld_mcd, rld_scd, rld_terms};

@@ -15,7 +15,7 @@
 //! summed probabilities, without its `log(0)` for a saturated student in f32.
 
 use burn::tensor::{Bool, Int, Tensor};
-use kd_baselines::{LogitStandardization, standardize_pair};
+use kd_core::logit_stand::{LogitStandardization, standardize_pair};
 use kd_core::loss::{argmax_mask, binary_log_split, kl_from_log_probs, label_mask, masked_log_softmax};
 
 /// What RLD writes into the masked logits (after the division by T) to drop them from the

@@ -6,7 +6,7 @@ use kd_core::loss::one_hot;
 use kd_core::{Batch, BatchSource, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
 
 use crate::config::{BatchMode, Hardness, ReplayCandidates, ToastConfig};
-use crate::loss::{argmax_row, hard_cross_entropy_row, medoid_loss_per_sample, medoid_targets, replay_kl_per_sample};
+use crate::loss::{argmax_row, hard_cross_entropy_row, medoid_targets, toast_loss_rows};
 use crate::medoid::{BankEntry, MedoidBank, sample_key};
 use crate::replay::{ReplayBuffer, ReplayEntry, select_hardest};
 use kd_core::state::{StateReader as Reader, put_usize};
@@ -111,11 +111,6 @@ impl Distiller for Toast {
         TeacherNeed::Nothing
     }
 
-    fn needs_sample_indices(&self) -> bool {
-        // The replay re-draws samples by index, and the bank's keys hash it.
-        true
-    }
-
     fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
         Ok(NoAux::new())
     }
@@ -183,15 +178,13 @@ impl Distiller for Toast {
             let q = self.class_distributions_on(&batch.labels.device());
             medoid_targets(batch.labels.clone(), q, eps)
         };
-        let ce_rows = medoid_loss_per_sample(student.logits.clone(), targets);
-        let stage1 = ce_rows.clone().mean();
-
         // Stage 2 over the replayed rows (the first r).
-        let kl_rows = (r > 0).then(|| {
+        let previous = (r > 0).then(|| {
             let flat: Vec<f32> = pending.entries.iter().flat_map(|e| e.logits.iter().copied()).collect();
-            let previous = Tensor::<2>::from_data(TensorData::new(flat, [r, classes]), &device);
-            replay_kl_per_sample(student.logits.clone().narrow(0, 0, r), previous, self.config.temperature)
+            Tensor::<2>::from_data(TensorData::new(flat, [r, classes]), &device)
         });
+        let (ce_rows, kl_rows) = toast_loss_rows(student.logits.clone(), targets, previous, self.config.temperature);
+        let stage1 = ce_rows.clone().mean();
         let stage2 = match &kl_rows {
             Some(kl) => kl.clone().mean().mul_scalar(self.config.lambda),
             None => Tensor::zeros([1], &device),

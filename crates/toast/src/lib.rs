@@ -10,7 +10,7 @@ pub mod replay;
 
 pub use config::{BatchMode, Hardness, ReplayCandidates, ToastConfig};
 pub use distiller::Toast;
-pub use loss::{medoid_loss_per_sample, medoid_targets, replay_kl_per_sample, toast_loss, toast_loss_terms};
+pub use loss::{medoid_loss_per_sample, medoid_targets, replay_kl_per_sample, toast_loss_rows, toast_loss_terms};
 pub use medoid::{BankEntry, MedoidBank, distance_sums, medoid_index};
 pub use replay::{ReplayBuffer, ReplayEntry, select_hardest};
 

@@ -39,10 +39,25 @@ pub fn replay_kl_per_sample(replayed_logits: Tensor<2>, previous_logits: Tensor<
     kd_kl(replayed_logits, previous_logits, temperature)
 }
 
-/// The two weighted terms of TOAST, each `[1]`: `(L1, lambda L2)`.
-///
-/// `logits` holds the replayed rows first; `previous_logits` (`[r, classes]`) are their stored
-/// targets' logits. Without replayed rows (`None`, or `r = 0`) the second term is 0.
+/// TOAST's loss per row: the stage-1 soft cross-entropy of every row (`[n]`), and the stage-2
+/// `T^2 KL(softmax(z_prev / T) || softmax(z / T))` of the replayed rows (`[r]`, `None` without
+/// replayed rows). `logits` holds the replayed rows first; `previous_logits` (`[r, classes]`)
+/// are their stored targets' logits. The distiller ranks samples by these rows.
+pub fn toast_loss_rows(
+    logits: Tensor<2>,
+    targets: Tensor<2>,
+    previous_logits: Option<Tensor<2>>,
+    temperature: f64,
+) -> (Tensor<1>, Option<Tensor<1>>) {
+    let ce_rows = medoid_loss_per_sample(logits.clone(), targets);
+    let kl_rows = previous_logits
+        .filter(|prev| prev.dims()[0] > 0)
+        .map(|prev| replay_kl_per_sample(logits.narrow(0, 0, prev.dims()[0]), prev, temperature));
+    (ce_rows, kl_rows)
+}
+
+/// The two weighted terms of TOAST, each `[1]`: `(L1, lambda L2)`, the means of
+/// [`toast_loss_rows`]; the optimised loss is their sum. Without replayed rows the second is 0.
 pub fn toast_loss_terms(
     logits: Tensor<2>,
     targets: Tensor<2>,
@@ -51,21 +66,9 @@ pub fn toast_loss_terms(
     lambda: f64,
 ) -> (Tensor<1>, Tensor<1>) {
     let device = logits.device();
-    let stage1 = medoid_loss_per_sample(logits.clone(), targets).mean();
-    let stage2 = match previous_logits {
-        Some(prev) if prev.dims()[0] > 0 => {
-            let r = prev.dims()[0];
-            replay_kl_per_sample(logits.narrow(0, 0, r), prev, temperature).mean().mul_scalar(lambda)
-        }
-        _ => Tensor::zeros([1], &device),
-    };
-    (stage1, stage2)
-}
-
-/// `L = L1 + lambda L2` ([`toast_loss_terms`] summed), `[1]`.
-pub fn toast_loss(logits: Tensor<2>, targets: Tensor<2>, previous_logits: Option<Tensor<2>>, temperature: f64, lambda: f64) -> Tensor<1> {
-    let (a, b) = toast_loss_terms(logits, targets, previous_logits, temperature, lambda);
-    a + b
+    let (ce_rows, kl_rows) = toast_loss_rows(logits, targets, previous_logits, temperature);
+    let stage2 = kl_rows.map_or_else(|| Tensor::zeros([1], &device), |kl| kl.mean().mul_scalar(lambda));
+    (ce_rows.mean(), stage2)
 }
 
 /// `softmax(logits / tau)` of one row on the host, computed in f64 (stable: shifted by the

@@ -262,7 +262,6 @@ fn the_replayed_half_is_the_highest_loss_half_of_the_previous_step() {
     let data = Toy(20);
     let cfg = ToastConfig { lambda: 0.7, ..sweep_start() };
     let mut toast = Toast::new(cfg.clone()).unwrap();
-    assert!(toast.needs_sample_indices());
     assert_eq!(toast.teacher_need(), kd_core::TeacherNeed::Nothing);
 
     // Step 1: nothing to replay, the loader's batch goes through unchanged.
@@ -314,7 +313,8 @@ fn the_replayed_half_is_the_highest_loss_half_of_the_previous_step() {
     assert!((term(&terms, "medoid_ce") - want_ce).abs() < 1e-6);
     // The same numbers from the pure loss function.
     let targets = kd_core::loss::one_hot(b2.labels.clone(), 3);
-    let total = scalar(toast_loss(o2.logits.clone(), targets, Some(prev), 3.0, 0.7));
+    let (l1, l2) = toast_loss_terms(o2.logits.clone(), targets, Some(prev), 3.0, 0.7);
+    let total = scalar(l1 + l2);
     assert!((scalar(terms.total().unwrap()) - total).abs() < 1e-6);
 
     // Step 3's buffer: the hardest half of all 8 rows of step 2, replayed rows scored with their

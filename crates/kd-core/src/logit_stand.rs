@@ -3,8 +3,8 @@
 //! `Z(z) = (z - mean(z)) / (std(z) + eps)`, applied to both logit sets inside the distillation
 //! term only; the temperature of the method then divides it (METHODS.md Part B section 5).
 
+use crate::loss::{StdKind, z_score};
 use burn::tensor::Tensor;
-use kd_core::loss::{StdKind, z_score};
 use serde::{Deserialize, Serialize};
 
 /// The z-score settings. Defaults: the LSKD code (unbiased std, eps 1e-7 added to the std).

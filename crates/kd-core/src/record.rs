@@ -1,0 +1,53 @@
+//! What an epoch of training records: its losses, and the evaluation of the model after it.
+//!
+//! Its own module, so that the training loop and the `Distiller` trait (whose `should_stop`
+//! hook reads a record) both depend on it and not on each other.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::BinaryMetrics;
+
+/// Evaluation of a model on a data split.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalMetrics {
+    /// Top-1 accuracy in percent.
+    pub top1: f64,
+    /// Top-5 accuracy in percent.
+    pub top5: f64,
+    /// Mean cross-entropy.
+    pub ce_loss: f64,
+    /// Number of samples.
+    pub samples: usize,
+    /// Binary metrics, for two-class tasks (positive class: 1).
+    #[serde(default)]
+    pub binary: Option<BinaryMetrics>,
+    /// The accuracy of always predicting the split's most frequent class, percent.
+    #[serde(default)]
+    pub chance: f64,
+    /// How many distinct classes the model predicted on the split (1: a collapsed model).
+    #[serde(default)]
+    pub predicted_classes: usize,
+}
+
+/// What one epoch did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch, from 1.
+    pub epoch: usize,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Mean of each named loss term over the epoch's steps.
+    pub train_terms: BTreeMap<String, f64>,
+    /// Mean total training loss.
+    pub train_loss: f64,
+    /// Training accuracy (on the augmented batches, as seen during the epoch), percent.
+    pub train_acc: f64,
+    /// Evaluation on the validation split, when there is one.
+    pub valid: Option<EvalMetrics>,
+    /// Evaluation on the test split.
+    pub test: EvalMetrics,
+    /// Wall time of the epoch's training steps, seconds.
+    pub train_seconds: f64,
+}
