@@ -24,6 +24,7 @@
 //! println!("student with KD: best {:.2}%", outcome.best_acc());
 //! # Ok(()) }
 //! ```
+#![warn(missing_docs)]
 
 pub use kd_core as core;
 pub use kd_data as data;

@@ -78,8 +78,8 @@ pub fn run(data: &DatasetSplits, config: &TrainConfig, seed: u64, device: &Devic
     let options = RunOptions { checkpoint_dir: Some(dir.to_path_buf()), resume: true, ..Default::default() };
     let mut out = Vec::new();
     for with_stop in [false, true] {
-        let stop = with_stop.then(|| stopping.clone());
-        let base = ChainPlan::new(family.clone(), 512, 8, train.clone()).with_stopping(stop.clone());
+        let stop = with_stop.then_some(stopping);
+        let base = ChainPlan::new(family.clone(), 512, 8, train.clone()).with_stopping(stop);
         let variants = [
             ("direct KD", base.clone()),
             ("TAKD (1 assistant)", base.clone().with_assistants(vec![64])),

@@ -90,6 +90,7 @@ impl Record {
     }
 
     /// A run that failed: it is listed with its error instead of accuracies.
+    #[allow(clippy::too_many_arguments)]
     pub fn failed(
         dataset: &str,
         method: &str,
@@ -174,7 +175,9 @@ fn binary_values(m: &BinaryMetrics) -> [f64; 6] {
 
 /// Rows per dataset, in the order the records came.
 pub fn summarize(records: &[Record]) -> BTreeMap<String, Vec<Row>> {
-    let mut groups: Vec<((String, String, String), Vec<&Record>)> = Vec::new();
+    // (dataset, method, student) -> its runs, in the order the records came.
+    type Group<'a> = ((String, String, String), Vec<&'a Record>);
+    let mut groups: Vec<Group> = Vec::new();
     for r in records.iter().filter(|r| r.error.is_none()) {
         let key = (r.dataset.clone(), r.method.clone(), r.student.clone());
         match groups.iter_mut().find(|(k, _)| *k == key) {

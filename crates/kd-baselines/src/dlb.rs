@@ -224,8 +224,6 @@ impl Distiller for Dlb {
     }
 }
 
-/// Small models, a data source and a run recipe shared by the tests of this crate's files.
-
 /// The method by name: its configuration over the defaults, and the distiller (the crate's
 /// registry lists it).
 pub fn prepare<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
@@ -233,6 +231,7 @@ pub fn prepare<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
     Prepared::new("dlb", &cfg, Dlb::new(cfg.clone())?)
 }
 
+/// Small models, a data source and a run recipe shared by the tests of this crate's files.
 #[cfg(test)]
 pub(crate) mod test_util {
     use burn::module::{Module, ModuleVisitor, Param};

@@ -65,7 +65,10 @@ pub enum RegressorKind {
     Upsample,
     /// Otherwise: unpadded convolution with kernel `(1 + s_H - t_H, 1 + s_W - t_W)` (1x1 when
     /// the sizes match).
-    Valid { kernel: [usize; 2] },
+    Valid {
+        /// The kernel's height and width.
+        kernel: [usize; 2],
+    },
 }
 
 impl RegressorKind {

@@ -3,6 +3,7 @@
 //! The methods the papers compare against, each a [`kd_core::Distiller`] in a small file with
 //! its loss as a pure function of tensors: plain cross-entropy ([`CrossEntropy`]), vanilla KD
 //! ([`Kd`]), decoupled KD ([`Dkd`]), and logit standardization ([`LogitStandardization`]) as a plug-in.
+#![warn(missing_docs)]
 
 pub mod ce;
 pub mod dkd;

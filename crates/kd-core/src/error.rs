@@ -7,45 +7,95 @@ use std::path::PathBuf;
 pub enum KdError {
     /// The teacher and the student disagree on the number of classes.
     #[error("class-count mismatch: the teacher has {teacher} classes but the student has {student}")]
-    ClassCountMismatch { teacher: usize, student: usize },
+    ClassCountMismatch {
+        /// The teacher's class count.
+        teacher: usize,
+        /// The student's class count.
+        student: usize,
+    },
     /// A label is not a valid class index.
     #[error("label {label} at sample {sample} is out of range: the model has {num_classes} classes")]
-    LabelOutOfRange { label: usize, sample: usize, num_classes: usize },
+    LabelOutOfRange {
+        /// The label.
+        label: usize,
+        /// The sample's position in the batch or split.
+        sample: usize,
+        /// The model's class count.
+        num_classes: usize,
+    },
     /// A tensor holds NaN or infinite values where finite ones are required.
     #[error("non-finite values (NaN or infinity) in {what}")]
-    NonFinite { what: String },
+    NonFinite {
+        /// Where the values were found.
+        what: String,
+    },
     /// Two tensors that must agree in shape do not.
     #[error("shape mismatch in {what}: expected {expected:?}, got {actual:?}")]
-    ShapeMismatch { what: String, expected: Vec<usize>, actual: Vec<usize> },
+    ShapeMismatch {
+        /// Which tensors.
+        what: String,
+        /// The shape required.
+        expected: Vec<usize>,
+        /// The shape given.
+        actual: Vec<usize>,
+    },
     /// A configuration value that cannot work.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
     /// A method needs something the run does not provide (a teacher, features, indices...).
     #[error("{method} needs {what}")]
-    Missing { method: String, what: String },
+    Missing {
+        /// The method (or component) that needs it.
+        method: String,
+        /// What is missing.
+        what: String,
+    },
     /// A file could not be read or written.
     #[error("{action} {path}: {source}")]
     Io {
+        /// What was being done (`reading`, `creating folder`...).
         action: &'static str,
+        /// The file or folder.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// A file exists but its content is not what it should be.
     #[error("malformed file {path}: {reason}")]
-    Malformed { path: PathBuf, reason: String },
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its content.
+        reason: String,
+    },
     /// Burn failed to (de)serialise a record.
     #[error("model or optimiser record: {0}")]
     Record(String),
     /// Training ran away: the loss exploded, or the model stayed at chance.
     #[error("training diverged at epoch {epoch}: {reason}")]
-    Diverged { epoch: usize, reason: String },
+    Diverged {
+        /// The epoch (from 1) at whose end the run was judged.
+        epoch: usize,
+        /// Which signal showed it.
+        reason: String,
+    },
     /// A checkpoint folder that holds another run, or no run to resume.
     #[error("run folder {path}: {reason}")]
-    RunFolder { path: PathBuf, reason: String },
+    RunFolder {
+        /// The checkpoint folder.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// A backend was asked for that is not compiled in or finds no device.
     #[error("backend `{name}` is not available: {reason}")]
-    Backend { name: String, reason: String },
+    Backend {
+        /// The backend name asked for.
+        name: String,
+        /// Why it is not available.
+        reason: String,
+    },
 }
 
 /// Result with [`KdError`].

@@ -4,6 +4,7 @@
 //! and [`Distiller`] traits, [`ModelOutput`], the loss primitives every method shares
 //! ([`loss`]), and the training loop ([`Trainer`]) with schedules, evaluation, atomic
 //! checkpoints and resume. It knows no method: each method crate implements [`Distiller`].
+#![warn(missing_docs)]
 
 pub mod checkpoint;
 pub mod data;

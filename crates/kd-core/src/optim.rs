@@ -108,8 +108,8 @@ impl OptimizerConfig {
         match self {
             OptimizerConfig::Sgd { momentum, nesterov, weight_decay, .. } => {
                 // Burn's MomentumConfig defaults to dampening 0.1; PyTorch (and the papers) use 0.
-                let momentum_cfg = (*momentum > 0.0).then(|| MomentumConfig { momentum: *momentum, dampening: 0.0, nesterov: *nesterov });
-                let decay = (*weight_decay > 0.0).then(|| WeightDecayConfig { penalty: *weight_decay as f32 });
+                let momentum_cfg = (*momentum > 0.0).then_some(MomentumConfig { momentum: *momentum, dampening: 0.0, nesterov: *nesterov });
+                let decay = (*weight_decay > 0.0).then_some(WeightDecayConfig { penalty: *weight_decay as f32 });
                 SgdConfig::new().with_momentum(momentum_cfg).with_weight_decay(decay).init()
             }
             OptimizerConfig::AdamW { weight_decay, beta1, beta2, eps, .. } => AdamWConfig::new()

@@ -349,9 +349,8 @@ impl<'a> Trainer<'a> {
         bar.set_prefix(self.options.label.clone());
         bar.set_position(((start_epoch - 1) * steps_per_epoch) as u64);
 
-        let mut epochs_this_call = 0;
         let mut finished = true;
-        for epoch in start_epoch..=cfg.epochs {
+        for (epochs_this_call, epoch) in (start_epoch..=cfg.epochs).enumerate() {
             if self.options.stop_after_epochs.is_some_and(|n| epochs_this_call >= n) {
                 finished = false;
                 break;
@@ -481,7 +480,6 @@ impl<'a> Trainer<'a> {
                 };
                 ckpt.save(path)?;
             }
-            epochs_this_call += 1;
             if stop {
                 break;
             }
@@ -653,18 +651,7 @@ fn scalars(values: Vec<Tensor<1>>) -> Result<Vec<f64>> {
 
 fn has_non_finite(t: &Tensor<2>) -> bool {
     let t = t.clone().without_autodiff();
-    let bad = t.clone().is_nan().any().into_scalar::<bool>() || t.abs().is_inf_bool();
-    bad
-}
-
-trait IsInf {
-    fn is_inf_bool(self) -> bool;
-}
-
-impl IsInf for Tensor<2> {
-    fn is_inf_bool(self) -> bool {
-        self.max().into_scalar::<f64>().is_infinite()
-    }
+    t.clone().is_nan().any().into_scalar::<bool>() || t.abs().max().into_scalar::<f64>().is_infinite()
 }
 
 /// Checks shapes and values of the first outputs: same class count, finite logits.

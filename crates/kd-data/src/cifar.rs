@@ -87,7 +87,7 @@ pub fn parse_cifar(bytes: &[u8], path: &Path, format: CifarFormat) -> Result<(Ve
     if bytes.is_empty() {
         return Err(malformed("empty file".into()));
     }
-    if bytes.len() % rec != 0 {
+    if !bytes.len().is_multiple_of(rec) {
         return Err(malformed(format!(
             "{} bytes is not a whole number of {rec}-byte records: record {} has only {} bytes (truncated or not a {} file)",
             bytes.len(),

@@ -29,6 +29,7 @@
 //! assert_eq!(summary.mult_adds, 177_071_104);
 //! # Ok::<(), kd_core::KdError>(())
 //! ```
+#![warn(missing_docs)]
 
 pub mod layers;
 pub mod mlp;
