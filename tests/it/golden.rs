@@ -93,17 +93,25 @@ fn check_case(case: &Case, file_method: &str) -> Result<(), String> {
     let stand = p.logit_stand.then(kd::baselines::LogitStandardization::default);
     let loss = match case.method.as_str() {
         "kd" => kd::baselines::kd_loss(s.clone(), t, p.temperature, stand.as_ref()),
-        "dkd" => kd::baselines::dkd_loss(s.clone(), t, y, param(p.alpha, "alpha")?, param(p.beta, "beta")?, p.temperature, stand.as_ref()),
-        "rld" => kd::rld::rld_loss(
-            s.clone(),
-            t,
-            y,
-            param(p.alpha, "alpha")?,
-            param(p.beta, "beta")?,
-            p.temperature,
-            param(p.alpha_temperature, "alpha_temperature")?,
-            stand.as_ref(),
-        ),
+        "dkd" => {
+            let params = kd::baselines::DkdParams {
+                alpha: param(p.alpha, "alpha")?,
+                beta: param(p.beta, "beta")?,
+                temperature: p.temperature,
+                logit_stand: stand,
+            };
+            kd::baselines::dkd_loss(s.clone(), t, y, &params)
+        }
+        "rld" => {
+            let params = kd::rld::RldParams {
+                alpha: param(p.alpha, "alpha")?,
+                beta: param(p.beta, "beta")?,
+                temperature: p.temperature,
+                alpha_temperature: param(p.alpha_temperature, "alpha_temperature")?,
+                logit_stand: stand,
+            };
+            kd::rld::rld_loss(s.clone(), t, y, &params)
+        }
         other => return Err(format!("unknown method `{other}`")),
     };
     let grads = loss.backward();

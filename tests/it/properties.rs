@@ -1,12 +1,12 @@
 //! Properties of KD, DKD, RLD and logit standardization that need no reference numbers
 //! (METHODS.md Part B sections 3, 4, 5 and 12).
 
-use kd::baselines::{LogitStandardization, dkd_loss, dkd_nckd, dkd_tckd, kd_loss};
+use kd::baselines::{DkdParams, LogitStandardization, dkd_loss, dkd_nckd, dkd_tckd, kd_loss};
 use kd::core::burn::tensor::activation::softmax;
 use kd::core::burn::tensor::{Int, Tensor, TensorData};
 use kd::core::loss::{StdKind, kd_kl, z_score};
 use kd::core::rng::KeyedRng;
-use kd::rld::{rank_mask, rld_loss, rld_mcd};
+use kd::rld::{RldParams, rank_mask, rld_loss, rld_mcd};
 
 use crate::common::device;
 
@@ -99,10 +99,16 @@ fn rld_equals_dkd_when_the_teacher_is_right() {
         teacher_right(&mut t, &y, classes);
 
         let s_rld = with_grad(&s, classes);
-        let rld = rld_loss(s_rld.clone(), matrix(&t, classes), labels(&y), 1.5, 8.0, temperature, temperature, stand.as_ref());
+        let rld = rld_loss(
+            s_rld.clone(),
+            matrix(&t, classes),
+            labels(&y),
+            &RldParams { alpha: 1.5, beta: 8.0, temperature, alpha_temperature: temperature, logit_stand: stand },
+        );
         let g_rld = host(s_rld.grad(&rld.backward()).unwrap());
         let s_dkd = with_grad(&s, classes);
-        let dkd = dkd_loss(s_dkd.clone(), matrix(&t, classes), labels(&y), 1.5, 8.0, temperature, stand.as_ref());
+        let dkd =
+            dkd_loss(s_dkd.clone(), matrix(&t, classes), labels(&y), &DkdParams { alpha: 1.5, beta: 8.0, temperature, logit_stand: stand });
         let g_dkd = host(s_dkd.grad(&dkd.backward()).unwrap());
 
         assert_close(host(rld)[0], host(dkd)[0], 1e-5, 1e-6, &format!("loss, seed {seed}"));
@@ -177,8 +183,13 @@ fn large_logits_give_finite_losses_and_gradients() {
                 let (tm, ym) = (matrix(&t, classes), labels(&y));
                 let loss = match method {
                     "kd" => kd_loss(student.clone(), tm, temperature, stand.as_ref()),
-                    "dkd" => dkd_loss(student.clone(), tm, ym, 1.0, 8.0, temperature, stand.as_ref()),
-                    _ => rld_loss(student.clone(), tm, ym, 1.0, 8.0, temperature, temperature, stand.as_ref()),
+                    "dkd" => dkd_loss(student.clone(), tm, ym, &DkdParams { alpha: 1.0, beta: 8.0, temperature, logit_stand: stand }),
+                    _ => rld_loss(
+                        student.clone(),
+                        tm,
+                        ym,
+                        &RldParams { alpha: 1.0, beta: 8.0, temperature, alpha_temperature: temperature, logit_stand: stand },
+                    ),
                 };
                 let g = host(student.grad(&loss.backward()).unwrap());
                 let v = host(loss)[0];
@@ -239,7 +250,12 @@ fn dkd_and_rld_distillers_weight_ce_and_warm_up() {
     let mut dkd = Dkd::new(DkdConfig::default()).unwrap();
     let mut run_dkd = |c: &StepContext| dkd.loss(c, &data, &output(&s), Some(&output(&t)), &aux).unwrap();
     let (early, full) = (terms(&mut run_dkd, 1), terms(&mut run_dkd, 40));
-    let full_distill = host(dkd_loss(matrix(&s, classes), matrix(&t, classes), labels(&y), 1.0, 8.0, 4.0, None))[0];
+    let full_distill = host(dkd_loss(
+        matrix(&s, classes),
+        matrix(&t, classes),
+        labels(&y),
+        &DkdParams { alpha: 1.0, beta: 8.0, temperature: 4.0, logit_stand: None },
+    ))[0];
     assert_eq!(full.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["ce", "tckd", "nckd"]);
     assert_close(full[0].1, ce, 1e-6, 1e-7, "dkd ce");
     assert_close(full[1].1 + full[2].1, full_distill, 1e-5, 1e-6, "dkd at full weight");
@@ -248,7 +264,12 @@ fn dkd_and_rld_distillers_weight_ce_and_warm_up() {
     let mut rld = Rld::new(RldConfig { ce_weight: 0.5, ..Default::default() }).unwrap();
     let mut run_rld = |c: &StepContext| rld.loss(c, &data, &output(&s), Some(&output(&t)), &aux).unwrap();
     let (early, full) = (terms(&mut run_rld, 5), terms(&mut run_rld, 20));
-    let full_distill = host(rld_loss(matrix(&s, classes), matrix(&t, classes), labels(&y), 1.0, 8.0, 4.0, 4.0, None))[0];
+    let full_distill = host(rld_loss(
+        matrix(&s, classes),
+        matrix(&t, classes),
+        labels(&y),
+        &RldParams { alpha: 1.0, beta: 8.0, temperature: 4.0, alpha_temperature: 4.0, logit_stand: None },
+    ))[0];
     assert_eq!(full.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["ce", "scd", "mcd"]);
     assert_close(full[0].1, 0.5 * ce, 1e-6, 1e-7, "rld ce");
     assert_close(full[1].1 + full[2].1, full_distill, 1e-5, 1e-6, "rld at full weight");

@@ -9,7 +9,7 @@ use kd_core::loss::{check_logits, cross_entropy_mean};
 use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, Result, StepContext, TeacherNeed};
 
 use crate::config::{Companion, DckdConfig};
-use crate::loss::dckd_logit_terms;
+use crate::loss::{DckdLogitParams, dckd_logit_terms};
 
 /// DCKD's learnable parts: FitNet's hint regressor when the companion is `fitnet`, nothing
 /// otherwise. The trainer optimises and checkpoints it with the student.
@@ -114,15 +114,8 @@ impl Distiller for Dckd {
         let warm = ctx.warmup_factor(c.warmup_epochs);
 
         let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);
-        let (tckd, nckd) = dckd_logit_terms(
-            student.logits.clone(),
-            teacher.logits.clone(),
-            batch.labels.clone(),
-            c.alpha,
-            c.beta,
-            c.temperature,
-            c.target_mode,
-        );
+        let params = DckdLogitParams { alpha: c.alpha, beta: c.beta, temperature: c.temperature, mode: c.target_mode };
+        let (tckd, nckd) = dckd_logit_terms(student.logits.clone(), teacher.logits.clone(), batch.labels.clone(), &params);
         let mut terms = LossTerms::new().with("ce", ce).with("tckd", tckd.mul_scalar(warm));
         if let Some(nckd) = nckd {
             terms.push("nckd", nckd.mul_scalar(warm));

@@ -95,36 +95,38 @@ pub fn dckd_target_term(
     kl_from_log_probs(log_b_star, log_b_student).mul_scalar(temperature * temperature)
 }
 
+/// The hyper-parameters of DCKD's logit terms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DckdLogitParams {
+    /// Weight of TCKD*.
+    pub alpha: f64,
+    /// Weight of NCKD (0: not computed).
+    pub beta: f64,
+    /// Softmax temperature of both terms.
+    pub temperature: f64,
+    /// How the binary target of TCKD* is chosen.
+    pub mode: TargetMode,
+}
+
 /// The two weighted batch-mean logit terms `(alpha * TCKD*, beta * NCKD)`, each `[1]`; NCKD is
 /// `None` (and not computed) when `beta` is 0.
 pub fn dckd_logit_terms(
     student_logits: Tensor<2>,
     teacher_logits: Tensor<2>,
     labels: Tensor<1, Int>,
-    alpha: f64,
-    beta: f64,
-    temperature: f64,
-    mode: TargetMode,
+    p: &DckdLogitParams,
 ) -> (Tensor<1>, Option<Tensor<1>>) {
-    let nckd = (beta != 0.0)
-        .then(|| dkd_nckd(student_logits.clone(), teacher_logits.clone(), labels.clone(), temperature).mean().mul_scalar(beta));
-    let tckd = dckd_target_term(student_logits, teacher_logits, labels, temperature, mode).mean().mul_scalar(alpha);
+    let nckd = (p.beta != 0.0)
+        .then(|| dkd_nckd(student_logits.clone(), teacher_logits.clone(), labels.clone(), p.temperature).mean().mul_scalar(p.beta));
+    let tckd = dckd_target_term(student_logits, teacher_logits, labels, p.temperature, p.mode).mean().mul_scalar(p.alpha);
     (tckd, nckd)
 }
 
 /// The logit part of DCKD's distillation term, `[1]`: `alpha * TCKD* + beta * NCKD` (no CE, no
 /// warm-up, no companion). With [`TargetMode::Teacher`] it equals [`kd_baselines::dkd_loss`]
 /// without logit standardization.
-pub fn dckd_logit_loss(
-    student_logits: Tensor<2>,
-    teacher_logits: Tensor<2>,
-    labels: Tensor<1, Int>,
-    alpha: f64,
-    beta: f64,
-    temperature: f64,
-    mode: TargetMode,
-) -> Tensor<1> {
-    match dckd_logit_terms(student_logits, teacher_logits, labels, alpha, beta, temperature, mode) {
+pub fn dckd_logit_loss(student_logits: Tensor<2>, teacher_logits: Tensor<2>, labels: Tensor<1, Int>, p: &DckdLogitParams) -> Tensor<1> {
+    match dckd_logit_terms(student_logits, teacher_logits, labels, p) {
         (tckd, Some(nckd)) => tckd + nckd,
         (tckd, None) => tckd,
     }

@@ -7,7 +7,7 @@ use kd_baselines::{Dkd, DkdConfig, dkd_loss, dkd_tckd};
 use kd_core::loss::{binary_log_split, kl_from_log_probs, label_mask};
 use kd_core::{Batch, Distiller, ModelOutput, StepContext, TeacherNeed};
 
-use crate::{Companion, Dckd, DckdConfig, TargetMode, dckd_logit_loss, dckd_target_log_binary, dckd_target_term};
+use crate::{Companion, Dckd, DckdConfig, DckdLogitParams, TargetMode, dckd_logit_loss, dckd_target_log_binary, dckd_target_term};
 
 fn flex() -> Device {
     Device::flex()
@@ -83,11 +83,21 @@ fn teacher_mode_without_companion_is_dkd_on_the_golden_cases() {
 
         // The pure functions: loss and gradient with respect to the student logits.
         let s_dckd = matrix(&s_rows, &ad).require_grad();
-        let l_dckd = dckd_logit_loss(s_dckd.clone(), teacher.clone(), labels(&y, &device), alpha, beta, t, TargetMode::Teacher);
+        let l_dckd = dckd_logit_loss(
+            s_dckd.clone(),
+            teacher.clone(),
+            labels(&y, &device),
+            &DckdLogitParams { alpha, beta, temperature: t, mode: TargetMode::Teacher },
+        );
         let g_dckd = values(s_dckd.grad(&l_dckd.backward()).unwrap());
         let l_dckd = scalar(l_dckd);
         let s_dkd = matrix(&s_rows, &ad).require_grad();
-        let l_dkd = dkd_loss(s_dkd.clone(), teacher.clone(), labels(&y, &device), alpha, beta, t, None);
+        let l_dkd = dkd_loss(
+            s_dkd.clone(),
+            teacher.clone(),
+            labels(&y, &device),
+            &kd_baselines::DkdParams { alpha, beta, temperature: t, logit_stand: None },
+        );
         let g_dkd = values(s_dkd.grad(&l_dkd.backward()).unwrap());
         let l_dkd = scalar(l_dkd);
         assert!(close(l_dckd, l_dkd, 1e-6, 1e-7), "{name}: DCKD {l_dckd} vs DKD {l_dkd}");

@@ -64,6 +64,11 @@ impl DkdConfig {
         self
     }
 
+    /// The distillation term's hyper-parameters.
+    pub fn params(&self) -> DkdParams {
+        DkdParams { alpha: self.alpha, beta: self.beta, temperature: self.temperature, logit_stand: self.logit_stand }
+    }
+
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
@@ -99,34 +104,31 @@ pub fn dkd_nckd(student_logits: Tensor<2>, teacher_logits: Tensor<2>, labels: Te
     kl_from_log_probs(log_p_teacher, log_p_student).mul_scalar(temperature * temperature)
 }
 
+/// The hyper-parameters of DKD's distillation term.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DkdParams {
+    /// Weight of TCKD.
+    pub alpha: f64,
+    /// Weight of NCKD.
+    pub beta: f64,
+    /// Softmax temperature T of both terms.
+    pub temperature: f64,
+    /// Logit standardization applied to both logit sets first.
+    pub logit_stand: Option<LogitStandardization>,
+}
+
 /// The two weighted batch-mean terms `(alpha * TCKD, beta * NCKD)`, each `[1]`.
-pub fn dkd_terms(
-    student_logits: Tensor<2>,
-    teacher_logits: Tensor<2>,
-    labels: Tensor<1, Int>,
-    alpha: f64,
-    beta: f64,
-    temperature: f64,
-    logit_stand: Option<&LogitStandardization>,
-) -> (Tensor<1>, Tensor<1>) {
-    let (student, teacher) = standardize_pair(logit_stand, student_logits, teacher_logits);
-    let tckd = dkd_tckd(student.clone(), teacher.clone(), labels.clone(), temperature).mean().mul_scalar(alpha);
-    let nckd = dkd_nckd(student, teacher, labels, temperature).mean().mul_scalar(beta);
+pub fn dkd_terms(student_logits: Tensor<2>, teacher_logits: Tensor<2>, labels: Tensor<1, Int>, p: &DkdParams) -> (Tensor<1>, Tensor<1>) {
+    let (student, teacher) = standardize_pair(p.logit_stand.as_ref(), student_logits, teacher_logits);
+    let tckd = dkd_tckd(student.clone(), teacher.clone(), labels.clone(), p.temperature).mean().mul_scalar(p.alpha);
+    let nckd = dkd_nckd(student, teacher, labels, p.temperature).mean().mul_scalar(p.beta);
     (tckd, nckd)
 }
 
 /// The distillation term alone, `[1]`: `alpha * TCKD + beta * NCKD`, both times `T^2`, with the
 /// optional logit standardization. This is what the golden cases of `dkd.json` check.
-pub fn dkd_loss(
-    student_logits: Tensor<2>,
-    teacher_logits: Tensor<2>,
-    labels: Tensor<1, Int>,
-    alpha: f64,
-    beta: f64,
-    temperature: f64,
-    logit_stand: Option<&LogitStandardization>,
-) -> Tensor<1> {
-    let (tckd, nckd) = dkd_terms(student_logits, teacher_logits, labels, alpha, beta, temperature, logit_stand);
+pub fn dkd_loss(student_logits: Tensor<2>, teacher_logits: Tensor<2>, labels: Tensor<1, Int>, p: &DkdParams) -> Tensor<1> {
+    let (tckd, nckd) = dkd_terms(student_logits, teacher_logits, labels, p);
     tckd + nckd
 }
 
@@ -178,15 +180,7 @@ impl Distiller for Dkd {
         let c = &self.config;
         let warm = ctx.warmup_factor(c.warmup_epochs);
         let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);
-        let (tckd, nckd) = dkd_terms(
-            student.logits.clone(),
-            teacher.logits.clone(),
-            batch.labels.clone(),
-            c.alpha,
-            c.beta,
-            c.temperature,
-            c.logit_stand.as_ref(),
-        );
+        let (tckd, nckd) = dkd_terms(student.logits.clone(), teacher.logits.clone(), batch.labels.clone(), &c.params());
         Ok(LossTerms::new().with("ce", ce).with("tckd", tckd.mul_scalar(warm)).with("nckd", nckd.mul_scalar(warm)))
     }
 }
@@ -225,7 +219,7 @@ mod tests {
         let d = device();
         let z = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, -2.0, 3.0, 0.5, 0.0, 0.2], [2, 3]), &d);
         let y = Tensor::<1, Int>::from_data(TensorData::new(vec![2i64, 0], [2]), &d);
-        let l = scalar(dkd_loss(z.clone(), z, y, 1.0, 8.0, 4.0, None));
+        let l = scalar(dkd_loss(z.clone(), z, y, &DkdParams { alpha: 1.0, beta: 8.0, temperature: 4.0, logit_stand: None }));
         assert!(l.abs() < 1e-6, "{l}");
     }
 
@@ -238,7 +232,7 @@ mod tests {
         let y = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64], [1]), &d);
         let nckd = scalar(dkd_nckd(s.clone(), t.clone(), y.clone(), 2.0));
         assert!(nckd.abs() < 1e-6, "{nckd}");
-        let dkd = scalar(dkd_loss(s.clone(), t.clone(), y, 1.0, 8.0, 2.0, None));
+        let dkd = scalar(dkd_loss(s.clone(), t.clone(), y, &DkdParams { alpha: 1.0, beta: 8.0, temperature: 2.0, logit_stand: None }));
         let kd = scalar(kd_core::loss::kd_kl_mean(s, t, 2.0));
         assert!((dkd - kd).abs() < 1e-5 * (1.0 + kd), "{dkd} vs {kd}");
     }

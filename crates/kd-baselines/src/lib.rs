@@ -16,7 +16,7 @@ pub mod registry;
 pub mod rkd;
 
 pub use ce::CrossEntropy;
-pub use dkd::{Dkd, DkdConfig, dkd_loss, dkd_nckd, dkd_tckd, dkd_terms};
+pub use dkd::{Dkd, DkdConfig, DkdParams, dkd_loss, dkd_nckd, dkd_tckd, dkd_terms};
 pub use dlb::{Dlb, DlbConfig};
 pub use fitnet::{FitNet, FitNetConfig, HintRegressor};
 pub use kd::{Kd, KdConfig, kd_loss};

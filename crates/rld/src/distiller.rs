@@ -6,7 +6,7 @@ use kd_core::loss::{check_logits, cross_entropy_mean};
 use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
 use serde::{Deserialize, Serialize};
 
-use crate::loss::rld_terms;
+use crate::loss::{RldParams, rld_terms};
 
 /// Configuration of [`Rld`].
 ///
@@ -63,6 +63,17 @@ impl RldConfig {
     /// default configuration: alpha 9, beta 72, T = T_alpha = 2.
     pub fn logit_stand_defaults() -> Self {
         Self::default().with_logit_stand(9.0, 2.0)
+    }
+
+    /// The distillation term's hyper-parameters.
+    pub fn params(&self) -> RldParams {
+        RldParams {
+            alpha: self.alpha,
+            beta: self.beta,
+            temperature: self.temperature,
+            alpha_temperature: self.effective_alpha_temperature(),
+            logit_stand: self.logit_stand,
+        }
     }
 
     /// The temperature of SCD: `alpha_temperature`, or `temperature` when it is `None`.
@@ -141,16 +152,7 @@ impl Distiller for Rld {
         let c = &self.config;
         let warm = ctx.warmup_factor(c.warmup_epochs);
         let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);
-        let (scd, mcd) = rld_terms(
-            student.logits.clone(),
-            teacher.logits.clone(),
-            batch.labels.clone(),
-            c.alpha,
-            c.beta,
-            c.temperature,
-            c.effective_alpha_temperature(),
-            c.logit_stand.as_ref(),
-        );
+        let (scd, mcd) = rld_terms(student.logits.clone(), teacher.logits.clone(), batch.labels.clone(), &c.params());
         Ok(LossTerms::new().with("ce", ce).with("scd", scd.mul_scalar(warm)).with("mcd", mcd.mul_scalar(warm)))
     }
 }

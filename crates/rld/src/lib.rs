@@ -7,4 +7,4 @@ pub mod registry;
 
 pub use distiller::{Rld, RldConfig};
 pub use kd_core::logit_stand::LogitStandardization;
-pub use loss::{MCD_MASK_FILL, rank_mask, rld_loss, rld_mcd, rld_scd, rld_terms};
+pub use loss::{MCD_MASK_FILL, RldParams, rank_mask, rld_loss, rld_mcd, rld_scd, rld_terms};

@@ -51,40 +51,35 @@ pub fn rld_mcd(student_logits: Tensor<2>, teacher_logits: Tensor<2>, labels: Ten
     kl_from_log_probs(log_p_teacher, log_p_student).mul_scalar(temperature * temperature)
 }
 
+/// The hyper-parameters of RLD's distillation term.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RldParams {
+    /// Weight of SCD.
+    pub alpha: f64,
+    /// Weight of MCD.
+    pub beta: f64,
+    /// Temperature of MCD.
+    pub temperature: f64,
+    /// Temperature of SCD.
+    pub alpha_temperature: f64,
+    /// Logit standardization applied to both logit sets first.
+    pub logit_stand: Option<LogitStandardization>,
+}
+
 /// The two weighted batch-mean terms `(alpha * SCD, beta * MCD)`, each `[1]`, with the optional
 /// logit standardization applied to both logit sets first.
-#[allow(clippy::too_many_arguments)]
-pub fn rld_terms(
-    student_logits: Tensor<2>,
-    teacher_logits: Tensor<2>,
-    labels: Tensor<1, Int>,
-    alpha: f64,
-    beta: f64,
-    temperature: f64,
-    alpha_temperature: f64,
-    logit_stand: Option<&LogitStandardization>,
-) -> (Tensor<1>, Tensor<1>) {
-    let (student, teacher) = standardize_pair(logit_stand, student_logits, teacher_logits);
-    let scd = rld_scd(student.clone(), teacher.clone(), labels.clone(), alpha_temperature).mean().mul_scalar(alpha);
-    let mcd = rld_mcd(student, teacher, labels, temperature).mean().mul_scalar(beta);
+pub fn rld_terms(student_logits: Tensor<2>, teacher_logits: Tensor<2>, labels: Tensor<1, Int>, p: &RldParams) -> (Tensor<1>, Tensor<1>) {
+    let (student, teacher) = standardize_pair(p.logit_stand.as_ref(), student_logits, teacher_logits);
+    let scd = rld_scd(student.clone(), teacher.clone(), labels.clone(), p.alpha_temperature).mean().mul_scalar(p.alpha);
+    let mcd = rld_mcd(student, teacher, labels, p.temperature).mean().mul_scalar(p.beta);
     (scd, mcd)
 }
 
 /// The distillation term alone, `[1]`: `alpha * SCD(at alpha_temperature) + beta * MCD(at
 /// temperature)`, with the optional logit standardization. No CE and no warm-up factor: this is
 /// what the golden cases of `rld.json` check.
-#[allow(clippy::too_many_arguments)]
-pub fn rld_loss(
-    student_logits: Tensor<2>,
-    teacher_logits: Tensor<2>,
-    labels: Tensor<1, Int>,
-    alpha: f64,
-    beta: f64,
-    temperature: f64,
-    alpha_temperature: f64,
-    logit_stand: Option<&LogitStandardization>,
-) -> Tensor<1> {
-    let (scd, mcd) = rld_terms(student_logits, teacher_logits, labels, alpha, beta, temperature, alpha_temperature, logit_stand);
+pub fn rld_loss(student_logits: Tensor<2>, teacher_logits: Tensor<2>, labels: Tensor<1, Int>, p: &RldParams) -> Tensor<1> {
+    let (scd, mcd) = rld_terms(student_logits, teacher_logits, labels, p);
     scd + mcd
 }
 
