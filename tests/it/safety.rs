@@ -103,3 +103,20 @@ fn a_fresh_run_refuses_a_folder_that_holds_one_and_resume_names_the_difference()
     // The same run resumes (here: it is finished, so it only reloads).
     assert_eq!(fit(options(true, 4.0)).unwrap().history.len(), 1);
 }
+
+#[test]
+fn every_logit_method_refuses_a_teacher_batch_of_another_shape() {
+    use kd::core::burn::tensor::{Tensor, TensorData};
+    use kd::core::{Batch, NoAux, StepContext};
+    let device = device();
+    let batch = Batch::from_host(vec![0.0; 4 * 4], [4, 1, 2, 2], vec![0, 1, 2, 0], vec![0, 1, 2, 3], vec![0; 4], &device).unwrap();
+    let logits = |rows: usize| ModelOutput::logits_only(Tensor::from_data(TensorData::new(vec![0.5f32; rows * 3], [rows, 3]), &device));
+    let ctx = StepContext { epoch: 1, total_epochs: 1, step_in_epoch: 0, global_step: 0, seed: 0 };
+    let student = logits(4);
+    let short_teacher = logits(3);
+    let err =
+        kd::baselines::Kd::new(Default::default()).unwrap().loss(&ctx, &batch, &student, Some(&short_teacher), &NoAux::new()).unwrap_err();
+    assert!(err.to_string().contains("kd: teacher logits"), "{err}");
+    let err = kd::rld::Rld::new(Default::default()).unwrap().loss(&ctx, &batch, &student, None, &NoAux::new()).unwrap_err();
+    assert!(err.to_string().contains("rld needs the teacher's logits"), "{err}");
+}

@@ -5,8 +5,8 @@ use burn::tensor::{Device, Tensor};
 use kd_baselines::fitnet::hint_loss;
 use kd_baselines::rkd::rkd_loss;
 use kd_baselines::{HintRegressor, RkdConfig};
-use kd_core::loss::{check_logits, cross_entropy_mean};
-use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, Result, StepContext, TeacherNeed};
+use kd_core::loss::cross_entropy_mean;
+use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, Result, StepContext, TeacherNeed, logit_teacher, require_teacher};
 
 use crate::config::{Companion, DckdConfig};
 use crate::loss::{DckdLogitParams, dckd_logit_terms};
@@ -90,7 +90,7 @@ impl Distiller for Dckd {
     fn init_aux(&self, student: &ModelOutput, teacher: Option<&ModelOutput>, device: &Device) -> Result<DckdAux> {
         match self.config.companion {
             Companion::FitNet { hint_layer } => {
-                let teacher = teacher.ok_or_else(|| self.missing("teacher features"))?;
+                let teacher = require_teacher(&self.name(), teacher, "features")?;
                 let s = feature(student, hint_layer, "student")?;
                 let t = feature(teacher, hint_layer, "teacher")?;
                 Ok(DckdAux { regressor: Some(HintRegressor::new(chw(s), chw(t), device)?) })
@@ -107,9 +107,8 @@ impl Distiller for Dckd {
         teacher: Option<&ModelOutput>,
         aux: &DckdAux,
     ) -> Result<LossTerms> {
-        let teacher = teacher.ok_or_else(|| self.missing("a teacher"))?;
         let name = self.name();
-        check_logits(&name, &student.logits, &teacher.logits, &batch.labels)?;
+        let teacher = logit_teacher(&name, batch, student, teacher)?;
         let c = &self.config;
         let warm = ctx.warmup_factor(c.warmup_epochs);
 

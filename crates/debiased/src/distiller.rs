@@ -3,7 +3,7 @@
 
 use burn::tensor::{Device, Tensor};
 use kd_core::loss::check_logits;
-use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
+use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed, logit_teacher};
 use serde::{Deserialize, Serialize};
 
 use crate::debiaser::Debiaser;
@@ -105,7 +105,7 @@ impl Distiller for DebiasedKd {
         teacher: Option<&ModelOutput>,
         _: &NoAux,
     ) -> Result<LossTerms> {
-        let teacher = teacher.ok_or_else(|| KdError::Missing { method: self.name(), what: "teacher logits".into() })?;
+        let teacher = logit_teacher(&self.name(), batch, student, teacher)?;
         self.terms(batch, student.logits.clone(), teacher.logits.clone())
     }
 
@@ -208,7 +208,7 @@ impl Distiller for BinaryKd {
         teacher: Option<&ModelOutput>,
         _: &NoAux,
     ) -> Result<LossTerms> {
-        let teacher = teacher.ok_or_else(|| KdError::Missing { method: self.name(), what: "teacher logits".into() })?;
+        let teacher = logit_teacher(&self.name(), batch, student, teacher)?;
         self.terms(batch, student.logits.clone(), teacher.logits.clone())
     }
 }

@@ -13,8 +13,8 @@
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
-use kd_core::loss::{binary_log_split, check_logits, cross_entropy_mean, kl_from_log_probs, label_mask};
-use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
+use kd_core::loss::{binary_log_split, cross_entropy_mean, kl_from_log_probs, label_mask};
+use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed, logit_teacher};
 use serde::{Deserialize, Serialize};
 
 use kd_core::Student;
@@ -175,8 +175,7 @@ impl Distiller for Dkd {
         teacher: Option<&ModelOutput>,
         _: &NoAux,
     ) -> Result<LossTerms> {
-        let teacher = teacher.ok_or_else(|| KdError::Missing { method: "dkd".into(), what: "teacher logits".into() })?;
-        check_logits("dkd", &student.logits, &teacher.logits, &batch.labels)?;
+        let teacher = logit_teacher("dkd", batch, student, teacher)?;
         let c = &self.config;
         let warm = ctx.warmup_factor(c.warmup_epochs);
         let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);

@@ -13,7 +13,7 @@ use burn::tensor::{Device, Tensor};
 use kd_core::Student;
 use kd_core::loss::{cross_entropy_mean, kd_kl_mean, mse_mean};
 use kd_core::registry::{Prepared, Value, method_config};
-use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, Result, StepContext, TeacherNeed};
+use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, Result, StepContext, TeacherNeed, require_teacher};
 use serde::{Deserialize, Serialize};
 
 /// Configuration of [`FitNet`]. Defaults: mdistiller's `FITNET` config (`engine/cfg.py`: hint
@@ -213,7 +213,7 @@ impl Distiller for FitNet {
     }
 
     fn init_aux(&self, student: &ModelOutput, teacher: Option<&ModelOutput>, device: &Device) -> Result<HintRegressor> {
-        let teacher = teacher.ok_or_else(|| KdError::Missing { method: self.name(), what: "teacher features".into() })?;
+        let teacher = require_teacher(&self.name(), teacher, "features")?;
         let s = hint_feature(student, self.config.hint_layer, "student")?;
         let t = hint_feature(teacher, self.config.hint_layer, "teacher")?;
         HintRegressor::new(chw(s), chw(t), device)
@@ -227,7 +227,7 @@ impl Distiller for FitNet {
         teacher: Option<&ModelOutput>,
         aux: &HintRegressor,
     ) -> Result<LossTerms> {
-        let teacher = teacher.ok_or_else(|| KdError::Missing { method: self.name(), what: "teacher features".into() })?;
+        let teacher = require_teacher(&self.name(), teacher, "features")?;
         let c = &self.config;
         let s = hint_feature(student, c.hint_layer, "student")?;
         let t = hint_feature(teacher, c.hint_layer, "teacher")?;

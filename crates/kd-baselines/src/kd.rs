@@ -6,7 +6,7 @@
 
 use burn::tensor::{Device, Tensor};
 use kd_core::loss::{cross_entropy_mean, kd_kl_mean};
-use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
+use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed, logit_teacher};
 use serde::{Deserialize, Serialize};
 
 use kd_core::Student;
@@ -91,7 +91,7 @@ impl Distiller for Kd {
         teacher: Option<&ModelOutput>,
         _: &NoAux,
     ) -> Result<LossTerms> {
-        let teacher = teacher.ok_or_else(|| KdError::Missing { method: "kd".into(), what: "teacher logits".into() })?;
+        let teacher = logit_teacher("kd", batch, student, teacher)?;
         let c = &self.config;
         let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);
         let kd = kd_loss(student.logits.clone(), teacher.logits.clone(), c.temperature, c.logit_stand.as_ref()).mul_scalar(c.kd_weight);

@@ -14,7 +14,7 @@ use burn::tensor::{Bool, Device, Tensor};
 use kd_core::Student;
 use kd_core::loss::{cross_entropy_mean, smooth_l1_mean};
 use kd_core::registry::{Prepared, Value, method_config};
-use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
+use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed, require_teacher};
 use serde::{Deserialize, Serialize};
 
 /// Configuration of [`Rkd`]. Defaults: mdistiller's `RKD` config (`engine/cfg.py`: CE weight
@@ -154,7 +154,7 @@ impl Distiller for Rkd {
         teacher: Option<&ModelOutput>,
         _: &NoAux,
     ) -> Result<LossTerms> {
-        let teacher = teacher.ok_or_else(|| KdError::Missing { method: "rkd".into(), what: "teacher embeddings".into() })?;
+        let teacher = require_teacher("rkd", teacher, "embeddings")?;
         let (student_embedding, teacher_embedding) = (student.embedding("rkd")?, teacher.embedding("rkd")?);
         let (s, t) = (student_embedding.dims(), teacher_embedding.dims());
         if s[0] != t[0] {

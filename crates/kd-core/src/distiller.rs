@@ -143,3 +143,18 @@ pub trait Distiller {
         Ok(())
     }
 }
+
+/// The teacher's outputs a distiller needs, or an error naming the method and `what` it reads.
+pub fn require_teacher<'a>(method: &str, teacher: Option<&'a ModelOutput>, what: &str) -> Result<&'a ModelOutput> {
+    teacher.ok_or_else(|| KdError::Missing { method: method.into(), what: format!("the teacher's {what}") })
+}
+
+/// The teacher's outputs for a logit method, checked once for every logit distiller: present,
+/// with logits of the student's batch size and class count, and a label for every row. (Values
+/// that are not finite are the training loop's to catch: it checks the first batch's outputs
+/// and every step's loss terms, and names the teacher when its logits are the cause.)
+pub fn logit_teacher<'a>(method: &str, batch: &Batch, student: &ModelOutput, teacher: Option<&'a ModelOutput>) -> Result<&'a ModelOutput> {
+    let teacher = require_teacher(method, teacher, "logits")?;
+    crate::loss::check_logits(method, &student.logits, &teacher.logits, &batch.labels)?;
+    Ok(teacher)
+}

@@ -25,7 +25,7 @@ pub mod train;
 
 pub use burn;
 pub use data::{Batch, BatchSource};
-pub use distiller::{Distiller, LossTerms, NoAux, StepContext};
+pub use distiller::{Distiller, LossTerms, NoAux, StepContext, logit_teacher, require_teacher};
 pub use error::{KdError, Result};
 pub use metrics::{BinaryMetrics, SelectBy};
 pub use model::{Classifier, FrozenTeacher, ModelOutput, NoTeacher, Student, Teacher, TeacherNeed};

@@ -2,8 +2,8 @@
 
 use burn::tensor::Device;
 use kd_core::logit_stand::LogitStandardization;
-use kd_core::loss::{check_logits, cross_entropy_mean};
-use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
+use kd_core::loss::cross_entropy_mean;
+use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed, logit_teacher};
 use serde::{Deserialize, Serialize};
 
 use crate::loss::{RldParams, rld_terms};
@@ -147,8 +147,7 @@ impl Distiller for Rld {
         teacher: Option<&ModelOutput>,
         _: &NoAux,
     ) -> Result<LossTerms> {
-        let teacher = teacher.ok_or_else(|| KdError::Missing { method: "rld".into(), what: "teacher logits".into() })?;
-        check_logits("rld", &student.logits, &teacher.logits, &batch.labels)?;
+        let teacher = logit_teacher("rld", batch, student, teacher)?;
         let c = &self.config;
         let warm = ctx.warmup_factor(c.warmup_epochs);
         let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);
