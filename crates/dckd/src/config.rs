@@ -4,9 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use kd_baselines::{FitNetConfig, RkdConfig};
+use kd_core::registry::Value;
 use kd_core::{KdError, Result};
-use serde::de::{self, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// `g` of [`TargetMode::Mix`] when a configuration names the mix without a value.
 pub const DEFAULT_MIX_G: f64 = 0.5;
@@ -17,7 +17,8 @@ pub const DEFAULT_MIX_G: f64 = 0.5;
 ///
 /// In a configuration: `{"kind": "teacher"}`, `{"kind": "max"}`, `{"kind": "mix", "g": 0.5}`,
 /// or the strings `"teacher"`, `"max"`, `"mix"` (g = 0.5), `"mix(0.3)"`.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(try_from = "Value", into = "TargetModeTagged")]
 pub enum TargetMode {
     /// `b*_y = p^T_y`: DKD's TCKD.
     Teacher,
@@ -106,33 +107,26 @@ impl From<TargetModeTagged> for TargetMode {
     }
 }
 
-impl Serialize for TargetMode {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        let tagged = match *self {
+impl From<TargetMode> for TargetModeTagged {
+    fn from(mode: TargetMode) -> Self {
+        match mode {
             TargetMode::Teacher => TargetModeTagged::Teacher {},
             TargetMode::Max => TargetModeTagged::Max {},
             TargetMode::Mix { g } => TargetModeTagged::Mix { g },
-        };
-        tagged.serialize(serializer)
+        }
     }
 }
 
-impl<'de> Deserialize<'de> for TargetMode {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        struct ModeVisitor;
-        impl<'de> Visitor<'de> for ModeVisitor {
-            type Value = TargetMode;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(r#"a DCKD target mode: "teacher", "max", "mix", "mix(G)" or {"kind": "teacher" | "max" | "mix", "g": G}"#)
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<TargetMode, E> {
-                s.parse().map_err(E::custom)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<TargetMode, A::Error> {
-                TargetModeTagged::deserialize(de::value::MapAccessDeserializer::new(map)).map(Into::into)
-            }
-        }
-        deserializer.deserialize_any(ModeVisitor)
+/// A string (`"mix(0.3)"`) or the tagged map; the map's own errors (an unknown kind, a stray
+/// field) come from serde as they are.
+impl TryFrom<Value> for TargetMode {
+    type Error = String;
+    fn try_from(value: Value) -> std::result::Result<Self, String> {
+        let mode = match value {
+            Value::String(s) => s.parse().map_err(|e: KdError| e.to_string())?,
+            other => serde_json::from_value::<TargetModeTagged>(other).map_err(|e| format!("DCKD target_mode: {e}"))?.into(),
+        };
+        Ok(mode)
     }
 }
 
@@ -142,7 +136,8 @@ impl<'de> Deserialize<'de> for TargetMode {
 /// "distance_weight": 25, "angle_weight": 50, "squared": false, "eps": 1e-12}`,
 /// `{"kind": "none"}` (missing fields take these defaults), or the strings `"fitnet"`, `"rkd"`,
 /// `"none"`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Value", into = "CompanionTagged")]
 pub enum Companion {
     /// FitNet's hint: `MSE(r(f_S), f_T)` at one feature layer, with a learnable regressor `r`
     /// (kept in [`crate::DckdAux`], so it is optimised and checkpointed with the student).
@@ -287,35 +282,27 @@ impl From<CompanionTagged> for Companion {
     }
 }
 
-impl Serialize for Companion {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        let tagged = match *self {
+impl From<Companion> for CompanionTagged {
+    fn from(c: Companion) -> Self {
+        match c {
             Companion::FitNet { hint_layer } => CompanionTagged::Fitnet { hint_layer },
             Companion::Rkd { distance_weight, angle_weight, squared, eps } => {
                 CompanionTagged::Rkd { distance_weight, angle_weight, squared, eps }
             }
             Companion::None => CompanionTagged::None {},
-        };
-        tagged.serialize(serializer)
+        }
     }
 }
 
-impl<'de> Deserialize<'de> for Companion {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        struct CompanionVisitor;
-        impl<'de> Visitor<'de> for CompanionVisitor {
-            type Value = Companion;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(r#"a DCKD companion: "fitnet", "rkd", "none" or {"kind": "fitnet" | "rkd" | "none", ...}"#)
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<Companion, E> {
-                s.parse().map_err(E::custom)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<Companion, A::Error> {
-                CompanionTagged::deserialize(de::value::MapAccessDeserializer::new(map)).map(Into::into)
-            }
-        }
-        deserializer.deserialize_any(CompanionVisitor)
+/// A string (`"rkd"`) or the tagged map, as for [`TargetMode`].
+impl TryFrom<Value> for Companion {
+    type Error = String;
+    fn try_from(value: Value) -> std::result::Result<Self, String> {
+        let companion = match value {
+            Value::String(s) => s.parse().map_err(|e: KdError| e.to_string())?,
+            other => serde_json::from_value::<CompanionTagged>(other).map_err(|e| format!("DCKD companion: {e}"))?.into(),
+        };
+        Ok(companion)
     }
 }
 
