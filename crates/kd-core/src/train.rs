@@ -692,6 +692,32 @@ pub fn load_module<M: Module>(module: M, bytes: &[u8]) -> Result<M> {
     module.try_load_record(record).map_err(|e| KdError::Record(format!("{e:?}")))
 }
 
+/// What a trainer's `last.ckpt` says about the run it interrupted, typed: for callers that
+/// resume around the trainer (a chain restores its stopping rule's state before the stage
+/// continues).
+#[derive(Debug, Clone)]
+pub struct SavedRun {
+    /// The method's name.
+    pub method: String,
+    /// The epochs trained so far.
+    pub history: Vec<EpochRecord>,
+    /// The method's state (`Distiller::save_state`).
+    pub distiller_state: Vec<u8>,
+}
+
+impl SavedRun {
+    /// Reads a `last.ckpt` written by [`Trainer::fit`].
+    pub fn read(path: &Path) -> Result<Self> {
+        let ckpt = Checkpoint::load(path)?;
+        let malformed = |what: &str, e: serde_json::Error| KdError::Malformed { path: path.into(), reason: format!("{what}: {e}") };
+        Ok(SavedRun {
+            method: serde_json::from_value(ckpt.meta["method"].clone()).map_err(|e| malformed("method", e))?,
+            history: serde_json::from_value(ckpt.meta["history"].clone()).map_err(|e| malformed("history", e))?,
+            distiller_state: ckpt.section("distiller")?.to_vec(),
+        })
+    }
+}
+
 /// Loads the model section of a checkpoint file (best.ckpt or last.ckpt) into `module`.
 pub fn load_checkpoint_model<M: Module>(module: M, path: &Path) -> Result<M> {
     let ckpt = Checkpoint::load(path)?;
