@@ -14,7 +14,7 @@ use kd_core::loss::{cross_entropy_mean, kd_kl_mean};
 use kd_core::{Batch, BatchSource, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
 use serde::{Deserialize, Serialize};
 
-use kd_core::state::{StateReader, put_u64};
+use kd_core::replay::{ReplayBuffer, ReplayEntry, ReplayView};
 
 use crate::pskd::host_rows;
 use kd_core::Student;
@@ -53,21 +53,6 @@ impl DlbConfig {
     }
 }
 
-/// What DLB keeps of the last step: its fresh samples and the logits computed on them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LastBatch {
-    /// The epoch of that step (the replay re-draws the samples as that epoch drew them).
-    pub epoch: usize,
-    /// Dataset indices of the fresh samples.
-    pub indices: Vec<usize>,
-    /// Number of classes (width of `logits`).
-    pub classes: usize,
-    /// Their logits, detached, `[indices.len(), classes]` row-major.
-    pub logits: Vec<f32>,
-}
-
-const DLB_MAGIC: &[u8; 8] = b"KDDLB001";
-
 /// The DLB consistency term: `alpha T^2 KL_batchmean(softmax(prev/T) || softmax(replayed/T))`, `[1]`.
 pub fn dlb_loss(replayed_logits: Tensor<2>, previous_logits: Tensor<2>, temperature: f64, alpha: f64) -> Tensor<1> {
     kd_kl_mean(replayed_logits, previous_logits, temperature).mul_scalar(alpha)
@@ -77,7 +62,8 @@ pub fn dlb_loss(replayed_logits: Tensor<2>, previous_logits: Tensor<2>, temperat
 #[derive(Debug, Clone)]
 pub struct Dlb {
     config: DlbConfig,
-    last: Option<LastBatch>,
+    /// The last step's fresh samples and the logits computed on them.
+    last: Option<ReplayBuffer>,
     /// Replayed rows at the front of the batch `prepare_batch` returned, until `loss` uses it.
     pending_replay: Option<usize>,
 }
@@ -90,7 +76,7 @@ impl Dlb {
     }
 
     /// The stored last batch, if any.
-    pub fn last_batch(&self) -> Option<&LastBatch> {
+    pub fn last_batch(&self) -> Option<&ReplayBuffer> {
         self.last.as_ref()
     }
 }
@@ -115,14 +101,7 @@ impl Distiller for Dlb {
             self.pending_replay = Some(0);
             return Ok(batch);
         };
-        let replay = data.batch(&last.indices, last.epoch, self.config.replay_view, device)?;
-        if replay.len() != last.indices.len() {
-            return Err(KdError::ShapeMismatch {
-                what: "DLB replayed batch".into(),
-                expected: vec![last.indices.len()],
-                actual: vec![replay.len()],
-            });
-        }
+        let (replay, _) = last.draw("DLB", last.len(), ReplayView::Fixed(self.config.replay_view), data, device)?;
         self.pending_replay = Some(replay.len());
         Ok(Batch::concat(replay, batch))
     }
@@ -142,7 +121,7 @@ impl Distiller for Dlb {
         let consistency = match (&self.last, replayed) {
             (_, 0) => Tensor::zeros([1], &device),
             (Some(last), r) => {
-                if batch.indices[..r] != last.indices[..] {
+                if !batch.indices[..r].iter().eq(last.entries.iter().map(|e| &e.index)) {
                     return Err(KdError::InvalidConfig("DLB: the replayed rows are not the stored last batch".into()));
                 }
                 if last.classes != classes {
@@ -152,19 +131,19 @@ impl Distiller for Dlb {
                         actual: vec![classes],
                     });
                 }
-                let previous = Tensor::<2>::from_data(TensorData::new(last.logits.clone(), [r, classes]), &device);
+                let previous = Tensor::<2>::from_data(TensorData::new(last.logits_of(&last.entries), [r, classes]), &device);
                 dlb_loss(student.logits.clone().narrow(0, 0, r), previous, self.config.temperature, self.config.alpha)
             }
             (None, _) => return Err(KdError::InvalidConfig("DLB: replayed rows but no stored last batch".into())),
         };
         // Store this step's fresh rows, detached, as computed before the update.
         self.last = if n > replayed {
-            Some(LastBatch {
-                epoch: ctx.epoch,
-                indices: batch.indices[replayed..].to_vec(),
-                classes,
-                logits: host_rows(student.logits.clone().narrow(0, replayed, n - replayed))?,
-            })
+            let logits = host_rows(student.logits.clone().narrow(0, replayed, n - replayed))?;
+            let entries = (replayed..n)
+                .zip(logits.chunks(classes))
+                .map(|(row, l)| ReplayEntry { index: batch.indices[row], view: batch.views[row], score: 0.0, logits: l.to_vec() })
+                .collect();
+            Some(ReplayBuffer { epoch: ctx.epoch, classes, entries })
         } else {
             None
         };
@@ -172,54 +151,13 @@ impl Distiller for Dlb {
     }
 
     fn save_state(&self) -> Result<Vec<u8>> {
-        // Magic, then a presence byte and the last batch: epoch, classes, rows, indices, logits.
-        let mut out = DLB_MAGIC.to_vec();
-        match &self.last {
-            None => out.push(0),
-            Some(last) => {
-                out.push(1);
-                put_u64(&mut out, last.epoch as u64);
-                put_u64(&mut out, last.classes as u64);
-                put_u64(&mut out, last.indices.len() as u64);
-                for &i in &last.indices {
-                    put_u64(&mut out, i as u64);
-                }
-                for v in &last.logits {
-                    out.extend_from_slice(&v.to_le_bytes());
-                }
-            }
-        }
-        Ok(out)
+        // The shared replay encoding; no bytes when nothing is stored.
+        Ok(self.last.as_ref().map(ReplayBuffer::to_bytes).unwrap_or_default())
     }
 
     fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
         self.pending_replay = None;
-        if bytes.is_empty() {
-            self.last = None;
-            return Ok(());
-        }
-        let mut r = StateReader::new(bytes, "dlb");
-        r.magic(DLB_MAGIC)?;
-        let present = r.take(1)?[0];
-        self.last = match present {
-            0 => None,
-            1 => {
-                let epoch = r.usize()?;
-                let classes = r.usize()?;
-                let rows = r.usize()?;
-                let need = classes.checked_mul(4).and_then(|c| c.checked_add(8)).and_then(|row| row.checked_mul(rows));
-                if need != Some(r.remaining()) {
-                    return Err(r.error(format!("{rows} rows of {classes} classes do not fit {} bytes", r.remaining())));
-                }
-                let indices = (0..rows).map(|_| r.usize()).collect::<Result<Vec<_>>>()?;
-                let logits = (0..rows * classes).map(|_| r.f32()).collect::<Result<Vec<_>>>()?;
-                Some(LastBatch { epoch, indices, classes, logits })
-            }
-            other => return Err(r.error(format!("bad presence flag {other}"))),
-        };
-        if r.remaining() != 0 {
-            return Err(r.error(format!("{} trailing bytes", r.remaining())));
-        }
+        self.last = if bytes.is_empty() { None } else { Some(ReplayBuffer::from_bytes(bytes)?) };
         Ok(())
     }
 }
@@ -411,7 +349,7 @@ mod tests {
         assert_eq!(scalar(terms.terms()[1].1.clone()), 0.0);
         let ce = scalar(cross_entropy_mean(o1.logits.clone(), b1.labels.clone()));
         assert!((scalar(terms.total().unwrap()) - ce).abs() < 1e-6);
-        assert_eq!(d.last_batch().unwrap().indices, vec![0, 1]);
+        assert_eq!(d.last_batch().unwrap().entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![0, 1]);
 
         // Step 2 (next epoch: the buffer persists): samples 0 and 1 come back first, drawn with
         // view 1 as epoch 1 drew them.
@@ -431,8 +369,8 @@ mod tests {
         assert!(want > 0.0 && (got - want).abs() < 1e-6, "{got} vs {want}");
         // The fresh rows are stored for the next step.
         let last = d.last_batch().unwrap();
-        assert_eq!((last.epoch, last.indices.clone()), (2, vec![4, 5]));
-        assert_eq!(last.logits, vec![2.0, 1.0, 0.0, -1.0, 0.0, 1.0]);
+        assert_eq!((last.epoch, last.entries.iter().map(|e| e.index).collect::<Vec<_>>()), (2, vec![4, 5]));
+        assert_eq!(last.logits_of(&last.entries), vec![2.0, 1.0, 0.0, -1.0, 0.0, 1.0]);
     }
 
     #[test]
@@ -448,7 +386,8 @@ mod tests {
         back.load_state(&bytes).unwrap();
         assert_eq!(back.last_batch(), d.last_batch());
         assert_eq!(back.save_state().unwrap(), bytes);
-        let (a, b) = (&d.last_batch().unwrap().logits, &back.last_batch().unwrap().logits);
+        let logits = |d: &Dlb| d.last_batch().map(|l| l.logits_of(&l.entries)).unwrap();
+        let (a, b) = (&logits(&d), &logits(&back));
         assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
         // The restored state replays the same samples.
         let replay = back.prepare_batch(&ctx(2, 0), Toy.batch(&[0], 2, 0, &device).unwrap(), &Toy, &device).unwrap();
@@ -457,7 +396,7 @@ mod tests {
         back.load_state(&empty).unwrap();
         assert!(back.last_batch().is_none());
         assert!(back.load_state(&bytes[..bytes.len() - 2]).is_err());
-        assert!(back.load_state(b"KDDLB001\x07").is_err());
+        assert!(back.load_state(b"KDREPLY1\x07").is_err());
         assert!(Dlb::new(DlbConfig { temperature: -1.0, ..Default::default() }).is_err());
     }
 

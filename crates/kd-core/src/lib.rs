@@ -18,6 +18,7 @@ pub mod model;
 pub mod optim;
 pub mod record;
 pub mod registry;
+pub mod replay;
 pub mod rng;
 pub mod state;
 pub mod teacher_cache;

@@ -8,7 +8,7 @@ use kd_core::{Batch, BatchSource, Distiller, KdError, LossTerms, ModelOutput, No
 use crate::config::{BatchMode, Hardness, ReplayCandidates, ToastConfig};
 use crate::loss::{argmax_row, hard_cross_entropy_row, medoid_targets, toast_loss_rows};
 use crate::medoid::{BankEntry, MedoidBank, sample_key};
-use crate::replay::{ReplayBuffer, ReplayEntry, select_hardest};
+use kd_core::replay::{ReplayBuffer, ReplayEntry, ReplayView, select_hardest};
 use kd_core::state::{StateReader as Reader, put_usize};
 
 const STATE_MAGIC: &[u8; 8] = b"KDTOAST1";
@@ -128,7 +128,7 @@ impl Distiller for Toast {
             self.pending = Some(pending);
             return Ok(batch);
         };
-        let (replayed, entries) = buffer.draw(count, data, device)?;
+        let (replayed, entries) = buffer.draw("TOAST", count, ReplayView::Next, data, device)?;
         pending.entries = entries;
         let fresh = match self.config.batch_mode {
             // The replayed rows take the places of the loader batch's last rows.

@@ -1,30 +1,33 @@
-//! Stage 2's state: the previous step's "under-trained" samples and their detached logits.
+//! Replay of earlier samples with their past predictions: the mechanism DLB and TOAST share.
 //!
-//! After each step the distiller keeps the rows with the highest per-sample score
-//! ([`select_hardest`]), as many as the next step may replay. The next step re-draws those
-//! samples with a new augmentation view ([`ReplayBuffer::draw`]) and distils them toward
-//! `softmax(z_prev / T)` of the stored logits. The buffer persists across epoch boundaries.
+//! After a step a method keeps some of its samples (DLB: every fresh one; TOAST: the highest
+//! per-sample loss, [`select_hardest`]) with the logits that step computed on them, detached.
+//! The next step re-draws those samples with another augmentation view
+//! ([`ReplayBuffer::draw`], from the method's `Distiller::prepare_batch`) and distils them
+//! toward the stored logits. The buffer persists across epoch boundaries and has one exact
+//! encoding for checkpoints.
 
 use burn::tensor::Device;
-use kd_core::{Batch, BatchSource, KdError, Result};
 
-use kd_core::state::{StateReader as Reader, put_f32s, put_u64, put_usize};
+use crate::data::{Batch, BatchSource};
+use crate::error::{KdError, Result};
+use crate::state::{StateReader as Reader, put_f32s, put_u64, put_usize};
 
 /// One sample kept for replay.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayEntry {
     /// Dataset index.
     pub index: usize,
-    /// The augmentation view the sample had in the step that kept it; the replay draws view
-    /// `view + 1`, so a sample replayed again and again never sees the same draw twice.
+    /// The augmentation view the sample had in the step that kept it.
     pub view: u64,
-    /// Its score in that step (higher: more under-trained).
+    /// Its score in that step (higher: more under-trained; 0 where the method ranks nothing).
     pub score: f64,
     /// Its logits in that step (computed before that step's update), detached, `classes` long.
     pub logits: Vec<f32>,
 }
 
-/// The samples the next step replays, hardest first.
+/// The samples the next step replays, in the order they were kept (hardest first, for a method
+/// that ranks them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayBuffer {
     /// The epoch of the step that kept them (the replay re-draws them as that epoch did).
@@ -35,7 +38,26 @@ pub struct ReplayBuffer {
     pub entries: Vec<ReplayEntry>,
 }
 
-const REPLAY_MAGIC: &[u8; 8] = b"KDTOARB1";
+const REPLAY_MAGIC: &[u8; 8] = b"KDREPLY1";
+
+/// Which augmentation view a replayed sample is drawn with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayView {
+    /// The same view for every replayed sample (DLB's second loader view).
+    Fixed(u64),
+    /// The view after the one the sample had when it was kept (TOAST), so a sample replayed
+    /// again and again never sees the same draw twice.
+    Next,
+}
+
+impl ReplayView {
+    fn of(self, entry: &ReplayEntry) -> u64 {
+        match self {
+            ReplayView::Fixed(v) => v,
+            ReplayView::Next => entry.view.wrapping_add(1),
+        }
+    }
+}
 
 /// The rows `first..scores.len()` of a step ranked by score, highest first (the lower row on
 /// ties), cut to at most `k`: the positions of the `k` most under-trained candidates.
@@ -58,32 +80,40 @@ impl ReplayBuffer {
         self.entries.is_empty()
     }
 
-    /// Re-draws the `count` hardest samples (all when fewer are stored) from `data`, each with
-    /// the view after the one it had, as [`ReplayBuffer::epoch`] drew them. Returns the batch
-    /// and the entries in its row order (samples are fetched grouped by view).
-    pub fn draw(&self, count: usize, data: &dyn BatchSource, device: &Device) -> Result<(Batch, Vec<ReplayEntry>)> {
+    /// Re-draws the first `count` samples (all when fewer are stored) from `data`, as
+    /// [`ReplayBuffer::epoch`] drew them but with the view `view` gives. Returns the batch and
+    /// the entries in its row order (samples are fetched grouped by view, in kept order within
+    /// a view). `method` names the caller in errors.
+    pub fn draw(
+        &self,
+        method: &str,
+        count: usize,
+        view: ReplayView,
+        data: &dyn BatchSource,
+        device: &Device,
+    ) -> Result<(Batch, Vec<ReplayEntry>)> {
         let mut chosen: Vec<&ReplayEntry> = self.entries.iter().take(count).collect();
         if chosen.is_empty() {
-            return Err(KdError::InvalidConfig("TOAST: nothing to replay".into()));
+            return Err(KdError::InvalidConfig(format!("{method}: nothing to replay")));
         }
-        // One source call per view; a stable sort keeps the hardness order within a view.
-        chosen.sort_by_key(|e| e.view);
+        // One source call per view; a stable sort keeps the kept order within a view.
+        chosen.sort_by_key(|e| view.of(e));
         let mut batch: Option<Batch> = None;
         let mut start = 0;
         while start < chosen.len() {
-            let view = chosen[start].view;
-            let end = start + chosen[start..].iter().take_while(|e| e.view == view).count();
+            let v = view.of(chosen[start]);
+            let end = start + chosen[start..].iter().take_while(|e| view.of(e) == v).count();
             let indices: Vec<usize> = chosen[start..end].iter().map(|e| e.index).collect();
-            let part = data.batch(&indices, self.epoch, view.wrapping_add(1), device)?;
+            let part = data.batch(&indices, self.epoch, v, device)?;
             if part.len() != indices.len() {
                 return Err(KdError::ShapeMismatch {
-                    what: format!("TOAST replayed samples from {}", data.name()),
+                    what: format!("{method} replayed samples from {}", data.name()),
                     expected: vec![indices.len()],
                     actual: vec![part.len()],
                 });
             }
             if part.indices != indices {
-                return Err(KdError::InvalidConfig(format!("TOAST: {} returned other samples than the replay asked for", data.name())));
+                return Err(KdError::InvalidConfig(format!("{method}: {} returned other samples than the replay asked for", data.name())));
             }
             batch = Some(match batch {
                 None => part,
@@ -91,8 +121,13 @@ impl ReplayBuffer {
             });
             start = end;
         }
-        let batch = batch.ok_or_else(|| KdError::InvalidConfig("TOAST: nothing to replay".into()))?;
+        let batch = batch.ok_or_else(|| KdError::InvalidConfig(format!("{method}: nothing to replay")))?;
         Ok((batch, chosen.into_iter().cloned().collect()))
+    }
+
+    /// The stored logits of `entries` as one row-major `[entries.len(), classes]` block.
+    pub fn logits_of(&self, entries: &[ReplayEntry]) -> Vec<f32> {
+        entries.iter().flat_map(|e| e.logits.iter().copied()).collect()
     }
 
     /// Exact encoding: magic, epoch, classes, count, then per entry index, view, score bits
