@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use kd_baselines::{FitNetConfig, RkdConfig};
+use kd_core::check;
 use kd_core::registry::Value;
 use kd_core::{KdError, Result};
 use serde::{Deserialize, Serialize};
@@ -363,15 +364,11 @@ impl DckdConfig {
 
     /// Checks the values; each error names the field.
     pub fn validate(&self) -> Result<()> {
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return Err(KdError::InvalidConfig(format!("DCKD temperature must be finite and > 0, got {}", self.temperature)));
-        }
-        let weights = [("ce_weight", self.ce_weight), ("alpha", self.alpha), ("beta", self.beta), ("gamma", self.effective_gamma())];
-        for (name, w) in weights {
-            if !(w.is_finite() && w >= 0.0) {
-                return Err(KdError::InvalidConfig(format!("DCKD {name} must be finite and >= 0, got {w}")));
-            }
-        }
+        check::positive("DCKD", &[("temperature", self.temperature)])?;
+        check::non_negative(
+            "DCKD",
+            &[("ce_weight", self.ce_weight), ("alpha", self.alpha), ("beta", self.beta), ("gamma", self.effective_gamma())],
+        )?;
         self.target_mode.validate()?;
         self.companion.validate()
     }

@@ -1,11 +1,12 @@
 //! DCKD as a [`Distiller`], with its learnable parts ([`DckdAux`]).
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use kd_baselines::fitnet::hint_loss;
 use kd_baselines::rkd::rkd_loss;
 use kd_baselines::{HintRegressor, RkdConfig};
 use kd_core::loss::cross_entropy_mean;
+use kd_core::model::feature_shape;
 use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, Result, StepContext, TeacherNeed, logit_teacher, require_teacher};
 
 use crate::config::{Companion, DckdConfig};
@@ -53,26 +54,6 @@ impl Dckd {
     }
 }
 
-/// The feature map at `layer`, or an error saying how many there are.
-fn feature<'a>(output: &'a ModelOutput, layer: usize, who: &str) -> Result<&'a Tensor<4>> {
-    output.features.get(layer).ok_or_else(|| {
-        KdError::InvalidConfig(format!(
-            "DCKD companion fitnet: hint_layer is {layer} but the {who} gives {} feature maps{}",
-            output.features.len(),
-            if output.features.is_empty() {
-                " (a logits-only teacher cache has none; use a network teacher)".to_string()
-            } else {
-                format!(" (valid: 0..={})", output.features.len() - 1)
-            }
-        ))
-    })
-}
-
-fn chw(t: &Tensor<4>) -> [usize; 3] {
-    let [_, c, h, w] = t.dims();
-    [c, h, w]
-}
-
 impl Distiller for Dckd {
     type Aux = DckdAux;
 
@@ -91,9 +72,9 @@ impl Distiller for Dckd {
         match self.config.companion {
             Companion::FitNet { hint_layer } => {
                 let teacher = require_teacher(&self.name(), teacher, "features")?;
-                let s = feature(student, hint_layer, "student")?;
-                let t = feature(teacher, hint_layer, "teacher")?;
-                Ok(DckdAux { regressor: Some(HintRegressor::new(chw(s), chw(t), device)?) })
+                let s = student.feature(hint_layer, "DCKD companion fitnet", "student")?;
+                let t = teacher.feature(hint_layer, "DCKD companion fitnet", "teacher")?;
+                Ok(DckdAux { regressor: Some(HintRegressor::new(feature_shape(s), feature_shape(t), device)?) })
             }
             Companion::Rkd { .. } | Companion::None => Ok(DckdAux::empty()),
         }
@@ -124,8 +105,8 @@ impl Distiller for Dckd {
         match c.companion {
             Companion::FitNet { hint_layer } => {
                 let regressor = aux.regressor.as_ref().ok_or_else(|| self.missing("its hint regressor (built by init_aux)"))?;
-                let s = feature(student, hint_layer, "student")?;
-                let t = feature(teacher, hint_layer, "teacher")?;
+                let s = student.feature(hint_layer, "DCKD companion fitnet", "student")?;
+                let t = teacher.feature(hint_layer, "DCKD companion fitnet", "teacher")?;
                 terms.push("hint", hint_loss(regressor, s.clone(), t.clone())?.mul_scalar(gamma));
             }
             Companion::Rkd { distance_weight, angle_weight, squared, eps } => {

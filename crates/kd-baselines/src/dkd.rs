@@ -13,8 +13,9 @@
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
+use kd_core::check;
 use kd_core::loss::{binary_log_split, cross_entropy_mean, kl_from_log_probs, label_mask};
-use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed, logit_teacher};
+use kd_core::{Batch, Distiller, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed, logit_teacher};
 use serde::{Deserialize, Serialize};
 
 use kd_core::Student;
@@ -71,15 +72,8 @@ impl DkdConfig {
 
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return Err(KdError::InvalidConfig(format!("DKD temperature must be > 0, got {}", self.temperature)));
-        }
-        for (name, w) in [("ce_weight", self.ce_weight), ("alpha", self.alpha), ("beta", self.beta)] {
-            if !(w.is_finite() && w >= 0.0) {
-                return Err(KdError::InvalidConfig(format!("DKD {name} must be finite and >= 0, got {w}")));
-            }
-        }
-        Ok(())
+        check::positive("DKD", &[("temperature", self.temperature)])?;
+        check::non_negative("DKD", &[("ce_weight", self.ce_weight), ("alpha", self.alpha), ("beta", self.beta)])
     }
 }
 

@@ -10,6 +10,7 @@
 //! No teacher.
 
 use burn::tensor::{Device, Tensor, TensorData};
+use kd_core::check;
 use kd_core::loss::{cross_entropy_mean, kd_kl_mean};
 use kd_core::{Batch, BatchSource, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
 use serde::{Deserialize, Serialize};
@@ -43,13 +44,8 @@ impl Default for DlbConfig {
 impl DlbConfig {
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return Err(KdError::InvalidConfig(format!("DLB temperature must be > 0, got {}", self.temperature)));
-        }
-        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
-            return Err(KdError::InvalidConfig(format!("DLB alpha must be finite and >= 0, got {}", self.alpha)));
-        }
-        Ok(())
+        check::positive("DLB", &[("temperature", self.temperature)])?;
+        check::non_negative("DLB", &[("alpha", self.alpha)])
     }
 }
 

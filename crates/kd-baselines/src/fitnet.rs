@@ -11,7 +11,9 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use kd_core::Student;
+use kd_core::check;
 use kd_core::loss::{cross_entropy_mean, kd_kl_mean, mse_mean};
+use kd_core::model::feature_shape;
 use kd_core::registry::{Prepared, Value, method_config};
 use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, Result, StepContext, TeacherNeed, require_teacher};
 use serde::{Deserialize, Serialize};
@@ -44,15 +46,8 @@ impl Default for FitNetConfig {
 impl FitNetConfig {
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
-        for (name, w) in [("ce_weight", self.ce_weight), ("hint_weight", self.hint_weight), ("kd_weight", self.kd_weight)] {
-            if !(w.is_finite() && w >= 0.0) {
-                return Err(KdError::InvalidConfig(format!("FitNet {name} must be finite and >= 0, got {w}")));
-            }
-        }
-        if !(self.kd_temperature.is_finite() && self.kd_temperature > 0.0) {
-            return Err(KdError::InvalidConfig(format!("FitNet kd_temperature must be > 0, got {}", self.kd_temperature)));
-        }
-        Ok(())
+        check::non_negative("FitNet", &[("ce_weight", self.ce_weight), ("hint_weight", self.hint_weight), ("kd_weight", self.kd_weight)])?;
+        check::positive("FitNet", &[("kd_temperature", self.kd_temperature)])
     }
 }
 
@@ -167,21 +162,6 @@ pub fn hint_loss(regressor: &HintRegressor, student_feature: Tensor<4>, teacher_
     Ok(mse_mean(mapped, teacher_feature))
 }
 
-fn hint_feature<'a>(output: &'a ModelOutput, layer: usize, who: &str) -> Result<&'a Tensor<4>> {
-    output.features.get(layer).ok_or_else(|| {
-        KdError::InvalidConfig(format!(
-            "FitNet hint_layer is {layer} but the {who} has only {} feature maps (valid: 0..{}); set `hint_layer` lower",
-            output.features.len(),
-            output.features.len().saturating_sub(1)
-        ))
-    })
-}
-
-fn chw(t: &Tensor<4>) -> [usize; 3] {
-    let [_, c, h, w] = t.dims();
-    [c, h, w]
-}
-
 /// FitNet (optionally FitNet+KD) as a [`Distiller`]; its regressor is the `Aux` module.
 #[derive(Debug, Clone)]
 pub struct FitNet {
@@ -214,9 +194,9 @@ impl Distiller for FitNet {
 
     fn init_aux(&self, student: &ModelOutput, teacher: Option<&ModelOutput>, device: &Device) -> Result<HintRegressor> {
         let teacher = require_teacher(&self.name(), teacher, "features")?;
-        let s = hint_feature(student, self.config.hint_layer, "student")?;
-        let t = hint_feature(teacher, self.config.hint_layer, "teacher")?;
-        HintRegressor::new(chw(s), chw(t), device)
+        let s = student.feature(self.config.hint_layer, "FitNet", "student")?;
+        let t = teacher.feature(self.config.hint_layer, "FitNet", "teacher")?;
+        HintRegressor::new(feature_shape(s), feature_shape(t), device)
     }
 
     fn loss(
@@ -229,8 +209,8 @@ impl Distiller for FitNet {
     ) -> Result<LossTerms> {
         let teacher = require_teacher(&self.name(), teacher, "features")?;
         let c = &self.config;
-        let s = hint_feature(student, c.hint_layer, "student")?;
-        let t = hint_feature(teacher, c.hint_layer, "teacher")?;
+        let s = student.feature(c.hint_layer, "FitNet", "student")?;
+        let t = teacher.feature(c.hint_layer, "FitNet", "teacher")?;
         let hint = hint_loss(aux, s.clone(), t.clone())?.mul_scalar(c.hint_weight);
         let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);
         let mut terms = LossTerms::new().with("ce", ce).with("hint", hint);

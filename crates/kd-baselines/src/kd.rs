@@ -5,8 +5,9 @@
 //! standardized logits (logit standardization, METHODS.md Part B section 5).
 
 use burn::tensor::{Device, Tensor};
+use kd_core::check;
 use kd_core::loss::{cross_entropy_mean, kd_kl_mean};
-use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed, logit_teacher};
+use kd_core::{Batch, Distiller, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed, logit_teacher};
 use serde::{Deserialize, Serialize};
 
 use kd_core::Student;
@@ -37,13 +38,8 @@ impl Default for KdConfig {
 impl KdConfig {
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return Err(KdError::InvalidConfig(format!("KD temperature must be > 0, got {}", self.temperature)));
-        }
-        if self.ce_weight < 0.0 || self.kd_weight < 0.0 {
-            return Err(KdError::InvalidConfig("KD weights must be >= 0".into()));
-        }
-        Ok(())
+        check::positive("KD", &[("temperature", self.temperature)])?;
+        check::non_negative("KD", &[("ce_weight", self.ce_weight), ("kd_weight", self.kd_weight)])
     }
 }
 

@@ -12,6 +12,7 @@
 
 use burn::tensor::{Bool, Device, Tensor};
 use kd_core::Student;
+use kd_core::check;
 use kd_core::loss::{cross_entropy_mean, smooth_l1_mean};
 use kd_core::registry::{Prepared, Value, method_config};
 use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed, require_teacher};
@@ -44,15 +45,11 @@ impl Default for RkdConfig {
 impl RkdConfig {
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
-        for (name, w) in [("ce_weight", self.ce_weight), ("distance_weight", self.distance_weight), ("angle_weight", self.angle_weight)] {
-            if !(w.is_finite() && w >= 0.0) {
-                return Err(KdError::InvalidConfig(format!("RKD {name} must be finite and >= 0, got {w}")));
-            }
-        }
-        if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(KdError::InvalidConfig(format!("RKD eps must be > 0, got {}", self.eps)));
-        }
-        Ok(())
+        check::non_negative(
+            "RKD",
+            &[("ce_weight", self.ce_weight), ("distance_weight", self.distance_weight), ("angle_weight", self.angle_weight)],
+        )?;
+        check::positive("RKD", &[("eps", self.eps)])
     }
 }
 

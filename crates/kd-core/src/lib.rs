@@ -6,6 +6,7 @@
 //! checkpoints and resume. It knows no method: each method crate implements [`Distiller`].
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod checkpoint;
 pub mod data;
 pub mod distiller;

@@ -34,6 +34,20 @@ impl ModelOutput {
         })
     }
 
+    /// The stage output `layer` (shallow to deep) that `method`'s `hint_layer` names, or an
+    /// error saying how many the `who` (student, teacher) has.
+    pub fn feature(&self, layer: usize, method: &str, who: &str) -> Result<&Tensor<4>> {
+        let n = self.features.len();
+        self.features.get(layer).ok_or_else(|| {
+            let hint = if n == 0 {
+                " (a logits-only teacher cache has none; use a network teacher)".to_string()
+            } else {
+                format!(" (valid: 0..={}); set `hint_layer` lower", n - 1)
+            };
+            KdError::InvalidConfig(format!("{method}: hint_layer is {layer} but the {who} has only {n} feature maps{hint}"))
+        })
+    }
+
     /// Number of classes (the logits' second dimension).
     pub fn num_classes(&self) -> usize {
         self.logits.dims()[1]
@@ -47,6 +61,12 @@ impl ModelOutput {
             embedding: self.embedding.as_ref().map(|e| e.clone().without_autodiff()),
         }
     }
+}
+
+/// `[channels, height, width]` of a `[batch, channels, height, width]` feature map.
+pub fn feature_shape(t: &Tensor<4>) -> [usize; 3] {
+    let [_, c, h, w] = t.dims();
+    [c, h, w]
 }
 
 /// A classifier network: the shape every student and every module-backed teacher has.

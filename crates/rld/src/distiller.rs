@@ -1,9 +1,10 @@
 //! RLD's configuration and its [`Distiller`].
 
 use burn::tensor::Device;
+use kd_core::check;
 use kd_core::logit_stand::LogitStandardization;
 use kd_core::loss::cross_entropy_mean;
-use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed, logit_teacher};
+use kd_core::{Batch, Distiller, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed, logit_teacher};
 use serde::{Deserialize, Serialize};
 
 use crate::loss::{RldParams, rld_terms};
@@ -83,24 +84,12 @@ impl RldConfig {
 
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
-        for (name, t) in [("temperature", Some(self.temperature)), ("alpha_temperature", self.alpha_temperature)] {
-            if let Some(t) = t
-                && !(t.is_finite() && t > 0.0)
-            {
-                return Err(KdError::InvalidConfig(format!("RLD {name} must be > 0, got {t}")));
-            }
+        check::positive("RLD", &[("temperature", self.temperature), ("alpha_temperature", self.effective_alpha_temperature())])?;
+        check::non_negative("RLD", &[("ce_weight", self.ce_weight), ("alpha", self.alpha), ("beta", self.beta)])?;
+        match &self.logit_stand {
+            Some(s) => check::non_negative("RLD", &[("logit_stand.eps", s.eps)]),
+            None => Ok(()),
         }
-        for (name, w) in [("ce_weight", self.ce_weight), ("alpha", self.alpha), ("beta", self.beta)] {
-            if !(w.is_finite() && w >= 0.0) {
-                return Err(KdError::InvalidConfig(format!("RLD {name} must be finite and >= 0, got {w}")));
-            }
-        }
-        if let Some(s) = &self.logit_stand
-            && !(s.eps.is_finite() && s.eps >= 0.0)
-        {
-            return Err(KdError::InvalidConfig(format!("RLD logit_stand.eps must be >= 0, got {}", s.eps)));
-        }
-        Ok(())
     }
 }
 
