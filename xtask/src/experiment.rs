@@ -63,6 +63,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
             }
         };
         let run_dir = args.out.join(format!("{}-{}-seed{seed}", exp.method, sanitize(&exp.student)));
+        if args.resume && !run_dir.join("last.ckpt").exists() && !run_dir.exists() {
+            eprintln!("resume: {} holds no run yet; starting seed {seed}", run_dir.display());
+        }
         let record = ctx.student(
             &data,
             &exp.method,

@@ -492,7 +492,7 @@ impl<'a> Trainer<'a> {
     /// Binds the checkpoint folder to this run. A fresh run needs a folder without a run in it;
     /// with `resume` the folder's `last.ckpt` must have been written by the same run (method,
     /// recipe and the caller's configuration), and is returned. A resumed folder that holds no
-    /// run at all starts one, and says so.
+    /// run at all (nothing written yet) starts one.
     fn prepare_run_folder(&self, dir: &Path, run: &serde_json::Value) -> Result<Option<Checkpoint>> {
         let folder_error = |reason: String| KdError::RunFolder { path: dir.to_path_buf(), reason };
         let mut present: Vec<String> =
@@ -512,7 +512,7 @@ impl<'a> Trainer<'a> {
         }
         if !last.exists() {
             if present.is_empty() {
-                eprintln!("resume: {} holds no run yet; starting one", dir.display());
+                // Nothing to resume yet (a chain's later stage, a seed not reached): start it.
                 return Ok(None);
             }
             return Err(folder_error(format!(
