@@ -180,11 +180,13 @@ pub fn z_score(logits: Tensor<2>, std_kind: StdKind, eps: f64) -> Tensor<2> {
     centred / var.sqrt().add_scalar(eps)
 }
 
-/// Top-k correct counts: `(top1, topk)` over the batch.
-pub fn topk_correct(logits: Tensor<2>, labels: &[usize], k: usize) -> (usize, usize) {
+/// Top-k correct counts `(top1, topk)` over the batch, and each row's top-1 class (from the same
+/// host transfer).
+pub fn topk_correct(logits: Tensor<2>, labels: &[usize], k: usize) -> (usize, usize, Vec<usize>) {
     let k = k.min(logits.dims()[1]);
     let (_, idx) = logits.topk_with_indices(k, 1);
     let idx: Vec<i64> = idx.into_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default();
+    let predicted: Vec<usize> = idx.chunks(k.max(1)).map(|r| r.first().map_or(0, |&c| c as usize)).collect();
     let mut top1 = 0;
     let mut topk = 0;
     for (row, &label) in labels.iter().enumerate() {
@@ -196,7 +198,7 @@ pub fn topk_correct(logits: Tensor<2>, labels: &[usize], k: usize) -> (usize, us
             topk += 1;
         }
     }
-    (top1, topk)
+    (top1, topk, predicted)
 }
 
 /// Mean squared error over every element, `[1]` (PyTorch's `mse_loss`, `reduction="mean"`).

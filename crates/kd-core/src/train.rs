@@ -593,14 +593,12 @@ pub fn evaluate<M: Classifier>(model: &M, data: &dyn BatchSource, batch_size: us
             positive_probs.extend(probs);
             labels.extend(&batch.labels_host);
         }
-        let argmax =
-            out.logits.clone().argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().map_err(|e| KdError::Record(format!("{e:?}")))?;
-        for c in argmax {
-            if let Some(p) = usize::try_from(c).ok().and_then(|c| predicted.get_mut(c)) {
+        let (c1, c5, top) = topk_correct(out.logits.clone(), &batch.labels_host, 5);
+        for c in top {
+            if let Some(p) = predicted.get_mut(c) {
                 *p = true;
             }
         }
-        let (c1, c5) = topk_correct(out.logits.clone(), &batch.labels_host, 5);
         top1 += c1;
         top5 += c5;
         let ce_sum = scalars(vec![cross_entropy(out.logits, batch.labels).sum()])?[0];
