@@ -1,4 +1,4 @@
-//! Static teacher-assistant chains: TAKD and DGKD (METHODS.md Part B 9.1, 9.2).
+//! Static teacher-assistant chains: TAKD and DGKD (the crate README says which parts follow the papers).
 //!
 //! A chain is `teacher > assistant_1 > ... > student`, all from one [`ModelFamily`]. Stage 0
 //! trains the teacher with cross-entropy (or loads it); stage `k` distils model `k` from the
