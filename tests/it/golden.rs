@@ -1,13 +1,14 @@
 //! The golden cases: KD, DKD and RLD against numbers computed in float64 by the authors'
 //! reference functions (tests/golden/README.md). Every `*.json` of the folder is checked, the
-//! project's copy by default or the folder named by `KD_GOLDEN_DIR`.
+//! project's copy by default or the folder named by `KD_GOLDEN_DIR`, on flex and on every other
+//! backend of the build (`crate::backends::parity_backends`).
 
 use std::path::{Path, PathBuf};
 
 use kd::core::burn::tensor::{Int, Tensor, TensorData};
 use serde::Deserialize;
 
-use crate::common::device;
+use kd::core::burn::tensor::Device;
 
 const FORMAT: &str = "kd-golden-v1";
 /// Relative and absolute tolerances of the comparison, in f32 against f64 references.
@@ -67,11 +68,11 @@ fn param(value: Option<f64>, name: &str) -> Result<f64, String> {
 }
 
 /// Runs one case; `Err` says what did not match.
-fn check_case(case: &Case, file_method: &str) -> Result<(), String> {
+fn check_case(case: &Case, file_method: &str, device: &Device) -> Result<(), String> {
     if case.method != file_method {
         return Err(format!("method `{}` in a file of method `{file_method}`", case.method));
     }
-    let device = device();
+    let device = device.clone();
     let (student, shape) = matrix(&case.student_logits, "student_logits")?;
     let (teacher, teacher_shape) = matrix(&case.teacher_logits, "teacher_logits")?;
     let (_, grad_shape) = matrix(&case.grad_student_logits, "grad_student_logits")?;
@@ -171,15 +172,17 @@ fn golden() {
             failures.push(format!("{file_name}: no cases"));
             continue;
         }
-        let mut passed = 0;
-        for case in &file.cases {
-            match check_case(case, &file.method) {
-                Ok(()) => passed += 1,
-                Err(why) => failures.push(format!("{file_name}: {}: {why}", case.name)),
+        for (backend, device) in std::iter::once(("flex", crate::common::device())).chain(crate::backends::parity_backends()) {
+            let mut passed = 0;
+            for case in &file.cases {
+                match check_case(case, &file.method, &device) {
+                    Ok(()) => passed += 1,
+                    Err(why) => failures.push(format!("{file_name} on {backend}: {}: {why}", case.name)),
+                }
             }
+            total += file.cases.len();
+            println!("golden {file_name} (method {}) on {backend}: {passed}/{} cases pass", file.method, file.cases.len());
         }
-        total += file.cases.len();
-        println!("golden {file_name} (method {}): {passed}/{} cases pass", file.method, file.cases.len());
     }
     assert!(failures.is_empty(), "{} of {total} golden cases failed in {}:\n{}", failures.len(), dir.display(), failures.join("\n"));
 }

@@ -1,5 +1,6 @@
 //! End-to-end tests of the facade (one binary: each test binary links all of Burn).
 
+mod backends;
 mod common;
 mod golden;
 mod losses;

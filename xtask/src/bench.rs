@@ -29,7 +29,8 @@ pub struct BenchArgs {
     /// The long run: full training splits, 30 epochs, 3 seeds (hours on a CPU).
     #[arg(long, conflicts_with = "quick")]
     full: bool,
-    /// Backend: flex (default, CPU), ndarray, wgpu, wgpu-cpu, vulkan.
+    /// Backend: flex (default, CPU), ndarray, wgpu, wgpu-cpu, vulkan, tch (LibTorch CPU),
+    /// tch-cuda[:N]. Each but flex needs its cargo feature (`--features tch`, `wgpu`).
     #[arg(long, default_value = "flex")]
     backend: String,
     /// Comma-separated datasets, bundled names or `csv:PATH` (default: mnist, fashion-mnist and
@@ -158,8 +159,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if seeds.is_empty() || datasets.is_empty() || chosen.as_ref().is_some_and(|c| c.is_empty()) {
         bail!("--seeds, --datasets and --methods need at least one value each");
     }
-    let device = open_device(&args.backend)?;
-    let ctx = RunContext { device, backend: args.backend.clone(), cache_dir: args.cache.clone(), progress: true };
+    let (device, backend) = open_device(&args.backend)?;
+    let ctx = RunContext { device, backend, cache_dir: args.cache.clone(), progress: true };
 
     // Load everything first: bad names fail before any training, and the plan is known.
     let mut plan = Vec::new();
@@ -244,7 +245,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                             &teacher_name,
                             &student_spec,
                             seed,
-                            &args.backend,
+                            &ctx.backend,
                             config.epochs,
                             format!("{e:#}"),
                         )
@@ -291,9 +292,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     for method in &self_distillers {
                         let r = match ctx.student(&sub, method, None, backbone, None, &sub.train, &config, seed, None) {
                             Ok(r) => r,
-                            Err(e) => {
-                                Record::failed(&sub.name, method, "-", backbone, seed, &args.backend, config.epochs, format!("{e:#}"))
-                            }
+                            Err(e) => Record::failed(&sub.name, method, "-", backbone, seed, &ctx.backend, config.epochs, format!("{e:#}")),
                         };
                         println!("{}", r.summary_line());
                         records.push(r);

@@ -14,7 +14,7 @@ use kd::data::DatasetSplits;
 use kd::experiment::Experiment;
 use kd::prelude::*;
 
-use crate::report::{Record, write_results};
+use crate::report::{BackendTag, Record, write_results};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -37,13 +37,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if let Some(b) = args.backend {
         exp.backend = b;
     }
-    let device = open_device(&exp.backend)?;
+    let (device, backend) = open_device(&exp.backend)?;
     let data = kd::data::load_dataset(&exp.dataset, &exp.data)?;
     data.print_warnings();
     let method_config = exp.method_config_json()?;
     let mut records = Vec::new();
     for &seed in &exp.seeds {
-        let ctx = RunContext { device: device.clone(), backend: exp.backend.clone(), cache_dir: args.out.join("teachers"), progress: true };
+        let ctx = RunContext { device: device.clone(), backend: backend.clone(), cache_dir: args.out.join("teachers"), progress: true };
         let teacher = match kd::methods::teacher_need(&exp.method)? {
             TeacherNeed::Nothing => None,
             _ => {
@@ -87,10 +87,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
 }
 
 /// Opens and probes the device for a backend name.
-pub fn open_device(backend: &str) -> Result<Device> {
+/// The device of a `--backend` name, checked by a tiny computation, and its tag for records.
+/// Says on stderr which device (GPU adapter, processor) was picked.
+pub fn open_device(backend: &str) -> Result<(Device, BackendTag)> {
     let device = kd::backend::device(backend)?;
     kd::backend::probe(backend, &device)?;
-    Ok(device)
+    let tag = BackendTag { name: backend.to_string(), device: kd::backend::describe(backend, &device) };
+    eprintln!("backend {}: {}", tag.name, tag.device);
+    Ok((device, tag))
 }
 
 pub fn sanitize(s: &str) -> String {
@@ -118,7 +122,7 @@ pub struct RunFolder<'a> {
 /// What every run of a bench or an experiment shares.
 pub struct RunContext {
     pub device: Device,
-    pub backend: String,
+    pub backend: BackendTag,
     pub cache_dir: PathBuf,
     pub progress: bool,
 }
@@ -145,7 +149,7 @@ impl RunContext {
             data.train.fingerprint(),
             hash_str(spec),
             hash_str(&serde_json::to_string(&config)?),
-            hash_str(&self.backend),
+            hash_str(&self.backend.name),
             hash_str(&data.name),
         ]);
         let path = self.cache_dir.join(format!("{}-{}-{key:016x}.ckpt", sanitize(&data.name), sanitize(spec)));

@@ -8,6 +8,15 @@ use kd::core::checkpoint::write_atomic;
 use kd::core::{BinaryMetrics, TrainConfig, TrainOutcome};
 use serde::{Deserialize, Serialize};
 
+/// The backend a run used, as records name it.
+#[derive(Debug, Clone)]
+pub struct BackendTag {
+    /// The `--backend` name.
+    pub name: String,
+    /// What the device is (adapter, processor).
+    pub device: String,
+}
+
 /// One run: a teacher, or a student trained with one method and seed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
@@ -17,6 +26,9 @@ pub struct Record {
     pub student: String,
     pub seed: u64,
     pub backend: String,
+    /// The device the backend ran on (`kd::backend::describe`).
+    #[serde(default)]
+    pub device: String,
     pub epochs: usize,
     /// Highest test accuracy over the epochs (%).
     pub best_acc: f64,
@@ -59,7 +71,7 @@ impl Record {
         teacher: &str,
         student: &str,
         seed: u64,
-        backend: &str,
+        backend: &BackendTag,
         config: &TrainConfig,
         out: &TrainOutcome<S, A>,
         total_seconds: f64,
@@ -70,7 +82,8 @@ impl Record {
             teacher: teacher.into(),
             student: student.into(),
             seed,
-            backend: backend.into(),
+            backend: backend.name.clone(),
+            device: backend.device.clone(),
             epochs: config.epochs,
             best_acc: out.best_acc(),
             last_acc: out.last_acc(),
@@ -97,7 +110,7 @@ impl Record {
         teacher: &str,
         student: &str,
         seed: u64,
-        backend: &str,
+        backend: &BackendTag,
         epochs: usize,
         error: String,
     ) -> Self {
@@ -107,7 +120,8 @@ impl Record {
             teacher: teacher.into(),
             student: student.into(),
             seed,
-            backend: backend.into(),
+            backend: backend.name.clone(),
+            device: backend.device.clone(),
             epochs,
             best_acc: f64::NAN,
             last_acc: f64::NAN,

@@ -1,23 +1,25 @@
 //! `cargo xtask throughput`: training images per second of one distillation step (teacher
 //! forward, student forward and backward, optimiser step) for each method.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use kd::core::rng::KeyedRng;
 use kd::data::{DatasetSplits, InMemoryDataset, Values};
 use kd::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use kd::core::{CacheContent, DrawPool, TeacherCache};
 
 use crate::experiment::{build_model, open_device, sanitize};
+use crate::report::BackendTag;
 
 #[derive(Args, Debug)]
 pub struct ThroughputArgs {
-    /// Backend: flex (default), ndarray, wgpu, wgpu-cpu, vulkan.
+    /// Backend: flex (default), ndarray, wgpu, wgpu-cpu, vulkan, tch, tch-cuda[:N].
     #[arg(long, default_value = "flex")]
     backend: String,
     /// Setups as TEACHER:STUDENT:CxHxW:CLASSES (default: resnet32x4:resnet8x4:3x32x32:100 and
@@ -37,6 +39,14 @@ pub struct ThroughputArgs {
     /// (built once before timing) instead of a live teacher forward.
     #[arg(long)]
     teacher_cache: bool,
+    /// Run the same work in PyTorch with this Python (`xtask/pytorch/throughput.py`), one
+    /// process after the other on the same machine and threads, and print the ratio. Default
+    /// setups become the CIFAR KD step and the MNIST bench cells, methods ce and kd.
+    #[arg(long, value_name = "PYTHON")]
+    vs_pytorch: Option<String>,
+    /// Measurements per method, alternating with PyTorch under --vs-pytorch; the best is kept.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
     /// Output JSON file.
     #[arg(long, default_value = "target/kd-throughput.json")]
     out: PathBuf,
@@ -48,10 +58,17 @@ struct Measurement {
     method: String,
     batch: usize,
     backend: String,
+    device: String,
+    /// CPU threads of the backend (and of the PyTorch reference); none on a GPU.
+    threads: Option<usize>,
     images_per_second: f64,
     seconds_per_step: f64,
     overhead_vs_kd: Option<f64>,
     teacher_cache: bool,
+    pytorch_images_per_second: Option<f64>,
+    pytorch: Option<String>,
+    /// This project's images per second over PyTorch's (above 1: faster).
+    ratio_vs_pytorch: Option<f64>,
 }
 
 fn synthetic(shape: [usize; 3], classes: usize, n: usize, seed: u64) -> Result<InMemoryDataset> {
@@ -74,16 +91,44 @@ fn parse_setup(s: &str) -> Result<(String, String, [usize; 3], usize)> {
     Ok((parts[0].into(), parts[1].into(), [dims[0], dims[1], dims[2]], parts[3].parse()?))
 }
 
+/// The setups `--vs-pytorch` compares by default: the CIFAR KD step of the papers and the two
+/// cells of the default bench on MNIST (the teacher trained with CE, the student with KD).
+const VS_PYTORCH_SETUPS: [&str; 3] =
+    ["resnet32x4:resnet8x4:3x32x32:100", "mlpbn-512-256-128:mlpbn-512-256-128:1x28x28:10", "mlpbn-512-256-128:mlpbn-32-16-16:1x28x28:10"];
+/// The methods the PyTorch reference implements.
+const VS_PYTORCH_METHODS: [&str; 2] = ["ce", "kd"];
+
 pub fn run(args: ThroughputArgs) -> Result<()> {
-    let device = open_device(&args.backend)?;
-    let setups = args
-        .setups
-        .clone()
-        .unwrap_or_else(|| vec!["resnet32x4:resnet8x4:3x32x32:100".into(), "mlpbn-256-128-64:mlpbn-16-8-8:57x1x1:2".into()]);
-    let methods: Vec<String> = args.methods.clone().unwrap_or_else(|| kd::methods::method_names().iter().map(|s| s.to_string()).collect());
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let (device, backend) = open_device(&args.backend)?;
+    let reference = match &args.vs_pytorch {
+        Some(python) => Some(PyTorch::new(python, &args)?),
+        None => None,
+    };
+    let default_setups: Vec<&str> = if reference.is_some() {
+        VS_PYTORCH_SETUPS.to_vec()
+    } else {
+        vec!["resnet32x4:resnet8x4:3x32x32:100", "mlpbn-256-128-64:mlpbn-16-8-8:57x1x1:2"]
+    };
+    let setups = args.setups.clone().unwrap_or_else(|| default_setups.iter().map(|s| s.to_string()).collect());
+    let methods: Vec<String> = match (&args.methods, &reference) {
+        (Some(m), _) => m.clone(),
+        (None, Some(_)) => VS_PYTORCH_METHODS.iter().map(|s| s.to_string()).collect(),
+        (None, None) => kd::methods::method_names().iter().map(|s| s.to_string()).collect(),
+    };
+    if let Some(torch) = &reference
+        && let Some(m) = methods.iter().find(|m| !VS_PYTORCH_METHODS.contains(&m.as_str()))
+    {
+        bail!(
+            "--vs-pytorch: the PyTorch reference implements {} only, not `{m}` (python: {})",
+            VS_PYTORCH_METHODS.join(", "),
+            torch.python
+        );
+    }
+    let threads = kd::backend::cpu_threads(&args.backend);
     let mut rows: Vec<Measurement> = Vec::new();
-    println!("| setup | method | batch | img/s | s/step | overhead vs kd |");
-    println!("|---|---|---|---|---|---|");
     for setup in &setups {
         let (teacher_spec, student_spec, shape, classes) = parse_setup(setup)?;
         for &batch in &args.batches {
@@ -109,60 +154,52 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
                 }
             }
             for (method, cached) in runs {
-                let config = TrainConfig {
-                    epochs: 2,
-                    batch_size: batch,
-                    optimizer: OptimizerConfig::sgd(0.01),
-                    schedule: LrSchedule::Constant,
-                    lr_warmup_epochs: 0,
-                    seed: 0,
-                    drop_last: true,
-                    eval_batch_size: batch,
-                };
                 let train: &dyn BatchSource = if cached { &pool } else { &data.train };
-                let trainer = Trainer::new(config, train, &data.test, device.clone());
-                let student = build_model(&student_spec, &data, &device, 2)?;
-                let live: &dyn Teacher = &teacher;
                 let source: &dyn Teacher = match (&cache, cached) {
                     (Some(c), true) => c,
-                    _ => live,
+                    _ => &teacher,
                 };
-                // A method that cannot run on this setup (FitNet's hint layer missing, de-biased
-                // KD without a validation split) is reported and skipped.
-                let out = match kd::methods::train_method(method, None, &trainer, student, source) {
-                    Ok(out) => out,
-                    Err(e) => {
-                        eprintln!("throughput: {method} skipped on {setup}: {e}");
-                        continue;
+                // Rounds alternate this project and PyTorch, so that both see the same machine
+                // state; the best round of each is kept.
+                let mut ours: Option<f64> = None;
+                let mut theirs: Option<TorchStep> = None;
+                for _ in 0..args.rounds {
+                    // A method that cannot run on this setup (FitNet's hint layer missing,
+                    // de-biased KD without a validation split) is reported and skipped.
+                    let Some(seconds) = time_steps(&args, method, train, &data, &device, &student_spec, batch, source, setup)? else {
+                        break;
+                    };
+                    ours = Some(ours.map_or(seconds, |o: f64| o.min(seconds)));
+                    if let (Some(torch), false) = (&reference, cached) {
+                        let step = torch.time(&teacher_spec, &student_spec, shape, classes, method, batch, threads)?;
+                        theirs = Some(match theirs {
+                            Some(t) if t.seconds_per_step <= step.seconds_per_step => t,
+                            _ => step,
+                        });
                     }
-                };
-                // Epoch 1 warms up (kernel selection, allocation); epoch 2 is timed.
-                let seconds = out.history[1].train_seconds / args.steps as f64;
+                }
+                let Some(seconds) = ours else { continue };
                 rows.push(Measurement {
                     setup: setup.clone(),
                     method: method.clone(),
                     batch,
-                    backend: args.backend.clone(),
+                    backend: backend.name.clone(),
+                    device: backend.device.clone(),
+                    threads,
                     images_per_second: batch as f64 / seconds,
                     seconds_per_step: seconds,
                     overhead_vs_kd: None,
                     teacher_cache: cached,
+                    pytorch_images_per_second: theirs.as_ref().map(|t| t.images_per_second),
+                    pytorch: theirs.map(|t| format!("PyTorch {} on {} ({} threads)", t.torch, t.device, t.threads)),
+                    ratio_vs_pytorch: None,
                 });
             }
             // Overhead of each method over plain KD on the same setup and batch.
             let kd_time = rows[first..].iter().find(|m| m.method == "kd" && !m.teacher_cache).map(|m| m.seconds_per_step);
             for m in &mut rows[first..] {
                 m.overhead_vs_kd = kd_time.map(|k| m.seconds_per_step / k - 1.0);
-                println!(
-                    "| {} | {}{} | {} | {:.1} | {:.4} | {} |",
-                    m.setup,
-                    m.method,
-                    if m.teacher_cache { " (teacher cache)" } else { "" },
-                    m.batch,
-                    m.images_per_second,
-                    m.seconds_per_step,
-                    m.overhead_vs_kd.map(|o| format!("{:+.1}%", 100.0 * o)).unwrap_or_else(|| "-".into())
-                );
+                m.ratio_vs_pytorch = m.pytorch_images_per_second.map(|p| m.images_per_second / p);
             }
             std::fs::remove_dir_all(&cache_dir).ok();
         }
@@ -170,10 +207,140 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
     if rows.is_empty() {
         bail!("throughput measured nothing: every method was skipped on every setup (the reasons are printed above)");
     }
+    print_table(&rows, &backend);
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
     kd::core::checkpoint::write_atomic(&args.out, serde_json::to_string_pretty(&rows)?.as_bytes())?;
     println!("written to {}", args.out.display());
     Ok(())
+}
+
+/// Seconds per training step of `method`: one untimed epoch of `--steps` steps (kernel
+/// selection, allocation), then one timed epoch. `None` when the method cannot run here.
+#[allow(clippy::too_many_arguments)]
+fn time_steps(
+    args: &ThroughputArgs,
+    method: &str,
+    train: &dyn BatchSource,
+    data: &DatasetSplits,
+    device: &kd::core::burn::tensor::Device,
+    student_spec: &str,
+    batch: usize,
+    teacher: &dyn Teacher,
+    setup: &str,
+) -> Result<Option<f64>> {
+    let config = TrainConfig {
+        epochs: 2,
+        batch_size: batch,
+        optimizer: OptimizerConfig::sgd(0.01),
+        schedule: LrSchedule::Constant,
+        lr_warmup_epochs: 0,
+        seed: 0,
+        drop_last: true,
+        eval_batch_size: batch,
+    };
+    let trainer = Trainer::new(config, train, &data.test, device.clone());
+    let student = build_model(student_spec, data, device, 2)?;
+    match kd::methods::train_method(method, None, &trainer, student, teacher) {
+        Ok(out) => Ok(Some(out.history[1].train_seconds / args.steps as f64)),
+        Err(e) => {
+            eprintln!("throughput: {method} skipped on {setup}: {e}");
+            Ok(None)
+        }
+    }
+}
+
+fn print_table(rows: &[Measurement], backend: &BackendTag) {
+    let vs = rows.iter().any(|m| m.ratio_vs_pytorch.is_some());
+    println!("backend {} on {}", backend.name, backend.device);
+    if let Some(p) = rows.iter().find_map(|m| m.pytorch.as_deref()) {
+        println!("reference: {p}, eager, float32");
+    }
+    println!("| setup | method | batch | img/s | s/step | overhead vs kd |{}", if vs { " PyTorch img/s | ratio |" } else { "" });
+    println!("|---|---|---|---|---|---|{}", if vs { "---|---|" } else { "" });
+    for m in rows {
+        let torch = match (m.pytorch_images_per_second, m.ratio_vs_pytorch) {
+            (Some(p), Some(r)) => format!(" {p:.1} | {r:.2}x |"),
+            _ if vs => " - | - |".into(),
+            _ => String::new(),
+        };
+        println!(
+            "| {} | {}{} | {} | {:.1} | {:.4} | {} |{torch}",
+            m.setup,
+            m.method,
+            if m.teacher_cache { " (teacher cache)" } else { "" },
+            m.batch,
+            m.images_per_second,
+            m.seconds_per_step,
+            m.overhead_vs_kd.map(|o| format!("{:+.1}%", 100.0 * o)).unwrap_or_else(|| "-".into())
+        );
+    }
+}
+
+/// One measurement of the PyTorch reference (`xtask/pytorch/throughput.py`).
+#[derive(Deserialize)]
+struct TorchStep {
+    images_per_second: f64,
+    seconds_per_step: f64,
+    threads: usize,
+    torch: String,
+    device: String,
+}
+
+/// The PyTorch reference program, run with the user's Python.
+struct PyTorch {
+    python: String,
+    script: PathBuf,
+    steps: usize,
+    device: String,
+}
+
+impl PyTorch {
+    fn new(python: &str, args: &ThroughputArgs) -> Result<Self> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pytorch").join("throughput.py");
+        kd::core::files::check_regular(&script)?;
+        let device = match args.backend.as_str() {
+            "tch" | "flex" | "ndarray" | "wgpu-cpu" => "cpu".to_string(),
+            cuda if cuda.starts_with("tch-cuda") => cuda.strip_prefix("tch-").unwrap_or("cuda").to_string(),
+            // wgpu/vulkan on a GPU: PyTorch on the first CUDA device.
+            _ => "cuda".to_string(),
+        };
+        let probe = Command::new(python).args(["-c", "import torch; print(torch.__version__)"]).output();
+        match probe {
+            Ok(out) if out.status.success() => {
+                eprintln!("throughput: PyTorch {} from {python}", String::from_utf8_lossy(&out.stdout).trim());
+            }
+            Ok(out) => bail!("--vs-pytorch {python}: `import torch` failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            Err(e) => bail!("--vs-pytorch {python}: cannot run it: {e}"),
+        }
+        Ok(PyTorch { python: python.into(), script, steps: args.steps, device })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn time(
+        &self,
+        teacher: &str,
+        student: &str,
+        shape: [usize; 3],
+        classes: usize,
+        method: &str,
+        batch: usize,
+        threads: Option<usize>,
+    ) -> Result<TorchStep> {
+        let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1));
+        let shape = format!("{}x{}x{}", shape[0], shape[1], shape[2]);
+        let out = Command::new(&self.python)
+            .arg(&self.script)
+            .args(["--teacher", teacher, "--student", student, "--shape", &shape, "--method", method, "--device", &self.device])
+            .args(["--classes", &classes.to_string(), "--batch", &batch.to_string(), "--steps", &self.steps.to_string()])
+            .args(["--threads", &threads.to_string()])
+            .output()
+            .with_context(|| format!("running {}", self.script.display()))?;
+        if !out.status.success() {
+            bail!("the PyTorch reference failed on {teacher}:{student} {method}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.trim()).with_context(|| format!("reading the PyTorch reference's output `{}`", text.trim()))
+    }
 }

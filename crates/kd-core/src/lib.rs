@@ -12,6 +12,7 @@ pub mod data;
 pub mod distiller;
 pub mod error;
 pub mod files;
+pub mod init;
 pub mod logit_stand;
 pub mod loss;
 pub mod metrics;

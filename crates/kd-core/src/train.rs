@@ -297,7 +297,11 @@ impl<'a> Trainer<'a> {
         let probe_teacher = teacher.outputs(&probe, need)?;
         let probe_student = student.valid().forward(probe.inputs.clone());
         check_outputs(&probe_student, probe_teacher.as_ref())?;
-        let aux = distiller.init_aux(&probe_student, probe_teacher.as_ref(), &ad_device)?;
+        // Drawn on the host from the run's seed, so the method's learnable parts start the same
+        // on every backend.
+        let aux_seed = crate::rng::hash_key(&[cfg.seed, 0xA0C5]);
+        let aux =
+            crate::init::seeded_on_host(&ad_device, aux_seed, |host| distiller.init_aux(&probe_student, probe_teacher.as_ref(), host))?;
 
         let mut model = (student, aux);
         let mut optim = cfg.optimizer.build();

@@ -167,23 +167,10 @@ impl ModelSpec {
         }
     }
 
-    /// Builds the network with weights drawn from `seed`, reproducibly even when other threads
-    /// build models at the same time: backends such as flex draw from one global generator and
-    /// Burn draws weights lazily, so the seeding and every draw happen under one lock.
+    /// Builds the network with weights drawn from `seed`, the same on every backend (drawn on
+    /// the host and moved to `device`: [`kd_core::init::seeded_on_host`]).
     pub fn build_seeded(&self, input: [usize; 3], classes: usize, device: &Device, seed: u64) -> Result<AnyModel> {
-        struct Touch;
-        impl burn::module::ModuleVisitor for Touch {
-            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>) {
-                let _ = param.val();
-            }
-        }
-        static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        // A poisoned lock only means another build panicked; the guard protects no data.
-        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        device.seed(seed);
-        let model = self.build(input, classes, device)?;
-        model.visit(&mut Touch);
-        Ok(model)
+        kd_core::init::seeded_on_host(device, seed, |host| self.build(input, classes, host))
     }
 
     /// Builds the network for inputs `[channels, height, width]` and `classes` outputs.
