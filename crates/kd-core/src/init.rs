@@ -5,6 +5,7 @@
 //! the result makes a seed mean one network everywhere, which is what lets the backend parity
 //! tests compare training runs step by step.
 
+use std::cell::Cell;
 use std::sync::Mutex;
 
 use burn::module::{Module, ModuleVisitor, Param};
@@ -26,14 +27,24 @@ pub fn seeded_on_host<M: Module>(device: &Device, seed: u64, build: impl FnOnce(
         }
     }
     static INIT_LOCK: Mutex<()> = Mutex::new(());
+    thread_local! {
+        // Builds nest (a method's learnable parts may hold seeded models of their own): the
+        // thread that holds the lock does not take it again.
+        static HOLDS_LOCK: Cell<bool> = const { Cell::new(false) };
+    }
     let host = if device.is_autodiff() { Device::flex().autodiff() } else { Device::flex() };
     let module = {
+        let nested = HOLDS_LOCK.with(Cell::get);
         // A poisoned lock only means another build panicked; the guard protects no data.
-        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = (!nested).then(|| INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner()));
+        HOLDS_LOCK.with(|h| h.set(true));
         host.seed(seed);
-        let module = build(&host)?;
-        module.visit(&mut Touch);
-        module
+        let built = build(&host).map(|module| {
+            module.visit(&mut Touch);
+            module
+        });
+        HOLDS_LOCK.with(|h| h.set(nested));
+        built?
     };
     // `fork` (not `to_device`) makes each parameter a leaf of the target device's graph.
     Ok(if host == *device { module } else { module.fork(device) })
