@@ -39,10 +39,7 @@ pub fn seeded_on_host<M: Module>(device: &Device, seed: u64, build: impl FnOnce(
         let _guard = (!nested).then(|| INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner()));
         HOLDS_LOCK.with(|h| h.set(true));
         host.seed(seed);
-        let built = build(&host).map(|module| {
-            module.visit(&mut Touch);
-            module
-        });
+        let built = build(&host).inspect(|module| module.visit(&mut Touch));
         HOLDS_LOCK.with(|h| h.set(nested));
         built?
     };
