@@ -100,7 +100,7 @@ fn train(method: &str, classes: usize, data: &[kd::data::InMemoryDataset; 3], de
 #[derive(Default)]
 struct Drift {
     loss_rel: f64,
-    param_abs: f64,
+    param_scaled: f64,
     accuracy_samples: f64,
 }
 
@@ -144,7 +144,7 @@ fn compare(method: &str, reference: &Run, other: &Run, drift: &mut Drift) -> Vec
         .enumerate()
         .map(|(i, (a, b))| (f64::from((a - b).abs()) / f64::from(a.abs()).max(1.0), i))
         .fold((0.0, 0), |acc, x| if x.0 > acc.0 || x.0.is_nan() { x } else { acc });
-    drift.param_abs = drift.param_abs.max(worst);
+    drift.param_scaled = drift.param_scaled.max(worst);
     if worst.is_nan() || worst > param_tol {
         problems.push(format!(
             "parameter {at} of {}: {} vs flex {} (scaled diff {worst:.1e})",
@@ -191,7 +191,7 @@ fn every_method_trains_the_same_on_every_backend() {
         println!(
             "backend parity {backend} vs flex: {methods} method runs; max loss rel diff {:.1e} (tol {LOSS_TOL:.0e}), \
              max parameter diff {:.1e} (tol {PARAM_TOL:.0e}, rkd {RKD_PARAM_TOL:.0e}), max accuracy diff {} samples (tol {ACCURACY_SAMPLES})",
-            drift.loss_rel, drift.param_abs, drift.accuracy_samples
+            drift.loss_rel, drift.param_scaled, drift.accuracy_samples
         );
     }
     assert!(failures.is_empty(), "{} backend parity failures:\n{}", failures.len(), failures.join("\n"));
