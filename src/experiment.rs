@@ -53,9 +53,18 @@ pub struct Experiment {
     /// The teacher's recipe when it must be trained (default: the student's).
     #[serde(default)]
     pub teacher_train: Option<TrainConfig>,
-    /// A trained teacher to load instead (a checkpoint written by this project).
+    /// A trained teacher to load instead of training one: a PyTorch checkpoint (`.pth`), a
+    /// safetensors file, or a checkpoint of this project (a teacher-cache file, a `train` run's
+    /// `best.ckpt` or its folder). Relative paths are read from the working directory.
     #[serde(default)]
-    pub teacher_checkpoint: Option<PathBuf>,
+    pub teacher_weights: Option<PathBuf>,
+    /// The key of a PyTorch checkpoint's dict that holds the state dict (default: `model`, then
+    /// `state_dict`, whichever the file has, else the top level).
+    #[serde(default)]
+    pub teacher_key: Option<String>,
+    /// Renames of the teacher file's keys, `[regex, replacement]` pairs applied in order.
+    #[serde(default)]
+    pub teacher_remap: Vec<[String; 2]>,
     /// The method's configuration (its fields; absent: the papers' defaults).
     #[serde(default)]
     pub method_config: Option<toml::Value>,
@@ -111,6 +120,27 @@ impl Experiment {
         }
         crate::methods::effective_config(&self.method, self.method_config_json()?.as_ref())?;
         let need = crate::methods::teacher_need(&self.method)?;
+        if self.teacher_weights.is_none() && (self.teacher_key.is_some() || !self.teacher_remap.is_empty()) {
+            return Err(KdError::InvalidConfig("`teacher_key` and `teacher_remap` describe `teacher_weights`, which is not set".into()));
+        }
+        if let Some(path) = &self.teacher_weights {
+            if self.teacher_train.is_some() {
+                return Err(KdError::InvalidConfig(
+                    "`teacher_weights` and `[teacher_train]` are both given: a loaded teacher is not trained; remove one".into(),
+                ));
+            }
+            if need == TeacherNeed::Nothing {
+                return Err(KdError::InvalidConfig(format!(
+                    "method `{}` uses no teacher, but the file gives `teacher_weights = {:?}`",
+                    self.method,
+                    path.display().to_string()
+                )));
+            }
+            #[cfg(feature = "import")]
+            self.teacher_weights_file().map(|w| w.format()).transpose()?;
+            #[cfg(not(feature = "import"))]
+            return Err(KdError::InvalidConfig("`teacher_weights` needs the facade's `import` feature".into()));
+        }
         match (need, &self.teacher) {
             (TeacherNeed::Nothing, Some(t)) => Err(KdError::InvalidConfig(format!(
                 "method `{}` uses no teacher, but the file names teacher `{t}`: remove it (or choose a method that distils from it)",
@@ -120,6 +150,16 @@ impl Experiment {
             (_, None) => Err(KdError::InvalidConfig(format!("method `{}` needs `teacher = \"...\"` in the experiment file", self.method))),
             (_, Some(_)) => Ok(()),
         }
+    }
+
+    /// Where the teacher's weights come from, when the file gives them.
+    #[cfg(feature = "import")]
+    pub fn teacher_weights_file(&self) -> Option<kd_models::import::WeightsFile> {
+        self.teacher_weights.as_ref().map(|path| kd_models::import::WeightsFile {
+            path: path.clone(),
+            key: self.teacher_key.clone(),
+            remap: self.teacher_remap.iter().map(|[from, to]| (from.clone(), to.clone())).collect(),
+        })
     }
 
     /// The whole effective configuration of the run with `seed`, as recorded beside its
@@ -133,7 +173,9 @@ impl Experiment {
             "data": self.data,
             "teacher": self.teacher,
             "teacher_train": self.teacher_train,
-            "teacher_checkpoint": self.teacher_checkpoint,
+            "teacher_weights": self.teacher_weights,
+            "teacher_key": self.teacher_key,
+            "teacher_remap": self.teacher_remap,
             "student": self.student,
             "backend": self.backend,
             "seed": seed,

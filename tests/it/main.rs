@@ -5,6 +5,7 @@ mod common;
 mod golden;
 mod losses;
 mod properties;
+mod pytorch;
 mod registry;
 mod safety;
 mod teacher_cache;

@@ -150,7 +150,9 @@ fn run_case(case: &Case) -> Result<()> {
         step(s, tmp.path(), &files).with_context(|| format!("preparing step {s:?}"))?;
     }
     let outcome = step(last, tmp.path(), &files);
-    match (&case.expect_error, &case.expect_warning) {
+    // Expectations may name files of the case's folder.
+    let expect_error = case.expect_error.as_deref().map(|e| expand(e, tmp.path(), &files));
+    match (&expect_error, &case.expect_warning) {
         (Some(expected), None) => match outcome {
             Ok(()) => bail!("succeeded, but should fail with `{expected}`"),
             Err(e) => {

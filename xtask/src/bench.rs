@@ -18,7 +18,10 @@ use kd::prelude::*;
 
 use kd::experiment::first_repeat;
 
-use crate::experiment::{RunContext, open_device, sanitize};
+use kd::models::import::WeightsFile;
+
+use crate::experiment::{RunContext, hash_str, open_device, sanitize};
+use crate::interop::save_student_run;
 use crate::report::{Record, markdown, write_results, write_results_with};
 
 #[derive(Args, Debug)]
@@ -49,6 +52,8 @@ pub struct BenchArgs {
     /// Teacher architecture (default: an MLP sized for the input).
     #[arg(long)]
     teacher: Option<String>,
+    #[command(flatten)]
+    files: crate::interop::ModelFileFlags,
     /// Student architecture (default: a small MLP with three hidden layers, so that FitNet's
     /// hint layer 2 exists).
     #[arg(long)]
@@ -78,6 +83,24 @@ pub struct BenchArgs {
     /// accept approximate outputs (kd) may use it.
     #[arg(long)]
     cache_top_k: Option<usize>,
+}
+
+/// A name for a loaded teacher's cached outputs: changes when the file does (path, size, time).
+fn weights_tag(weights: &WeightsFile) -> Result<String> {
+    let path = weights.resolved();
+    let meta = std::fs::metadata(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    Ok(format!("weights{:016x}", hash_str(&format!("{}|{}|{modified}|{:?}", path.display(), meta.len(), weights.key))))
+}
+
+/// One dataset of the bench, loaded, with what runs on it.
+struct Planned {
+    data: DatasetSplits,
+    methods: Vec<MethodInfo>,
+    config: TrainConfig,
+    /// How it was loaded: the name given and the options (what a saved student records).
+    options: LoadOptions,
+    source: String,
 }
 
 /// The defaults of one preset.
@@ -180,31 +203,57 @@ pub fn run(args: BenchArgs) -> Result<()> {
             continue;
         }
         let epochs = args.epochs.unwrap_or(if image { preset.epochs } else { preset.tabular_epochs });
-        plan.push((data, methods, recipe(epochs)));
+        plan.push(Planned { data, methods, config: recipe(epochs), options, source: name.clone() });
     }
-    let total_runs: usize = if suite("methods") { plan.iter().map(|(_, m, _)| m.len() * seeds.len()).sum() } else { 0 };
+    let pretrained = args.files.teacher_weights.as_ref().map(|path| WeightsFile {
+        path: path.clone(),
+        key: args.files.teacher_key.clone(),
+        remap: Vec::new(),
+    });
+    if let Some(weights) = &pretrained {
+        if plan.len() != 1 {
+            bail!("--teacher-weights gives one teacher, for one task: choose its dataset with --datasets (the plan has {})", plan.len());
+        }
+        weights.format()?;
+    }
+    let total_runs: usize = if suite("methods") { plan.iter().map(|p| p.methods.len() * seeds.len()).sum() } else { 0 };
     eprintln!("bench: {} dataset(s), {} seed(s), {total_runs} student runs, backend {}", plan.len(), seeds.len(), args.backend);
 
     let mut records: Vec<Record> = Vec::new();
     let mut done = 0usize;
-    for (data, methods, config) in plan.iter().filter(|_| suite("methods")) {
+    for Planned { data, methods, config, options, source } in plan.iter().filter(|_| suite("methods")) {
         let (default_teacher, default_student) = default_models(data);
         let teacher_spec = args.teacher.clone().unwrap_or_else(|| default_teacher.into());
         let student_spec = args.student.clone().unwrap_or_else(|| default_student.into());
-        for &seed in &seeds {
-            let teacher = if methods.iter().any(|m| m.need != TeacherNeed::Nothing) {
-                let (t, r) = ctx.teacher(data, &teacher_spec, config, seed)?;
+        let needs_teacher = methods.iter().any(|m| m.need != TeacherNeed::Nothing);
+        // A loaded teacher is the same for every seed: loaded, evaluated and listed once.
+        let loaded = match (&pretrained, needs_teacher) {
+            (Some(weights), true) => {
+                let (t, r) = ctx.pretrained_teacher(data, &teacher_spec, weights)?;
                 println!("{}", r.summary_line());
                 records.push(r);
-                Some(t)
-            } else {
-                None
+                Some((t, weights_tag(weights)?))
+            }
+            _ => None,
+        };
+        for &seed in &seeds {
+            let trained;
+            let (teacher, teacher_tag) = match (&loaded, needs_teacher) {
+                (Some((t, tag)), _) => (Some(t), tag.clone()),
+                (None, true) => {
+                    let (t, r) = ctx.teacher(data, &teacher_spec, config, seed)?;
+                    println!("{}", r.summary_line());
+                    records.push(r);
+                    trained = t;
+                    (Some(&trained), format!("seed{seed}"))
+                }
+                (None, false) => (None, String::new()),
             };
             let pool = DrawPool::new(&data.train, args.cache_draws)?;
-            let cache = match (&teacher, args.teacher_cache) {
+            let cache = match (teacher, args.teacher_cache) {
                 (Some(t), true) => {
                     let content = args.cache_top_k.map(|k| CacheContent::TopK { k }).unwrap_or_default();
-                    let path = args.cache.join(format!("{}-{}-seed{seed}.outputs", sanitize(&data.name), sanitize(&teacher_spec)));
+                    let path = args.cache.join(format!("{}-{}-{teacher_tag}.outputs", sanitize(&data.name), sanitize(&teacher_spec)));
                     let built = Instant::now();
                     let cache = TeacherCache::open_or_build(&path, t, &pool, content, 500, &ctx.device, true)?;
                     eprintln!(
@@ -228,7 +277,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 let (t, train): (Option<&dyn Teacher>, &dyn BatchSource) = match (info.need, use_cache) {
                     (TeacherNeed::Nothing, _) => (None, &data.train),
                     (_, Some(c)) => (Some(c), &pool),
-                    _ => (teacher.as_ref().map(|t| t as &dyn Teacher), &data.train),
+                    _ => (teacher.map(|t| t as &dyn Teacher), &data.train),
                 };
                 // One method failing (a diverged run) is reported, and the bench goes on.
                 // The papers warm the distillation terms up over 20 of 240 epochs; a short bench
@@ -236,7 +285,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 let method_config =
                     info.has_warmup.then(|| serde_json::json!({ "warmup_epochs": (config.epochs * 20).div_ceil(240).max(1) }));
                 let mut r = match ctx.student(data, info.name, method_config.as_ref(), &student_spec, t, train, config, seed, None) {
-                    Ok(r) => r,
+                    Ok((r, student)) => {
+                        if args.files.save_students {
+                            let dir = save_student_run(&args.out.join("students"), &r, &student, source, options, data)?;
+                            eprintln!("student written to {}", dir.display());
+                        }
+                        r
+                    }
                     Err(e) => {
                         let teacher_name = t.map(|t| t.describe()).unwrap_or_else(|| "-".into());
                         Record::failed(
@@ -269,8 +324,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     // on an MLP, a plain CNN and a ResNet, on a subset of the first image dataset (convolutions
     // are slow on a CPU).
     if suite("backbones") {
-        let image = plan.iter().find(|(d, _, _)| d.train.num_classes() > 2 && d.train.input_shape()[1] > 1);
-        if let Some((data, _, _)) = image {
+        let image = plan.iter().find(|p| p.data.train.num_classes() > 2 && p.data.train.input_shape()[1] > 1);
+        if let Some(Planned { data, source, .. }) = image {
             let (limit, epochs) = if args.quick {
                 (600, 2)
             } else if args.full {
@@ -281,7 +336,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             // One seed unless --full or --seeds asks for more: a ResNet epoch is slow on a CPU.
             let backbone_seeds: Vec<u64> = if args.full || args.seeds.is_some() { seeds.clone() } else { vec![seeds[0]] };
             let options = LoadOptions { train_limit: Some(limit), test_limit: Some(limit), ..Default::default() };
-            let sub = kd::data::load_dataset(&data.name, &options)?;
+            let sub = kd::data::load_dataset(source, &options)?;
             let sub = DatasetSplits { name: format!("{} ({} samples, backbones)", data.name, limit), ..sub };
             let config = recipe(args.epochs.unwrap_or(epochs));
             // The methods that need no teacher (CE, and the self-distillation methods).
@@ -291,7 +346,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 for &seed in &backbone_seeds {
                     for method in &self_distillers {
                         let r = match ctx.student(&sub, method, None, backbone, None, &sub.train, &config, seed, None) {
-                            Ok(r) => r,
+                            Ok((r, student)) => {
+                                if args.files.save_students {
+                                    let dir = save_student_run(&args.out.join("students"), &r, &student, source, &options, &sub)?;
+                                    eprintln!("student written to {}", dir.display());
+                                }
+                                r
+                            }
                             Err(e) => Record::failed(&sub.name, method, "-", backbone, seed, &ctx.backend, config.epochs, format!("{e:#}")),
                         };
                         println!("{}", r.summary_line());
@@ -306,7 +367,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut chain_records = Vec::new();
     let mut chains_md = String::new();
     if suite("chains") {
-        for (data, _, config) in plan.iter().filter(|(d, _, _)| d.train.num_classes() > 2 && d.train.input_shape()[1] > 1) {
+        for Planned { data, config, .. } in plan.iter().filter(|p| p.data.train.num_classes() > 2 && p.data.train.input_shape()[1] > 1) {
             for &seed in &seeds {
                 let dir = args.cache.join("chains").join(format!("{}-seed{seed}-{}", sanitize(&data.name), config.epochs));
                 chain_records.extend(crate::chains::run(data, config, seed, &ctx.device, &dir)?);

@@ -37,8 +37,7 @@ pub struct ModelsArgs {
 }
 
 pub fn models(args: ModelsArgs) -> Result<()> {
-    let dims: Vec<usize> = args.input.split('x').map(str::parse).collect::<std::result::Result<_, _>>()?;
-    let [c, h, w] = dims[..] else { anyhow::bail!("--input must be CxHxW, got {}", args.input) };
+    let [c, h, w] = crate::interop::parse_shape(&args.input)?;
     let names: Vec<String> = args.models.unwrap_or_else(|| ModelSpec::zoo().iter().map(ModelSpec::name).collect());
     println!("| model | parameters | multiply-adds ({}x{}x{}, {} classes) |", c, h, w, args.classes);
     println!("|---|---|---|");

@@ -8,10 +8,12 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use kd::core::burn::tensor::Device;
 use kd::core::checkpoint::Checkpoint;
+use kd::core::evaluate;
 use kd::core::rng::hash_key;
 use kd::core::train::{load_module, module_bytes};
 use kd::data::DatasetSplits;
 use kd::experiment::Experiment;
+use kd::models::import::{WeightsFile, load_weights};
 use kd::prelude::*;
 
 use crate::report::{BackendTag, Record, write_results};
@@ -30,12 +32,23 @@ pub struct TrainArgs {
     /// Resume from the checkpoints in the output folder.
     #[arg(long)]
     resume: bool,
+    #[command(flatten)]
+    files: crate::interop::ModelFileFlags,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let mut exp = Experiment::load(&args.config)?;
     if let Some(b) = args.backend {
         exp.backend = b;
+    }
+    if let Some(path) = args.files.teacher_weights {
+        exp.teacher_weights = Some(path);
+        exp.teacher_key = args.files.teacher_key;
+        exp.teacher_remap.clear();
+        if exp.teacher_train.take().is_some() {
+            eprintln!("--teacher-weights: the file's [teacher_train] is not used (the teacher is loaded, not trained)");
+        }
+        exp.validate().with_context(|| format!("{} with --teacher-weights", args.config.display()))?;
     }
     let (device, backend) = open_device(&exp.backend)?;
     let data = kd::data::load_dataset(&exp.dataset, &exp.data)?;
@@ -49,15 +62,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
             _ => {
                 let spec = exp.teacher.as_deref().context("this method needs `teacher = \"...\"` in the experiment file")?;
                 let recipe = exp.teacher_train.clone().unwrap_or_else(|| exp.train.clone());
-                let (teacher, record) = match &exp.teacher_checkpoint {
-                    Some(path) => (load_teacher(spec, &data, path, &device)?, None),
-                    None => {
-                        let (t, r) = ctx.teacher(&data, spec, &recipe, seed)?;
-                        (t, Some(r))
-                    }
+                let (teacher, record) = match exp.teacher_weights_file() {
+                    Some(weights) => ctx.pretrained_teacher(&data, spec, &weights)?,
+                    None => ctx.teacher(&data, spec, &recipe, seed)?,
                 };
-                if let Some(r) = record {
-                    records.push(r);
+                println!("{}", record.summary_line());
+                // A loaded teacher is the same for every seed: one row.
+                if record.weights.is_none() || !records.iter().any(|r: &Record| r.method == "teacher") {
+                    records.push(record);
                 }
                 Some(teacher)
             }
@@ -66,7 +78,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         if args.resume && !run_dir.join("last.ckpt").exists() && !run_dir.exists() {
             eprintln!("resume: {} holds no run yet; starting seed {seed}", run_dir.display());
         }
-        let record = ctx.student(
+        let (record, student) = ctx.student(
             &data,
             &exp.method,
             method_config.as_ref(),
@@ -79,6 +91,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         )?;
         let record = Record { warnings: data.warnings.clone(), ..record };
         println!("{}", record.summary_line());
+        if args.files.save_students {
+            let dir = crate::interop::save_student_run(&args.out.join("students"), &record, &student, &exp.dataset, &exp.data, &data)?;
+            println!("student written to {}", dir.display());
+        }
         records.push(record);
     }
     write_results(&args.out, &records)?;
@@ -99,12 +115,6 @@ pub fn open_device(backend: &str) -> Result<(Device, BackendTag)> {
 
 pub fn sanitize(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '+' { c } else { '_' }).collect()
-}
-
-fn load_teacher(spec: &str, data: &DatasetSplits, path: &Path, device: &Device) -> Result<FrozenTeacher<AnyModel>> {
-    let model = build_model(spec, data, device, 0)?;
-    let model = kd::core::train::load_checkpoint_model(model, path).with_context(|| format!("loading teacher {}", path.display()))?;
-    Ok(FrozenTeacher::new(model, spec))
 }
 
 /// Builds a model on the autodiff device, seeded.
@@ -175,7 +185,27 @@ impl RunContext {
         Ok((FrozenTeacher::new(out.student, spec), record))
     }
 
-    /// A student trained with `method`.
+    /// A teacher loaded from `weights` (any format `load_weights` reads), evaluated on the
+    /// test (and validation) split before anything distils from it.
+    pub fn pretrained_teacher(&self, data: &DatasetSplits, spec: &str, weights: &WeightsFile) -> Result<(FrozenTeacher<AnyModel>, Record)> {
+        let model = ModelSpec::parse(spec)?.build(data.train.input_shape(), data.train.num_classes(), &self.device)?;
+        let path = weights.resolved();
+        let model = load_weights(model, weights).with_context(|| format!("loading teacher {spec} from {}", path.display()))?;
+        let teacher = FrozenTeacher::new(model, spec);
+        let test = evaluate(teacher.model(), &data.test, 500, &self.device)?;
+        let valid = data.valid.as_ref().map(|v| evaluate(teacher.model(), v, 500, &self.device)).transpose()?;
+        if test.predicted_classes <= 1 {
+            eprintln!(
+                "warning: the teacher from {} predicts a single class on {} ({:.2} %): check the weights and the data's preprocessing",
+                path.display(),
+                data.test.name(),
+                test.top1
+            );
+        }
+        Ok((teacher, Record::pretrained(&data.name, spec, &path, &self.backend, &test, valid.as_ref())))
+    }
+
+    /// A student trained with `method`, and the trained student (its last epoch).
     #[allow(clippy::too_many_arguments)]
     pub fn student(
         &self,
@@ -188,7 +218,7 @@ impl RunContext {
         config: &TrainConfig,
         seed: u64,
         checkpoints: Option<RunFolder<'_>>,
-    ) -> Result<Record> {
+    ) -> Result<(Record, AnyModel)> {
         let mut config = config.clone();
         config.seed = seed;
         let model = build_model(spec, data, &self.device, seed)?;
@@ -215,7 +245,9 @@ impl RunContext {
             }
         };
         let teacher_name = teacher.map(|t| t.describe()).unwrap_or_else(|| "-".into());
-        Ok(Record::new(&data.name, method, &teacher_name, spec, seed, &self.backend, &config, &out, started.elapsed().as_secs_f64()))
+        let record =
+            Record::new(&data.name, method, &teacher_name, spec, seed, &self.backend, &config, &out, started.elapsed().as_secs_f64());
+        Ok((record, out.student))
     }
 }
 

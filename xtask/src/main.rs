@@ -4,6 +4,8 @@
 //!   each method, on the bundled data; prints a table and writes `results.json` and `results.md`.
 //! - `train --config FILE`: one experiment described by a TOML file (see `configs/`).
 //! - `throughput`: images per second of one distillation step per method.
+//! - `predict`, `eval`, `export`: a trained model (a run folder, or weights from PyTorch) on new
+//!   inputs, on a dataset's test split, or written as safetensors for PyTorch.
 //! - `datasets`, `models`, `methods`: what is available, with sizes, papers and teacher needs.
 
 #[cfg(test)]
@@ -12,6 +14,7 @@ mod bench;
 mod catalog;
 mod chains;
 mod experiment;
+mod interop;
 mod plots;
 mod report;
 mod throughput;
@@ -20,7 +23,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Knowledge-distillation jobs: bench, train")]
+#[command(name = "cargo xtask", about = "Knowledge-distillation jobs: bench, train, predict, eval, export")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,6 +37,12 @@ enum Command {
     Train(experiment::TrainArgs),
     /// Images per second of one distillation step, per method and batch size.
     Throughput(throughput::ThroughputArgs),
+    /// Logits (or probabilities) of a model on a `.npy` of inputs or a dataset's test split.
+    Predict(interop::PredictArgs),
+    /// Top-1, top-5, per-class accuracy, confusion matrix (and binary metrics) on a test split.
+    Eval(interop::EvalArgs),
+    /// Write a model (a run folder, or weights in any format) as safetensors in PyTorch's layout.
+    Export(interop::ExportArgs),
     /// List every dataset: task, split sizes, classes, class balance.
     Datasets(catalog::DatasetsArgs),
     /// List the model zoo: parameters and multiply-adds for an input shape.
@@ -52,6 +61,9 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => experiment::run(args),
         Command::Throughput(args) => throughput::run(args),
+        Command::Predict(args) => interop::predict(args),
+        Command::Eval(args) => interop::eval(args),
+        Command::Export(args) => interop::export(args),
         Command::Datasets(args) => catalog::datasets(args),
         Command::Models(args) => catalog::models(args),
         Command::Methods => catalog::methods(),

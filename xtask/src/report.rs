@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use kd::core::checkpoint::write_atomic;
-use kd::core::{BinaryMetrics, TrainConfig, TrainOutcome};
+use kd::core::{BinaryMetrics, EvalMetrics, TrainConfig, TrainOutcome};
 use serde::{Deserialize, Serialize};
 
 /// The backend a run used, as records name it.
@@ -61,6 +61,9 @@ pub struct Record {
     /// What was odd about the data (a class missing from a split...), as the loader warned.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The file a pretrained teacher was loaded from (teachers not trained here).
+    #[serde(default)]
+    pub weights: Option<String>,
 }
 
 impl Record {
@@ -99,6 +102,43 @@ impl Record {
             binary: out.history.iter().find(|r| r.epoch == out.best_epoch).and_then(|r| r.test.binary),
             error: None,
             warnings: Vec::new(),
+            weights: None,
+        }
+    }
+
+    /// A teacher loaded from `weights` rather than trained: its evaluation, no epochs.
+    pub fn pretrained(
+        dataset: &str,
+        spec: &str,
+        weights: &Path,
+        backend: &BackendTag,
+        test: &EvalMetrics,
+        valid: Option<&EvalMetrics>,
+    ) -> Self {
+        Record {
+            dataset: dataset.into(),
+            method: "teacher".into(),
+            teacher: spec.into(),
+            student: spec.into(),
+            seed: 0,
+            backend: backend.name.clone(),
+            device: backend.device.clone(),
+            epochs: 0,
+            best_acc: test.top1,
+            last_acc: test.top1,
+            selected_acc: test.top1,
+            valid_acc: valid.map(|v| v.top1),
+            best_epoch: 0,
+            seconds_per_epoch: 0.0,
+            total_seconds: 0.0,
+            cached: false,
+            teacher_cache: false,
+            curve: Vec::new(),
+            final_terms: BTreeMap::new(),
+            binary: test.binary,
+            error: None,
+            warnings: Vec::new(),
+            weights: Some(weights.display().to_string()),
         }
     }
 
@@ -137,12 +177,16 @@ impl Record {
             binary: None,
             error: Some(error),
             warnings: Vec::new(),
+            weights: None,
         }
     }
 
     pub fn summary_line(&self) -> String {
         if let Some(e) = &self.error {
             return format!("{:<14} {:<10} {:<14} seed {:<3} FAILED: {e}", self.dataset, self.method, self.student, self.seed);
+        }
+        if let Some(w) = &self.weights {
+            return format!("{:<14} {:<10} {:<14} loaded from {w}: test {:6.2}%", self.dataset, self.method, self.student, self.last_acc);
         }
         format!(
             "{:<14} {:<10} {:<14} seed {:<3} best {:6.2}%  last {:6.2}%  {:7.2} s/epoch{}",

@@ -470,7 +470,12 @@ impl<'a> Trainer<'a> {
                 "epoch": epoch,
             });
             if improved && let Some(path) = &best_path {
-                let ckpt = Checkpoint { meta: meta.clone(), sections: vec![("model".into(), module_bytes(&model)?)] };
+                // The student alone beside the whole model (student and the method's learnable
+                // parts), so that the student can be loaded without knowing the method.
+                let ckpt = Checkpoint {
+                    meta: meta.clone(),
+                    sections: vec![("model".into(), module_bytes(&model)?), ("student".into(), module_bytes(&model.0)?)],
+                };
                 ckpt.save(path)?;
             }
             if let Some(path) = &last_path {
@@ -478,6 +483,7 @@ impl<'a> Trainer<'a> {
                     meta,
                     sections: vec![
                         ("model".into(), module_bytes(&model)?),
+                        ("student".into(), module_bytes(&model.0)?),
                         ("optimizer".into(), optim.into_bytes().map_err(|e| KdError::Record(format!("{e:?}")))?.to_vec()),
                         ("distiller".into(), distiller.save_state()?),
                     ],

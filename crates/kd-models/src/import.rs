@@ -4,8 +4,15 @@
 //! Linear weights `[out, in]`, and no enum variant names in the keys, so a checkpoint of the
 //! RepDistiller / mdistiller / TAKD originals loads into the matching zoo network, and a file
 //! saved here loads into PyTorch with
-//! `model.load_state_dict(safetensors.torch.load_file(p), strict=False)` (`strict=False`
-//! because BatchNorm's `num_batches_tracked` is not stored).
+//! `model.load_state_dict(safetensors.torch.load_file(p))`, strict: BatchNorm's
+//! `num_batches_tracked`, which Burn does not keep, is written as 0 (PyTorch reads it only when a
+//! BatchNorm's momentum is `None`).
+//!
+//! [`load_weights`] takes any of the formats a user meets, chosen by the file name:
+//! `.safetensors`, PyTorch's `.pth`/`.pt`/`.bin`/`.tar` (the state dict at the top level or
+//! under a key: by default `model`, then `state_dict`, whichever the file has), and this
+//! project's own checkpoints (`.ckpt`: a teacher-cache file, or `best.ckpt`/`last.ckpt` of a
+//! training run; a run folder means its `best.ckpt`).
 //!
 //! Loading is strict, as PyTorch's default: every parameter and running statistic of the model
 //! must come from the file, and every tensor of the file must be used, `num_batches_tracked`
@@ -26,27 +33,169 @@
 //! # }
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::module::Module;
+use burn::store::pytorch_reader::PytorchReader;
 use burn::store::{
     ApplyResult, BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, PytorchStoreError,
     SafetensorsStore, SafetensorsStoreError,
 };
+use kd_core::checkpoint::{Checkpoint, write_atomic};
+use kd_core::train::load_module;
 use kd_core::{KdError, Result};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 /// How many key names an error lists before summarising the rest.
 const NAMES_SHOWN: usize = 12;
 
+/// The top-level keys tried, in order, when a PyTorch checkpoint is a dict holding the state
+/// dict rather than the state dict itself (RepDistiller and mdistiller: `model`).
+pub const DEFAULT_PYTORCH_KEYS: [&str; 2] = ["model", "state_dict"];
+
 /// Writes every parameter and running statistic of `model` to a safetensors file at `path`
-/// (replacing it), in PyTorch's layout.
+/// (replacing it atomically), in PyTorch's layout, with a `num_batches_tracked` of 0 beside each
+/// BatchNorm's running statistics.
 pub fn save_safetensors<M: Module>(model: &M, path: impl AsRef<Path>) -> Result<()> {
-    let path = path.as_ref();
-    let mut store = SafetensorsStore::from_file(path).skip_enum_variants(true).with_to_adapter(BurnToPyTorchAdapter).overwrite(true);
-    model.save_into(&mut store).map_err(|e| match e {
-        SafetensorsStoreError::Io(source) => KdError::io("writing", path, source),
-        other => KdError::Record(format!("saving {}: {other}", path.display())),
-    })
+    write_atomic(path.as_ref(), &safetensors_bytes(model)?)
+}
+
+/// The bytes [`save_safetensors`] writes.
+pub fn safetensors_bytes<M: Module>(model: &M) -> Result<Vec<u8>> {
+    let mut store = SafetensorsStore::from_bytes(None).skip_enum_variants(true).with_to_adapter(BurnToPyTorchAdapter);
+    model.save_into(&mut store).map_err(|e| KdError::Record(format!("saving to safetensors: {e}")))?;
+    let bytes = store.get_bytes().map_err(|e| KdError::Record(format!("saving to safetensors: {e}")))?;
+    with_batch_counters(&bytes)
+}
+
+/// Adds PyTorch's BatchNorm counter (`<prefix>.num_batches_tracked`, an int64 scalar) for every
+/// `<prefix>.running_mean`, so that a strict `load_state_dict` finds every key it expects.
+fn with_batch_counters(bytes: &[u8]) -> Result<Vec<u8>> {
+    let bad = |e: safetensors::SafeTensorError| KdError::Record(format!("re-reading the safetensors Burn wrote: {e}"));
+    let file = SafeTensors::deserialize(bytes).map_err(bad)?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(bad)?;
+    let zero = 0i64.to_le_bytes();
+    let mut tensors: Vec<(String, TensorView<'_>)> = file.tensors();
+    let counters: Vec<String> = tensors
+        .iter()
+        .filter_map(|(key, _)| key.strip_suffix("running_mean").map(|prefix| format!("{prefix}num_batches_tracked")))
+        .collect();
+    for key in counters {
+        tensors.push((key, TensorView::new(Dtype::I64, vec![], &zero).map_err(bad)?));
+    }
+    safetensors::serialize(tensors, header.metadata().clone()).map_err(bad)
+}
+
+/// Where a model's weights come from: a file in any supported format, and how to read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WeightsFile {
+    /// A `.safetensors`, `.pth`/`.pt`/`.bin`/`.tar` or `.ckpt` file, or a run folder (its
+    /// `best.ckpt`).
+    pub path: PathBuf,
+    /// The key of a PyTorch checkpoint's dict that holds the state dict (none: the file's own
+    /// top level, or the first of [`DEFAULT_PYTORCH_KEYS`] the file has).
+    pub key: Option<String>,
+    /// Renames of the file's keys, `(regex, replacement)` applied in order (PyTorch and
+    /// safetensors files).
+    pub remap: Vec<(String, String)>,
+}
+
+/// The formats [`load_weights`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsFormat {
+    /// safetensors, in PyTorch's layout.
+    Safetensors,
+    /// `torch.save` of a state dict (or of a dict holding one).
+    PyTorch,
+    /// This project's checkpoint files.
+    Checkpoint,
+}
+
+impl WeightsFile {
+    /// A file read with the defaults (no key, no renames).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        WeightsFile { path: path.into(), ..Default::default() }
+    }
+
+    /// The file to read: the path itself, or `best.ckpt` of a run folder.
+    pub fn resolved(&self) -> PathBuf {
+        if self.path.is_dir() { self.path.join("best.ckpt") } else { self.path.clone() }
+    }
+
+    /// The format, from the file name.
+    pub fn format(&self) -> Result<WeightsFormat> {
+        let path = self.resolved();
+        let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+        match ext.as_str() {
+            "safetensors" => Ok(WeightsFormat::Safetensors),
+            "pth" | "pt" | "bin" | "tar" => Ok(WeightsFormat::PyTorch),
+            "ckpt" => Ok(WeightsFormat::Checkpoint),
+            _ => Err(KdError::InvalidConfig(format!(
+                "weights file {}: unknown format `.{ext}`; known: .safetensors, .pth/.pt/.bin/.tar (PyTorch), .ckpt (this project's checkpoints), or a run folder",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// Loads `model`'s weights from `file` in whichever format its name says (see the module
+/// documentation), strictly: every tensor of the model from the file, every tensor of the file
+/// used.
+pub fn load_weights<M: Module>(model: M, file: &WeightsFile) -> Result<M> {
+    let path = file.resolved();
+    let remap: Vec<(&str, &str)> = file.remap.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let format = file.format()?;
+    if file.key.is_some() && format != WeightsFormat::PyTorch {
+        return Err(KdError::InvalidConfig(format!("weights file {}: a key is only meaningful for PyTorch checkpoints", path.display())));
+    }
+    match format {
+        WeightsFormat::Safetensors => load_safetensors(model, &path, &remap),
+        WeightsFormat::PyTorch => {
+            let key = match &file.key {
+                Some(key) => Some(key.clone()),
+                None => default_pytorch_key(&path)?,
+            };
+            load_pytorch(model, &path, key.as_deref(), &remap)
+        }
+        WeightsFormat::Checkpoint => {
+            if !remap.is_empty() {
+                return Err(KdError::InvalidConfig(format!(
+                    "weights file {}: renames apply to PyTorch and safetensors files, not to this project's checkpoints",
+                    path.display()
+                )));
+            }
+            load_checkpoint_weights(model, &path)
+        }
+    }
+}
+
+/// The first of [`DEFAULT_PYTORCH_KEYS`] that names a dict of tensors at the file's top level,
+/// or none when the file is the state dict itself.
+fn default_pytorch_key(path: &Path) -> Result<Option<String>> {
+    ensure_readable(path)?;
+    let reader = PytorchReader::new(path).map_err(|e| malformed(path, e.to_string()))?;
+    let keys = reader.keys();
+    Ok(DEFAULT_PYTORCH_KEYS.iter().find(|k| keys.iter().any(|name| name.starts_with(&format!("{k}.")))).map(|k| k.to_string()))
+}
+
+/// A checkpoint of this project: a training run's `student` section, or the `model` section of
+/// a teacher-cache file.
+fn load_checkpoint_weights<M: Module>(model: M, path: &Path) -> Result<M> {
+    let ckpt = Checkpoint::load(path)?;
+    let names: Vec<&str> = ckpt.sections.iter().map(|(n, _)| n.as_str()).collect();
+    let bytes = if names.contains(&"student") {
+        ckpt.section("student")?
+    } else if names.contains(&"optimizer") || ckpt.meta.get("method").is_some() {
+        // A training run's model section holds the student and the method's learnable parts
+        // together; runs write the student alone beside it.
+        return Err(malformed(
+            path,
+            "this training checkpoint has no `student` section (it was written before students were stored on their own): retrain, or load the run with the version that wrote it",
+        ));
+    } else {
+        ckpt.section("model")?
+    };
+    load_module(model, bytes).map_err(|e| malformed(path, format!("the weights do not fit the model: {e}")))
 }
 
 /// Loads `model`'s weights from a safetensors file in PyTorch's layout (as written by
