@@ -3,17 +3,19 @@ PyTorch definition from `kd_models`, and prints its eval-mode logits on an input
 
     python3 xtask/pytorch/load_exported.py --model resnet8 --classes 100 \\
         --weights resnet8.safetensors [--input-shape 3x32x32] [--input X.npy] \\
-        [--expect LOGITS.npy] [--rtol 1e-4]
+        [--expect LOGITS.npy] [--rtol 1e-4] [--save-pth FILE.pth]
 
 `--input` is a float32 .npy array in NCHW layout; its shape sets the input shape (it must
 agree with `--input-shape` when both are given). Without it, a fixed standard-normal batch of
 two of `--input-shape` is used. `--expect` compares the logits with reference ones (for
 instance those the Rust side computed) and exits with status 1 when the relative difference
-max |logits - expected| / max |expected| exceeds `--rtol`.
+max |logits - expected| / max |expected| exceeds `--rtol`. `--save-pth` then writes the loaded
+model with `torch.save` in RepDistiller's layout (`{"model": state_dict}`), a PyTorch teacher
+file as mdistiller's are.
 
-The load is strict (every tensor of the model from the file, every tensor of the file used),
-except for BatchNorm's `num_batches_tracked`: Burn has no such counter, so the project's files
-do not hold it, and the model keeps its own (it is unused in eval mode).
+The load is `load_state_dict(strict=True)`: every tensor of the model comes from the file and
+every tensor of the file is used, BatchNorm's `num_batches_tracked` included (Burn has no such
+counter; the exporter writes it as 0, which eval mode never reads).
 """
 
 import argparse
@@ -29,12 +31,8 @@ import kd_models  # noqa: E402
 
 
 def load_exported(model, path):
-    """Loads the safetensors file at `path` into `model`, strictly but for the counters."""
-    state = load_file(path)
-    for key, value in model.state_dict().items():
-        if key.endswith("num_batches_tracked"):
-            state.setdefault(key, value)
-    model.load_state_dict(state, strict=True)
+    """Loads the safetensors file at `path` into `model`, strictly."""
+    model.load_state_dict(load_file(path), strict=True)
     return model
 
 
@@ -54,6 +52,7 @@ def main():
     parser.add_argument("--input", help="float32 .npy input, NCHW")
     parser.add_argument("--expect", help=".npy logits to compare with")
     parser.add_argument("--rtol", type=float, default=1e-4, help="largest max |a-b| / max |b| accepted (default 1e-4)")
+    parser.add_argument("--save-pth", help="write the loaded model here as {'model': state_dict} (after the check)")
     args = parser.parse_args()
 
     shape = tuple(int(d) for d in args.input_shape.split("x")) if args.input_shape else None
@@ -86,7 +85,12 @@ def main():
         rel = relative_difference(logits, expected)
         ok = rel <= args.rtol
         print(f"max |logits - expected| / max |expected| = {rel:.3g} ({'within' if ok else 'above'} rtol {args.rtol:g})")
-        sys.exit(0 if ok else 1)
+        if not ok:
+            sys.exit(1)
+
+    if args.save_pth:
+        torch.save({"model": model.state_dict()}, args.save_pth)
+        print(f"{args.model} written to {args.save_pth} as {{'model': state_dict}}")
 
 
 if __name__ == "__main__":
