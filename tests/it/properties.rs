@@ -1,5 +1,5 @@
 //! Properties of KD, DKD, RLD and logit standardization that need no reference numbers
-//! (METHODS.md Part B sections 3, 4, 5 and 12).
+//! (docs/methods.md, "DKD", "RLD", "Logit standardization" and "Parity tests").
 
 use kd::baselines::{DkdParams, LogitStandardization, dkd_loss, dkd_nckd, dkd_tckd, kd_loss};
 use kd::core::burn::tensor::activation::softmax;

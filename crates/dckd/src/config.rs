@@ -311,7 +311,7 @@ impl TryFrom<Value> for Companion {
 /// `L = ce_weight * CE + warm * (alpha * TCKD* + beta * NCKD + gamma * L_companion)`,
 /// `warm = min(epoch / warmup_epochs, 1)`.
 ///
-/// Defaults (METHODS.md Part A.2): DKD's weights and schedule (CE weight 1, alpha 1, beta 8,
+/// Defaults (docs/methods.md, "DCKD"): DKD's weights and schedule (CE weight 1, alpha 1, beta 8,
 /// T 4, warm-up 20 epochs), target mode `max`, FitNet's hint at layer 2 as the companion with
 /// gamma = FitNet's hint weight, 100. Unknown fields are rejected, so a misspelt key is an
 /// error rather than a silent default.

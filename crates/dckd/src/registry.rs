@@ -5,7 +5,7 @@ use kd_core::{Result, Student};
 
 use crate::{Companion, Dckd, DckdConfig};
 
-const PAPER: &str = "Dong et al.: Decoupled Classifier Knowledge Distillation (PLOS ONE 2025)";
+const PAPER: &str = "Wang et al.: Decoupled Classifier Knowledge Distillation (PLOS ONE 2025)";
 
 /// DCKD with each companion loss.
 pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {

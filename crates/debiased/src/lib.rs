@@ -4,7 +4,7 @@
 //! from the abstract of Li, Tian, Zhuang and Sun, *J. Electronic Science and Technology* 22(3),
 //! 2024, 100278 (doi 10.1016/j.jnlest.2024.100278). The full text could not be found, so only
 //! the framework's outline comes from the paper; every formula below is our reading
-//! (METHODS.md Part A.4 and Part B section 8) and is **unverified** against the authors' method.
+//! (docs/methods.md, "De-biased KD") and is **unverified** against the authors' method.
 //!
 //! ## From the abstract (quoted)
 //! - "a de-biased knowledge distillation framework tailored for binary classification tasks";

@@ -1,6 +1,6 @@
 //! Decoupled knowledge distillation (Zhao et al., CVPR 2022), in mdistiller's form.
 //!
-//! With `p^X = softmax(z^X / T)` and `y` the label (METHODS.md Part B section 3):
+//! With `p^X = softmax(z^X / T)` and `y` the label (docs/methods.md, "DKD"):
 //! - TCKD: KL between the binary distributions `b^X = [p^X_y, sum_{c != y} p^X_c]`;
 //! - NCKD: KL between the softmaxes over the non-target classes (the target logit is shifted by
 //!   -1000 after the division by T, for teacher and student, as `DKD.py` does);
@@ -28,7 +28,7 @@ pub const NCKD_TARGET_SHIFT: f64 = 1000.0;
 
 /// Configuration of [`Dkd`]. Defaults: mdistiller's `CFG.DKD` and
 /// `configs/cifar100/dkd/res32x4_res8x4.yaml` (CE weight 1, alpha 1, beta 8, T 4, warm-up 20
-/// epochs). Other CIFAR pairs use beta 2 or 6 (METHODS.md Part B section 3); ImageNet uses
+/// epochs). Other CIFAR pairs use beta 2 or 6 (docs/methods.md, "DKD"); ImageNet uses
 /// T 1, warm-up 1 and beta 0.5 (R34->R18) or 2 (R50->MV1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -55,7 +55,7 @@ impl Default for DkdConfig {
 
 impl DkdConfig {
     /// The LSKD recipe on top of this configuration (the `--logit-stand` flag of the LSKD and
-    /// RLD code, METHODS.md Part B section 5): z-scored logits, `alpha` and `beta` multiplied
+    /// RLD code; docs/methods.md, "Logit standardization"): z-scored logits, `alpha` and `beta` multiplied
     /// by `kd_weight` (9 in the paper's CIFAR runs), `T = base_temp` (2 in those runs).
     pub fn with_logit_stand(mut self, kd_weight: f64, base_temp: f64) -> Self {
         self.alpha *= kd_weight;

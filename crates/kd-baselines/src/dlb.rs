@@ -6,7 +6,7 @@
 //! where `z_prev` are the logits the previous step computed on those samples (before its
 //! update). Then this step's fresh indices and detached logits are stored. The first step
 //! overall has no previous batch and is CE only; the buffer persists across epochs
-//! (Meta-knowledge-Lab/DLB `dlb.py`, `train_one_epoch`; METHODS.md Part B section 7.2).
+//! (Meta-knowledge-Lab/DLB `dlb.py`, `train_one_epoch`; docs/methods.md, "DLB").
 //! No teacher.
 
 use burn::tensor::{Device, Tensor, TensorData};

@@ -2,7 +2,7 @@
 //!
 //! A learnable regressor `r` maps the student's hint feature to the teacher's shape and
 //! `L = w_ce * CE + w_hint * MSE(r(f_s), f_t)`, trained jointly (mdistiller
-//! `distillers/FitNet.py` and `_common.py`'s `ConvReg`; METHODS.md Part B section 2). With
+//! `distillers/FitNet.py` and `_common.py`'s `ConvReg`; docs/methods.md, "FitNet"). With
 //! `kd_weight > 0` a Hinton KD term is added (FitNet+KD, the naive combination).
 
 use burn::module::Module;

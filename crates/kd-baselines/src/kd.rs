@@ -1,8 +1,8 @@
 //! Vanilla knowledge distillation (Hinton et al. 2015), in mdistiller's form.
 //!
 //! `L = w_ce * CE(z_s, y) + w_kd * T^2 * mean_b KL(softmax(z_t/T) || softmax(z_s/T))`
-//! (mdistiller `distillers/KD.py`, `kd_loss`; METHODS.md Part B section 1), optionally on
-//! standardized logits (logit standardization, METHODS.md Part B section 5).
+//! (mdistiller `distillers/KD.py`, `kd_loss`; docs/methods.md, "KD"), optionally on
+//! standardized logits (docs/methods.md, "Logit standardization").
 
 use burn::tensor::{Device, Tensor};
 use kd_core::check;

@@ -2,7 +2,7 @@
 //!
 //! `L = mean_b -sum_c y~_c log softmax(z)_c` with `y~ = (1 - eps) * onehot(y) + eps / K`, the
 //! same target as PyTorch's `CrossEntropyLoss(label_smoothing=eps)`. No teacher. PS-KD
-//! (METHODS.md Part B section 7.1) lists it as a baseline.
+//! (docs/methods.md, "PS-KD") lists it as a baseline.
 
 use burn::tensor::{Device, Int, Tensor};
 use kd_core::Student;

@@ -4,8 +4,8 @@
 //! previous epoch: `y~ = (1 - a_t) onehot(y) + a_t P[idx]`, `a_t = a_T (t + 1) / E` with `t`
 //! the 0-based epoch, and `L = mean_b -sum_c y~_c log softmax(z)_c` (no temperature). After the
 //! step, `P[idx] <- softmax(z)` of this step's forward pass, detached. In epoch 0 the targets
-//! are one-hot (lgcnsai/PS-KD-Pytorch `main.py` and `loss/pskd_loss.py`; METHODS.md Part B
-//! section 7.1). No teacher.
+//! are one-hot (lgcnsai/PS-KD-Pytorch `main.py` and `loss/pskd_loss.py`; docs/methods.md,
+//! "PS-KD"). No teacher.
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -17,7 +17,7 @@ use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, 
 use serde::{Deserialize, Serialize};
 
 /// Configuration of [`PsKd`]. Default: `alpha_T` = 0.8, the default of the authors' code
-/// (lgcnsai/PS-KD-Pytorch, METHODS.md Part B section 7.1). The number of epochs `E` is the run's
+/// (lgcnsai/PS-KD-Pytorch; docs/methods.md, "PS-KD"). The number of epochs `E` is the run's
 /// ([`StepContext::total_epochs`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -1,7 +1,7 @@
 //! Logit standardization (Sun et al., CVPR 2024), a plug-in for KD, DKD and RLD.
 //!
 //! `Z(z) = (z - mean(z)) / (std(z) + eps)`, applied to both logit sets inside the distillation
-//! term only; the temperature of the method then divides it (METHODS.md Part B section 5).
+//! term only; the temperature of the method then divides it (docs/methods.md, "Logit standardization").
 
 use crate::loss::{StdKind, z_score};
 use burn::tensor::Tensor;

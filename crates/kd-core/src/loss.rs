@@ -1,6 +1,6 @@
 //! Loss primitives shared by every method. Pure functions of tensors.
 //!
-//! Conventions (METHODS.md Part A.1): KL is KL(target || student), summed over classes and
+//! Conventions (docs/methods.md, "Conventions"): KL is KL(target || student), summed over classes and
 //! averaged over the batch (`batchmean`); a target probability of exactly 0 contributes 0,
 //! never NaN. Per-sample versions return `[batch]`; the `*_mean` versions return `[1]`.
 

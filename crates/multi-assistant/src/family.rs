@@ -2,14 +2,14 @@
 //!
 //! A family maps a *scale* (a depth or a width: larger means a bigger model) to a network of the
 //! zoo ([`ModelSpec`]), and lists the scales available between two others, which is where an
-//! assistant can be inserted (METHODS.md A.5).
+//! assistant can be inserted (docs/methods.md, "Multi-assistant KD").
 
 use burn::tensor::Device;
 use kd_core::{KdError, Result};
 use kd_models::{AnyModel, ModelSpec};
 use serde::{Deserialize, Serialize};
 
-/// TAKD's plain CNNs, `plane2` ... `plane10` (METHODS.md Part B 9.1).
+/// TAKD's plain CNNs, `plane2` ... `plane10` (docs/methods.md, "TAKD").
 pub const PLANE_SIZES: [usize; 5] = [2, 4, 6, 8, 10];
 
 /// The CIFAR ResNet depths the TAKD code defines (`resnet_cifar.py`), without `resnet26`,

@@ -1,12 +1,14 @@
 //! One stage of a teacher-assistant chain: KD from one (TAKD) or several (DGKD) frozen teachers.
 //!
-//! `L = (1 - lambda) * CE(z_s, y) + lambda * sum_{kept j} T^2 * KL_batchmean(p(z_j; T) || p(z_s; T))`
+//! `L = (1 - lambda) * CE(z_s, y) + lambda * sum_{kept j} T^2 * KL(p(z_j; T) || p(z_s; T)) / r`
 //!
-//! This is the loss of the TAKD and DGKD code (METHODS.md Part B 9.1 and 9.2) with the
-//! workspace's `batchmean` KL (Part A.1) instead of their `'mean'` reduction, which divides by
-//! the number of classes as well. DGKD's stochastic variant drops some teacher terms in each
-//! mini-batch; [`DropPolicy`] has the code's form (exactly `count` terms) and the paper's
-//! (Bernoulli).
+//! This is the loss of the TAKD and DGKD code (docs/methods.md, "TAKD" and "DGKD"). Their
+//! `nn.KLDivLoss()` uses PyTorch's `'mean'` reduction, the mean over every element of the
+//! `[batch, classes]` matrix: `r = B * C`. That is the default here ([`KlReduction::Mean`]), so
+//! that a stage takes the steps the reference takes at the same learning rate; the workspace's
+//! convention elsewhere, `batchmean` (`r = B`, [`KlReduction::BatchMean`]), gives KD terms `C`
+//! times larger. DGKD's stochastic variant drops some teacher terms in each mini-batch;
+//! [`DropPolicy`] has the code's form (exactly `count` terms) and the paper's (Bernoulli).
 //!
 //! Design choice: the distiller holds its teachers ([`FrozenTeacher`]s) itself and asks the
 //! training loop for no teacher ([`TeacherNeed::Nothing`]; pass [`kd_core::NoTeacher`] to
@@ -34,9 +36,23 @@ pub enum KdReduce {
     Mean,
 }
 
-/// The loss of a distillation stage. Defaults: the DGKD code's `T = 5`, `lambda = 1` (pure KD),
-/// used for TAKD stages too so that the two chains differ only in their teachers (TAKD has no
-/// default: its authors tuned `T` in {1, 2, 5, 10, 15, 20} and `lambda` in {0.05, ..., 1}).
+/// How one KD term averages its `[batch, classes]` KL matrix (PyTorch's `reduction` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KlReduction {
+    /// Mean over all `B * C` elements: PyTorch's `'mean'`, what the TAKD and DGKD code use.
+    #[default]
+    Mean,
+    /// Sum over classes, mean over the batch: `'batchmean'`, the true KL and the convention of
+    /// every other method of the workspace (`C` times [`KlReduction::Mean`]).
+    #[serde(rename = "batchmean")]
+    BatchMean,
+}
+
+/// The loss of a distillation stage. Defaults: the DGKD code's `T = 5`, `lambda = 1` (pure KD)
+/// and `'mean'` reduction, used for TAKD stages too so that the two chains differ only in their
+/// teachers (TAKD has no default `T` or `lambda`: its authors tuned `T` in {1, 2, 5, 10, 15, 20}
+/// and `lambda` in {0.05, ..., 1}).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StageLoss {
@@ -46,11 +62,13 @@ pub struct StageLoss {
     pub lambda: f64,
     /// How the KD terms of several teachers are combined.
     pub reduce: KdReduce,
+    /// How each KD term is averaged over its batch and classes.
+    pub kl_reduction: KlReduction,
 }
 
 impl Default for StageLoss {
     fn default() -> Self {
-        StageLoss { temperature: 5.0, lambda: 1.0, reduce: KdReduce::Sum }
+        StageLoss { temperature: 5.0, lambda: 1.0, reduce: KdReduce::Sum, kl_reduction: KlReduction::Mean }
     }
 }
 
@@ -195,15 +213,21 @@ impl<M: Classifier> MultiTeacherKd<M> {
     }
 }
 
-/// The KD part of a multi-teacher loss: `sum` (or mean) over `teacher_logits` of
-/// `T^2 * KL_batchmean(p(z_j; T) || p(z_s; T))`, `[1]`.
-pub fn multi_teacher_kd(student_logits: Tensor<2>, teacher_logits: &[Tensor<2>], temperature: f64, reduce: KdReduce) -> Result<Tensor<1>> {
-    let mut terms = teacher_logits.iter().map(|t| kd_kl_mean(student_logits.clone(), t.clone(), temperature));
+/// The KD part of a multi-teacher loss, `[1]`: the sum (or mean, `loss.reduce`) over
+/// `teacher_logits` of `T^2 * KL(p(z_j; T) || p(z_s; T))`, each averaged as `loss.kl_reduction`
+/// says. `loss.lambda` is not applied.
+pub fn multi_teacher_kd(student_logits: Tensor<2>, teacher_logits: &[Tensor<2>], loss: &StageLoss) -> Result<Tensor<1>> {
+    let classes = student_logits.dims()[1] as f64;
+    let mut terms = teacher_logits.iter().map(|t| kd_kl_mean(student_logits.clone(), t.clone(), loss.temperature));
     let first = terms.next().ok_or_else(|| KdError::InvalidConfig("no teacher logits to distil from".into()))?;
     let sum = terms.fold(first, |acc, t| acc + t);
-    Ok(match reduce {
+    let per_teacher = match loss.reduce {
         KdReduce::Sum => sum,
         KdReduce::Mean => sum.div_scalar(teacher_logits.len() as f64),
+    };
+    Ok(match loss.kl_reduction {
+        KlReduction::BatchMean => per_teacher,
+        KlReduction::Mean => per_teacher.div_scalar(classes),
     })
 }
 
@@ -242,7 +266,7 @@ impl<M: Classifier> Distiller for MultiTeacherKd<M> {
         }
         self.checked = true;
         let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(1.0 - self.loss.lambda);
-        let kd = multi_teacher_kd(student.logits.clone(), &logits, self.loss.temperature, self.loss.reduce)?.mul_scalar(self.loss.lambda);
+        let kd = multi_teacher_kd(student.logits.clone(), &logits, &self.loss)?.mul_scalar(self.loss.lambda);
         Ok(LossTerms::new().with("ce", ce).with("kd", kd))
     }
 }
@@ -290,6 +314,31 @@ mod tests {
         assert!(DropPolicy::Bernoulli { p: 1.5 }.validate().is_err());
     }
 
+    /// The stage loss of the TAKD code (`train.py`: `nn.KLDivLoss()` on `log_softmax(z_s / T)`
+    /// and `softmax(z_t / T)`, times `T * T`), computed by PyTorch 2.9.0 on these logits:
+    /// `T^2 * KL_mean = 0.3973076045513153`, and with `lambda = 0.7` and the labels [0, 2]
+    /// `(1 - lambda) * CE + lambda * T^2 * KL_mean = 0.833967387676239`.
+    #[test]
+    fn the_default_reduction_is_the_reference_codes() {
+        let device = Device::flex();
+        let logits = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [2, 3]), &device);
+        let student = logits(vec![0.5, -1.0, 2.0, 0.0, 1.0, -0.5]);
+        let teacher = logits(vec![1.0, 0.0, -1.0, 0.2, 0.3, 2.0]);
+        let reference = StageLoss { temperature: 2.0, lambda: 0.7, ..StageLoss::default() };
+        assert_eq!(reference.kl_reduction, KlReduction::Mean);
+        let kd = multi_teacher_kd(student.clone(), std::slice::from_ref(&teacher), &reference).unwrap().into_scalar::<f32>();
+        assert!((kd - 0.397_307_6).abs() < 1e-6, "{kd}");
+        let labels = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(vec![0i64, 2], [2]), &device);
+        let total = cross_entropy_mean(student.clone(), labels).into_scalar::<f32>() * 0.3 + kd * 0.7;
+        assert!((total - 0.833_967_4).abs() < 1e-6, "{total}");
+        // `batchmean` is the same term times the number of classes.
+        let batchmean = StageLoss { kl_reduction: KlReduction::BatchMean, ..reference };
+        let kd_bm = multi_teacher_kd(student, &[teacher], &batchmean).unwrap().into_scalar::<f32>();
+        assert!((kd_bm - 3.0 * 0.397_307_6).abs() < 3e-6, "{kd_bm}");
+        let parsed: StageLoss = serde_json::from_str(r#"{"kl_reduction": "batchmean"}"#).unwrap();
+        assert_eq!(parsed.kl_reduction, KlReduction::BatchMean);
+    }
+
     #[test]
     fn loss_is_ce_plus_summed_kd_of_the_kept_teachers() {
         let device = Device::flex();
@@ -301,7 +350,7 @@ mod tests {
         let student =
             ModelOutput::logits_only(Tensor::from_data(TensorData::new(vec![0.5f32, -1.0, 2.0, 0.0, 1.0, -0.5], [2, 3]), &device));
         let ctx = StepContext { epoch: 1, total_epochs: 1, step_in_epoch: 0, global_step: 3, seed: 5 };
-        let loss = StageLoss { temperature: 2.0, lambda: 0.7, reduce: KdReduce::Sum };
+        let loss = StageLoss { temperature: 2.0, lambda: 0.7, reduce: KdReduce::Sum, kl_reduction: KlReduction::BatchMean };
         let mut d = MultiTeacherKd::new(teachers.clone(), loss).unwrap().with_drop(DropPolicy::Fixed { count: 1 }).unwrap();
         assert_eq!(d.name(), "dgkd");
         let terms = d.loss(&ctx, &batch, &student, None, &NoAux::new()).unwrap();

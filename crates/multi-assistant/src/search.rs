@@ -1,4 +1,4 @@
-//! The dynamic assistant setting (METHODS.md A.5): how many assistants, and of what scale.
+//! The dynamic assistant setting (docs/methods.md, "Multi-assistant KD"): how many assistants, and of what scale.
 //!
 //! The abstract: the framework works "by dynamically adjusting the number and scale of
 //! assistant models", since "the unreasonable choice of the scale and number of assistant models

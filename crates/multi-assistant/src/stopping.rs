@@ -1,4 +1,4 @@
-//! Dynamic stopping of a distillation stage against a control group (METHODS.md A.5).
+//! Dynamic stopping of a distillation stage against a control group (docs/methods.md, "Multi-assistant KD").
 //!
 //! The abstract: "sets student models with different training methods as a control group, and
 //! achieves personalized design of the stopping rounds for knowledge distillation". Our reading:
@@ -429,7 +429,7 @@ where
                 }
                 .ok_or_else(|| KdError::Missing { method: self.name(), what: "a teacher for the KD control".into() })?;
                 let l = &self.kd_loss;
-                let kd = multi_teacher_kd(logits, &[teacher_logits], l.temperature, l.reduce)?;
+                let kd = multi_teacher_kd(logits, &[teacher_logits], l)?;
                 ce.mul_scalar(1.0 - l.lambda) + kd.mul_scalar(l.lambda)
             } else {
                 ce

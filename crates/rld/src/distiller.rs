@@ -13,8 +13,8 @@ use crate::loss::{RldParams, rld_terms};
 ///
 /// Defaults: the authors' recommended CIFAR-100 command (`README.md` of `zju-SWJ/RLD`:
 /// `--same-t RLD.ALPHA 1. RLD.BETA 8. RLD.T 4.`) with `CFG.RLD`'s CE weight 1 and warm-up 20
-/// epochs: CE weight 1, alpha 1, beta 8, T = T_alpha = 4 (METHODS.md Part A.1 and Part B
-/// section 4). The code's own default `ALPHA_T = 1` is [`RldConfig::code_defaults`]. ImageNet
+/// epochs: CE weight 1, alpha 1, beta 8, T = T_alpha = 4 (docs/methods.md, "Conventions"
+/// and "RLD"). The code's own default `ALPHA_T = 1` is [`RldConfig::code_defaults`]. ImageNet
 /// uses T 1, warm-up 1, beta 0.5 (R34->R18) or 2 (R50->MV1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -1,7 +1,7 @@
 //! The RLD loss as pure functions of tensors.
 //!
 //! With `p^X(tau) = softmax(z^X / tau)`, `y` the label and `m` the teacher's top-1 class
-//! (METHODS.md Part B section 4; `zju-SWJ/RLD`, `mdistiller/distillers/RLD.py`, `rld_loss`):
+//! (docs/methods.md, "RLD"; `zju-SWJ/RLD`, `mdistiller/distillers/RLD.py`, `rld_loss`):
 //! - SCD, sample confidence distillation, at `T_alpha`: KL between the teacher's binary
 //!   `[p^T_m, 1 - p^T_m]` (its confidence in its own prediction) and the student's
 //!   `[p^S_y, 1 - p^S_y]` (its confidence in the true class), times `T_alpha^2`;

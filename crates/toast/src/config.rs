@@ -51,7 +51,7 @@ pub enum Hardness {
 /// fields take the defaults); unknown fields are an error.
 ///
 /// The defaults (epsilon 0.5, tau 4, T 3, lambda 1, K 256, half the batch) are the starting
-/// point of METHODS.md Part A.3, not tuned values: the paper's values are unknown, and a small
+/// point of docs/methods.md, "TOAST", not tuned values: the paper's values are unknown, and a small
 /// sweep on a validation split is to choose and record them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -11,7 +11,7 @@
 //! L    = L1 + lambda L2
 //! ```
 //!
-//! KL follows the workspace convention (METHODS.md Part A.1): target first, summed over the
+//! KL follows the workspace convention (docs/methods.md, "Conventions"): target first, summed over the
 //! classes, averaged over the rows it covers (`batchmean` over the replayed half), times `T^2`;
 //! a target probability of exactly 0 contributes 0.
 

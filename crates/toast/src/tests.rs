@@ -580,7 +580,7 @@ fn soft_cross_entropy_matches_kd_core() {
     assert_eq!(host(medoid_loss_per_sample(z.clone(), t.clone())), host(soft_cross_entropy(z, t)));
 }
 
-/// The configuration these tests were written for: METHODS.md A.3's starting point (eps 0.5,
+/// The configuration these tests were written for: the starting point in docs/methods.md, "TOAST" (eps 0.5,
 /// displaced half-batches, every row a replay candidate), before the sweep changed the defaults.
 fn sweep_start() -> ToastConfig {
     ToastConfig { epsilon: 0.5, batch_mode: BatchMode::Displace, candidates: ReplayCandidates::All, ..Default::default() }
