@@ -54,6 +54,18 @@ impl Batch {
         self.labels_host.is_empty()
     }
 
+    /// The first `n` samples (all of them when the batch has fewer).
+    pub fn first(&self, n: usize) -> Batch {
+        let n = n.min(self.len());
+        Batch {
+            inputs: self.inputs.clone().narrow(0, 0, n),
+            labels: self.labels.clone().narrow(0, 0, n),
+            labels_host: self.labels_host[..n].to_vec(),
+            indices: self.indices[..n].to_vec(),
+            views: self.views[..n].to_vec(),
+        }
+    }
+
     /// Concatenates two batches (replayed samples first).
     pub fn concat(first: Batch, second: Batch) -> Batch {
         let mut labels_host = first.labels_host;

@@ -3,20 +3,20 @@
 use kd_core::{KdError, Result};
 use serde::{Deserialize, Serialize};
 
-/// How the replayed half shares the forward pass with the loader's batch.
+/// How the replayed rows share the forward pass with the loader's batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BatchMode {
     /// The `r` replayed samples take the places of the loader batch's last `r` samples, which
-    /// are dropped for this epoch: every forward pass has the loader's batch size `B`, half of
-    /// it fresh (with `replay_fraction` 0.5). A step costs what a plain CE step costs; an epoch
-    /// trains on about half of the training set fresh, plus the replays.
+    /// are dropped for this epoch: every forward pass has the loader's batch size `B`. A step
+    /// costs what a plain CE step costs; an epoch trains on `B - r` fresh samples per step, plus
+    /// the replays. The fresh rows must outnumber the replay slots (`replay_fraction` < 0.5
+    /// with `candidates = fresh`), or the selection would keep every fresh row.
     Displace,
-    /// The replayed samples are added to the loader's whole batch: the forward pass has
-    /// `B + r` rows and every epoch covers the whole training set. With the trainer's batch
-    /// size set to `B/2` and `replay_fraction` 0.5 this is "B/2 fresh + B/2 replayed" over
-    /// the full data, at twice the steps of a plain epoch of batch `B`. The default (it won
-    /// the validation sweep recorded in the README).
+    /// The replayed samples are added to the loader's whole batch: the forward pass has `B + r`
+    /// rows and every epoch covers the whole training set. With `replay_fraction` 0.5 the
+    /// hardest half of each batch is replayed in the next step: `B` fresh + `B/2` replayed rows,
+    /// 1.5 times the rows of a CE step. The default.
     #[default]
     Append,
 }
@@ -29,8 +29,9 @@ pub enum ReplayCandidates {
     /// refined again ("iteratively distill"), each time with a new augmentation view. In the
     /// sweep a few hard samples then circulated step after step and accuracy fell far below CE.
     All,
-    /// Only the step's fresh rows (each sample is replayed at most once in a row, as in DLB).
-    /// The default.
+    /// Only the step's fresh rows: each sample is replayed at most once in a row. The default;
+    /// with `append` the pool (`B` fresh rows) is twice the replay slots (`B/2`), so the
+    /// selection keeps the hardest half and drops the rest.
     #[default]
     Fresh,
 }
@@ -50,9 +51,9 @@ pub enum Hardness {
 /// Configuration of [`crate::Toast`]. Every field is optional in a configuration file (missing
 /// fields take the defaults); unknown fields are an error.
 ///
-/// The defaults (epsilon 0.5, tau 4, T 3, lambda 1, K 256, half the batch) are the starting
-/// point of docs/methods.md, "TOAST", not tuned values: the paper's values are unknown, and a small
-/// sweep on a validation split is to choose and record them.
+/// docs/methods.md, "TOAST", starts from epsilon 0.5, tau 4, T 3, lambda 1, K 256, half the
+/// batch (the paper's values are unknown); the defaults (epsilon 0.1, `append`, `fresh`) are
+/// what the validation sweep in the crate's README chose.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ToastConfig {
@@ -76,8 +77,11 @@ pub struct ToastConfig {
     pub temperature: f64,
     /// Stage 2: weight `lambda` of `L2 = T^2 KL(p_prev || softmax(z / T))`, >= 0.
     pub lambda: f64,
-    /// Stage 2: the share of each forward pass that is replayed, in `(0, 1)`; 0.5 is the
-    /// abstract's "half the batch size". See [`BatchMode`] for how it is counted.
+    /// Stage 2: the number of samples each step keeps for replay in the next, as a share of the
+    /// loader's batch: the hardest `floor(f * B)` of the candidates. 0.5 is the abstract's "half
+    /// the batch size". In `(0, 1]` with `append` (1 with `fresh` candidates replays every
+    /// sample: DLB's scheme with medoid targets, no selection), `(0, 1)` with `displace`. See
+    /// [`BatchMode`] for where the replayed rows go.
     pub replay_fraction: f64,
     /// Stage 2: how replayed rows share the forward pass with the loader's batch.
     pub batch_mode: BatchMode,
@@ -134,8 +138,25 @@ impl ToastConfig {
         if !(self.lambda.is_finite() && self.lambda >= 0.0) {
             return bad(format!("lambda must be finite and >= 0, got {}", self.lambda));
         }
-        if !(self.replay_fraction.is_finite() && self.replay_fraction > 0.0 && self.replay_fraction < 1.0) {
-            return bad(format!("replay_fraction must be in (0, 1), got {}", self.replay_fraction));
+        let f = self.replay_fraction;
+        match self.batch_mode {
+            // Displaced rows need at least one fresh row beside them.
+            BatchMode::Displace if !(f.is_finite() && f > 0.0 && f < 1.0) => {
+                return bad(format!("replay_fraction must be in (0, 1) with batch_mode = \"displace\", got {f}"));
+            }
+            BatchMode::Append if !(f.is_finite() && f > 0.0 && f <= 1.0) => {
+                return bad(format!("replay_fraction must be in (0, 1] with batch_mode = \"append\", got {f}"));
+            }
+            _ => {}
+        }
+        if self.batch_mode == BatchMode::Displace && self.candidates == ReplayCandidates::Fresh && self.replay_fraction >= 0.5 {
+            // B - r fresh rows for r >= B - r slots: every fresh row would be kept, unranked.
+            return bad(format!(
+                "batch_mode = \"displace\" with candidates = \"fresh\" needs replay_fraction < 0.5 (got {}): the fresh rows \
+                 would not outnumber the replay slots and the selection would keep all of them; use batch_mode = \"append\", \
+                 candidates = \"all\" or a smaller replay_fraction",
+                self.replay_fraction
+            ));
         }
         if self.replay_from_epoch == 0 {
             return bad("replay_from_epoch counts epochs from 1; use 1 to replay from the start".into());
@@ -143,20 +164,11 @@ impl ToastConfig {
         Ok(())
     }
 
-    /// How many replayed rows a step whose loader batch has `loader_len` samples takes at most.
-    ///
-    /// [`BatchMode::Displace`]: `floor(f * n)` of the `n` rows (so at least one row stays
-    /// fresh). [`BatchMode::Append`]: `floor(n * f / (1 - f))`, so that the replayed rows are
-    /// the share `f` of the `n + r` rows (f = 0.5: as many replayed as fresh).
+    /// How many replayed rows a step whose loader batch has `loader_len` samples takes at most:
+    /// `floor(f * n)`, and with [`BatchMode::Displace`] at most `n - 1` (one row stays fresh).
     pub fn replay_capacity(&self, loader_len: usize) -> usize {
-        let f = self.replay_fraction;
-        let n = loader_len as f64;
         // A tiny allowance so that exact products (0.5 * 8 = 4) are not lost to rounding.
-        let raw = match self.batch_mode {
-            BatchMode::Displace => n * f,
-            BatchMode::Append => n * f / (1.0 - f),
-        };
-        let r = (raw + 1e-9).floor().max(0.0) as usize;
+        let r = (self.replay_fraction * loader_len as f64 + 1e-9).floor().max(0.0) as usize;
         match self.batch_mode {
             BatchMode::Displace => r.min(loader_len.saturating_sub(1)),
             BatchMode::Append => r,

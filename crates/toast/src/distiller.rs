@@ -35,15 +35,6 @@ pub struct Toast {
     class_distributions: Option<Tensor<2>>,
 }
 
-/// Keeps the first `keep` samples of a batch.
-fn keep_first(batch: Batch, keep: usize) -> Batch {
-    let Batch { inputs, labels, mut labels_host, mut indices, mut views } = batch;
-    labels_host.truncate(keep);
-    indices.truncate(keep);
-    views.truncate(keep);
-    Batch { inputs: inputs.narrow(0, 0, keep), labels: labels.narrow(0, 0, keep), labels_host, indices, views }
-}
-
 impl Toast {
     /// A TOAST trainer; the configuration is checked.
     pub fn new(config: ToastConfig) -> Result<Self> {
@@ -132,7 +123,7 @@ impl Distiller for Toast {
         pending.entries = entries;
         let fresh = match self.config.batch_mode {
             // The replayed rows take the places of the loader batch's last rows.
-            BatchMode::Displace => keep_first(batch, n - count),
+            BatchMode::Displace => batch.first(n - count),
             BatchMode::Append => batch,
         };
         self.pending = Some(pending);

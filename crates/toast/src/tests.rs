@@ -355,26 +355,13 @@ fn selection_rules_and_modes() {
     let displace = sweep_start();
     assert_eq!([1, 2, 7, 8, 128].map(|n| displace.replay_capacity(n)), [0, 1, 3, 4, 64]);
     let append = ToastConfig { batch_mode: BatchMode::Append, ..sweep_start() };
-    assert_eq!([1, 7, 64].map(|n| append.replay_capacity(n)), [1, 7, 64]);
+    assert_eq!([1, 7, 64].map(|n| append.replay_capacity(n)), [0, 3, 32]);
     let quarter = ToastConfig { batch_mode: BatchMode::Append, replay_fraction: 0.25, ..sweep_start() };
-    assert_eq!(quarter.replay_capacity(6), 2);
-
-    // Append: the whole loader batch stays, the replay comes on top; candidates = fresh only
-    // keeps the replayed rows out of the next buffer.
+    assert_eq!(quarter.replay_capacity(9), 2);
+    let every = ToastConfig { batch_mode: BatchMode::Append, replay_fraction: 1.0, ..sweep_start() };
+    assert_eq!(every.replay_capacity(7), 7);
     let device = flex();
     let data = Toy(12);
-    let cfg = ToastConfig { batch_mode: BatchMode::Append, candidates: ReplayCandidates::Fresh, ..sweep_start() };
-    let mut toast = Toast::new(cfg).unwrap();
-    let b1 = toast.prepare_batch(&ctx(1, 0), data.batch(&[0, 1, 2], 1, 0, &device).unwrap(), &data, &device).unwrap();
-    toast.loss(&ctx(1, 0), &b1, &output(random_values(9, 3, 2.0), 3, &device), None, &NoAux::new()).unwrap();
-    assert_eq!(toast.replay_buffer().unwrap().len(), 3);
-    let b2 = toast.prepare_batch(&ctx(1, 1), data.batch(&[3, 4, 5], 1, 0, &device).unwrap(), &data, &device).unwrap();
-    assert_eq!(b2.len(), 6);
-    assert_eq!(&b2.indices[3..], &[3, 4, 5]);
-    toast.loss(&ctx(1, 1), &b2, &output(random_values(18, 4, 2.0), 3, &device), None, &NoAux::new()).unwrap();
-    let mut kept: Vec<usize> = toast.replay_buffer().unwrap().entries.iter().map(|e| e.index).collect();
-    kept.sort();
-    assert_eq!(kept, vec![3, 4, 5]);
 
     // replay_from_epoch: no replay before it, even with a full buffer.
     let mut late = Toast::new(ToastConfig { replay_from_epoch: 2, ..sweep_start() }).unwrap();
@@ -385,6 +372,45 @@ fn selection_rules_and_modes() {
     late.loss(&ctx(1, 1), &b2, &output(random_values(12, 6, 2.0), 3, &device), None, &NoAux::new()).unwrap();
     let b3 = late.prepare_batch(&ctx(2, 0), data.batch(&[8, 9, 10, 11], 2, 0, &device).unwrap(), &data, &device).unwrap();
     assert_eq!(&b3.indices[2..], &[8, 9]);
+}
+
+/// The default configuration ranks: of the 8 fresh rows of a step only the hardest 4 are kept,
+/// and the next step forwards its whole loader batch plus those 4. Fails if the selection keeps
+/// every candidate (the defaults once made the replay slots equal to the fresh rows).
+#[test]
+fn the_default_selection_keeps_only_the_hardest_half_of_the_fresh_rows() {
+    let device = flex();
+    let data = Toy(24);
+    let cfg = ToastConfig::default();
+    assert_eq!((cfg.batch_mode, cfg.candidates), (BatchMode::Append, ReplayCandidates::Fresh));
+    let mut toast = Toast::new(cfg).unwrap();
+    let mut previous: Vec<usize> = Vec::new();
+    for (step, loader) in
+        [[0usize, 1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14, 15], [16, 17, 18, 19, 20, 21, 22, 23]].into_iter().enumerate()
+    {
+        let b = toast.prepare_batch(&ctx(1, step), data.batch(&loader, 1, 0, &device).unwrap(), &data, &device).unwrap();
+        // The replayed rows come first, then the whole loader batch.
+        let r = previous.len();
+        assert_eq!(b.len(), 8 + r, "step {step}");
+        let mut replayed = b.indices[..r].to_vec();
+        replayed.sort();
+        assert_eq!(replayed, previous, "step {step}");
+        assert_eq!(&b.indices[r..], &loader);
+        let o = output(random_values(b.len() * 3, 40 + step as u64, 3.0), 3, &device);
+        toast.loss(&ctx(1, step), &b, &o, None, &NoAux::new()).unwrap();
+        // Kept: the 4 fresh rows of highest CE (no medoids yet, so the loss is the CE), not all 8.
+        let ce = host(cross_entropy(o.logits.clone(), b.labels.clone()));
+        let scores: Vec<f64> = ce.iter().map(|&c| c as f64).collect();
+        let want: Vec<usize> = select_hardest(&scores, r, 4).into_iter().map(|row| b.indices[row]).collect();
+        let kept: Vec<usize> = toast.replay_buffer().unwrap().entries.iter().map(|e| e.index).collect();
+        assert_eq!(kept.len(), 4, "step {step}: the selection kept {} of 8 fresh rows", kept.len());
+        assert_eq!(kept, want, "step {step}");
+        let kept_scores: Vec<f64> = kept.iter().map(|i| scores[b.indices.iter().rposition(|j| j == i).unwrap()]).collect();
+        let dropped_max = (r..b.len()).filter(|row| !kept.contains(&b.indices[*row])).map(|row| scores[row]).fold(f64::MIN, f64::max);
+        assert!(kept_scores.iter().all(|&s| s >= dropped_max), "step {step}: a dropped row scored higher than a kept one");
+        previous = kept;
+        previous.sort();
+    }
 }
 
 #[test]
@@ -406,10 +432,12 @@ fn bad_input_is_an_error() {
         r#"{"temperature": -1}"#,
         r#"{"lambda": -0.1}"#,
         r#"{"bank_size": 0}"#,
-        r#"{"replay_fraction": 1.0}"#,
+        r#"{"replay_fraction": 1.5}"#,
+        r#"{"batch_mode": "displace", "candidates": "all", "replay_fraction": 1.0}"#,
         r#"{"replay_fraction": 0.0}"#,
         r#"{"replay_from_epoch": 0}"#,
         r#"{"medoid_chunk_elements": 0}"#,
+        r#"{"batch_mode": "displace", "candidates": "fresh", "replay_fraction": 0.5}"#,
     ] {
         let cfg: ToastConfig = serde_json::from_str(bad).unwrap();
         assert!(Toast::new(cfg).is_err(), "{bad}");
