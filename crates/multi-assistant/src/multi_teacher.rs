@@ -16,7 +16,7 @@
 //! would have to average the teachers' outputs, while DGKD needs one KL term per teacher and
 //! chooses per batch which ones to skip (a dropped teacher is not even run).
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 use kd_core::loss::{check_logits, cross_entropy_mean, kd_kl_mean};
 use kd_core::rng::KeyedRng;
 use kd_core::{
@@ -231,6 +231,20 @@ pub fn multi_teacher_kd(student_logits: Tensor<2>, teacher_logits: &[Tensor<2>],
     })
 }
 
+/// The loss of one stage on given logits, as its two weighted terms `[1]`:
+/// `((1 - lambda) * CE(z_s, y), lambda * multi_teacher_kd(z_s, teacher_logits))`, their sum the
+/// stage loss. `teacher_logits` are the kept teachers' (the DGKD code's terms after its drops).
+pub fn stage_loss_terms(
+    student_logits: Tensor<2>,
+    labels: Tensor<1, Int>,
+    teacher_logits: &[Tensor<2>],
+    loss: &StageLoss,
+) -> Result<(Tensor<1>, Tensor<1>)> {
+    let ce = cross_entropy_mean(student_logits.clone(), labels).mul_scalar(1.0 - loss.lambda);
+    let kd = multi_teacher_kd(student_logits, teacher_logits, loss)?.mul_scalar(loss.lambda);
+    Ok((ce, kd))
+}
+
 impl<M: Classifier> Distiller for MultiTeacherKd<M> {
     type Aux = NoAux;
 
@@ -265,8 +279,7 @@ impl<M: Classifier> Distiller for MultiTeacherKd<M> {
             logits.push(out.logits);
         }
         self.checked = true;
-        let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(1.0 - self.loss.lambda);
-        let kd = multi_teacher_kd(student.logits.clone(), &logits, &self.loss)?.mul_scalar(self.loss.lambda);
+        let (ce, kd) = stage_loss_terms(student.logits.clone(), batch.labels.clone(), &logits, &self.loss)?;
         Ok(LossTerms::new().with("ce", ce).with("kd", kd))
     }
 }
