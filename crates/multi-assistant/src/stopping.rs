@@ -92,6 +92,11 @@ pub struct StoppingConfig {
     /// Controls start from the distilled student's initial weights (a paired comparison);
     /// otherwise each draws its own.
     pub same_init: bool,
+    /// The share of each batch (its first rows, at least one) the control students train on, in
+    /// `(0, 1]`. The controls only have to show when distillation stops paying off, not to be
+    /// good students; at 0.25 they cost a quarter of what full-batch controls cost. 1: the
+    /// whole batch.
+    pub control_batch_fraction: f64,
 }
 
 impl Default for StoppingConfig {
@@ -103,6 +108,7 @@ impl Default for StoppingConfig {
             min_epochs: 0,
             controls: ControlSet::default(),
             same_init: true,
+            control_batch_fraction: 0.25,
         }
     }
 }
@@ -122,6 +128,10 @@ impl StoppingConfig {
             }
             Smoothing::Window { size: 0 } => return Err(KdError::InvalidConfig("smoothing window must be at least 1".into())),
             _ => {}
+        }
+        let f = self.control_batch_fraction;
+        if !(f.is_finite() && f > 0.0 && f <= 1.0) {
+            return Err(KdError::InvalidConfig(format!("stopping control_batch_fraction must be in (0, 1], got {f}")));
         }
         if !self.controls.ce && !self.controls.kd {
             return Err(KdError::InvalidConfig("dynamic stopping needs at least one control student".into()));
@@ -419,13 +429,16 @@ where
         if aux.controls.len() != names.len() {
             return Err(KdError::InvalidConfig(format!("the control group has {} students, expected {}", aux.controls.len(), names.len())));
         }
+        // The controls train on the batch's first rows only (see `control_batch_fraction`).
+        let rows = ((batch.len() as f64 * self.config.control_batch_fraction).ceil() as usize).clamp(1, batch.len().max(1));
+        let part = batch.first(rows);
         for (name, control) in names.iter().zip(&aux.controls) {
-            let logits = kd_core::Classifier::forward(control, batch.inputs.clone()).logits;
-            let ce = cross_entropy_mean(logits.clone(), batch.labels.clone());
+            let logits = kd_core::Classifier::forward(control, part.inputs.clone()).logits;
+            let ce = cross_entropy_mean(logits.clone(), part.labels.clone());
             let value = if name == "kd" {
                 let teacher_logits = match &self.kd_teacher {
-                    Some(t) => t.outputs(batch, TeacherNeed::Logits)?.map(|o| o.logits),
-                    None => teacher.map(|o| o.logits.clone()),
+                    Some(t) => t.outputs(&part, TeacherNeed::Logits)?.map(|o| o.logits),
+                    None => teacher.map(|o| o.logits.clone().narrow(0, 0, rows)),
                 }
                 .ok_or_else(|| KdError::Missing { method: self.name(), what: "a teacher for the KD control".into() })?;
                 let l = &self.kd_loss;
@@ -545,6 +558,9 @@ mod tests {
         assert!(StoppingRule::new(plain(0)).is_err());
         assert!(StoppingRule::new(StoppingConfig { smoothing: Smoothing::Ema { alpha: 0.0 }, ..plain(1) }).is_err());
         assert!(StoppingRule::new(StoppingConfig { controls: ControlSet { ce: false, kd: false }, ..plain(1) }).is_err());
+        for f in [0.0, -0.5, 1.5, f64::NAN] {
+            assert!(StoppingRule::new(StoppingConfig { control_batch_fraction: f, ..plain(1) }).is_err(), "{f}");
+        }
         let json = serde_json::to_string(&rule).unwrap();
         assert_eq!(serde_json::from_str::<StoppingRule>(&json).unwrap(), rule);
     }

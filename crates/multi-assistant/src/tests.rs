@@ -255,3 +255,35 @@ fn the_control_group_wraps_any_distiller_with_the_loops_teacher() {
     let result = Trainer::new(recipe(1), &data.train, &data.test, device.clone()).with_validation(valid).fit(student, &mut bad, &teacher);
     assert!(result.is_err());
 }
+
+/// The controls train on the batch's first `control_batch_fraction` rows: their loss is the CE of
+/// those rows only, so a cheaper control group is what runs, not only what is configured.
+#[test]
+fn the_controls_train_on_the_configured_share_of_the_batch() {
+    use kd_baselines::{Kd, KdConfig};
+    use kd_core::loss::cross_entropy_mean;
+    use kd_core::{Batch, Classifier, Distiller, ModelOutput, StepContext};
+    use kd_models::ModelSpec;
+
+    let device = Device::flex();
+    let ad = device.clone().autodiff();
+    let control = ControlModel { spec: ModelSpec::Mlp(vec![4]), input: [1, 2, 2], classes: 3, seed: 5 };
+    let inputs: Vec<f32> = (0..32).map(|i| ((i * 7) % 11) as f32 / 11.0 - 0.5).collect();
+    let labels = vec![0, 1, 2, 0, 1, 2, 0, 1];
+    let batch = Batch::from_host(inputs, [8, 1, 2, 2], labels, (0..8).collect(), vec![0; 8], &ad).unwrap();
+    let ctx = StepContext { epoch: 1, total_epochs: 1, step_in_epoch: 0, global_step: 0, seed: 0 };
+    for (fraction, rows) in [(0.25, 2), (0.3, 3), (1.0, 8)] {
+        let config =
+            StoppingConfig { controls: ControlSet { ce: true, kd: false }, control_batch_fraction: fraction, ..Default::default() };
+        let mut group = ControlGroup::new(Kd::new(KdConfig::default()).unwrap(), config, control.clone()).unwrap();
+        let student = build_seeded(&control.spec, control.input, control.classes, &ad, control.seed).unwrap();
+        let out: ModelOutput = student.forward(batch.inputs.clone());
+        let aux = group.init_aux(&out, Some(&out), &ad).unwrap();
+        let terms = group.loss(&ctx, &batch, &out, Some(&out), &aux).unwrap();
+        let ctrl = terms.terms().iter().find(|(n, _)| n == "ctrl_ce").map(|(_, v)| v.clone()).unwrap();
+        let part = batch.first(rows);
+        let want = cross_entropy_mean(aux.controls[0].forward(part.inputs.clone()).logits, part.labels.clone());
+        let (got, want) = (ctrl.into_scalar::<f32>(), want.into_scalar::<f32>());
+        assert!((got - want).abs() < 1e-6, "fraction {fraction}: {got} vs {want}");
+    }
+}
