@@ -12,6 +12,19 @@ use serde::{Deserialize, Serialize};
 use crate::calibration::{self, binary_nll, fit_prior_shift, fit_temperature, mean_probability, positive_rate, side_correct};
 use crate::loss::{binary_logit, check_unit, infuse};
 
+/// Where the prior shift (b) is fitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriorFitSplit {
+    /// The held-out calibration split: the teacher's bias shows there. The default.
+    #[default]
+    Calibration,
+    /// The training split. A teacher trained on the same split fits its prior there almost
+    /// exactly (cross-entropy training matches the mean prediction to the label rate), so the
+    /// shift comes out near zero whatever the teacher's bias on new data.
+    Train,
+}
+
 /// Which de-biasing steps run, and their settings. Every step can be switched off;
 /// [`DebiasOptions::all_off`] turns the de-biased labels back into the teacher's soft labels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,9 +34,11 @@ pub struct DebiasOptions {
     pub calibrate_temperature: bool,
     /// Search interval `[T_min, T_max]` of the temperature fit (default `[0.05, 20]`).
     pub temperature_bounds: [f64; 2],
-    /// (b) Fit a logit shift `b` so that the mean corrected probability on the training split
-    /// equals its positive rate (default on). Off: `b = 0`.
+    /// (b) Fit a logit shift `b` so that the mean corrected probability on the `prior_fit`
+    /// split equals the training split's positive rate (default on). Off: `b = 0`.
     pub prior_correction: bool,
+    /// The split the prior shift is fitted on (default: the calibration split).
+    pub prior_fit: PriorFitSplit,
     /// (c) Move a probability on the wrong side of 0.5 for its label to `0.5 +/- side_margin`
     /// (default off: A.4 lists it as optional).
     pub side_correction: bool,
@@ -42,6 +57,7 @@ impl Default for DebiasOptions {
             calibrate_temperature: true,
             temperature_bounds: [0.05, 20.0],
             prior_correction: true,
+            prior_fit: PriorFitSplit::Calibration,
             side_correction: false,
             side_margin: 0.05,
             infusion: 0.2,
@@ -88,6 +104,12 @@ pub struct FitReport {
     pub train_mean_probability_before: f64,
     /// Mean corrected probability `sigmoid(d / T + b)` on the training split.
     pub train_mean_probability_after: f64,
+    /// The split the prior shift was fitted on.
+    pub prior_fit: PriorFitSplit,
+    /// Mean teacher probability `sigmoid(d)` on the calibration split as it comes.
+    pub calibration_mean_probability_before: f64,
+    /// Mean corrected probability `sigmoid(d / T + b)` on the calibration split.
+    pub calibration_mean_probability_after: f64,
 }
 
 /// The label de-biaser: `p = sigmoid(d_T / T + b)`, then the optional side correction, then
@@ -115,7 +137,9 @@ impl Debiaser {
     }
 
     /// Fits the de-biaser once, before training: the temperature on `calibration` (a held-out
-    /// part of the training data, such as the validation split), the prior shift on `train`.
+    /// part of the training data, such as the validation split), the prior shift on the split
+    /// [`DebiasOptions::prior_fit`] names (the calibration split by default), towards the
+    /// training split's positive rate (the prior the student's data has).
     ///
     /// Both splits must be binary with both classes present, and the teacher must give 2
     /// logits; otherwise an error says which. The teacher runs on un-augmented batches
@@ -149,7 +173,12 @@ impl Debiaser {
             1.0
         };
         let scaled: Vec<f64> = train_logits.iter().map(|d| d / temperature).collect();
-        let shift = if options.prior_correction { fit_prior_shift(&scaled, train_rate)? } else { 0.0 };
+        let calibration_scaled: Vec<f64> = calibration_logits.iter().map(|d| d / temperature).collect();
+        let prior_fit_logits = match options.prior_fit {
+            PriorFitSplit::Calibration => &calibration_scaled,
+            PriorFitSplit::Train => &scaled,
+        };
+        let shift = if options.prior_correction { fit_prior_shift(prior_fit_logits, train_rate)? } else { 0.0 };
 
         let report = FitReport {
             calibration_samples: calibration_labels.len(),
@@ -159,6 +188,9 @@ impl Debiaser {
             train_positive_rate: train_rate,
             train_mean_probability_before: mean_probability(&train_logits, 0.0),
             train_mean_probability_after: mean_probability(&scaled, shift),
+            prior_fit: options.prior_fit,
+            calibration_mean_probability_before: mean_probability(&calibration_logits, 0.0),
+            calibration_mean_probability_after: mean_probability(&calibration_scaled, shift),
         };
         let mut debiaser = Debiaser::new(temperature, shift, options)?;
         debiaser.report = Some(report);

@@ -94,5 +94,5 @@ pub mod registry;
 #[cfg(test)]
 mod tests;
 
-pub use debiaser::{DebiasOptions, Debiaser, FitReport};
+pub use debiaser::{DebiasOptions, Debiaser, FitReport, PriorFitSplit};
 pub use distiller::{BinaryKd, BinaryKdConfig, DebiasedKd, DebiasedKdConfig};

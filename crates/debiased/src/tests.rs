@@ -9,8 +9,8 @@ use kd_core::{
 };
 use kd_models::Mlp;
 
-use crate::calibration::{binary_nll, sigmoid};
-use crate::{BinaryKd, BinaryKdConfig, DebiasOptions, DebiasedKd, DebiasedKdConfig, Debiaser};
+use crate::calibration::{binary_nll, mean_probability, sigmoid};
+use crate::{BinaryKd, BinaryKdConfig, DebiasOptions, DebiasedKd, DebiasedKdConfig, Debiaser, PriorFitSplit};
 
 /// The direction the synthetic labels depend on.
 const W: [f64; 2] = [1.5, -1.0];
@@ -183,7 +183,10 @@ fn prior_correction_matches_the_positive_rate() {
     let teacher = DistortedTeacher { scale: 1.0, bias: 1.0, classes: 2 };
     let rate = train.positive_rate();
     assert!(rate > 0.1 && rate < 0.45, "{rate}");
-    for options in [DebiasOptions::default(), DebiasOptions { calibrate_temperature: false, ..Default::default() }] {
+    for options in [
+        DebiasOptions { prior_fit: PriorFitSplit::Train, ..Default::default() },
+        DebiasOptions { prior_fit: PriorFitSplit::Train, calibrate_temperature: false, ..Default::default() },
+    ] {
         let debiaser = Debiaser::fit(&teacher, &calibration, &train, options, &device).unwrap();
         let report = debiaser.report().unwrap();
         assert!((report.train_positive_rate - rate).abs() < 1e-12);
@@ -197,6 +200,32 @@ fn prior_correction_matches_the_positive_rate() {
     }
     let off = DebiasOptions { prior_correction: false, ..Default::default() };
     assert_eq!(Debiaser::fit(&teacher, &calibration, &train, off, &device).unwrap().shift(), 0.0);
+}
+
+/// The default fits the shift on the calibration split: the corrected teacher's mean there is
+/// the training split's positive rate, and a teacher that is unbiased on its own training data
+/// but biased on new data still gets a correction.
+#[test]
+fn the_prior_shift_is_fitted_on_the_calibration_split_by_default() {
+    let device = Device::flex();
+    let (calibration, train) = (Synthetic::new(500, -1.5, 31), Synthetic::new(700, -1.5, 32));
+    let teacher = DistortedTeacher { scale: 1.0, bias: 1.0, classes: 2 };
+    let rate = train.positive_rate();
+    let debiaser = Debiaser::fit(&teacher, &calibration, &train, DebiasOptions::default(), &device).unwrap();
+    let report = debiaser.report().unwrap();
+    assert_eq!(report.prior_fit, PriorFitSplit::Calibration);
+    assert!(report.calibration_mean_probability_before > rate + 0.1, "{report:?}");
+    assert!((report.calibration_mean_probability_after - rate).abs() < 1e-9, "{report:?}");
+    let cal_d: Vec<f64> = teacher_d(&teacher, &calibration).iter().map(|&d| d / debiaser.temperature()).collect();
+    assert!((mean_probability(&cal_d, debiaser.shift()) - rate).abs() < 1e-9);
+    // The train-split fit gives another shift on these data (the splits differ).
+    let on_train =
+        Debiaser::fit(&teacher, &calibration, &train, DebiasOptions { prior_fit: PriorFitSplit::Train, ..Default::default() }, &device)
+            .unwrap();
+    assert!((on_train.shift() - debiaser.shift()).abs() > 1e-6);
+    let cfg: DebiasOptions = serde_json::from_str(r#"{"prior_fit": "train"}"#).unwrap();
+    assert_eq!(cfg.prior_fit, PriorFitSplit::Train);
+    assert!(serde_json::from_str::<DebiasOptions>(r#"{"prior_fit": "test"}"#).is_err());
 }
 
 #[test]
