@@ -19,6 +19,7 @@ use kd::prelude::*;
 use kd::experiment::first_repeat;
 
 use kd::models::import::WeightsFile;
+use kd::multi_assistant::StoppingConfig;
 
 use crate::experiment::{RunContext, hash_str, open_device, sanitize};
 use crate::interop::save_student_run;
@@ -74,15 +75,44 @@ pub struct BenchArgs {
     /// Augmentation draws stored per sample by the teacher cache (augmented data only).
     #[arg(long, default_value_t = 4)]
     cache_draws: usize,
-    /// Parts of the bench to run: `methods` (every method on every dataset), `backbones`
-    /// (self-distillation on an MLP, a plain CNN and a ResNet), `chains` (teacher-assistant
-    /// chains). With `--methods`, only `methods` runs.
-    #[arg(long, value_delimiter = ',', default_value = "methods,backbones,chains")]
+    /// Parts of the bench to run: `methods` (every method on every dataset), `biased-teacher`
+    /// (the binary methods distilling from a teacher trained on a quarter of the positives),
+    /// `backbones` (self-distillation on an MLP, a plain CNN and a ResNet), `chains`
+    /// (teacher-assistant chains). With `--methods`, only `methods` runs.
+    #[arg(long, value_delimiter = ',', default_value = "methods,biased-teacher,backbones,chains")]
     suites: Vec<String>,
+    /// The share of each batch the dynamic-stopping control students of the chains train on
+    /// (`StoppingConfig::control_batch_fraction`; 1: whole batches).
+    #[arg(long, default_value_t = StoppingConfig::default().control_batch_fraction)]
+    stop_control_fraction: f64,
     /// Store only the top-k teacher probabilities (FKD's marginal smoothing); only methods that
     /// accept approximate outputs (kd) may use it.
     #[arg(long)]
     cache_top_k: Option<usize>,
+}
+
+/// The parts of the bench, in the order they run.
+const SUITES: [&str; 4] = ["methods", "biased-teacher", "backbones", "chains"];
+
+/// The binary methods the biased-teacher scenario compares (those registered in this build).
+const BIASED_TEACHER_METHODS: [&str; 4] = ["ce", "kd", "binary_kd", "debiased"];
+
+/// Of every `keep`-th positive (class 1) sample of the training split, one is kept, and every
+/// negative: a teacher trained on it believes positives are `keep` times rarer than they are.
+fn fewer_positives(data: &DatasetSplits, keep: usize) -> Result<DatasetSplits> {
+    let train = &data.train;
+    let mut positives = 0usize;
+    let positions: Vec<usize> = (0..train.len())
+        .filter(|&i| {
+            if train.label(i) != 1 {
+                return true;
+            }
+            positives += 1;
+            (positives - 1).is_multiple_of(keep)
+        })
+        .collect();
+    let train = train.subset(&positions, format!("{} (1/{keep} of the positives)", train.name()))?;
+    Ok(DatasetSplits { train, ..data.clone() })
 }
 
 /// A name for a loaded teacher's cached outputs: changes when the file does (path, size, time).
@@ -174,8 +204,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("--methods lists `{m}` more than once");
     }
     for suite in &args.suites {
-        if !["methods", "backbones", "chains"].contains(&suite.as_str()) {
-            bail!("unknown suite `{suite}`; known: methods, backbones, chains");
+        if !SUITES.contains(&suite.as_str()) {
+            bail!("unknown suite `{suite}`; known: {}", SUITES.join(", "));
         }
     }
     let suite = |name: &str| args.suites.iter().any(|s| s == name) && (name == "methods" || args.methods.is_none());
@@ -231,19 +261,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
             (Some(weights), true) => {
                 let (t, r) = ctx.pretrained_teacher(data, &teacher_spec, weights)?;
                 println!("{}", r.summary_line());
-                records.push(r);
+                records.push(r.with_data(source, options, data));
                 Some((t, weights_tag(weights)?))
             }
             _ => None,
         };
         for &seed in &seeds {
+            // Every seed draws its own augmentations (and trains its own teacher from them).
+            let data = &data.for_run_seed(seed);
             let trained;
             let (teacher, teacher_tag) = match (&loaded, needs_teacher) {
+                // The same loaded teacher sees other augmentation draws under another seed.
+                (Some((t, tag)), _) if data.train.augmented() => (Some(t), format!("{tag}-seed{seed}")),
                 (Some((t, tag)), _) => (Some(t), tag.clone()),
                 (None, true) => {
                     let (t, r) = ctx.teacher(data, &teacher_spec, config, seed)?;
                     println!("{}", r.summary_line());
-                    records.push(r);
+                    records.push(r.with_data(source, options, data));
                     trained = t;
                     (Some(&trained), format!("seed{seed}"))
                 }
@@ -284,7 +318,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 // schedule keeps that proportion (at least one epoch).
                 let method_config =
                     info.has_warmup.then(|| serde_json::json!({ "warmup_epochs": (config.epochs * 20).div_ceil(240).max(1) }));
-                let mut r = match ctx.student(data, info.name, method_config.as_ref(), &student_spec, t, train, config, seed, None) {
+                let r = match ctx.student(data, info.name, method_config.as_ref(), &student_spec, t, train, config, seed, None) {
                     Ok((r, student)) => {
                         if args.files.save_students {
                             let dir = save_student_run(&args.out.join("students"), &r, &student, source, options, data)?;
@@ -294,18 +328,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     }
                     Err(e) => {
                         let teacher_name = t.map(|t| t.describe()).unwrap_or_else(|| "-".into());
-                        Record::failed(
-                            &data.name,
-                            info.name,
-                            &teacher_name,
-                            &student_spec,
-                            seed,
-                            &ctx.backend,
-                            config.epochs,
-                            format!("{e:#}"),
-                        )
+                        Record::failed(&data.name, info.name, &teacher_name, &student_spec, seed, &ctx.backend, config, format!("{e:#}"))
+                            .with_method_config(info.name, method_config.as_ref())
                     }
                 };
+                let mut r = r.with_data(source, options, data);
                 r.teacher_cache = use_cache.is_some();
                 r.warnings = data.warnings.clone();
                 done += 1;
@@ -320,6 +347,51 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
         }
     }
+    // De-biased KD where it has something to correct: the teacher is trained on the training
+    // split with 3 of every 4 positives left out, so its prior is shifted; the students train on
+    // the whole split and calibrate on the (unshifted) validation split.
+    if suite("biased-teacher") {
+        let registered = kd::methods::method_names();
+        let methods: Vec<&str> = BIASED_TEACHER_METHODS.into_iter().filter(|m| registered.contains(m)).collect();
+        for Planned { data, config, options, source, .. } in plan.iter().filter(|p| p.data.train.num_classes() == 2) {
+            let (default_teacher, default_student) = default_models(data);
+            let teacher_spec = args.teacher.clone().unwrap_or_else(|| default_teacher.into());
+            let student_spec = args.student.clone().unwrap_or_else(|| default_student.into());
+            let scenario_name = format!("{} (teacher on 1/4 of the positives)", data.name);
+            for &seed in &seeds {
+                let seeded = data.for_run_seed(seed);
+                let scenario = DatasetSplits { name: scenario_name.clone(), ..seeded };
+                let teacher_data = fewer_positives(&scenario, 4)?;
+                let (teacher, r) = ctx.teacher(&teacher_data, &teacher_spec, config, seed)?;
+                let mut r = r.with_data(source, options, &teacher_data);
+                r.teacher = format!("{teacher_spec} on 1/4 of the positives");
+                println!("{}", r.summary_line());
+                records.push(r);
+                for &method in &methods {
+                    let t = (method != "ce").then_some(&teacher as &dyn Teacher);
+                    let r = match ctx.student(&scenario, method, None, &student_spec, t, &scenario.train, config, seed, None) {
+                        Ok((r, _)) => r,
+                        Err(e) => Record::failed(
+                            &scenario.name,
+                            method,
+                            &teacher_spec,
+                            &student_spec,
+                            seed,
+                            &ctx.backend,
+                            config,
+                            format!("{e:#}"),
+                        )
+                        .with_method_config(method, None),
+                    };
+                    let r = r.with_data(source, options, &scenario);
+                    println!("{}", r.summary_line());
+                    records.push(r);
+                    write_results(&args.out, &records)?;
+                }
+            }
+        }
+    }
+
     // Self-distillation (no teacher) across backbones: CE, label smoothing, PS-KD, DLB, TOAST
     // on an MLP, a plain CNN and a ResNet, on a subset of the first image dataset (convolutions
     // are slow on a CPU).
@@ -344,17 +416,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 kd::methods::methods()?.iter().filter(|m| m.need == TeacherNeed::Nothing && m.applies_to(10)).map(|m| m.name).collect();
             for backbone in ["mlp-64-64", "plane2", "resnet8"] {
                 for &seed in &backbone_seeds {
+                    let sub = &sub.for_run_seed(seed);
                     for method in &self_distillers {
-                        let r = match ctx.student(&sub, method, None, backbone, None, &sub.train, &config, seed, None) {
+                        let r = match ctx.student(sub, method, None, backbone, None, &sub.train, &config, seed, None) {
                             Ok((r, student)) => {
                                 if args.files.save_students {
-                                    let dir = save_student_run(&args.out.join("students"), &r, &student, source, &options, &sub)?;
+                                    let dir = save_student_run(&args.out.join("students"), &r, &student, source, &options, sub)?;
                                     eprintln!("student written to {}", dir.display());
                                 }
                                 r
                             }
-                            Err(e) => Record::failed(&sub.name, method, "-", backbone, seed, &ctx.backend, config.epochs, format!("{e:#}")),
+                            Err(e) => Record::failed(&sub.name, method, "-", backbone, seed, &ctx.backend, &config, format!("{e:#}"))
+                                .with_method_config(method, None),
                         };
+                        let r = r.with_data(source, &options, sub);
                         println!("{}", r.summary_line());
                         records.push(r);
                         write_results(&args.out, &records)?;
@@ -370,7 +445,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         for Planned { data, config, .. } in plan.iter().filter(|p| p.data.train.num_classes() > 2 && p.data.train.input_shape()[1] > 1) {
             for &seed in &seeds {
                 let dir = args.cache.join("chains").join(format!("{}-seed{seed}-{}", sanitize(&data.name), config.epochs));
-                chain_records.extend(crate::chains::run(data, config, seed, &ctx.device, &dir)?);
+                chain_records.extend(crate::chains::run(data, config, seed, args.stop_control_fraction, &ctx.device, &dir)?);
                 chains_md = crate::chains::write(&args.out, &chain_records)?;
                 write_results_with(&args.out, &records, &chains_md)?;
             }

@@ -17,6 +17,8 @@ use kd::multi_assistant::{
 use kd::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::report::Provenance;
+
 /// One chain run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChainRecord {
@@ -37,22 +39,35 @@ pub struct ChainRecord {
     pub wall_seconds: f64,
     /// Probe epochs of the assistant search (dynamic chains).
     pub probe_epochs: usize,
+    /// Every stage's recipe; the chain's configuration (the model family, the dynamic-stopping
+    /// rule when on) as `method_config`; the data (flattened, as in `results.json`).
+    #[serde(flatten)]
+    pub provenance: Provenance,
 }
 
+/// What every chain record of one `run` shares.
+struct Trace {
+    recipe: TrainConfig,
+    family: serde_json::Value,
+    data: serde_json::Value,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn record(
     dataset: &str,
     variant: &str,
-    stopping: bool,
+    stopping: Option<StoppingConfig>,
     seed: u64,
     report: &ChainReport,
     probe_epochs: usize,
     extra_seconds: f64,
+    trace: &Trace,
 ) -> ChainRecord {
     let student = report.student();
     ChainRecord {
         dataset: dataset.into(),
         variant: variant.into(),
-        dynamic_stopping: stopping,
+        dynamic_stopping: stopping.is_some(),
         seed,
         chain: report.chain.clone(),
         student_acc: student.map_or(f64::NAN, |s| s.selected_acc),
@@ -62,20 +77,45 @@ fn record(
         epochs_saved: report.epochs_saved(),
         wall_seconds: report.wall_seconds + extra_seconds,
         probe_epochs,
+        provenance: Provenance {
+            method_config: serde_json::json!({ "family": trace.family, "stopping": stopping }),
+            data: trace.data.clone(),
+            ..Provenance::new(Some(&trace.recipe))
+        },
     }
 }
 
 /// Runs every chain variant on `data` for `seed`.
-pub fn run(data: &DatasetSplits, config: &TrainConfig, seed: u64, device: &Device, dir: &Path) -> Result<Vec<ChainRecord>> {
+pub fn run(
+    data: &DatasetSplits,
+    config: &TrainConfig,
+    seed: u64,
+    control_batch_fraction: f64,
+    device: &Device,
+    dir: &Path,
+) -> Result<Vec<ChainRecord>> {
     // MLPs with BatchNorm: without it the pure-KD stages (lambda 1, T 5, and DGKD's sum over
     // teachers) collapse on plain MLPs at the bench's learning rate.
     let members = [8, 16, 32, 64, 128, 256, 512].into_iter().map(|w| FamilyMember { scale: w, model: format!("mlpbn-{w}-{w}") }).collect();
     let family = ModelFamily::Custom { members };
+    let data = &data.for_run_seed(seed);
     let mut train = config.clone();
     train.seed = seed;
     // Patience in proportion to the schedule, so that short bench runs can stop at all.
-    let stopping = StoppingConfig { patience: (config.epochs / 4).max(2), ..StoppingConfig::default() };
+    let stopping = StoppingConfig { patience: (config.epochs / 4).max(2), control_batch_fraction, ..StoppingConfig::default() };
+    stopping.validate()?;
     let options = RunOptions { checkpoint_dir: Some(dir.to_path_buf()), resume: true, ..Default::default() };
+    let trace = Trace {
+        recipe: train.clone(),
+        family: serde_json::to_value(&family)?,
+        data: serde_json::json!({
+            "name": data.name,
+            "train": data.train.len(),
+            "valid": data.valid.as_ref().map(|v| v.len()),
+            "test": data.test.len(),
+            "augmented": data.train.augmented(),
+        }),
+    };
     let mut out = Vec::new();
     for with_stop in [false, true] {
         let stop = with_stop.then_some(stopping);
@@ -88,11 +128,11 @@ pub fn run(data: &DatasetSplits, config: &TrainConfig, seed: u64, device: &Devic
         for (name, plan) in variants {
             let report = run_chain(&plan, data, device, &options)?;
             eprintln!("chains {} seed {seed}: {}", data.name, report.summary_line());
-            out.push(record(&data.name, name, with_stop, seed, &report, 0, 0.0));
+            out.push(record(&data.name, name, stop, seed, &report, 0, 0.0, &trace));
         }
         let dynamic = run_dynamic(&DynamicPlan::new(base), data, device, &options)?;
         eprintln!("chains {} seed {seed}: dynamic {}", data.name, dynamic.chain.summary_line());
-        out.push(record(&data.name, "dynamic chain", with_stop, seed, &dynamic.chain, dynamic.probe_epochs, dynamic.search_seconds));
+        out.push(record(&data.name, "dynamic chain", stop, seed, &dynamic.chain, dynamic.probe_epochs, dynamic.search_seconds, &trace));
     }
     Ok(out)
 }

@@ -56,6 +56,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let method_config = exp.method_config_json()?;
     let mut records = Vec::new();
     for &seed in &exp.seeds {
+        // Each seed draws its own augmentations (crops and flips), not only its own init.
+        let data = &data.for_run_seed(seed);
         let ctx = RunContext { device: device.clone(), backend: backend.clone(), cache_dir: args.out.join("teachers"), progress: true };
         let teacher = match kd::methods::teacher_need(&exp.method)? {
             TeacherNeed::Nothing => None,
@@ -63,9 +65,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 let spec = exp.teacher.as_deref().context("this method needs `teacher = \"...\"` in the experiment file")?;
                 let recipe = exp.teacher_train.clone().unwrap_or_else(|| exp.train.clone());
                 let (teacher, record) = match exp.teacher_weights_file() {
-                    Some(weights) => ctx.pretrained_teacher(&data, spec, &weights)?,
-                    None => ctx.teacher(&data, spec, &recipe, seed)?,
+                    Some(weights) => ctx.pretrained_teacher(data, spec, &weights)?,
+                    None => ctx.teacher(data, spec, &recipe, seed)?,
                 };
+                let record = record.with_data(&exp.dataset, &exp.data, data);
                 println!("{}", record.summary_line());
                 // A loaded teacher is the same for every seed: one row.
                 if record.weights.is_none() || !records.iter().any(|r: &Record| r.method == "teacher") {
@@ -79,7 +82,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             eprintln!("resume: {} holds no run yet; starting seed {seed}", run_dir.display());
         }
         let (record, student) = ctx.student(
-            &data,
+            data,
             &exp.method,
             method_config.as_ref(),
             &exp.student,
@@ -89,10 +92,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
             seed,
             Some(RunFolder { dir: &run_dir, resume: args.resume, run_config: exp.run_config(seed)? }),
         )?;
-        let record = Record { warnings: data.warnings.clone(), ..record };
+        let record = Record { warnings: data.warnings.clone(), ..record }.with_data(&exp.dataset, &exp.data, data);
         println!("{}", record.summary_line());
         if args.files.save_students {
-            let dir = crate::interop::save_student_run(&args.out.join("students"), &record, &student, &exp.dataset, &exp.data, &data)?;
+            let dir = crate::interop::save_student_run(&args.out.join("students"), &record, &student, &exp.dataset, &exp.data, data)?;
             println!("student written to {}", dir.display());
         }
         records.push(record);
@@ -178,7 +181,8 @@ impl RunContext {
         let started = Instant::now();
         let trainer = self.trainer(data, &data.train, &config, format!("teacher {spec} seed {seed}"));
         let out = kd::methods::train_method("ce", None, &trainer, model, &NoTeacher)?;
-        let record = Record::new(&data.name, "teacher", spec, spec, seed, &self.backend, &config, &out, started.elapsed().as_secs_f64());
+        let record = Record::new(&data.name, "teacher", spec, spec, seed, &self.backend, &config, &out, started.elapsed().as_secs_f64())
+            .with_method_config("ce", None);
         let ckpt =
             Checkpoint { meta: serde_json::json!({ "record": record }), sections: vec![("model".into(), module_bytes(&out.student)?)] };
         ckpt.save(&path)?;
@@ -246,7 +250,8 @@ impl RunContext {
         };
         let teacher_name = teacher.map(|t| t.describe()).unwrap_or_else(|| "-".into());
         let record =
-            Record::new(&data.name, method, &teacher_name, spec, seed, &self.backend, &config, &out, started.elapsed().as_secs_f64());
+            Record::new(&data.name, method, &teacher_name, spec, seed, &self.backend, &config, &out, started.elapsed().as_secs_f64())
+                .with_method_config(method, method_config);
         Ok((record, out.student))
     }
 }

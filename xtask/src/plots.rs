@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use crate::experiment::sanitize;
@@ -66,31 +67,60 @@ fn accuracy_plot(file: &Path, dataset: &str, rows: &[crate::report::Row]) -> Res
     Ok(())
 }
 
+/// The line of the `i`-th curve: ten colours, then the same colours dashed, then finely dashed,
+/// so that curves stay distinct past ten methods.
+fn line_style(i: usize) -> (RGBColor, Option<(u32, u32)>) {
+    let dash = match (i / PALETTE.len()) % 3 {
+        0 => None,
+        1 => Some((10, 6)),
+        _ => Some((3, 4)),
+    };
+    (PALETTE[i % PALETTE.len()], dash)
+}
+
 fn curves_plot(file: &Path, dataset: &str, records: &[&Record]) -> Result<()> {
+    // One curve per method and student: its run of the lowest seed.
+    let mut shown: Vec<&Record> = Vec::new();
+    for r in records.iter().filter(|r| !r.curve.is_empty()) {
+        match shown.iter_mut().find(|s| s.method == r.method && s.student == r.student) {
+            Some(s) if r.seed < s.seed => *s = r,
+            Some(_) => {}
+            None => shown.push(r),
+        }
+    }
+    let mut seeds: Vec<u64> = shown.iter().map(|r| r.seed).collect();
+    seeds.sort();
+    seeds.dedup();
+    let which = match seeds.as_slice() {
+        [one] => format!("seed {one}"),
+        _ => "the lowest seed of each method".to_string(),
+    };
     let root = SVGBackend::new(file, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
-    let epochs = records.iter().map(|r| r.curve.len()).max().unwrap_or(1).max(2);
-    let lo = records.iter().flat_map(|r| r.curve.iter().copied()).fold(f64::INFINITY, f64::min);
-    let hi = records.iter().flat_map(|r| r.curve.iter().copied()).fold(f64::NEG_INFINITY, f64::max);
+    let epochs = shown.iter().map(|r| r.curve.len()).max().unwrap_or(1).max(2);
+    let lo = shown.iter().flat_map(|r| r.curve.iter().copied()).fold(f64::INFINITY, f64::min);
+    let hi = shown.iter().flat_map(|r| r.curve.iter().copied()).fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 100.0) };
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("{dataset}: test accuracy per epoch (seed 0 of each method)"), ("sans-serif", 20))
+        .caption(format!("{dataset}: test accuracy per epoch ({which})"), ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(50)
         .build_cartesian_2d(1..epochs, (lo - 1.0)..(hi + 1.0))?;
     chart.configure_mesh().x_desc("epoch").y_desc("accuracy (%)").draw()?;
-    let mut shown = Vec::new();
-    for r in records {
+    for (i, r) in shown.iter().enumerate() {
         let key = format!("{} ({})", r.method, r.student);
-        if shown.contains(&key) {
-            continue;
-        }
-        let colour = if r.method == "teacher" { BLACK } else { PALETTE[shown.len() % PALETTE.len()] };
-        shown.push(key.clone());
-        chart
-            .draw_series(LineSeries::new(r.curve.iter().enumerate().map(|(e, &a)| (e + 1, a)), colour.stroke_width(2)))?
-            .label(key)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+        let (colour, dash) = if r.method == "teacher" { (BLACK, None) } else { line_style(i) };
+        let style = colour.stroke_width(2);
+        let points: Vec<(usize, f64)> = r.curve.iter().enumerate().map(|(e, &a)| (e + 1, a)).collect();
+        let series = match dash {
+            None => chart.draw_series(LineSeries::new(points, style))?,
+            Some((size, gap)) => chart.draw_series(DashedLineSeries::new(points, size, gap, style))?,
+        };
+        series.label(key).legend(move |(x, y)| match dash {
+            None => PathElement::new(vec![(x, y), (x + 24, y)], style).into_dyn(),
+            Some((size, gap)) => DashedPathElement::new(vec![(x, y), (x + 24, y)], size, gap, style).into_dyn(),
+        });
     }
     chart
         .configure_series_labels()

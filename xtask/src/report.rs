@@ -5,7 +5,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use kd::core::checkpoint::write_atomic;
-use kd::core::{BinaryMetrics, EvalMetrics, TrainConfig, TrainOutcome};
+use kd::core::{BatchSource, BinaryMetrics, EvalMetrics, TrainConfig, TrainOutcome};
+use kd::data::DatasetSplits;
+use kd::data::registry::LoadOptions;
 use serde::{Deserialize, Serialize};
 
 /// The backend a run used, as records name it.
@@ -64,6 +66,89 @@ pub struct Record {
     /// The file a pretrained teacher was loaded from (teachers not trained here).
     #[serde(default)]
     pub weights: Option<String>,
+    /// How the record was produced (flattened: `recipe`, `method_config`, `data`, `command`,
+    /// `commit` are fields of the record).
+    #[serde(flatten)]
+    pub provenance: Provenance,
+}
+
+/// What a reader needs to trace a result back to its run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The training recipe: optimizer, learning rate, schedule, batch, epochs (`TrainConfig`).
+    #[serde(default)]
+    pub recipe: serde_json::Value,
+    /// The method's effective configuration: its defaults, the job's preset and the user's
+    /// values, as the method ran with them.
+    #[serde(default)]
+    pub method_config: serde_json::Value,
+    /// The data: the name it was loaded by, the load options, the split sizes, whether training
+    /// batches were augmented.
+    #[serde(default)]
+    pub data: serde_json::Value,
+    /// The command line of the job that produced the record.
+    #[serde(default)]
+    pub command: String,
+    /// The git commit of the code that produced it (`-dirty` with uncommitted changes;
+    /// `unknown` outside a git checkout).
+    #[serde(default)]
+    pub commit: String,
+}
+
+impl Provenance {
+    /// This process's command line and commit, with `recipe` (`Null` when there is none).
+    pub fn new(recipe: Option<&TrainConfig>) -> Self {
+        Provenance {
+            recipe: recipe.and_then(|c| serde_json::to_value(c).ok()).unwrap_or_default(),
+            command: command_line(),
+            commit: commit(),
+            ..Default::default()
+        }
+    }
+}
+
+/// The job's command line, as the shell passed it.
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+/// The checkout's commit, read once per process.
+fn commit() -> String {
+    static COMMIT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    COMMIT
+        .get_or_init(|| {
+            let git = |args: &[&str]| {
+                std::process::Command::new("git")
+                    .args(args)
+                    .current_dir(env!("CARGO_MANIFEST_DIR"))
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())
+                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            };
+            match git(&["rev-parse", "HEAD"]) {
+                Some(head) if !head.is_empty() => {
+                    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+                    if dirty { format!("{head}-dirty") } else { head }
+                }
+                _ => "unknown".to_string(),
+            }
+        })
+        .clone()
+}
+
+/// What a record says about the data it ran on.
+pub fn data_description(source: &str, options: &LoadOptions, data: &DatasetSplits) -> serde_json::Value {
+    serde_json::json!({
+        "source": source,
+        "options": options,
+        "train": data.train.len(),
+        "valid": data.valid.as_ref().map(|v| v.len()),
+        "test": data.test.len(),
+        "classes": data.train.num_classes(),
+        "input_shape": data.train.input_shape(),
+        "augmented": data.train.augmented(),
+    })
 }
 
 impl Record {
@@ -103,7 +188,21 @@ impl Record {
             error: None,
             warnings: Vec::new(),
             weights: None,
+            provenance: Provenance::new(Some(config)),
         }
+    }
+
+    /// The record with its data described ([`data_description`]).
+    pub fn with_data(mut self, source: &str, options: &LoadOptions, data: &DatasetSplits) -> Self {
+        self.provenance.data = data_description(source, options, data);
+        self
+    }
+
+    /// The record with `method`'s effective configuration for the user's `method_config`.
+    pub fn with_method_config(mut self, method: &str, method_config: Option<&serde_json::Value>) -> Self {
+        self.provenance.method_config = kd::methods::effective_config(method, method_config)
+            .unwrap_or_else(|e| serde_json::json!({ "invalid": format!("{e}"), "given": method_config }));
+        self
     }
 
     /// A teacher loaded from `weights` rather than trained: its evaluation, no epochs.
@@ -139,6 +238,7 @@ impl Record {
             error: None,
             warnings: Vec::new(),
             weights: Some(weights.display().to_string()),
+            provenance: Provenance::new(None),
         }
     }
 
@@ -151,7 +251,7 @@ impl Record {
         student: &str,
         seed: u64,
         backend: &BackendTag,
-        epochs: usize,
+        config: &TrainConfig,
         error: String,
     ) -> Self {
         Record {
@@ -162,7 +262,7 @@ impl Record {
             seed,
             backend: backend.name.clone(),
             device: backend.device.clone(),
-            epochs,
+            epochs: config.epochs,
             best_acc: f64::NAN,
             last_acc: f64::NAN,
             selected_acc: f64::NAN,
@@ -178,6 +278,7 @@ impl Record {
             error: Some(error),
             warnings: Vec::new(),
             weights: None,
+            provenance: Provenance::new(Some(config)),
         }
     }
 
@@ -215,6 +316,8 @@ pub struct Row {
     pub model: String,
     pub teacher: String,
     pub seeds: usize,
+    /// Test accuracy at the epoch the validation split selected (= best without one).
+    pub selected: (f64, f64),
     pub best: (f64, f64),
     pub last: (f64, f64),
     pub sec_per_epoch: f64,
@@ -247,11 +350,13 @@ pub fn summarize(records: &[Record]) -> BTreeMap<String, Vec<Row>> {
     for ((dataset, method, model), rs) in groups {
         let best: Vec<f64> = rs.iter().map(|r| r.best_acc).collect();
         let last: Vec<f64> = rs.iter().map(|r| r.last_acc).collect();
+        let selected: Vec<f64> = rs.iter().map(|r| r.selected_acc).collect();
         out.entry(dataset).or_default().push(Row {
             method,
             model,
             teacher: rs[0].teacher.clone(),
             seeds: rs.len(),
+            selected: mean_std(&selected),
             best: mean_std(&best),
             last: mean_std(&last),
             sec_per_epoch: rs.iter().map(|r| r.seconds_per_epoch).sum::<f64>() / rs.len() as f64,
@@ -271,9 +376,15 @@ pub fn markdown(records: &[Record]) -> String {
     let mut md = String::new();
     for (dataset, rows) in summarize(records) {
         md.push_str(&format!("### {dataset}\n\n"));
-        md.push_str("| method | model | teacher | seeds | best acc (%) | last acc (%) | s/epoch | total s |\n");
-        md.push_str("|---|---|---|---|---|---|---|---|\n");
+        md.push_str(
+            "Test accuracy (mean ± std over seeds): *selected* at the epoch of highest validation accuracy \
+             (the test split never chooses; = best where there is no validation split), *best* the highest over \
+             the epochs (what mdistiller reports), *last* after the last epoch.\n\n",
+        );
+        md.push_str("| method | model | teacher | seeds | selected acc (%) | best acc (%) | last acc (%) | s/epoch | total s |\n");
+        md.push_str("|---|---|---|---|---|---|---|---|---|\n");
         let students: Vec<&Row> = rows.iter().filter(|r| r.method != "teacher").collect();
+        let top_selected = students.iter().map(|r| r.selected.0).fold(f64::NEG_INFINITY, f64::max);
         let top_best = students.iter().map(|r| r.best.0).fold(f64::NEG_INFINITY, f64::max);
         let top_last = students.iter().map(|r| r.last.0).fold(f64::NEG_INFINITY, f64::max);
         for r in &rows {
@@ -282,11 +393,12 @@ pub fn markdown(records: &[Record]) -> String {
                 if r.method != "teacher" && (m - top).abs() < 1e-9 { format!("**{cell}**") } else { cell }
             };
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {:.2} | {:.1} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.1} |\n",
                 r.method,
                 r.model,
                 r.teacher,
                 r.seeds,
+                fmt(r.selected, top_selected),
                 fmt(r.best, top_best),
                 fmt(r.last, top_last),
                 r.sec_per_epoch,

@@ -153,6 +153,15 @@ impl InMemoryDataset {
         self
     }
 
+    /// The same samples with augmentation draws that also follow `run_seed`: two runs of
+    /// different seeds see different crops and flips (the draws stay a pure function of the
+    /// data's seed, the run seed, the epoch, the view and the sample). Cheap: the values are
+    /// shared, not copied. Without augmentation nothing changes but the fingerprint.
+    pub fn for_run_seed(mut self, run_seed: u64) -> Self {
+        self.seed = hash_key(&[self.seed, run_seed, 0x5EED_D4A7]);
+        self
+    }
+
     /// Names the classes (one name per class).
     pub fn with_class_names(mut self, names: Vec<String>) -> Result<Self> {
         if names.len() != self.classes {
@@ -356,6 +365,18 @@ mod tests {
         InMemoryDataset::new("img", Values::U8 { data: Arc::new(data), scale: 255.0 }, labels, [3, 6, 6], 4)
             .unwrap()
             .with_augment(augment, seed)
+    }
+
+    #[test]
+    fn run_seeds_draw_different_augmentations() {
+        let idx: Vec<usize> = (0..6).collect();
+        let draw = |run: u64| images(Augment::cifar(), 3).for_run_seed(run).host_batch(&idx, 2, 0).unwrap().inputs;
+        assert_eq!(draw(1), draw(1), "a run seed draws the same crops and flips again");
+        assert_ne!(draw(0), draw(1), "runs of seeds 0 and 1 must not share their crops and flips");
+        assert_ne!(draw(1), draw(2));
+        // Evaluation (epoch 0) is never augmented, whatever the run seed.
+        let eval = |run: u64| images(Augment::cifar(), 3).for_run_seed(run).host_batch(&idx, 0, 0).unwrap().inputs;
+        assert_eq!(eval(0), eval(1));
     }
 
     #[test]

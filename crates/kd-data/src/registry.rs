@@ -115,6 +115,14 @@ pub struct DatasetSplits {
 }
 
 impl DatasetSplits {
+    /// The splits for a run of seed `run_seed`: the training split's augmentation draws follow
+    /// the run seed ([`InMemoryDataset::for_run_seed`]); validation and test are unchanged.
+    /// Every job trains each seed on this, so seeds differ in their crops and flips as well as in
+    /// their initialisation and shuffle.
+    pub fn for_run_seed(&self, run_seed: u64) -> DatasetSplits {
+        DatasetSplits { train: self.train.clone().for_run_seed(run_seed), ..self.clone() }
+    }
+
     /// Prints [`DatasetSplits::warnings`] to stderr.
     pub fn print_warnings(&self) {
         for w in &self.warnings {
