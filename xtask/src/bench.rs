@@ -22,7 +22,7 @@ use kd::models::import::WeightsFile;
 use kd::multi_assistant::StoppingConfig;
 
 use crate::experiment::{RunContext, hash_str, open_device, sanitize};
-use crate::interop::save_student_run;
+use crate::interop::{save_student_run, write_npy};
 use crate::report::{Record, markdown, write_results, write_results_with};
 
 #[derive(Args, Debug)]
@@ -47,9 +47,18 @@ pub struct BenchArgs {
     /// Comma-separated seeds.
     #[arg(long, value_delimiter = ',')]
     seeds: Option<Vec<u64>>,
-    /// Epochs of every run (teachers train for the same number; default: by preset and task).
+    /// Epochs of every run (the teachers' and, without --student-epochs, the students'; default:
+    /// by preset and task).
     #[arg(long)]
     epochs: Option<usize>,
+    /// Epochs of the students (default: 40 on image data, 10 with --quick, 60 with --full; as
+    /// the teachers on tabular data).
+    #[arg(long)]
+    student_epochs: Option<usize>,
+    /// On image data the students train on this many samples per class of the teacher's
+    /// training split (default 100; 50 with --quick, 500 with --full; 0: the whole split).
+    #[arg(long)]
+    student_per_class: Option<usize>,
     /// Teacher architecture (default: an MLP sized for the input).
     #[arg(long)]
     teacher: Option<String>,
@@ -85,6 +94,12 @@ pub struct BenchArgs {
     /// (`StoppingConfig::control_batch_fraction`; 1: whole batches).
     #[arg(long, default_value_t = StoppingConfig::default().control_batch_fraction)]
     stop_control_fraction: f64,
+    /// Write every planned dataset as the methods suite trains on it (the teacher's training
+    /// split, the students', validation, test: normalised float32 NCHW inputs and int64 labels,
+    /// `.npy`) with the recipes and models (`plan.json`) into this folder, and stop before
+    /// training. `xtask/pytorch/train_parity.py` trains the same cells in PyTorch from it.
+    #[arg(long)]
+    export_data: Option<PathBuf>,
     /// Store only the top-k teacher probabilities (FKD's marginal smoothing); only methods that
     /// accept approximate outputs (kd) may use it.
     #[arg(long)]
@@ -93,6 +108,10 @@ pub struct BenchArgs {
 
 /// The parts of the bench, in the order they run.
 const SUITES: [&str; 4] = ["methods", "biased-teacher", "backbones", "chains"];
+
+/// The methods of the convolutional pair (resnet14 -> resnet8 on the 8x8 digits): the logit
+/// methods and the hint methods.
+const CONV_PAIR_METHODS: [&str; 8] = ["ce", "kd", "dkd", "rld", "fitnet", "fitnet+kd", "dckd", "dckd+fitnet"];
 
 /// The binary methods the biased-teacher scenario compares (those registered in this build).
 const BIASED_TEACHER_METHODS: [&str; 4] = ["ce", "kd", "binary_kd", "debiased"];
@@ -123,37 +142,152 @@ fn weights_tag(weights: &WeightsFile) -> Result<String> {
     Ok(format!("weights{:016x}", hash_str(&format!("{}|{}|{modified}|{:?}", path.display(), meta.len(), weights.key))))
 }
 
+/// The first `per_class` samples of each class of `data`'s training split (in the split's
+/// order), the whole validation and test splits: the students' data when they see fewer
+/// labelled samples than the teacher (KD's transfer-set setting).
+fn per_class_subset(data: &DatasetSplits, per_class: usize) -> Result<DatasetSplits> {
+    let train = &data.train;
+    let mut taken = vec![0usize; train.num_classes()];
+    let positions: Vec<usize> = (0..train.len())
+        .filter(|&i| {
+            let c = train.label(i);
+            taken[c] += 1;
+            taken[c] <= per_class
+        })
+        .collect();
+    if let Some(c) = taken.iter().position(|&n| n < per_class) {
+        bail!("{}: class {c} has {} training samples, fewer than the {per_class} per class asked for the students", data.name, taken[c]);
+    }
+    let train = train.subset(&positions, format!("{} ({per_class} per class)", train.name()))?;
+    Ok(DatasetSplits { train, ..data.clone() })
+}
+
 /// One dataset of the bench, loaded, with what runs on it.
 struct Planned {
+    /// The teacher's data.
     data: DatasetSplits,
+    /// The students' data: the teacher's, or fewer labelled samples of it.
+    student_data: DatasetSplits,
     methods: Vec<MethodInfo>,
+    /// The teacher's recipe.
     config: TrainConfig,
+    /// The students' recipe.
+    student_config: TrainConfig,
     /// How it was loaded: the name given and the options (what a saved student records).
     options: LoadOptions,
     source: String,
 }
 
+/// Writes one split's inputs (un-augmented, normalised) and labels as `NAME_x.npy`, `NAME_y.npy`.
+fn export_split(dir: &std::path::Path, name: &str, split: &kd::data::InMemoryDataset) -> Result<usize> {
+    let all: Vec<usize> = (0..split.len()).collect();
+    let batch = split.host_batch(&all, 0, 0)?;
+    write_npy(&dir.join(format!("{name}_x.npy")), &batch.shape, &batch.inputs)?;
+    let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
+    write_npy(&dir.join(format!("{name}_y.npy")), &[labels.len()], &labels)?;
+    Ok(split.len())
+}
+
+/// The data and recipes of one planned dataset, for a reference implementation to train on.
+fn export_plan(dir: &std::path::Path, p: &Planned, teacher: &str, student: &str) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let valid = p.data.valid.as_ref().ok_or_else(|| anyhow::anyhow!("{} has no validation split to export", p.data.name))?;
+    let sizes = serde_json::json!({
+        "teacher_train": export_split(dir, "teacher_train", &p.data.train)?,
+        "student_train": export_split(dir, "student_train", &p.student_data.train)?,
+        "valid": export_split(dir, "valid", valid)?,
+        "test": export_split(dir, "test", &p.data.test)?,
+    });
+    let plan = serde_json::json!({
+        "dataset": p.data.name,
+        "classes": p.data.train.num_classes(),
+        "input_shape": p.data.train.input_shape(),
+        "teacher": teacher,
+        "student": student,
+        "teacher_recipe": p.config,
+        "student_recipe": p.student_config,
+        "kd": kd::methods::effective_config("kd", None)?,
+        "sizes": sizes,
+        "commit": crate::report::Provenance::new(None).commit,
+    });
+    kd::core::checkpoint::write_atomic(&dir.join("plan.json"), serde_json::to_string_pretty(&plan)?.as_bytes())?;
+    Ok(())
+}
+
 /// The defaults of one preset.
 struct Preset {
     datasets: Vec<&'static str>,
+    /// Training samples of each image dataset (the teacher's split).
     image_train_limit: Option<usize>,
     test_limit: Option<usize>,
-    /// Epochs on image data.
+    /// The students of image datasets train on this many samples per class of the teacher's
+    /// split (`None`: all of it).
+    student_per_class: Option<usize>,
+    /// Teacher epochs on image data.
     epochs: usize,
+    /// Student epochs on image data (small student sets: more passes).
+    student_epochs: usize,
     /// Epochs on tabular data (small sets: more passes for the same number of steps).
     tabular_epochs: usize,
+    /// Teacher epochs on small images (the convolutional pair; students: `student_epochs`), and
+    /// the students' samples per class there.
+    conv_teacher_epochs: usize,
+    conv_student_per_class: usize,
+    /// The chains' training samples (the first of the teacher's split; `None`: all) and epochs
+    /// per stage.
+    chain_train_limit: Option<usize>,
+    chain_epochs: usize,
     seeds: Vec<u64>,
 }
 
 impl Preset {
     fn new(args: &BenchArgs) -> Self {
-        let datasets = vec!["mnist", "fashion-mnist", "spambase", "breast-cancer-wisconsin", "german-credit", "isl-default"];
+        let datasets = vec!["mnist", "fashion-mnist", "digits-8x8", "spambase", "breast-cancer-wisconsin", "german-credit", "isl-default"];
         if args.quick {
-            Preset { datasets, image_train_limit: Some(5000), test_limit: Some(2000), epochs: 3, tabular_epochs: 10, seeds: vec![0] }
+            Preset {
+                datasets,
+                image_train_limit: Some(5000),
+                test_limit: Some(2000),
+                student_per_class: Some(50),
+                epochs: 3,
+                student_epochs: 10,
+                tabular_epochs: 10,
+                conv_teacher_epochs: 5,
+                conv_student_per_class: 10,
+                chain_train_limit: Some(5000),
+                chain_epochs: 3,
+                seeds: vec![0],
+            }
         } else if args.full {
-            Preset { datasets, image_train_limit: None, test_limit: None, epochs: 30, tabular_epochs: 100, seeds: vec![0, 1, 2] }
+            Preset {
+                datasets,
+                image_train_limit: None,
+                test_limit: None,
+                student_per_class: Some(500),
+                epochs: 30,
+                student_epochs: 60,
+                tabular_epochs: 100,
+                conv_teacher_epochs: 30,
+                conv_student_per_class: 30,
+                chain_train_limit: None,
+                chain_epochs: 30,
+                seeds: vec![0, 1, 2],
+            }
         } else {
-            Preset { datasets, image_train_limit: Some(10000), test_limit: None, epochs: 6, tabular_epochs: 30, seeds: vec![0, 1, 2] }
+            Preset {
+                datasets,
+                image_train_limit: Some(20000),
+                test_limit: Some(5000),
+                student_per_class: Some(100),
+                epochs: 8,
+                student_epochs: 40,
+                tabular_epochs: 30,
+                conv_teacher_epochs: 15,
+                conv_student_per_class: 10,
+                chain_train_limit: Some(10000),
+                chain_epochs: 6,
+                seeds: vec![0, 1, 2],
+            }
         }
     }
 }
@@ -172,11 +306,26 @@ fn recipe(epochs: usize) -> TrainConfig {
     }
 }
 
-/// Default architectures: by input kind. MLPs with BatchNorm: without it FitNet, RKD and the
-/// logit-standardized methods (large weights) diverge at the bench's learning rate.
+/// Whether a dataset's inputs are small images (at most 16x16, such as the 8x8 digits), on
+/// which the bench distils between convolutional networks (cheap enough on a CPU there).
+fn small_images(input_shape: [usize; 3]) -> bool {
+    let [_, h, w] = input_shape;
+    h >= 8 && w >= 8 && h * w <= 256
+}
+
+/// Default architectures: by input kind. A CIFAR ResNet pair on small images (the papers'
+/// setting: a CNN teacher, a smaller CNN student); MLPs with BatchNorm on larger images and on
+/// tables (without BatchNorm FitNet, RKD and the logit-standardized methods diverge at the
+/// bench's learning rate).
 fn default_models(data: &DatasetSplits) -> (&'static str, &'static str) {
     let [_, h, w] = data.train.input_shape();
-    if h * w > 1 { ("mlpbn-512-256-128", "mlpbn-32-16-16") } else { ("mlpbn-256-128-64", "mlpbn-16-8-8") }
+    if small_images(data.train.input_shape()) {
+        ("resnet14", "resnet8")
+    } else if h * w > 1 {
+        ("mlpbn-512-256-128", "mlpbn-32-16-16")
+    } else {
+        ("mlpbn-256-128-64", "mlpbn-16-8-8")
+    }
 }
 
 /// The methods that apply to a task of `classes` classes (as each method declares).
@@ -220,20 +369,51 @@ pub fn run(args: BenchArgs) -> Result<()> {
     for name in &datasets {
         let info = kd::data::registry::dataset_info(name, &LoadOptions::default())?;
         let image = info.input_shape[1] * info.input_shape[2] > 1;
+        // Small images (the 8x8 digits) hold the convolutional pair: the whole (small) split.
+        let small = small_images(info.input_shape);
         let options = LoadOptions {
-            train_limit: if image { args.train_limit.or(preset.image_train_limit) } else { args.train_limit },
-            test_limit: if image { preset.test_limit } else { None },
+            train_limit: if image && !small { args.train_limit.or(preset.image_train_limit) } else { args.train_limit },
+            test_limit: if image && !small { preset.test_limit } else { None },
             ..Default::default()
         };
         let data = kd::data::load_dataset(name, &options)?;
         data.print_warnings();
-        let methods = applicable(chosen.as_deref().unwrap_or(&kd::methods::methods()?), data.train.num_classes());
+        let all = kd::methods::methods()?;
+        // The convolutional pair trains the logit and hint methods only (CNN epochs are slow on
+        // a CPU); --methods chooses freely.
+        let candidates: Vec<MethodInfo> = match &chosen {
+            Some(c) => c.clone(),
+            None if small => all.iter().copied().filter(|m| CONV_PAIR_METHODS.contains(&m.name)).collect(),
+            None => all,
+        };
+        let methods = applicable(&candidates, data.train.num_classes());
         if methods.is_empty() {
             eprintln!("bench: no chosen method applies to {name} ({} classes); skipped", data.train.num_classes());
             continue;
         }
-        let epochs = args.epochs.unwrap_or(if image { preset.epochs } else { preset.tabular_epochs });
-        plan.push(Planned { data, methods, config: recipe(epochs), options, source: name.clone() });
+        let epochs = args.epochs.unwrap_or(match (image, small) {
+            (true, true) => preset.conv_teacher_epochs,
+            (true, false) => preset.epochs,
+            _ => preset.tabular_epochs,
+        });
+        let student_epochs = args.student_epochs.or(args.epochs).unwrap_or(if image { preset.student_epochs } else { epochs });
+        let per_class = args
+            .student_per_class
+            .or(if small { Some(preset.conv_student_per_class) } else { preset.student_per_class })
+            .filter(|&n| image && n > 0);
+        let student_data = match per_class {
+            Some(n) => per_class_subset(&data, n)?,
+            None => data.clone(),
+        };
+        plan.push(Planned {
+            data,
+            student_data,
+            methods,
+            config: recipe(epochs),
+            student_config: recipe(student_epochs),
+            options,
+            source: name.clone(),
+        });
     }
     let pretrained = args.files.teacher_weights.as_ref().map(|path| WeightsFile {
         path: path.clone(),
@@ -246,12 +426,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         weights.format()?;
     }
+    if let Some(dir) = &args.export_data {
+        for p in &plan {
+            let (teacher, student) = default_models(&p.data);
+            let teacher = args.teacher.clone().unwrap_or_else(|| teacher.into());
+            let student = args.student.clone().unwrap_or_else(|| student.into());
+            let out = dir.join(sanitize(&p.data.name));
+            export_plan(&out, p, &teacher, &student)?;
+            eprintln!("bench: {} written to {}", p.data.name, out.display());
+        }
+        return Ok(());
+    }
     let total_runs: usize = if suite("methods") { plan.iter().map(|p| p.methods.len() * seeds.len()).sum() } else { 0 };
     eprintln!("bench: {} dataset(s), {} seed(s), {total_runs} student runs, backend {}", plan.len(), seeds.len(), args.backend);
 
     let mut records: Vec<Record> = Vec::new();
     let mut done = 0usize;
-    for Planned { data, methods, config, options, source } in plan.iter().filter(|_| suite("methods")) {
+    for Planned { data, student_data, methods, config, student_config, options, source } in plan.iter().filter(|_| suite("methods")) {
         let (default_teacher, default_student) = default_models(data);
         let teacher_spec = args.teacher.clone().unwrap_or_else(|| default_teacher.into());
         let student_spec = args.student.clone().unwrap_or_else(|| default_student.into());
@@ -269,6 +460,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         for &seed in &seeds {
             // Every seed draws its own augmentations (and trains its own teacher from them).
             let data = &data.for_run_seed(seed);
+            let student_data = &student_data.for_run_seed(seed);
             let trained;
             let (teacher, teacher_tag) = match (&loaded, needs_teacher) {
                 // The same loaded teacher sees other augmentation draws under another seed.
@@ -283,7 +475,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 }
                 (None, false) => (None, String::new()),
             };
-            let pool = DrawPool::new(&data.train, args.cache_draws)?;
+            let pool = DrawPool::new(&student_data.train, args.cache_draws)?;
             let cache = match (teacher, args.teacher_cache) {
                 (Some(t), true) => {
                     let content = args.cache_top_k.map(|k| CacheContent::TopK { k }).unwrap_or_default();
@@ -309,30 +501,41 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     );
                 }
                 let (t, train): (Option<&dyn Teacher>, &dyn BatchSource) = match (info.need, use_cache) {
-                    (TeacherNeed::Nothing, _) => (None, &data.train),
+                    (TeacherNeed::Nothing, _) => (None, &student_data.train),
                     (_, Some(c)) => (Some(c), &pool),
-                    _ => (teacher.map(|t| t as &dyn Teacher), &data.train),
+                    _ => (teacher.map(|t| t as &dyn Teacher), &student_data.train),
                 };
                 // One method failing (a diverged run) is reported, and the bench goes on.
                 // The papers warm the distillation terms up over 20 of 240 epochs; a short bench
                 // schedule keeps that proportion (at least one epoch).
                 let method_config =
-                    info.has_warmup.then(|| serde_json::json!({ "warmup_epochs": (config.epochs * 20).div_ceil(240).max(1) }));
-                let r = match ctx.student(data, info.name, method_config.as_ref(), &student_spec, t, train, config, seed, None) {
-                    Ok((r, student)) => {
-                        if args.files.save_students {
-                            let dir = save_student_run(&args.out.join("students"), &r, &student, source, options, data)?;
-                            eprintln!("student written to {}", dir.display());
+                    info.has_warmup.then(|| serde_json::json!({ "warmup_epochs": (student_config.epochs * 20).div_ceil(240).max(1) }));
+                let r =
+                    match ctx.student(student_data, info.name, method_config.as_ref(), &student_spec, t, train, student_config, seed, None)
+                    {
+                        Ok((r, student)) => {
+                            if args.files.save_students {
+                                let dir = save_student_run(&args.out.join("students"), &r, &student, source, options, student_data)?;
+                                eprintln!("student written to {}", dir.display());
+                            }
+                            r
                         }
-                        r
-                    }
-                    Err(e) => {
-                        let teacher_name = t.map(|t| t.describe()).unwrap_or_else(|| "-".into());
-                        Record::failed(&data.name, info.name, &teacher_name, &student_spec, seed, &ctx.backend, config, format!("{e:#}"))
+                        Err(e) => {
+                            let teacher_name = t.map(|t| t.describe()).unwrap_or_else(|| "-".into());
+                            Record::failed(
+                                &data.name,
+                                info.name,
+                                &teacher_name,
+                                &student_spec,
+                                seed,
+                                &ctx.backend,
+                                student_config,
+                                format!("{e:#}"),
+                            )
                             .with_method_config(info.name, method_config.as_ref())
-                    }
-                };
-                let mut r = r.with_data(source, options, data);
+                        }
+                    };
+                let mut r = r.with_data(source, options, student_data);
                 r.teacher_cache = use_cache.is_some();
                 r.warnings = data.warnings.clone();
                 done += 1;
@@ -392,25 +595,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
 
-    // Self-distillation (no teacher) across backbones: CE, label smoothing, PS-KD, DLB, TOAST
-    // on an MLP, a plain CNN and a ResNet, on a subset of the first image dataset (convolutions
-    // are slow on a CPU).
     if suite("backbones") {
-        let image = plan.iter().find(|p| p.data.train.num_classes() > 2 && p.data.train.input_shape()[1] > 1);
-        if let Some(Planned { data, source, .. }) = image {
-            let (limit, epochs) = if args.quick {
-                (600, 2)
+        // Self-distillation (no teacher) on an MLP, a plain CNN and a ResNet, on the small-image
+        // dataset's whole training split (convolutions are cheap on 8x8 images).
+        let image = plan.iter().find(|p| p.data.train.num_classes() > 2 && small_images(p.data.train.input_shape()));
+        if let Some(Planned { data: sub, options, source, .. }) = image {
+            let epochs = if args.quick {
+                5
             } else if args.full {
-                (20000, 15)
+                60
             } else {
-                (1000, 3)
+                30
             };
-            // One seed unless --full or --seeds asks for more: a ResNet epoch is slow on a CPU.
+            // One seed unless --full or --seeds asks for more: CNN epochs are slow on a CPU.
             let backbone_seeds: Vec<u64> = if args.full || args.seeds.is_some() { seeds.clone() } else { vec![seeds[0]] };
-            let options = LoadOptions { train_limit: Some(limit), test_limit: Some(limit), ..Default::default() };
-            let sub = kd::data::load_dataset(source, &options)?;
-            let sub = DatasetSplits { name: format!("{} ({} samples, backbones)", data.name, limit), ..sub };
-            let config = recipe(args.epochs.unwrap_or(epochs));
+            let sub = DatasetSplits { name: format!("{} (backbones)", sub.name), ..sub.clone() };
+            let config = recipe(args.student_epochs.or(args.epochs).unwrap_or(epochs));
             // The methods that need no teacher (CE, and the self-distillation methods).
             let self_distillers: Vec<&str> =
                 kd::methods::methods()?.iter().filter(|m| m.need == TeacherNeed::Nothing && m.applies_to(10)).map(|m| m.name).collect();
@@ -421,7 +621,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                         let r = match ctx.student(sub, method, None, backbone, None, &sub.train, &config, seed, None) {
                             Ok((r, student)) => {
                                 if args.files.save_students {
-                                    let dir = save_student_run(&args.out.join("students"), &r, &student, source, &options, sub)?;
+                                    let dir = save_student_run(&args.out.join("students"), &r, &student, source, options, sub)?;
                                     eprintln!("student written to {}", dir.display());
                                 }
                                 r
@@ -429,7 +629,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                             Err(e) => Record::failed(&sub.name, method, "-", backbone, seed, &ctx.backend, &config, format!("{e:#}"))
                                 .with_method_config(method, None),
                         };
-                        let r = r.with_data(source, &options, sub);
+                        let r = r.with_data(source, options, sub);
                         println!("{}", r.summary_line());
                         records.push(r);
                         write_results(&args.out, &records)?;
@@ -442,7 +642,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut chain_records = Vec::new();
     let mut chains_md = String::new();
     if suite("chains") {
-        for Planned { data, config, .. } in plan.iter().filter(|p| p.data.train.num_classes() > 2 && p.data.train.input_shape()[1] > 1) {
+        let config = recipe(args.epochs.unwrap_or(preset.chain_epochs));
+        let config = &config;
+        // The MLP family's chains on the larger images (not on the 8x8 digits).
+        let chained =
+            |p: &&Planned| p.data.train.num_classes() > 2 && p.data.train.input_shape()[1] > 1 && !small_images(p.data.train.input_shape());
+        for Planned { data, .. } in plan.iter().filter(chained) {
+            // The chains train every model of the family on the first samples of the split.
+            let data = &match preset.chain_train_limit.filter(|&n| n < data.train.len()) {
+                Some(n) => DatasetSplits {
+                    train: data.train.subset(&(0..n).collect::<Vec<_>>(), format!("{} (first {n})", data.train.name()))?,
+                    ..data.clone()
+                },
+                None => data.clone(),
+            };
             for &seed in &seeds {
                 let dir = args.cache.join("chains").join(format!("{}-seed{seed}-{}", sanitize(&data.name), config.epochs));
                 chain_records.extend(crate::chains::run(data, config, seed, args.stop_control_fraction, &ctx.device, &dir)?);

@@ -372,15 +372,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     if ext == "npy" {
-        let file = File::create(&args.output).with_context(|| format!("creating {}", args.output.display()))?;
-        let mut writer = npyz::WriteOptions::<f32>::new()
-            .default_dtype()
-            .shape(&[n as u64, classes as u64])
-            .writer(BufWriter::new(file))
-            .begin_nd()
-            .with_context(|| format!("writing {}", args.output.display()))?;
-        writer.extend(values.iter().copied()).with_context(|| format!("writing {}", args.output.display()))?;
-        writer.finish().with_context(|| format!("writing {}", args.output.display()))?;
+        write_npy(&args.output, &[n, classes], &values)?;
     } else {
         let mut text = String::new();
         let kind = if args.probabilities { "p" } else { "logit" };
@@ -595,6 +587,22 @@ pub fn export(args: ExportArgs) -> Result<()> {
         loaded.card.classes,
         args.output.display()
     );
+    Ok(())
+}
+
+/// Writes `values` as a C-ordered `.npy` array of `shape` (f32, i64, ...).
+pub fn write_npy<T: npyz::Serialize + npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], values: &[T]) -> Result<()> {
+    ensure!(shape.iter().product::<usize>() == values.len(), "{}: {} values for shape {shape:?}", path.display(), values.len());
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let dims: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let mut writer = npyz::WriteOptions::<T>::new()
+        .default_dtype()
+        .shape(&dims)
+        .writer(BufWriter::new(file))
+        .begin_nd()
+        .with_context(|| format!("writing {}", path.display()))?;
+    writer.extend(values.iter().copied()).with_context(|| format!("writing {}", path.display()))?;
+    writer.finish().with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

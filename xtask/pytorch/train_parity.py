@@ -1,0 +1,201 @@
+"""Trains the bench's default cells in PyTorch, to check that this project trains as PyTorch does.
+
+The data come from `cargo xtask bench --export-data DIR` (the exact splits the bench trains on:
+the teacher's training split, the students' subset, validation and test, normalised, with
+`plan.json` holding the recipes and model names), so the split, the preprocessing and the
+evaluation sets are the same by construction. The rest is written to match the Rust trainer
+(`crates/kd-core/src/train.rs`, `optim.rs`) and the bench:
+
+- models: `kd_models.py` (the zoo's PyTorch definitions; Linear layers keep PyTorch's default
+  initialisation, which is the distribution Burn's `LinearConfig` default draws: weights and
+  biases uniform in +-1/sqrt(fan_in); BatchNorm weight 1, bias 0, momentum 0.1, eps 1e-5);
+- recipe: SGD (momentum, no Nesterov, coupled weight decay on every parameter), the learning
+  rate set per epoch by the cosine schedule `min + (base - min) (1 + cos(pi (e-1) / E)) / 2`,
+  a fresh shuffle every epoch, the last short batch kept;
+- teacher: trained with cross-entropy on the teacher's split, its last epoch's weights distil
+  (as the bench does), in eval mode;
+- KD: `ce_weight * CE + kd_weight * T^2 * KL(softmax(t/T) || softmax(s/T))`, batch mean
+  (mdistiller's `kd_loss`; the weights and T are read from plan.json);
+- evaluation after every epoch on validation and test; "selected" is the test accuracy at the
+  first epoch of highest validation accuracy, "best" the highest test accuracy, "last" the
+  last epoch's.
+
+Usage:
+
+    cargo xtask bench --datasets fashion-mnist --export-data target/parity-data
+    cargo xtask bench --datasets fashion-mnist --methods ce,kd --out target/parity-rust
+    python3 xtask/pytorch/train_parity.py --data target/parity-data/fashion-mnist \\
+        --rust target/parity-rust/results.json --seeds 0,1,2 --threads 2
+
+It prints one table (mean +- std over the seeds, Rust beside PyTorch) and writes the PyTorch
+records as JSON with `--out`.
+"""
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import kd_models
+
+
+def load_split(data, name):
+    x = torch.from_numpy(np.load(data / f"{name}_x.npy"))
+    y = torch.from_numpy(np.load(data / f"{name}_y.npy")).long()
+    return x, y
+
+
+def lr_at(recipe, epoch):
+    base = recipe["optimizer"]["lr"]
+    schedule = recipe["schedule"]
+    total = recipe["epochs"]
+    if schedule["kind"] == "cosine":
+        low = schedule["min_lr"]
+        lr = low + 0.5 * (base - low) * (1 + math.cos(math.pi * (epoch - 1) / total))
+    elif schedule["kind"] == "constant":
+        lr = base
+    else:
+        sys.exit(f"schedule {schedule['kind']} is not mirrored here")
+    warm = recipe.get("lr_warmup_epochs", 0)
+    return lr * epoch / warm if warm and epoch <= warm else lr
+
+
+@torch.no_grad()
+def accuracy(model, x, y, batch):
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch):
+        correct += (model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum().item()
+    return 100.0 * correct / len(x)
+
+
+def train(model, recipe, train_xy, valid_xy, test_xy, loss_fn, seed):
+    opt = recipe["optimizer"]
+    if opt["kind"] != "sgd":
+        sys.exit(f"optimizer {opt['kind']} is not mirrored here")
+    optim = torch.optim.SGD(
+        model.parameters(), lr=opt["lr"], momentum=opt["momentum"], nesterov=opt["nesterov"], weight_decay=opt["weight_decay"]
+    )
+    x, y = train_xy
+    gen = torch.Generator().manual_seed(seed)
+    batch = recipe["batch_size"]
+    curve = []
+    started = time.perf_counter()
+    for epoch in range(1, recipe["epochs"] + 1):
+        for group in optim.param_groups:
+            group["lr"] = lr_at(recipe, epoch)
+        model.train()
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), batch):
+            idx = order[i : i + batch]
+            if recipe.get("drop_last") and len(idx) < batch:
+                break
+            optim.zero_grad(set_to_none=True)
+            loss = loss_fn(model, x[idx], y[idx])
+            loss.backward()
+            optim.step()
+        valid = accuracy(model, *valid_xy, recipe["eval_batch_size"])
+        test = accuracy(model, *test_xy, recipe["eval_batch_size"])
+        curve.append((valid, test))
+    seconds = time.perf_counter() - started
+    best_valid = max(v for v, _ in curve)
+    selected = next(t for v, t in curve if v == best_valid)
+    return {
+        "selected_acc": selected,
+        "best_acc": max(t for _, t in curve),
+        "last_acc": curve[-1][1],
+        "valid_acc": best_valid,
+        "seconds_per_epoch": seconds / len(curve),
+        "curve": [t for _, t in curve],
+    }
+
+
+def ce_loss(model, x, y):
+    return F.cross_entropy(model(x), y)
+
+
+def kd_loss_fn(teacher, cfg):
+    t_, ce_w, kd_w = cfg["temperature"], cfg["ce_weight"], cfg["kd_weight"]
+
+    def loss(model, x, y):
+        with torch.no_grad():
+            t_logits = teacher(x)
+        s_logits = model(x)
+        kl = F.kl_div(F.log_softmax(s_logits / t_, dim=1), F.softmax(t_logits / t_, dim=1), reduction="batchmean")
+        return ce_w * F.cross_entropy(s_logits, y) + kd_w * t_**2 * kl
+
+    return loss
+
+
+def mean_std(values):
+    return (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def cell(values):
+    m, s = mean_std(values)
+    return f"{m:.2f} ± {s:.2f}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, type=Path, help="one dataset folder written by --export-data")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--methods", default="ce,kd")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rust", type=Path, help="the bench's results.json of the same cells, for the side-by-side table")
+    parser.add_argument("--out", type=Path, help="write the PyTorch records here (JSON)")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    plan = json.loads((args.data / "plan.json").read_text())
+    shape, classes = tuple(plan["input_shape"]), plan["classes"]
+    teacher_xy = load_split(args.data, "teacher_train")
+    student_xy = load_split(args.data, "student_train")
+    valid_xy, test_xy = load_split(args.data, "valid"), load_split(args.data, "test")
+    methods = args.methods.split(",")
+    for m in methods:
+        if m not in ("ce", "kd"):
+            sys.exit(f"method {m} is not mirrored here (ce, kd)")
+    records = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        torch.manual_seed(seed)
+        teacher = kd_models.build(plan["teacher"], shape, classes)
+        r = train(teacher, plan["teacher_recipe"], teacher_xy, valid_xy, test_xy, ce_loss, seed)
+        records.append({"method": "teacher", "model": plan["teacher"], "seed": seed, **r})
+        print(f"teacher seed {seed}: selected {r['selected_acc']:.2f} %", file=sys.stderr, flush=True)
+        teacher.eval()
+        for m in methods:
+            torch.manual_seed(seed)
+            student = kd_models.build(plan["student"], shape, classes)
+            loss = ce_loss if m == "ce" else kd_loss_fn(teacher, plan["kd"])
+            r = train(student, plan["student_recipe"], student_xy, valid_xy, test_xy, loss, seed)
+            records.append({"method": m, "model": plan["student"], "seed": seed, **r})
+            print(f"{m} seed {seed}: selected {r['selected_acc']:.2f} %", file=sys.stderr, flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(records, indent=1))
+
+    rust = []
+    if args.rust:
+        rust = [r for r in json.loads(args.rust.read_text()) if r.get("error") is None]
+    print(f"### {plan['dataset']}: this project (flex) beside PyTorch {torch.__version__}, mean ± std over seeds {args.seeds}\n")
+    print("| method | model | Rust selected | PyTorch selected | Rust best | PyTorch best | Rust last | PyTorch last |")
+    print("|---|---|---|---|---|---|---|---|")
+    for m in ["teacher"] + methods:
+        ours = [r for r in records if r["method"] == m]
+        theirs = [r for r in rust if r["method"] == m and r["dataset"] == plan["dataset"]]
+        row = [m, ours[0]["model"]]
+        for key in ("selected_acc", "best_acc", "last_acc"):
+            row.append(cell([r[key] for r in theirs]) if theirs else "-")
+            row.append(cell([r[key] for r in ours]))
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
