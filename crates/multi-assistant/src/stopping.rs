@@ -24,7 +24,7 @@ use kd_models::{AnyModel, ModelSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::family::build_seeded;
-use crate::multi_teacher::{StageLoss, multi_teacher_kd};
+use crate::multi_teacher::{StageLoss, stage_loss_terms};
 
 /// How the per-epoch lead is smoothed before the plateau test.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -434,18 +434,17 @@ where
         let part = batch.first(rows);
         for (name, control) in names.iter().zip(&aux.controls) {
             let logits = kd_core::Classifier::forward(control, part.inputs.clone()).logits;
-            let ce = cross_entropy_mean(logits.clone(), part.labels.clone());
             let value = if name == "kd" {
                 let teacher_logits = match &self.kd_teacher {
                     Some(t) => t.outputs(&part, TeacherNeed::Logits)?.map(|o| o.logits),
                     None => teacher.map(|o| o.logits.clone().narrow(0, 0, rows)),
                 }
                 .ok_or_else(|| KdError::Missing { method: self.name(), what: "a teacher for the KD control".into() })?;
-                let l = &self.kd_loss;
-                let kd = multi_teacher_kd(logits, &[teacher_logits], l)?;
-                ce.mul_scalar(1.0 - l.lambda) + kd.mul_scalar(l.lambda)
+                // Direct KD with the chain's stage loss.
+                let (ce, kd) = stage_loss_terms(logits, part.labels.clone(), &[teacher_logits], &self.kd_loss)?;
+                ce + kd
             } else {
-                ce
+                cross_entropy_mean(logits, part.labels.clone())
             };
             terms.push(format!("ctrl_{name}"), value);
         }
