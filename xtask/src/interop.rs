@@ -61,6 +61,13 @@ pub struct ModelCard {
     pub epoch: Option<usize>,
     #[serde(default)]
     pub test_top1: Option<f64>,
+    /// The per-channel `(mean, std)` its inputs were normalised with, so that image files are
+    /// prepared for `predict` as its training images were.
+    #[serde(default)]
+    pub normalization: Option<(Vec<f32>, Vec<f32>)>,
+    /// The names of its classes, where the dataset has them.
+    #[serde(default)]
+    pub class_names: Option<Vec<String>>,
 }
 
 /// Writes `model` to `dir` as `student.safetensors` (PyTorch's layout) with its card.
@@ -95,6 +102,8 @@ pub fn save_student_run(
         seed: Some(record.seed),
         epoch: Some(record.curve.len()),
         test_top1: Some(record.last_acc),
+        normalization: Some((data.train.normalization().0.to_vec(), data.train.normalization().1.to_vec())),
+        class_names: data.train.class_names().map(<[String]>::to_vec),
     };
     save_student(&dir, student, &card)?;
     Ok(dir)
@@ -187,6 +196,8 @@ impl ModelArgs {
             seed: None,
             epoch: None,
             test_top1: None,
+            normalization: None,
+            class_names: None,
         };
         Ok((card, WeightsFile { path: weights.clone(), key: self.weights_key.clone(), remap: Vec::new() }))
     }
@@ -229,12 +240,13 @@ fn read_folder(dir: &Path) -> Result<(ModelCard, WeightsFile)> {
     let (model, dataset) = (field("student")?, field("dataset")?);
     let data: LoadOptions =
         serde_json::from_value(experiment["data"].clone()).with_context(|| format!("{}: `experiment.data`", run_path.display()))?;
-    let info = kd::data::registry::dataset_info(&dataset, &data)?;
+    let loaded = kd::data::load_dataset(&dataset, &data)?;
+    let (mean, std) = loaded.train.normalization();
     let weights = dir.join("best.ckpt");
     let card = ModelCard {
         model,
-        classes: info.classes,
-        input_shape: info.input_shape,
+        classes: loaded.train.num_classes(),
+        input_shape: loaded.train.input_shape(),
         weights: weights.clone(),
         dataset: Some(dataset),
         data: Some(data),
@@ -242,6 +254,8 @@ fn read_folder(dir: &Path) -> Result<(ModelCard, WeightsFile)> {
         seed: experiment["seed"].as_u64(),
         epoch: None,
         test_top1: None,
+        normalization: Some((mean.to_vec(), std.to_vec())),
+        class_names: loaded.train.class_names().map(<[String]>::to_vec),
     };
     Ok((card, WeightsFile::new(weights)))
 }
@@ -269,10 +283,32 @@ fn dataset_inputs(name: &str, card: &ModelCard) -> Result<(Vec<f32>, Vec<usize>,
     // The run's own options when the dataset is the one it trained on: the same normalisation.
     let options = match (&card.dataset, &card.data) {
         (Some(d), Some(o)) if d == name => o.clone(),
+        // Another image folder: decoded and normalised as the model's training images were.
+        (_, o) if name.starts_with("images:") => {
+            let (mean, std, _) = preparation(card)?;
+            let o = o.clone().unwrap_or_default();
+            LoadOptions {
+                image_size: o.image_size.or(Some(card.input_shape[1])),
+                resize: o.resize,
+                channels: Some(card.input_shape[0]),
+                mean: Some(mean),
+                std: Some(std),
+                decode_cache: o.decode_cache,
+                ..LoadOptions::default()
+            }
+        }
         _ => LoadOptions::default(),
     };
     let data = kd::data::load_dataset(name, &options)?;
     data.print_warnings();
+    if let (Some(model_names), Some(data_names)) = (&card.class_names, data.test.class_names()) {
+        ensure!(
+            model_names.as_slice() == data_names,
+            "dataset {name} has classes {}; the model was trained on {}",
+            data_names.join(", "),
+            model_names.join(", ")
+        );
+    }
     ensure!(
         data.test.input_shape() == card.input_shape,
         "dataset {name} has inputs {:?}; the model takes {:?}",
@@ -337,11 +373,13 @@ fn softmax_rows(logits: &[f32], classes: usize) -> Vec<f32> {
 pub struct PredictArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// A float32 `.npy` of shape [N, C, H, W], or a dataset name (its test split, prepared as in
-    /// training).
-    #[arg(long)]
-    input: String,
-    /// Where to write: `.npy` (float32 [N, classes]) or `.csv` (a header, one row per sample).
+    /// A float32 `.npy` of shape [N, C, H, W]; a dataset name (its test split, prepared as in
+    /// training); or image files and folders of images (JPEG, PNG, BMP; several allowed),
+    /// prepared as the student's training images were (size, channels, normalisation).
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<String>,
+    /// Where to write: `.npy` (float32 [N, classes]) or `.csv` (a header, one row per sample);
+    /// for image files also `.json`, and the rows name each file and its predicted class.
     #[arg(long)]
     output: PathBuf,
     /// Write softmax probabilities instead of logits.
@@ -354,13 +392,23 @@ pub struct PredictArgs {
 
 pub fn predict(args: PredictArgs) -> Result<()> {
     let ext = args.output.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
-    ensure!(ext == "npy" || ext == "csv", "--output {}: write `.npy` or `.csv`", args.output.display());
     ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    let images = args.input.iter().all(|i| {
+        let path = Path::new(i);
+        path.is_dir() || kd::data::images::is_image_name(&path.file_name().unwrap_or_default().to_string_lossy())
+    });
+    if images {
+        return predict_images(&args, &ext);
+    }
+    ensure!(ext == "npy" || ext == "csv", "--output {}: write `.npy` or `.csv`", args.output.display());
+    let [input] = args.input.as_slice() else {
+        bail!("--input: several values are image files or folders only; {} is not one", args.input.join(", "));
+    };
     let loaded = args.model.load()?;
-    let (inputs, n) = if args.input.to_ascii_lowercase().ends_with(".npy") {
-        read_npy_inputs(Path::new(&args.input), loaded.card.input_shape)?
+    let (inputs, n) = if input.to_ascii_lowercase().ends_with(".npy") {
+        read_npy_inputs(Path::new(input), loaded.card.input_shape)?
     } else {
-        let (inputs, labels, _) = dataset_inputs(&args.input, &loaded.card)?;
+        let (inputs, labels, _) = dataset_inputs(input, &loaded.card)?;
         (inputs, labels.len())
     };
     let classes = loaded.card.classes;
@@ -390,6 +438,86 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         if args.probabilities { "probabilities" } else { "logits" },
         args.output.display()
     );
+    Ok(())
+}
+
+/// How a model's training images were prepared: `(mean, std, class names)`, from its card, or
+/// else from its dataset loaded as training loaded it.
+fn preparation(card: &ModelCard) -> Result<(Vec<f32>, Vec<f32>, Vec<String>)> {
+    let names = |given: Option<&[String]>| {
+        given.map(<[String]>::to_vec).unwrap_or_else(|| (0..card.classes).map(|c| format!("class {c}")).collect::<Vec<_>>())
+    };
+    if let Some((mean, std)) = &card.normalization {
+        return Ok((mean.clone(), std.clone(), names(card.class_names.as_deref())));
+    }
+    let Some(dataset) = &card.dataset else {
+        bail!(
+            "the model's card names neither its normalisation nor its dataset: image files cannot be prepared as its training images were"
+        );
+    };
+    let data = kd::data::load_dataset(dataset, &card.data.clone().unwrap_or_default())
+        .with_context(|| format!("loading {dataset}, the model's training data, for its normalisation"))?;
+    let (mean, std) = data.train.normalization();
+    Ok((mean.to_vec(), std.to_vec(), names(data.train.class_names())))
+}
+
+/// `predict --input` with image files or folders: each file's predicted class and probabilities.
+fn predict_images(args: &PredictArgs, ext: &str) -> Result<()> {
+    ensure!(matches!(ext, "csv" | "json" | "npy"), "--output {}: write `.csv`, `.json` or `.npy` (probabilities)", args.output.display());
+    let loaded = args.model.load()?;
+    let card = &loaded.card;
+    let [c, h, w] = card.input_shape;
+    ensure!(c == 1 || c == 3, "the model takes {c} input channels; image files give 1 (grey) or 3 (RGB)");
+    let (mean, std, class_names) = preparation(card)?;
+    ensure!(mean.len() == c && std.len() == c, "the card's normalisation has {} channels; the model takes {c}", mean.len());
+    let resize = card.data.as_ref().is_some_and(|d| d.resize);
+    let spec = kd::data::DecodeSpec { width: w as u32, height: h as u32, resize, channels: c };
+    let paths: Vec<PathBuf> = args.input.iter().map(PathBuf::from).collect();
+    let (files, bytes) = kd::data::read_image_files(&paths, &spec)?;
+    let plane = h * w;
+    let inputs: Vec<f32> =
+        bytes.iter().enumerate().map(|(i, &b)| (b as f32 / 255.0 - mean[(i / plane) % c]) / std[(i / plane) % c]).collect();
+    let n = files.len();
+    let probs = softmax_rows(&logits(&loaded, &inputs, n, args.batch_size)?, card.classes);
+    let predicted: Vec<usize> = probs
+        .chunks(card.classes)
+        .map(|row| row.iter().enumerate().fold((0, f32::MIN), |best, (k, &p)| if p > best.1 { (k, p) } else { best }).0)
+        .collect();
+    if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match ext {
+        "npy" => write_npy(&args.output, &[n, card.classes], &probs)?,
+        "json" => {
+            let rows: Vec<serde_json::Value> = files
+                .iter()
+                .zip(probs.chunks(card.classes))
+                .zip(&predicted)
+                .map(|((file, row), &k)| {
+                    serde_json::json!({
+                        "file": file,
+                        "predicted": class_names[k],
+                        "probabilities": class_names.iter().zip(row).map(|(name, p)| (name.clone(), serde_json::json!(*p))).collect::<serde_json::Map<_, _>>(),
+                    })
+                })
+                .collect();
+            write_atomic(&args.output, &serde_json::to_vec_pretty(&rows)?)?;
+        }
+        _ => {
+            // RFC 4180 quoting: file and class names may hold commas or quotes.
+            let field = |v: &str| if v.contains([',', '"', '\n']) { format!("\"{}\"", v.replace('"', "\"\"")) } else { v.to_string() };
+            let mut text = String::from("file,predicted");
+            class_names.iter().for_each(|name| text.push_str(&format!(",{}", field(&format!("p_{name}")))));
+            text.push('\n');
+            for ((file, row), &k) in files.iter().zip(probs.chunks(card.classes)).zip(&predicted) {
+                text.push_str(&format!("{},{}", field(&file.display().to_string()), field(&class_names[k])));
+                row.iter().for_each(|p| text.push_str(&format!(",{p}")));
+                text.push('\n');
+            }
+            write_atomic(&args.output, text.as_bytes())?;
+        }
+    }
+    println!("predicted classes and probabilities of {n} image files written to {}", args.output.display());
     Ok(())
 }
 

@@ -367,50 +367,67 @@ impl<'a> Trainer<'a> {
             let mut correct = 0usize;
             let mut seen = 0usize;
             let mut all_zero = true;
-            for (step_in_epoch, indices) in self.epoch_batches(epoch).into_iter().enumerate() {
-                let ctx = StepContext {
-                    epoch,
-                    total_epochs: cfg.epochs,
-                    step_in_epoch,
-                    global_step: (epoch - 1) * steps_per_epoch + step_in_epoch,
-                    seed: cfg.seed,
-                };
-                let batch = self.train.batch(&indices, epoch, 0, &self.device)?;
-                let batch = distiller.prepare_batch(&ctx, batch, self.train, &self.device)?;
-                batch.check_labels(model.0.num_classes())?;
-                let teacher_out = teacher.outputs(&batch, need)?;
-                let student_out = model.0.forward(batch.inputs.clone());
-                if steps == 0 && epoch == start_epoch {
-                    check_outputs(&student_out, teacher_out.as_ref())?;
-                }
-                let terms = distiller.loss(&ctx, &batch, &student_out, teacher_out.as_ref(), &model.1)?;
-                let total = terms.total()?;
-                let names: Vec<&str> = terms.terms().iter().map(|(n, _)| n.as_str()).collect();
-                // The loss terms and the count of correct predictions come to the host in one
-                // transfer: one synchronisation per step, not two.
-                let hits = student_out.logits.clone().without_autodiff().argmax(1).squeeze_dim::<1>(1).equal(batch.labels.clone());
-                let mut values: Vec<Tensor<1>> = terms.terms().iter().map(|(_, t)| t.clone()).collect();
-                values.push(hits.float().sum());
-                let mut values = scalars(values)?;
-                let top1 = values.pop().unwrap_or_default() as usize;
-                if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
-                    return Err(diagnose_non_finite(names[pos], epoch, step_in_epoch, &student_out, teacher_out.as_ref()));
-                }
-                for (name, value) in names.iter().zip(&values) {
-                    *term_sums.entry(name.to_string()).or_default() += value;
-                }
-                let step_loss = values.iter().sum::<f64>();
-                initial_loss.get_or_insert(step_loss);
-                all_zero &= step_loss == 0.0;
-                loss_sum += step_loss;
-                correct += top1;
-                seen += batch.len();
-                steps += 1;
+            // The next batch is assembled (read, augmented, normalised, sent to the device) on a
+            // worker while this one trains: batches are pure functions of (indices, epoch, view),
+            // so the order of work changes nothing in the numbers.
+            let batches = self.epoch_batches(epoch);
+            let (train, device) = (self.train, &self.device);
+            let stepped = std::thread::scope(|scope| -> Result<_> {
+                let (ready, next) = std::sync::mpsc::sync_channel::<Result<crate::Batch>>(1);
+                scope.spawn(move || {
+                    for indices in &batches {
+                        if ready.send(train.batch(indices, epoch, 0, device)).is_err() {
+                            break; // the step loop stopped on an error
+                        }
+                    }
+                });
+                let (mut model, mut optim) = (model, optim);
+                for (step_in_epoch, batch) in next.into_iter().enumerate() {
+                    let ctx = StepContext {
+                        epoch,
+                        total_epochs: cfg.epochs,
+                        step_in_epoch,
+                        global_step: (epoch - 1) * steps_per_epoch + step_in_epoch,
+                        seed: cfg.seed,
+                    };
+                    let batch = distiller.prepare_batch(&ctx, batch?, self.train, &self.device)?;
+                    batch.check_labels(model.0.num_classes())?;
+                    let teacher_out = teacher.outputs(&batch, need)?;
+                    let student_out = model.0.forward(batch.inputs.clone());
+                    if steps == 0 && epoch == start_epoch {
+                        check_outputs(&student_out, teacher_out.as_ref())?;
+                    }
+                    let terms = distiller.loss(&ctx, &batch, &student_out, teacher_out.as_ref(), &model.1)?;
+                    let total = terms.total()?;
+                    let names: Vec<&str> = terms.terms().iter().map(|(n, _)| n.as_str()).collect();
+                    // The loss terms and the count of correct predictions come to the host in one
+                    // transfer: one synchronisation per step, not two.
+                    let hits = student_out.logits.clone().without_autodiff().argmax(1).squeeze_dim::<1>(1).equal(batch.labels.clone());
+                    let mut values: Vec<Tensor<1>> = terms.terms().iter().map(|(_, t)| t.clone()).collect();
+                    values.push(hits.float().sum());
+                    let mut values = scalars(values)?;
+                    let top1 = values.pop().unwrap_or_default() as usize;
+                    if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
+                        return Err(diagnose_non_finite(names[pos], epoch, step_in_epoch, &student_out, teacher_out.as_ref()));
+                    }
+                    for (name, value) in names.iter().zip(&values) {
+                        *term_sums.entry(name.to_string()).or_default() += value;
+                    }
+                    let step_loss = values.iter().sum::<f64>();
+                    initial_loss.get_or_insert(step_loss);
+                    all_zero &= step_loss == 0.0;
+                    loss_sum += step_loss;
+                    correct += top1;
+                    seen += batch.len();
+                    steps += 1;
 
-                let grads = GradientsParams::from_grads(total.backward(), &model);
-                model = optim.step(lr, model, grads);
-                bar.inc(1);
-            }
+                    let grads = GradientsParams::from_grads(total.backward(), &model);
+                    model = optim.step(lr, model, grads);
+                    bar.inc(1);
+                }
+                Ok((model, optim))
+            })?;
+            (model, optim) = stepped;
             if epoch == 1 && steps > 0 && all_zero {
                 return Err(KdError::InvalidConfig(format!(
                     "the training loss of `{}` was exactly 0 at every step of epoch 1, so the student never moves (are all its loss \

@@ -13,6 +13,7 @@
 //! | `cifar10:PATH`, `cifar100:PATH`, `cifar100-coarse:PATH` | image | official binary files | official, valid carved |
 //! | `csv:PATH` | tabular/binary | any numeric CSV | stratified |
 //! | `idx:DIR` | image | MNIST-format files in `DIR` (`train-*` and `t10k-*`, raw or `.gz`) | official, valid carved |
+//! | `images:DIR` | image | JPEG/PNG/BMP files in class folders ([`crate::images`]) | `train/`, `test/`, `val/` folders, or one pool split by the options |
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::cifar::{self, CifarLabels};
 use crate::dataset::{Augment, InMemoryDataset, Values};
 use crate::idx::load_idx_pair;
+use crate::images::{FolderOptions, ImageFolderReport, read_image_folder};
 use crate::split::{shuffled, stratified_split};
 use crate::table::{CsvTable, LabelCoding, read_csv};
 
@@ -74,6 +76,28 @@ pub struct LoadOptions {
     pub label_column: Option<String>,
     /// Which CIFAR-100 labels `cifar100:PATH` learns (`cifar100-coarse:PATH` forces coarse).
     pub cifar_labels: CifarLabels,
+    /// `images:DIR`: the side of the square input every image becomes (default: the size of
+    /// the first training image, which every image must then have).
+    pub image_size: Option<usize>,
+    /// `images:DIR`: resize images of another size (shorter side to `image_size`, then the
+    /// centre crop, bilinear) instead of refusing them.
+    pub resize: bool,
+    /// `images:DIR`: 1 (grey) or 3 (RGB, the default) channels; images are converted.
+    pub channels: Option<usize>,
+    /// `images:DIR`: per-channel normalisation mean of pixel values in `[0, 1]` (default: the
+    /// training split's own, recorded in the run).
+    pub mean: Option<Vec<f32>>,
+    /// `images:DIR`: per-channel normalisation std (with `mean`).
+    pub std: Option<Vec<f32>>,
+    /// `images:DIR`: labels of a split folder that holds images without class folders
+    /// (ImageNet's `val/`): `file,label` CSV with a header row, or `file label` lines.
+    pub label_file: Option<PathBuf>,
+    /// `images:DIR`: decoded sets up to this many MiB are held in memory; larger ones are read
+    /// through a memory map of the decode cache (default 2048).
+    pub memory_budget_mb: Option<usize>,
+    /// `images:DIR`: the decode cache's folder (default `$KD_CACHE_DIR/images`, else
+    /// `target/kd-cache/images`), or `off`.
+    pub decode_cache: Option<String>,
 }
 
 impl LoadOptions {
@@ -94,7 +118,28 @@ impl LoadOptions {
         if self.test_limit == Some(0) {
             return Err(KdError::InvalidConfig("test_limit 0 leaves no test samples".into()));
         }
+        if let Some(a) = &self.augment {
+            a.check()?;
+        }
+        if self.std.is_some() != self.mean.is_some() {
+            return Err(KdError::InvalidConfig("mean and std are given together (or neither: training statistics)".into()));
+        }
         Ok(())
+    }
+
+    /// The image-folder options that are set, by name (refused for other datasets).
+    fn image_options_set(&self) -> Vec<&'static str> {
+        let set = [
+            ("image_size", self.image_size.is_some()),
+            ("resize", self.resize),
+            ("channels", self.channels.is_some()),
+            ("mean", self.mean.is_some()),
+            ("std", self.std.is_some()),
+            ("label_file", self.label_file.is_some()),
+            ("memory_budget_mb", self.memory_budget_mb.is_some()),
+            ("decode_cache", self.decode_cache.is_some()),
+        ];
+        set.into_iter().filter(|(_, on)| *on).map(|(n, _)| n).collect()
     }
 }
 
@@ -112,6 +157,8 @@ pub struct DatasetSplits {
     /// What is odd about the data but still trainable (a class missing from an evaluation
     /// split, a class with a single sample...). Printed by the jobs and recorded in results.
     pub warnings: Vec<String>,
+    /// What an `images:DIR` folder held and how it was read (layout, counts, sizes, cache).
+    pub image_folder: Option<Arc<ImageFolderReport>>,
 }
 
 impl DatasetSplits {
@@ -477,6 +524,8 @@ pub fn require_binary(splits: &DatasetSplits) -> Result<()> {
 enum Raw {
     /// The dataset's own train/test split.
     Official { train: InMemoryDataset, test: InMemoryDataset },
+    /// The dataset's own train, validation and test splits.
+    Three { train: InMemoryDataset, valid: InMemoryDataset, test: InMemoryDataset },
     /// All samples, to split by stratified sampling.
     Pool(InMemoryDataset),
 }
@@ -484,8 +533,8 @@ enum Raw {
 enum Norm {
     /// Per-channel (per-feature) mean and std of the training split.
     TrainStats,
-    /// Published constants (CIFAR).
-    Fixed([f32; 3], [f32; 3]),
+    /// Published constants (CIFAR) or the user's.
+    Fixed(Vec<f32>, Vec<f32>),
 }
 
 struct Recipe {
@@ -496,6 +545,7 @@ struct Recipe {
     default_augment: Augment,
     /// The shape every sample must have (registered datasets), checked on every split.
     shape: Option<[usize; 3]>,
+    image_folder: Option<Arc<ImageFolderReport>>,
 }
 
 /// Loads a dataset by name (see the module documentation for the names): splits it (stratified
@@ -505,16 +555,26 @@ struct Recipe {
 pub fn load_dataset(name: &str, options: &LoadOptions) -> Result<DatasetSplits> {
     options.check()?;
     let name = name.trim();
-    let recipe = if let Some(path) = name.strip_prefix("cifar10:") {
+    let image_options = options.image_options_set();
+    if !image_options.is_empty() && !name.starts_with("images:") {
+        return Err(KdError::InvalidConfig(format!(
+            "{} appl{} to `images:DIR` datasets, not to `{name}`",
+            image_options.join(", "),
+            if image_options.len() == 1 { "ies" } else { "y" }
+        )));
+    }
+    let recipe = if let Some(dir) = name.strip_prefix("images:") {
+        image_folder_recipe(Path::new(dir), options)?
+    } else if let Some(path) = name.strip_prefix("cifar10:") {
         let (train, test) = cifar::load_cifar10(Path::new(path))?;
-        image_recipe("cifar10", train, test, Norm::Fixed(cifar::CIFAR10_MEAN, cifar::CIFAR10_STD), Augment::cifar())
+        image_recipe("cifar10", train, test, Norm::Fixed(cifar::CIFAR10_MEAN.to_vec(), cifar::CIFAR10_STD.to_vec()), Augment::cifar())
     } else if let Some((coarse, path)) =
         name.strip_prefix("cifar100-coarse:").map(|p| (true, p)).or_else(|| name.strip_prefix("cifar100:").map(|p| (false, p)))
     {
         let labels = if coarse { CifarLabels::Coarse } else { options.cifar_labels };
         let (train, test) = cifar::load_cifar100(Path::new(path), labels)?;
         let canonical = if labels == CifarLabels::Coarse { "cifar100-coarse" } else { "cifar100" };
-        image_recipe(canonical, train, test, Norm::Fixed(cifar::CIFAR100_MEAN, cifar::CIFAR100_STD), Augment::cifar())
+        image_recipe(canonical, train, test, Norm::Fixed(cifar::CIFAR100_MEAN.to_vec(), cifar::CIFAR100_STD.to_vec()), Augment::cifar())
     } else if let Some(dir) = name.strip_prefix("idx:") {
         let dir = Path::new(dir);
         let classes = crate::idx::idx_classes(dir, "train")?;
@@ -527,6 +587,7 @@ pub fn load_dataset(name: &str, options: &LoadOptions) -> Result<DatasetSplits> 
             norm: Norm::TrainStats,
             default_augment: Augment::none(),
             shape: None,
+            image_folder: None,
         }
     } else if let Some(path) = name.strip_prefix("csv:") {
         let path = Path::new(path);
@@ -535,7 +596,7 @@ pub fn load_dataset(name: &str, options: &LoadOptions) -> Result<DatasetSplits> 
         let name = format!("csv:{stem}");
         let ds = table_dataset(&name, &table, None)?;
         let task = if table.classes() == 2 { Task::Binary } else { Task::Tabular };
-        Recipe { name, task, raw: Raw::Pool(ds), norm: Norm::TrainStats, default_augment: Augment::none(), shape: None }
+        Recipe { name, task, raw: Raw::Pool(ds), norm: Norm::TrainStats, default_augment: Augment::none(), shape: None, image_folder: None }
     } else if let Some(entry) = find_entry(name) {
         if options.label_column.is_some() {
             return Err(KdError::InvalidConfig(format!("label_column applies to `csv:PATH` datasets, not to `{}`", entry.name)));
@@ -543,7 +604,7 @@ pub fn load_dataset(name: &str, options: &LoadOptions) -> Result<DatasetSplits> 
         registered(entry)?
     } else {
         return Err(KdError::InvalidConfig(format!(
-            "unknown dataset `{name}`; known: {}, cifar10:PATH, cifar100:PATH, cifar100-coarse:PATH, csv:PATH, idx:DIR",
+            "unknown dataset `{name}`; known: {}, cifar10:PATH, cifar100:PATH, cifar100-coarse:PATH, csv:PATH, idx:DIR, images:DIR",
             dataset_names().join(", ")
         )));
     };
@@ -551,7 +612,68 @@ pub fn load_dataset(name: &str, options: &LoadOptions) -> Result<DatasetSplits> 
 }
 
 fn image_recipe(name: &str, train: InMemoryDataset, test: InMemoryDataset, norm: Norm, default_augment: Augment) -> Recipe {
-    Recipe { name: name.into(), task: Task::Image, raw: Raw::Official { train, test }, norm, default_augment, shape: None }
+    Recipe {
+        name: name.into(),
+        task: Task::Image,
+        raw: Raw::Official { train, test },
+        norm,
+        default_augment,
+        shape: None,
+        image_folder: None,
+    }
+}
+
+/// The last component of a folder's path (`data/cifar10-jpg/` -> `cifar10-jpg`).
+fn fs_name(dir: &Path) -> String {
+    let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    canonical.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "images".into())
+}
+
+/// `images:DIR`: the folder's own splits (or its pool), normalised with the given constants or
+/// training statistics. Default augmentation: CIFAR's pad-crop (a padding of 1/8 of the side)
+/// and flip for images up to 64 pixels, ImageNet's random-resized crop and flip above.
+fn image_folder_recipe(dir: &Path, options: &LoadOptions) -> Result<Recipe> {
+    let folder = read_image_folder(
+        dir,
+        &FolderOptions {
+            image_size: options.image_size,
+            resize: options.resize,
+            channels: options.channels,
+            label_file: options.label_file.as_deref(),
+            memory_budget_mb: options.memory_budget_mb,
+            decode_cache: options.decode_cache.as_deref(),
+        },
+    )?;
+    let [_, h, w] = folder.report.shape;
+    let default_augment =
+        if h.max(w) <= 64 { Augment { crop_padding: (h.min(w) / 8).max(1), hflip: true, ..Augment::none() } } else { Augment::imagenet() };
+    let norm = match (&options.mean, &options.std) {
+        (Some(m), Some(s)) => Norm::Fixed(m.clone(), s.clone()),
+        _ => Norm::TrainStats,
+    };
+    let raw = match (folder.valid, folder.test) {
+        (Some(valid), Some(test)) => {
+            if options.valid_fraction.is_some_and(|f| f > 0.0) {
+                return Err(KdError::InvalidConfig(format!(
+                    "images:{}: has its own val/ split; valid_fraction would carve a second one (leave it unset)",
+                    dir.display()
+                )));
+            }
+            Raw::Three { train: folder.train, valid, test }
+        }
+        (None, Some(test)) => Raw::Official { train: folder.train, test },
+        (_, None) => Raw::Pool(folder.train),
+    };
+    let folder_name = fs_name(dir);
+    Ok(Recipe {
+        name: format!("images:{folder_name}"),
+        task: Task::Image,
+        raw,
+        norm,
+        default_augment,
+        shape: None,
+        image_folder: Some(Arc::new(folder.report)),
+    })
 }
 
 fn registered(entry: &Entry) -> Result<Recipe> {
@@ -599,8 +721,17 @@ fn registered(entry: &Entry) -> Result<Recipe> {
             Raw::Official { train: train.with_class_names(names.clone())?, test: test.with_class_names(names)? }
         }
         Raw::Pool(all) => Raw::Pool(all.with_class_names(names)?),
+        three @ Raw::Three { .. } => three, // registered datasets have two splits at most
     };
-    Ok(Recipe { name: n.into(), task: entry.task, raw, norm: Norm::TrainStats, default_augment: Augment::none(), shape: Some(entry.shape) })
+    Ok(Recipe {
+        name: n.into(),
+        task: entry.task,
+        raw,
+        norm: Norm::TrainStats,
+        default_augment: Augment::none(),
+        shape: Some(entry.shape),
+        image_folder: None,
+    })
 }
 
 /// The error for a missing system Fashion-MNIST: what to install.
@@ -639,7 +770,7 @@ fn table_dataset(name: &str, table: &CsvTable, image: Option<([usize; 3], f32)>)
 }
 
 fn finish(recipe: Recipe, options: &LoadOptions) -> Result<DatasetSplits> {
-    let Recipe { name, task, raw, norm, default_augment, shape } = recipe;
+    let Recipe { name, task, raw, norm, default_augment, shape, image_folder } = recipe;
     let mut warnings = check_raw(&name, &raw, shape)?;
     let seed = options.split_seed;
     let (train, valid, test) = match raw {
@@ -654,6 +785,10 @@ fn finish(recipe: Recipe, options: &LoadOptions) -> Result<DatasetSplits> {
             } else {
                 (train.with_name(format!("{name}/train")), None, test.with_name(format!("{name}/test")))
             }
+        }
+        Raw::Three { train, valid, test } => {
+            let valid = if options.valid_fraction == Some(0.0) { None } else { Some(valid.with_name(format!("{name}/valid"))) };
+            (train.with_name(format!("{name}/train")), valid, test.with_name(format!("{name}/test")))
         }
         Raw::Pool(all) => {
             let tf = options.test_fraction.unwrap_or(DEFAULT_TEST_FRACTION);
@@ -687,7 +822,7 @@ fn finish(recipe: Recipe, options: &LoadOptions) -> Result<DatasetSplits> {
     let (mean, std) = match norm {
         // Training statistics only: the evaluation splits must not leak into preprocessing.
         Norm::TrainStats => train.channel_stats(),
-        Norm::Fixed(m, s) => (m.to_vec(), s.to_vec()),
+        Norm::Fixed(m, s) => (m, s),
     };
     let augment = options.augment.unwrap_or(default_augment);
     if augment.is_active() && task != Task::Image {
@@ -696,7 +831,7 @@ fn finish(recipe: Recipe, options: &LoadOptions) -> Result<DatasetSplits> {
     let train = train.with_normalization(mean.clone(), std.clone())?.with_augment(augment, options.seed);
     let valid = valid.map(|v| v.with_normalization(mean.clone(), std.clone())).transpose()?;
     let test = test.with_normalization(mean, std)?;
-    Ok(DatasetSplits { name, train, valid, test, warnings })
+    Ok(DatasetSplits { name, train, valid, test, warnings, image_folder })
 }
 
 /// The class's name for messages: its index, and its label value where that differs.
@@ -712,6 +847,7 @@ fn class_label(data: &InMemoryDataset, class: usize) -> String {
 fn check_raw(name: &str, raw: &Raw, shape: Option<[usize; 3]>) -> Result<Vec<String>> {
     let parts: Vec<&InMemoryDataset> = match raw {
         Raw::Official { train, test } => vec![train, test],
+        Raw::Three { train, valid, test } => vec![train, valid, test],
         Raw::Pool(all) => vec![all],
     };
     let first = parts[0];
@@ -978,11 +1114,53 @@ mod tests {
     }
 
     #[test]
+    fn image_folders_load_in_every_layout() {
+        use crate::images::tests::write_class_folders;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache").to_string_lossy().into_owned();
+        let o = LoadOptions { decode_cache: Some(cache.clone()), ..opts() };
+        // One pool of class folders: split by the stratified options, normalised by training
+        // statistics, pad-crop and flip by default for small images.
+        let pool = dir.path().join("pets");
+        write_class_folders(&pool, &["cat", "dog"], 10, 8, "png");
+        let d = load_dataset(&format!("images:{}", pool.display()), &o).unwrap();
+        assert_eq!(d.name, "images:pets");
+        assert_eq!((d.train.len(), d.valid.as_ref().unwrap().len(), d.test.len()), (12, 4, 4));
+        assert_eq!(d.train.class_names().unwrap(), ["cat", "dog"]);
+        assert_eq!(d.train.augment(), Augment { crop_padding: 1, hflip: true, ..Augment::none() });
+        let (mean, std) = d.train.channel_stats();
+        assert_eq!(d.train.normalization(), (&mean[..], &std[..]));
+        let report = d.image_folder.as_ref().unwrap();
+        assert_eq!((report.layout.as_str(), report.files[0].1.clone()), ("pool", vec![10, 10]));
+        // train/, val/, test/: the folder's own validation split; given constants normalise.
+        let three = dir.path().join("three");
+        for (split, n) in [("train", 6), ("val", 2), ("test", 3)] {
+            write_class_folders(&three.join(split), &["a", "b", "c"], n, 6, "png");
+        }
+        let fixed = LoadOptions { mean: Some(vec![0.5; 3]), std: Some(vec![0.25; 3]), augment: Some(Augment::imagenet()), ..o.clone() };
+        let d = load_dataset(&format!("images:{}", three.display()), &fixed).unwrap();
+        assert_eq!((d.train.len(), d.valid.as_ref().unwrap().len(), d.test.len()), (18, 6, 9));
+        assert_eq!(d.test.normalization(), (&[0.5; 3][..], &[0.25; 3][..]));
+        assert!(d.train.augment().random_resized_crop);
+        let carve = LoadOptions { valid_fraction: Some(0.2), ..o.clone() };
+        assert!(load_dataset(&format!("images:{}", three.display()), &carve).unwrap_err().to_string().contains("has its own val/ split"));
+        // A class folder missing from the test split is a recorded warning.
+        std::fs::remove_dir_all(three.join("test/c")).unwrap();
+        let d = load_dataset(&format!("images:{}", three.display()), &o).unwrap();
+        assert!(d.warnings.iter().any(|w| w.contains("images:three/test has no sample of class 2 (`c`)")), "{:?}", d.warnings);
+        // Image options on another dataset are refused by name.
+        let err = load_dataset("digits", &LoadOptions { resize: true, ..opts() }).unwrap_err().to_string();
+        assert!(err.contains("resize applies to `images:DIR` datasets"), "{err}");
+        let both = LoadOptions { augment: Some(Augment { crop_padding: 4, ..Augment::imagenet() }), ..o };
+        assert!(load_dataset(&format!("images:{}", pool.display()), &both).unwrap_err().to_string().contains("two crops"));
+    }
+
+    #[test]
     fn bad_names_and_options_are_errors() {
         assert!(load_dataset("imagenet", &opts()).unwrap_err().to_string().contains("unknown dataset `imagenet`"));
         let bad = LoadOptions { valid_fraction: Some(1.0), ..opts() };
         assert!(load_dataset("digits", &bad).unwrap_err().to_string().contains("valid_fraction"));
-        let flip = LoadOptions { augment: Some(Augment { crop_padding: 0, hflip: true }), ..opts() };
+        let flip = LoadOptions { augment: Some(Augment { hflip: true, ..Augment::none() }), ..opts() };
         assert!(load_dataset("spambase", &flip).unwrap_err().to_string().contains("images only"));
         let col = LoadOptions { label_column: Some("x".into()), ..opts() };
         assert!(load_dataset("spambase", &col).is_err());
@@ -1020,7 +1198,7 @@ mod tests {
     fn options_deserialise_with_defaults() {
         let o: LoadOptions = serde_json::from_str(r#"{"train_limit": 10, "augment": {"hflip": true}}"#).unwrap();
         assert_eq!(o.train_limit, Some(10));
-        assert_eq!(o.augment, Some(Augment { crop_padding: 0, hflip: true }));
+        assert_eq!(o.augment, Some(Augment { hflip: true, ..Augment::none() }));
         assert_eq!(o.cifar_labels, CifarLabels::Fine);
         assert!(serde_json::from_str::<LoadOptions>(r#"{"valid_frac": 0.1}"#).is_err());
     }

@@ -35,6 +35,7 @@ fn splits() -> DatasetSplits {
         valid: Some(blobs(48, 2, "blobs/valid")),
         test: blobs(48, 3, "blobs/test"),
         warnings: Vec::new(),
+        image_folder: None,
     }
 }
 
