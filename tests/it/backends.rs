@@ -197,6 +197,89 @@ fn every_method_trains_the_same_on_every_backend() {
     assert!(failures.is_empty(), "{} backend parity failures:\n{}", failures.len(), failures.join("\n"));
 }
 
+/// An image folder for the image-folder parity run: `$KD_CIFAR10_JPG` (CI points it at 100
+/// training and 50 test images per class of the CIFAR-10 JPEG archive), else one written here
+/// (3 classes of small PNG files).
+fn image_folder(tmp: &std::path::Path) -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("KD_CIFAR10_JPG") {
+        return dir.into();
+    }
+    for (split, n) in [("train", 24), ("test", 8)] {
+        for c in 0..3u8 {
+            let folder = tmp.join(split).join(format!("class{c}"));
+            std::fs::create_dir_all(&folder).unwrap();
+            for i in 0..n {
+                let img =
+                    image::RgbImage::from_fn(20, 20, |x, y| image::Rgb([c * 80 + (x as u8 * 3), (i * 9) as u8, (y as u8 * 7) ^ (c * 31)]));
+                img.save(folder.join(format!("{i:03}.png"))).unwrap();
+            }
+        }
+    }
+    tmp.to_path_buf()
+}
+
+/// The decoded, resized, normalised and augmented images of a folder train a CNN the same on
+/// every backend (the batches are assembled on the host, so only the kernels differ).
+#[test]
+fn an_image_folder_trains_the_same_on_every_backend() {
+    let backends = parity_backends();
+    if backends.is_empty() {
+        println!("image-folder parity: only flex in this build, nothing to compare");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = image_folder(tmp.path());
+    let options = kd::data::registry::LoadOptions {
+        image_size: Some(16),
+        resize: true,
+        decode_cache: Some("off".into()),
+        augment: Some(kd::data::Augment::cifar()),
+        ..Default::default()
+    };
+    let data = kd::data::load_dataset(&format!("images:{}", dir.display()), &options).unwrap();
+    // At most about 200 training and 100 test images of every class (wgpu runs on a software
+    // Vulkan driver in CI).
+    let every = |split: &kd::data::InMemoryDataset, n: usize| {
+        let step = split.len().div_ceil(n).max(1);
+        split.subset(&(0..split.len()).step_by(step).collect::<Vec<_>>(), split.name()).unwrap()
+    };
+    let (train, test) = (every(&data.train, 200), every(&data.test, 100));
+    let classes = data.train.num_classes();
+    let run = |device: &Device| -> Result<Run, String> {
+        // A small step (lr 0.01): a CNN at the MLPs' lr 0.1 amplifies f32 rounding between
+        // kernels past the tolerances within a dozen steps, on any pair of backends.
+        let recipe = TrainConfig {
+            optimizer: OptimizerConfig::Sgd { lr: 0.01, momentum: 0.9, nesterov: false, weight_decay: 5e-4 },
+            ..config(2, 4)
+        };
+        let trainer = Trainer::new(recipe, &train, &test, device.clone()).with_validation(data.valid.as_ref().unwrap());
+        let build = |seed| ModelSpec::parse("plane2").unwrap().build_seeded([3, 16, 16], classes, &device.clone().autodiff(), seed);
+        let teacher = FrozenTeacher::new(build(1).map_err(|e| e.to_string())?, "teacher");
+        let out =
+            kd::methods::train_method("kd", None, &trainer, build(2).map_err(|e| e.to_string())?, &teacher).map_err(|e| e.to_string())?;
+        Ok(Run { parameters: parameters(&out.student), epochs: out.history })
+    };
+    let reference = run(&crate::common::device()).expect("kd on an image folder on flex");
+    let mut failures = Vec::new();
+    for (backend, device) in &backends {
+        let mut drift = Drift::default();
+        match run(device) {
+            Ok(other) => failures.extend(compare("kd", &reference, &other, &mut drift).into_iter().map(|p| format!("{backend}: {p}"))),
+            Err(e) => failures.push(format!("{backend}: failed: {e}")),
+        }
+        println!(
+            "image-folder parity {backend} vs flex ({}, {} training images): max loss rel diff {:.1e}, max parameter diff {:.1e}, max \
+             accuracy diff {} samples",
+            dir.display(),
+            train.len(),
+            drift.loss_rel,
+            drift.param_scaled,
+            drift.accuracy_samples
+        );
+    }
+    assert!(failures.is_empty(), "{} image-folder parity failures:\n{}", failures.len(), failures.join("\n"));
+}
+
 #[test]
 fn a_seed_means_the_same_initial_weights_on_every_backend() {
     let spec = ModelSpec::parse("resnet8").unwrap();

@@ -17,6 +17,11 @@
 //! | `@truncate PATH N` | keeps the first N bytes |
 //! | `@idx DIR PREFIX N ROWS COLS CLASSES` | writes an MNIST-format pair of N images |
 //! | `@cifar10 DIR N` | writes the six CIFAR-10 batch files with N records each |
+//! | `@images DIR CLASSES N SIDE EXT` | writes N RGB images of SIDE pixels in each of CLASSES class folders `DIR/c0/000.EXT`... |
+//! | `@image PATH KIND SIDE` | writes one image file: KIND `rgb`, `grey16` (16-bit PNG), `cmyk` (a CMYK JPEG frame header) |
+//! | `@write PATH TEXT` | writes TEXT (`\n` for line breaks) to PATH, creating its folder |
+//! | `@mkdir PATH` | creates a folder |
+//! | `@symlink TARGET LINK` | creates a symbolic link |
 
 use std::path::{Path, PathBuf};
 
@@ -117,6 +122,46 @@ fn prepare(args: &[String], tmp: &Path, files: &Path) -> Result<()> {
                     (0..n).flat_map(|i| std::iter::once((i % 10) as u8).chain((0..3072).map(move |p| ((p + i + f) % 256) as u8))).collect();
                 std::fs::write(dir.join(name), bytes)?;
             }
+        }
+        "@images" => {
+            let dir = path(1)?;
+            let [classes, n, side] = [number(args, 2)?, number(args, 3)?, number(args, 4)?];
+            for c in 0..classes {
+                std::fs::create_dir_all(dir.join(format!("c{c}")))?;
+                for i in 0..n {
+                    let img = image::RgbImage::from_fn(side as u32, side as u32, |x, y| {
+                        image::Rgb([(c * 50) as u8, (i * 9) as u8, (x * y) as u8])
+                    });
+                    img.save(dir.join(format!("c{c}/{i:03}.{}", args[5])))?;
+                }
+            }
+        }
+        "@image" => {
+            let file = path(1)?;
+            let side = number(args, 3)? as u32;
+            std::fs::create_dir_all(file.parent().context("a file in a folder")?)?;
+            match args[2].as_str() {
+                "rgb" => image::RgbImage::from_pixel(side, side, image::Rgb([1, 2, 3])).save(&file)?,
+                "grey16" => image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(side, side, image::Luma([4000])).save(&file)?,
+                "cmyk" => {
+                    // SOI, an APP0 segment, then a baseline frame header with 4 components.
+                    let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE0, 0, 4, 0, 0, 0xFF, 0xC0, 0, 20, 8, 0, side as u8, 0, side as u8, 4];
+                    bytes.extend((1..=4).flat_map(|k| [k, 0x11, 0]));
+                    bytes.extend([0xFF, 0xD9]);
+                    std::fs::write(&file, bytes)?;
+                }
+                other => bail!("unknown image kind `{other}`"),
+            }
+        }
+        "@write" => {
+            let file = path(1)?;
+            std::fs::create_dir_all(file.parent().context("a file in a folder")?)?;
+            std::fs::write(&file, args[2].replace("\\n", "\n"))?;
+        }
+        "@mkdir" => std::fs::create_dir_all(path(1)?)?,
+        "@symlink" => {
+            #[cfg(unix)]
+            std::os::unix::fs::symlink(path(1)?, path(2)?)?;
         }
         other => bail!("unknown preparation step `{other}`"),
     }

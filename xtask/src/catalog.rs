@@ -25,6 +25,10 @@ pub struct DatasetsArgs {
     /// `images:DIR`: the decode cache's folder, or `off`.
     #[arg(long)]
     decode_cache: Option<String>,
+    /// `images:DIR`: the labels of a split folder without class folders (`file,label` CSV with a
+    /// header row, or `file label` lines).
+    #[arg(long)]
+    label_file: Option<std::path::PathBuf>,
     /// Measure loading: the first decode (into an empty cache under `target/`), the cached
     /// reopen, the memory the decoded set holds, and augmented batch assembly (batches/s).
     #[arg(long)]
@@ -46,8 +50,13 @@ pub fn datasets(args: DatasetsArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let options =
-        LoadOptions { image_size: args.image_size, resize: args.resize, decode_cache: args.decode_cache.clone(), ..LoadOptions::default() };
+    let options = LoadOptions {
+        image_size: args.image_size,
+        resize: args.resize,
+        decode_cache: args.decode_cache.clone(),
+        label_file: args.label_file.clone(),
+        ..LoadOptions::default()
+    };
     for name in &args.names {
         if args.measure {
             measure_loading(name, &options, args.batch_size)?;

@@ -504,8 +504,7 @@ fn predict_images(args: &PredictArgs, ext: &str) -> Result<()> {
             write_atomic(&args.output, &serde_json::to_vec_pretty(&rows)?)?;
         }
         _ => {
-            // RFC 4180 quoting: file and class names may hold commas or quotes.
-            let field = |v: &str| if v.contains([',', '"', '\n']) { format!("\"{}\"", v.replace('"', "\"\"")) } else { v.to_string() };
+            let field = csv_field;
             let mut text = String::from("file,predicted");
             class_names.iter().for_each(|name| text.push_str(&format!(",{}", field(&format!("p_{name}")))));
             text.push('\n');
@@ -546,8 +545,17 @@ pub struct Evaluation {
     pub weights: PathBuf,
     pub dataset: String,
     pub samples: usize,
+    /// The classes' names (from the model's card), where the dataset has them.
+    pub class_names: Option<Vec<String>>,
     #[serde(flatten)]
     pub scores: Scores,
+}
+
+impl Evaluation {
+    /// The name of class `c`: its dataset's name for it, else its index.
+    fn class_name(&self, c: usize) -> String {
+        self.class_names.as_ref().and_then(|n| n.get(c).cloned()).unwrap_or_else(|| c.to_string())
+    }
 }
 
 /// The accuracy measures of a set of logits against their labels.
@@ -613,11 +621,17 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let classes = loaded.card.classes;
     let values = logits(&loaded, &inputs, labels.len(), args.batch_size)?;
     let scores = evaluation(&values, &labels, classes)?;
-    let result =
-        Evaluation { model: loaded.card.model.clone(), weights: loaded.weights.resolved(), dataset: split, samples: labels.len(), scores };
+    let result = Evaluation {
+        model: loaded.card.model.clone(),
+        weights: loaded.weights.resolved(),
+        dataset: split,
+        samples: labels.len(),
+        class_names: loaded.card.class_names.clone().filter(|n| n.len() == classes),
+        scores,
+    };
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     write_atomic(&args.out.join("eval.json"), &serde_json::to_vec_pretty(&result)?)?;
-    write_confusion_csv(&args.out.join("confusion.csv"), &result.scores.confusion)?;
+    write_confusion_csv(&args.out.join("confusion.csv"), &result)?;
     confusion_heatmap(&args.out.join("confusion.svg"), &result)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
@@ -636,21 +650,28 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     println!("| class | samples | accuracy (%) |");
     println!("|---|---|---|");
     for c in &result.scores.per_class {
-        println!("| {} | {} | {} |", c.class, c.samples, c.accuracy.map_or("-".into(), |a| format!("{a:.2}")));
+        println!("| {} | {} | {} |", result.class_name(c.class), c.samples, c.accuracy.map_or("-".into(), |a| format!("{a:.2}")));
     }
     println!("eval.json, confusion.csv and confusion.svg in {}", args.out.display());
     Ok(())
 }
 
-fn write_confusion_csv(path: &Path, confusion: &[Vec<usize>]) -> Result<()> {
-    let k = confusion.len();
+/// A CSV field, quoted as RFC 4180 quotes (file and class names may hold commas or quotes).
+fn csv_field(v: &str) -> String {
+    if v.contains([',', '"', '\n']) { format!("\"{}\"", v.replace('"', "\"\"")) } else { v.to_string() }
+}
+
+/// The confusion matrix as CSV, rows and columns headed by the class names (or indices).
+fn write_confusion_csv(path: &Path, result: &Evaluation) -> Result<()> {
+    let confusion = &result.scores.confusion;
+    let name = |c: usize| csv_field(&result.class_name(c));
     let mut text = String::from("true\\predicted");
-    for c in 0..k {
-        text.push_str(&format!(",{c}"));
+    for c in 0..confusion.len() {
+        text.push_str(&format!(",{}", name(c)));
     }
     text.push('\n');
     for (t, row) in confusion.iter().enumerate() {
-        text.push_str(&t.to_string());
+        text.push_str(&name(t));
         for v in row {
             text.push_str(&format!(",{v}"));
         }
@@ -673,7 +694,17 @@ fn confusion_heatmap(path: &Path, result: &Evaluation) -> Result<()> {
         .y_label_area_size(50)
         .build_cartesian_2d(0..k as i32, k as i32..0)?;
     let labels = k.min(20);
-    chart.configure_mesh().disable_mesh().x_labels(labels).y_labels(labels).x_desc("predicted").y_desc("true").draw()?;
+    let name = |v: &i32| result.class_name(*v as usize);
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(labels)
+        .y_labels(labels)
+        .x_label_formatter(&name)
+        .y_label_formatter(&name)
+        .x_desc("predicted")
+        .y_desc("true")
+        .draw()?;
     for (t, row) in result.scores.confusion.iter().enumerate() {
         let total: usize = row.iter().sum();
         chart.draw_series(row.iter().enumerate().map(|(p, &count)| {

@@ -148,6 +148,16 @@ pub fn data_description(source: &str, options: &LoadOptions, data: &DatasetSplit
         "classes": data.train.num_classes(),
         "input_shape": data.train.input_shape(),
         "augmented": data.train.augmented(),
+        "augment": data.train.augment().describe(),
+        "normalization": { "mean": data.train.normalization().0, "std": data.train.normalization().1 },
+        "class_names": data.train.class_names(),
+        "image_folder": data.image_folder.as_deref().map(|f| serde_json::json!({
+            "root": f.root,
+            "layout": f.layout,
+            "files": f.files,
+            "sizes_found": f.sizes_found,
+            "decode_cache": f.cache,
+        })),
     })
 }
 

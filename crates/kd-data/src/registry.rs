@@ -1114,6 +1114,19 @@ mod tests {
     }
 
     #[test]
+    fn byte_statistics_equal_the_float_statistics_bit_for_bit() {
+        // The integer fast path of `channel_stats` must give the normalisation the two-pass
+        // float path gave, so that runs on the bundled image sets keep their numbers.
+        for name in ["mnist", "fashion-mnist", "digits-8x8"] {
+            let d = load_dataset(name, &opts()).unwrap();
+            let rows: Vec<usize> = (0..d.train.len()).collect();
+            let raw = d.train.clone().with_normalization(vec![0.0], vec![1.0]).unwrap().host_batch(&rows, 0, 0).unwrap();
+            let floats = InMemoryDataset::new("f", Values::F32(Arc::new(raw.inputs)), raw.labels, d.train.input_shape(), 10).unwrap();
+            assert_eq!(d.train.channel_stats(), floats.channel_stats(), "{name}");
+        }
+    }
+
+    #[test]
     fn image_folders_load_in_every_layout() {
         use crate::images::tests::write_class_folders;
         let dir = tempfile::tempdir().unwrap();
