@@ -51,8 +51,24 @@ enum Command {
     Methods,
 }
 
-fn main() -> Result<()> {
-    dispatch(Cli::parse())
+/// Runs the command; an error is printed as anyhow prints it (the message, then each cause),
+/// without the backtrace anyhow captures under `RUST_BACKTRACE`: a user's error is the message,
+/// not a trace of this program (panics still print theirs).
+fn main() -> std::process::ExitCode {
+    match dispatch(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("Error: {err}");
+            let causes: Vec<String> = err.chain().skip(1).map(|c| c.to_string()).collect();
+            if !causes.is_empty() {
+                eprintln!("\nCaused by:");
+                for (i, cause) in causes.iter().enumerate() {
+                    eprintln!("    {i}: {cause}");
+                }
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs one parsed command line (the tests drive the jobs through it too).
