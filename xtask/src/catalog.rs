@@ -121,8 +121,8 @@ fn measure_loading(name: &str, options: &LoadOptions, batch_size: usize) -> Resu
     let mb = |b: u64| b as f64 / (1u64 << 20) as f64;
     let cache = std::path::PathBuf::from(format!("target/kd-measure-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
-    let options =
-        LoadOptions { decode_cache: Some(options.decode_cache.clone().unwrap_or_else(|| cache.display().to_string())), ..options.clone() };
+    // Always a fresh cache of its own: the first load must decode, the second reopen.
+    let options = LoadOptions { decode_cache: Some(cache.display().to_string()), ..options.clone() };
     let (rss0, _) = memory();
     let started = Instant::now();
     let first = kd::data::load_dataset(name, &options)?;

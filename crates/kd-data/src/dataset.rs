@@ -38,15 +38,6 @@ impl Values {
         }
     }
 
-    /// The bytes of byte-valued data (empty for floats).
-    pub fn bytes(&self) -> &[u8] {
-        match self {
-            Values::U8 { data, .. } => data,
-            Values::Mapped { map, .. } => map,
-            Values::F32(_) => &[],
-        }
-    }
-
     /// The bytes and their scale, for byte-valued data.
     fn as_bytes(&self) -> Option<(&[u8], f32)> {
         match self {

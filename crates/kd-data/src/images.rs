@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
 
 use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, imageops::FilterType};
+use kd_core::checkpoint::write_atomic;
 use kd_core::rng::hash_key;
 use kd_core::{KdError, Result};
 use rayon::prelude::*;
@@ -182,7 +183,8 @@ pub struct ImageFolderReport {
     pub shape: [usize; 3],
     /// Where the decoded bytes are cached (`None`: cache off).
     pub cache: Option<PathBuf>,
-    /// `decoded` (this call decoded the files) or `reopened` (read from the cache).
+    /// `decoded` (this call decoded the files), `reopened` (read from the cache), or why a
+    /// decoded set could not be cached.
     pub cache_status: String,
     /// Seconds spent scanning, decoding (or reopening) and caching.
     pub seconds: f64,
@@ -192,9 +194,11 @@ pub struct ImageFolderReport {
 
 /// The splits read from a folder, before the registry splits, limits and normalises them.
 pub(crate) struct ImageFolder {
-    /// `Some` for the split layout, `None` for a pool.
+    /// The training split, or the whole pool.
     pub train: InMemoryDataset,
+    /// `val/`, where the folder has it beside `test/`.
     pub valid: Option<InMemoryDataset>,
+    /// `test/` (or `val/` alone); `None` for a pool.
     pub test: Option<InMemoryDataset>,
     pub report: ImageFolderReport,
 }
@@ -266,6 +270,7 @@ pub(crate) fn read_image_folder(root: &Path, options: &FolderOptions) -> Result<
     let mut sizes_found = BTreeMap::new();
     let mut values = Vec::new();
     let mut reopened = false;
+    let mut cache_note = None;
     if let Some(folder) = &cache
         && let Some(mapped) = reopen(folder, &splits, &spec)?
     {
@@ -287,11 +292,19 @@ pub(crate) fn read_image_folder(root: &Path, options: &FolderOptions) -> Result<
             }
             values.push(v);
         }
-        if let Some(folder) = &cache {
-            write_cache(folder, &splits, &values, &sizes_found)?;
+        // A cache that cannot be written (a read-only working folder) costs the next load a
+        // decode, not this one its data: said in the report, which `datasets` prints.
+        // Mapped splits live in the cache already, so there a failure is the load's.
+        if let Some(folder) = &cache
+            && let Err(e) = write_cache(folder, &splits, &values, &spec, &sizes_found)
+        {
+            if !in_memory(&values) {
+                return Err(e);
+            }
+            cache_note = Some(format!("decoded; the cache could not be written ({e}); set `decode_cache` to a writable folder or `off`"));
         }
     }
-    let in_memory = values.iter().all(|v| matches!(v, Values::U8 { .. }));
+    let in_memory = in_memory(&values);
     let name = "images";
     let mut datasets = Vec::new();
     for (split, v) in splits.iter().zip(values) {
@@ -315,13 +328,18 @@ pub(crate) fn read_image_folder(root: &Path, options: &FolderOptions) -> Result<
         sizes_found: sizes_found.into_iter().map(|((w, h), n)| (w, h, n)).collect(),
         shape,
         cache,
-        cache_status: if reopened { "reopened" } else { "decoded" }.into(),
+        cache_status: cache_note.unwrap_or_else(|| if reopened { "reopened" } else { "decoded" }.into()),
         seconds: started.elapsed().as_secs_f64(),
         in_memory,
     };
     let mut take = |split: &str| datasets.iter().position(|(s, _)| *s == split).map(|p| datasets.remove(p).1);
-    let train = take("train").or_else(|| take("all")).expect("a training split or pool is always scanned");
+    let train = take("train").or_else(|| take("all")).ok_or_else(|| invalid(format!("images:{}: no training split", root.display())))?;
     Ok(ImageFolder { valid: take("valid"), test: take("test"), train, report })
+}
+
+/// Whether every split's bytes are held in memory (none read through a map).
+fn in_memory(values: &[Values]) -> bool {
+    values.iter().all(|v| matches!(v, Values::U8 { .. }))
 }
 
 /// Label-file lines: `(file, class name, line number)`.
@@ -704,15 +722,9 @@ fn reopen(folder: &Path, splits: &[SplitFiles], spec: &DecodeSpec) -> Result<Opt
     Ok(Some((values, meta.sizes_found.into_iter().map(|(w, h, n)| ((w, h), n)).collect())))
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    fs::write(&tmp, bytes).map_err(|e| KdError::io("writing", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| KdError::io("renaming", &tmp, e))
-}
-
-fn write_cache(folder: &Path, splits: &[SplitFiles], values: &[Values], sizes: &Sizes) -> Result<()> {
-    fs::create_dir_all(folder).map_err(|e| KdError::io("creating folder", folder, e))?;
-    let per = values.iter().zip(splits).find(|(_, s)| !s.files.is_empty()).map_or(0, |(v, s)| v.bytes().len() / s.files.len());
+/// Writes the in-memory splits' bytes (over-budget splits are in the cache already) and then
+/// `meta.json`.
+fn write_cache(folder: &Path, splits: &[SplitFiles], values: &[Values], spec: &DecodeSpec, sizes: &Sizes) -> Result<()> {
     for (s, v) in splits.iter().zip(values) {
         if let Values::U8 { data, .. } = v {
             write_atomic(&folder.join(format!("{}.u8", s.split)), data)?;
@@ -721,7 +733,7 @@ fn write_cache(folder: &Path, splits: &[SplitFiles], values: &[Values], sizes: &
     let meta = CacheMeta {
         format: CACHE_FORMAT,
         splits: splits.iter().map(|s| (s.split.to_string(), s.files.len())).collect(),
-        bytes_per_image: per,
+        bytes_per_image: spec.bytes_per_image(),
         sizes_found: sizes.iter().map(|(&(w, h), &n)| (w, h, n)).collect(),
     };
     write_atomic(&folder.join("meta.json"), serde_json::to_string_pretty(&meta).map_err(|e| KdError::Record(e.to_string()))?.as_bytes())
@@ -881,6 +893,19 @@ pub(crate) mod tests {
         let tiny = FolderOptions { decode_cache: Some(small.path().to_str().unwrap()), ..tiny };
         let mapped = read_image_folder(&root, &tiny).unwrap();
         assert!(!mapped.report.in_memory);
+        assert_eq!(read_image_folder(&root, &tiny).unwrap().report.cache_status, "reopened");
+        // A cache folder that cannot be created: the set still loads, and the report says why
+        // it was not cached.
+        let blocked = dir.path().join("a-file");
+        fs::write(&blocked, "").unwrap();
+        let blocked = blocked.join("cache");
+        let unwritable = read_image_folder(&root, &FolderOptions { decode_cache: Some(blocked.to_str().unwrap()), ..opts(cache) }).unwrap();
+        assert!(
+            unwritable.report.cache_status.starts_with("decoded; the cache could not be written"),
+            "{}",
+            unwritable.report.cache_status
+        );
+        assert_eq!(unwritable.train.host_batch(&rows, 0, 0).unwrap(), first.train.host_batch(&rows, 0, 0).unwrap());
         assert_eq!(mapped.train.host_batch(&rows, 0, 0).unwrap(), first.train.host_batch(&rows, 0, 0).unwrap());
         let off = FolderOptions { memory_budget_mb: Some(0), ..opts("off") };
         assert!(read_image_folder(&root, &off).err().unwrap().to_string().contains("exceed memory_budget_mb"));
