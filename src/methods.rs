@@ -5,7 +5,7 @@
 //! papers, the tasks a method applies to and what it needs from a teacher all come from there.
 
 use kd_core::registry::{self, MethodEntry, Value};
-pub use kd_core::registry::{MethodInfo, MethodOutcome, Tasks};
+pub use kd_core::registry::{MethodInfo, MethodOutcome, Prepared, Suite, Tasks};
 use kd_core::{Result, Student, Teacher, TeacherNeed, Trainer};
 use kd_models::AnyModel;
 
@@ -50,9 +50,14 @@ pub fn teacher_need(method: &str) -> Result<TeacherNeed> {
 /// over them, checked as training would check it. An unknown field, a value of the wrong type
 /// or an impossible value is an error naming it; what is returned is what a run records.
 pub fn effective_config(method: &str, method_config: Option<&Value>) -> Result<Value> {
-    let entries = registry::<AnyModel>();
-    let prepared = (registry::find(&entries, method)?.prepare)(method_config)?;
-    Ok(prepared.config().clone())
+    Ok(prepare::<AnyModel>(method, method_config)?.config().clone())
+}
+
+/// The named method with `method_config` over its defaults, resolved and checked once: its
+/// name, effective configuration (what a run records), teacher need, and what trains with it.
+pub fn prepare<S: Student>(method: &str, method_config: Option<&Value>) -> Result<Prepared<S>> {
+    let entries = registry::<S>();
+    (registry::find(&entries, method)?.prepare)(method_config)
 }
 
 /// Trains `student` with the named method. `method_config` is the method's configuration
@@ -64,7 +69,5 @@ pub fn train_method<S: Student>(
     student: S,
     teacher: &dyn Teacher,
 ) -> Result<MethodOutcome<S>> {
-    let entries = registry::<S>();
-    let prepared = (registry::find(&entries, method)?.prepare)(method_config)?;
-    prepared.train(trainer, student, teacher)
+    prepare(method, method_config)?.train(trainer, student, teacher)
 }

@@ -3,6 +3,7 @@
 //! checked, the project's copy by default or the folder named by `KD_GOLDEN_DIR`, on flex and on
 //! every other backend of the build (`crate::backends::parity_backends`).
 
+use kd::core::distiller::step_without_update;
 use std::path::{Path, PathBuf};
 
 use kd::core::burn::tensor::{Int, Tensor, TensorData};
@@ -10,7 +11,7 @@ use serde::Deserialize;
 
 use kd::core::burn::tensor::Device;
 use kd::core::replay::{ReplayBuffer, ReplayEntry};
-use kd::core::{Batch, BatchSource, Distiller, ModelOutput, NoAux, StepContext};
+use kd::core::{Batch, BatchSource, Distiller, ModelOutput, Step, StepContext};
 
 const FORMAT: &str = "kd-golden-v1";
 /// Relative and absolute tolerances of the comparison, in f32 against f64 references.
@@ -210,7 +211,7 @@ fn pskd_case(case: &Case, s: Tensor<2>, device: &Device, problems: &mut Vec<Stri
     let batch = label_batch(usize_labels(&case.labels), indices.clone(), 0, device)?;
     let targets: Vec<f64> = kd_result(d.targets(&ctx, &batch, classes))?.into_iter().map(f64::from).collect();
     problems.extend(compare("soft target", &targets, &field_values(&case.soft_targets, "soft_targets", [b, classes])?, classes));
-    let loss = kd_result(kd_result(d.loss(&ctx, &batch, &ModelOutput::logits_only(s), None, &NoAux::new()))?.total())?;
+    let loss = kd_result(kd_result(step_without_update(&mut d, &Step::new(ctx, &batch, &ModelOutput::logits_only(s), None)))?.total())?;
     if case.next_predictions.is_some() {
         let expected = field_values(&case.next_predictions, "next_predictions", [b, classes])?;
         let stored: Vec<f64> = indices.iter().flat_map(|&i| d.table().get(i).unwrap_or(&[]).iter().map(|&v| v as f64)).collect();
@@ -248,7 +249,7 @@ fn dlb_case(case: &Case, s: Tensor<2>, device: &Device) -> Result<Tensor<1>, Str
     if batch.indices != (0..n).collect::<Vec<_>>() || batch.labels_host != labels {
         return Err(format!("the step's batch holds the samples {:?}, labels {:?}", batch.indices, batch.labels_host));
     }
-    kd_result(kd_result(d.loss(&ctx, &batch, &ModelOutput::logits_only(s), None, &NoAux::new()))?.total())
+    kd_result(kd_result(step_without_update(&mut d, &Step::new(ctx, &batch, &ModelOutput::logits_only(s), None)))?.total())
 }
 
 /// One DGKD stage step: `(1 - lambda) CE + lambda * sum over the kept teachers of T^2 KL`, each

@@ -2,8 +2,10 @@
 //! (docs/methods.md, "DKD", "RLD", "Logit standardization" and "Parity tests").
 
 use kd::baselines::{DkdParams, LogitStandardization, dkd_loss, dkd_nckd, dkd_tckd, kd_loss};
+use kd::core::Step;
 use kd::core::burn::tensor::activation::softmax;
 use kd::core::burn::tensor::{Int, Tensor, TensorData};
+use kd::core::distiller::step_without_update;
 use kd::core::loss::{StdKind, kd_kl, z_score};
 use kd::core::rng::KeyedRng;
 use kd::rld::{RldParams, rank_mask, rld_loss, rld_mcd};
@@ -239,6 +241,7 @@ fn dkd_and_rld_distillers_weight_ce_and_warm_up() {
         labels_host: y.iter().map(|&l| l as usize).collect(),
         indices: (0..batch).collect(),
         views: vec![0; batch],
+        replayed: Vec::new(),
     };
     let ctx = |epoch| StepContext { epoch, total_epochs: 240, step_in_epoch: 0, global_step: 0, seed: 0 };
     let ce = host(kd::core::loss::cross_entropy_mean(matrix(&s, classes), labels(&y)))[0];
@@ -248,7 +251,8 @@ fn dkd_and_rld_distillers_weight_ce_and_warm_up() {
     };
 
     let mut dkd = Dkd::new(DkdConfig::default()).unwrap();
-    let mut run_dkd = |c: &StepContext| dkd.loss(c, &data, &output(&s), Some(&output(&t)), &aux).unwrap();
+    let mut run_dkd =
+        |c: &StepContext| step_without_update(&mut dkd, &Step::new(*c, &data, &output(&s), Some(&output(&t))).with_aux(&aux)).unwrap();
     let (early, full) = (terms(&mut run_dkd, 1), terms(&mut run_dkd, 40));
     let full_distill = host(dkd_loss(
         matrix(&s, classes),
@@ -262,7 +266,8 @@ fn dkd_and_rld_distillers_weight_ce_and_warm_up() {
     assert_close(early[1].1 + early[2].1, full_distill / 20.0, 1e-5, 1e-6, "dkd at epoch 1 of 20");
 
     let mut rld = Rld::new(RldConfig { ce_weight: 0.5, ..Default::default() }).unwrap();
-    let mut run_rld = |c: &StepContext| rld.loss(c, &data, &output(&s), Some(&output(&t)), &aux).unwrap();
+    let mut run_rld =
+        |c: &StepContext| step_without_update(&mut rld, &Step::new(*c, &data, &output(&s), Some(&output(&t))).with_aux(&aux)).unwrap();
     let (early, full) = (terms(&mut run_rld, 5), terms(&mut run_rld, 20));
     let full_distill = host(rld_loss(
         matrix(&s, classes),
@@ -277,11 +282,12 @@ fn dkd_and_rld_distillers_weight_ce_and_warm_up() {
 
     // Errors, not panics: no teacher, or a teacher with other classes.
     let mut rld = Rld::new(RldConfig::default()).unwrap();
-    assert!(rld.loss(&ctx(1), &data, &output(&s), None, &aux).is_err());
+    assert!(step_without_update(&mut rld, &Step::new(ctx(1), &data, &output(&s), None).with_aux(&aux)).is_err());
     let wide = random_logits(batch, classes + 1, 3.0, 54);
     let wide_out = ModelOutput::logits_only(matrix(&wide, classes + 1));
-    let err = rld.loss(&ctx(1), &data, &output(&s), Some(&wide_out), &aux).expect_err("class mismatch must be an error");
+    let err = step_without_update(&mut rld, &Step::new(ctx(1), &data, &output(&s), Some(&wide_out)).with_aux(&aux))
+        .expect_err("class mismatch must be an error");
     assert!(matches!(err, KdError::ClassCountMismatch { .. }), "{err}");
     let mut dkd = Dkd::new(DkdConfig::default()).unwrap();
-    assert!(dkd.loss(&ctx(1), &data, &output(&s), Some(&wide_out), &aux).is_err());
+    assert!(step_without_update(&mut dkd, &Step::new(ctx(1), &data, &output(&s), Some(&wide_out)).with_aux(&aux)).is_err());
 }

@@ -107,7 +107,7 @@ fn a_fresh_run_refuses_a_folder_that_holds_one_and_resume_names_the_difference()
 #[test]
 fn every_logit_method_refuses_a_teacher_batch_of_another_shape() {
     use kd::core::burn::tensor::{Tensor, TensorData};
-    use kd::core::{Batch, NoAux, StepContext};
+    use kd::core::{Batch, Distiller, Step, StepContext};
     let device = device();
     let batch = Batch::from_host(vec![0.0; 4 * 4], [4, 1, 2, 2], vec![0, 1, 2, 0], vec![0, 1, 2, 3], vec![0; 4], &device).unwrap();
     let logits = |rows: usize| ModelOutput::logits_only(Tensor::from_data(TensorData::new(vec![0.5f32; rows * 3], [rows, 3]), &device));
@@ -115,8 +115,8 @@ fn every_logit_method_refuses_a_teacher_batch_of_another_shape() {
     let student = logits(4);
     let short_teacher = logits(3);
     let err =
-        kd::baselines::Kd::new(Default::default()).unwrap().loss(&ctx, &batch, &student, Some(&short_teacher), &NoAux::new()).unwrap_err();
+        kd::baselines::Kd::new(Default::default()).unwrap().loss(&Step::new(ctx, &batch, &student, Some(&short_teacher))).unwrap_err();
     assert!(err.to_string().contains("kd: teacher logits"), "{err}");
-    let err = kd::rld::Rld::new(Default::default()).unwrap().loss(&ctx, &batch, &student, None, &NoAux::new()).unwrap_err();
+    let err = kd::rld::Rld::new(Default::default()).unwrap().loss(&Step::new(ctx, &batch, &student, None)).unwrap_err();
     assert!(err.to_string().contains("rld needs the teacher's logits"), "{err}");
 }

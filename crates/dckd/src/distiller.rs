@@ -7,10 +7,19 @@ use kd_baselines::rkd::rkd_loss;
 use kd_baselines::{HintRegressor, RkdConfig};
 use kd_core::loss::cross_entropy_mean;
 use kd_core::model::feature_shape;
-use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, Result, StepContext, TeacherNeed, logit_teacher, require_teacher};
+use kd_core::{AuxModule, Distiller, KdError, LossTerms, ModelOutput, Result, Step, TeacherNeed, require_teacher};
 
 use crate::config::{Companion, DckdConfig};
 use crate::loss::{DckdLogitParams, dckd_logit_terms};
+
+/// DCKD alone.
+pub const NAME: &str = "dckd";
+/// The abstract's literal reading: DCKD without the non-target term (beta = 0).
+pub const NAME_BETA0: &str = "dckd-beta0";
+/// DCKD with FitNet's hint as its companion loss.
+pub const NAME_FITNET: &str = "dckd+fitnet";
+/// DCKD with RKD as its companion loss.
+pub const NAME_RKD: &str = "dckd+rkd";
 
 /// DCKD's learnable parts: FitNet's hint regressor when the companion is `fitnet`, nothing
 /// otherwise. The trainer optimises and checkpoints it with the student.
@@ -19,6 +28,8 @@ pub struct DckdAux {
     /// The hint regressor (student hint -> teacher hint shape); `None` without a FitNet companion.
     pub regressor: Option<HintRegressor>,
 }
+
+impl AuxModule for DckdAux {}
 
 impl DckdAux {
     /// No learnable parts (companion `rkd` or `none`).
@@ -35,13 +46,31 @@ impl DckdAux {
 #[derive(Debug, Clone)]
 pub struct Dckd {
     config: DckdConfig,
+    name: &'static str,
 }
 
 impl Dckd {
-    /// A DCKD distiller; the configuration is checked.
+    /// A DCKD distiller, named by its companion loss; the configuration is checked.
     pub fn new(config: DckdConfig) -> Result<Self> {
         config.validate()?;
-        Ok(Dckd { config })
+        let name = match config.companion {
+            Companion::None => NAME,
+            Companion::FitNet { .. } => NAME_FITNET,
+            Companion::Rkd { .. } => NAME_RKD,
+        };
+        Ok(Dckd { config, name })
+    }
+
+    /// The abstract's literal reading ([`NAME_BETA0`]): no companion and beta 0, or an error.
+    pub fn literal(config: DckdConfig) -> Result<Self> {
+        if config.companion != Companion::None || config.beta != 0.0 {
+            return Err(KdError::InvalidConfig(format!(
+                "`{NAME_BETA0}` is DCKD without a companion and with beta 0 (got companion `{}`, beta {})",
+                config.companion.kind(),
+                config.beta
+            )));
+        }
+        Ok(Dckd { name: NAME_BETA0, ..Self::new(config)? })
     }
 
     /// The configuration.
@@ -50,18 +79,13 @@ impl Dckd {
     }
 
     fn missing(&self, what: &str) -> KdError {
-        KdError::Missing { method: self.name(), what: what.into() }
+        KdError::Missing { method: self.name.into(), what: what.into() }
     }
 }
 
-impl Distiller for Dckd {
-    type Aux = DckdAux;
-
-    fn name(&self) -> String {
-        match self.config.companion {
-            Companion::None => "dckd".into(),
-            c => format!("dckd+{}", c.kind()),
-        }
+impl Distiller<DckdAux> for Dckd {
+    fn name(&self) -> &str {
+        self.name
     }
 
     fn teacher_need(&self) -> TeacherNeed {
@@ -71,7 +95,7 @@ impl Distiller for Dckd {
     fn init_aux(&self, student: &ModelOutput, teacher: Option<&ModelOutput>, device: &Device) -> Result<DckdAux> {
         match self.config.companion {
             Companion::FitNet { hint_layer } => {
-                let teacher = require_teacher(&self.name(), teacher, "features")?;
+                let teacher = require_teacher(self.name, teacher, "features")?;
                 let s = student.feature(hint_layer, "DCKD companion fitnet", "student")?;
                 let t = teacher.feature(hint_layer, "DCKD companion fitnet", "teacher")?;
                 Ok(DckdAux { regressor: Some(HintRegressor::new(feature_shape(s), feature_shape(t), device)?) })
@@ -80,22 +104,16 @@ impl Distiller for Dckd {
         }
     }
 
-    fn loss(
-        &mut self,
-        ctx: &StepContext,
-        batch: &Batch,
-        student: &ModelOutput,
-        teacher: Option<&ModelOutput>,
-        aux: &DckdAux,
-    ) -> Result<LossTerms> {
-        let name = self.name();
-        let teacher = logit_teacher(&name, batch, student, teacher)?;
+    fn loss(&mut self, step: &Step<'_, DckdAux>) -> Result<LossTerms> {
+        let name = self.name;
+        let (student, labels) = (step.student, &step.batch.labels);
+        let teacher = step.logit_teacher(name)?;
         let c = &self.config;
-        let warm = ctx.warmup_factor(c.warmup_epochs);
+        let warm = step.ctx.warmup_factor(c.warmup_epochs);
 
-        let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);
+        let ce = cross_entropy_mean(student.logits.clone(), labels.clone()).mul_scalar(c.ce_weight);
         let params = DckdLogitParams { alpha: c.alpha, beta: c.beta, temperature: c.temperature, mode: c.target_mode };
-        let (tckd, nckd) = dckd_logit_terms(student.logits.clone(), teacher.logits.clone(), batch.labels.clone(), &params);
+        let (tckd, nckd) = dckd_logit_terms(student.logits.clone(), teacher.logits.clone(), labels.clone(), &params);
         let mut terms = LossTerms::new().with("ce", ce).with("tckd", tckd.mul_scalar(warm));
         if let Some(nckd) = nckd {
             terms.push("nckd", nckd.mul_scalar(warm));
@@ -104,13 +122,13 @@ impl Distiller for Dckd {
         let gamma = c.effective_gamma() * if c.warmup_companion { warm } else { 1.0 };
         match c.companion {
             Companion::FitNet { hint_layer } => {
-                let regressor = aux.regressor.as_ref().ok_or_else(|| self.missing("its hint regressor (built by init_aux)"))?;
+                let regressor = step.aux.regressor.as_ref().ok_or_else(|| self.missing("its hint regressor (built by init_aux)"))?;
                 let s = student.feature(hint_layer, "DCKD companion fitnet", "student")?;
                 let t = teacher.feature(hint_layer, "DCKD companion fitnet", "teacher")?;
                 terms.push("hint", hint_loss(regressor, s.clone(), t.clone())?.mul_scalar(gamma));
             }
             Companion::Rkd { distance_weight, angle_weight, squared, eps } => {
-                let (student_embedding, teacher_embedding) = (student.embedding("dckd+rkd")?, teacher.embedding("dckd+rkd")?);
+                let (student_embedding, teacher_embedding) = (student.embedding(name)?, teacher.embedding(name)?);
                 let (s, t) = (student_embedding.dims(), teacher_embedding.dims());
                 if s[0] != t[0] {
                     return Err(KdError::ShapeMismatch {

@@ -4,6 +4,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Distribution, Gradients, Int, Tensor, TensorData};
 use kd_baselines::fitnet::hint_loss;
 use kd_baselines::{Dkd, DkdConfig, dkd_loss, dkd_tckd};
+use kd_core::Step;
+use kd_core::distiller::step_without_update;
 use kd_core::loss::{binary_log_split, kl_from_log_probs, label_mask};
 use kd_core::{Batch, Distiller, ModelOutput, StepContext, TeacherNeed};
 
@@ -119,8 +121,10 @@ fn teacher_mode_without_companion_is_dkd_on_the_golden_cases() {
         let t_out = output(teacher, vec![], embedding);
         let sum_kd =
             |terms: kd_core::LossTerms| -> f64 { terms.terms().iter().filter(|(n, _)| n != "ce").map(|(_, v)| scalar(v.clone())).sum() };
-        let a = sum_kd(dckd.loss(&ctx(20), &b, &s_out, Some(&t_out), &crate::DckdAux::empty()).unwrap());
-        let d = sum_kd(dkd.loss(&ctx(20), &b, &s_out, Some(&t_out), &kd_core::NoAux::new()).unwrap());
+        let a = sum_kd(
+            step_without_update(&mut dckd, &Step::new(ctx(20), &b, &s_out, Some(&t_out)).with_aux(&crate::DckdAux::empty())).unwrap(),
+        );
+        let d = sum_kd(step_without_update(&mut dkd, &Step::new(ctx(20), &b, &s_out, Some(&t_out))).unwrap());
         assert!(close(a, d, 1e-6, 1e-7), "{name}: distiller DCKD {a} vs DKD {d}");
         checked += 1;
     }
@@ -264,7 +268,7 @@ fn fitnet_companion_trains_the_regressor() {
     let aux = dckd.init_aux(&student.without_autodiff(), Some(&teacher), &ad).unwrap();
     let regressor = aux.regressor.as_ref().expect("the FitNet companion builds a regressor");
 
-    let terms = dckd.loss(&ctx(20), &batch(&y, &device), &student, Some(&teacher), &aux).unwrap();
+    let terms = step_without_update(&mut dckd, &Step::new(ctx(20), &batch(&y, &device), &student, Some(&teacher)).with_aux(&aux)).unwrap();
     let names: Vec<&str> = terms.terms().iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["ce", "tckd", "nckd", "hint"]);
     // gamma defaults to FitNet's hint weight.
@@ -293,10 +297,10 @@ fn rkd_and_no_companion() {
     let teacher = output(random([4, 5], &device), vec![], random([4, 9], &device));
 
     let mut rkd = Dckd::new(DckdConfig { companion: Companion::rkd(), ..Default::default() }).unwrap();
-    assert_eq!((rkd.name().as_str(), rkd.teacher_need()), ("dckd+rkd", TeacherNeed::LogitsAndFeatures));
+    assert_eq!((rkd.name(), rkd.teacher_need()), ("dckd+rkd", TeacherNeed::LogitsAndFeatures));
     let aux = rkd.init_aux(&student.without_autodiff(), Some(&teacher), &ad).unwrap();
     assert!(aux.regressor.is_none());
-    let terms = rkd.loss(&ctx(20), &b, &student, Some(&teacher), &aux).unwrap();
+    let terms = step_without_update(&mut rkd, &Step::new(ctx(20), &b, &student, Some(&teacher)).with_aux(&aux)).unwrap();
     let names: Vec<&str> = terms.terms().iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["ce", "tckd", "nckd", "rkd_distance", "rkd_angle"]);
     // gamma 1 by default: RKD's own 25 and 50 are the scale.
@@ -308,9 +312,9 @@ fn rkd_and_no_companion() {
 
     // No companion, beta 0: only CE and TCKD*, and a logits-only teacher is enough.
     let mut plain = Dckd::new(DckdConfig { companion: Companion::None, beta: 0.0, ..Default::default() }).unwrap();
-    assert_eq!((plain.name().as_str(), plain.teacher_need()), ("dckd", TeacherNeed::Logits));
+    assert_eq!((plain.name(), plain.teacher_need()), ("dckd", TeacherNeed::Logits));
     let aux = plain.init_aux(&student.without_autodiff(), None, &ad).unwrap();
-    let terms = plain.loss(&ctx(20), &b, &student, Some(&teacher), &aux).unwrap();
+    let terms = step_without_update(&mut plain, &Step::new(ctx(20), &b, &student, Some(&teacher)).with_aux(&aux)).unwrap();
     let names: Vec<&str> = terms.terms().iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["ce", "tckd"]);
 }
@@ -333,7 +337,12 @@ fn warm_up_scales_the_distillation_terms() {
     let aux = Dckd::new(config(true)).unwrap().init_aux(&student, Some(&teacher), &device).unwrap();
     let run = |warmup_companion: bool, epoch: usize| -> Vec<f64> {
         let mut d = Dckd::new(config(warmup_companion)).unwrap();
-        d.loss(&ctx(epoch), &b, &student, Some(&teacher), &aux).unwrap().terms().iter().map(|(_, v)| scalar(v.clone())).collect()
+        step_without_update(&mut d, &Step::new(ctx(epoch), &b, &student, Some(&teacher)).with_aux(&aux))
+            .unwrap()
+            .terms()
+            .iter()
+            .map(|(_, v)| scalar(v.clone()))
+            .collect()
     };
     // Epoch 5 of a 20-epoch warm-up: a quarter of the weight, CE untouched.
     let (early, late) = (run(true, 5), run(true, 25));
@@ -381,18 +390,28 @@ fn clear_errors() {
     let b = batch(&[0, 1], &device);
     let s = output(random([2, 3], &device), vec![random([2, 2, 4, 4], &device); 3], random([2, 3], &device));
     let logits_only = output(random([2, 3], &device), vec![], random([2, 3], &device));
-    assert!(d.loss(&ctx(1), &b, &s, None, &crate::DckdAux::empty()).unwrap_err().to_string().contains("teacher"));
+    assert!(
+        step_without_update(&mut d, &Step::new(ctx(1), &b, &s, None).with_aux(&crate::DckdAux::empty()))
+            .unwrap_err()
+            .to_string()
+            .contains("teacher")
+    );
     let e = d.init_aux(&s, Some(&logits_only), &device).unwrap_err().to_string();
     assert!(e.contains("hint_layer is 2") && e.contains("logits-only"), "{e}");
     assert!(d.init_aux(&s, None, &device).is_err());
-    let e = d.loss(&ctx(1), &b, &s, Some(&s), &crate::DckdAux::empty()).unwrap_err().to_string();
+    let e = step_without_update(&mut d, &Step::new(ctx(1), &b, &s, Some(&s)).with_aux(&crate::DckdAux::empty())).unwrap_err().to_string();
     assert!(e.contains("regressor"), "{e}");
     let four = output(random([2, 4], &device), vec![], random([2, 3], &device));
     let mut none = Dckd::new(DckdConfig { companion: Companion::None, ..Default::default() }).unwrap();
-    assert!(none.loss(&ctx(1), &b, &s, Some(&four), &crate::DckdAux::empty()).unwrap_err().to_string().contains("class"));
+    assert!(
+        step_without_update(&mut none, &Step::new(ctx(1), &b, &s, Some(&four)).with_aux(&crate::DckdAux::empty()))
+            .unwrap_err()
+            .to_string()
+            .contains("class")
+    );
     let mut rkd = Dckd::new(DckdConfig { companion: Companion::rkd(), ..Default::default() }).unwrap();
     let short = output(random([2, 3], &device), vec![], random([3, 3], &device));
-    assert!(rkd.loss(&ctx(1), &b, &s, Some(&short), &crate::DckdAux::empty()).is_err());
+    assert!(step_without_update(&mut rkd, &Step::new(ctx(1), &b, &s, Some(&short)).with_aux(&crate::DckdAux::empty())).is_err());
 }
 
 #[test]

@@ -3,11 +3,16 @@
 
 use burn::tensor::{Device, Tensor};
 use kd_core::loss::check_logits;
-use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed, logit_teacher};
+use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, Step};
 use serde::{Deserialize, Serialize};
 
 use crate::debiaser::Debiaser;
 use crate::loss::{binary_kd_terms, binary_logit, check_unit, debiased_kd_terms};
+
+/// Binary KD's name.
+pub const NAME_BINARY_KD: &str = "binary_kd";
+/// De-biased KD's name.
+pub const NAME_DEBIASED: &str = "debiased";
 
 /// Configuration of [`DebiasedKd`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,7 +78,7 @@ impl DebiasedKd {
     /// The two loss terms for student and teacher outputs and a batch (what [`Distiller::loss`]
     /// returns, without the trainer).
     pub fn terms(&self, batch: &Batch, student_logits: Tensor<2>, teacher_logits: Tensor<2>) -> Result<LossTerms> {
-        let (d_s, y) = binary_inputs("debiased-kd", batch, &student_logits, &teacher_logits)?;
+        let (d_s, y) = binary_inputs(NAME_DEBIASED, batch, &student_logits, &teacher_logits)?;
         let q = self.debiaser.batch_targets(teacher_logits.without_autodiff(), batch)?;
         let (hard, soft) = debiased_kd_terms(d_s, y, q, self.config.lambda);
         Ok(LossTerms::new().with("bce", hard).with("debiased_kd", soft))
@@ -81,14 +86,8 @@ impl DebiasedKd {
 }
 
 impl Distiller for DebiasedKd {
-    type Aux = NoAux;
-
-    fn name(&self) -> String {
-        "debiased-kd".into()
-    }
-
-    fn teacher_need(&self) -> TeacherNeed {
-        TeacherNeed::Logits
+    fn name(&self) -> &str {
+        NAME_DEBIASED
     }
 
     fn init_aux(&self, student: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
@@ -97,16 +96,9 @@ impl Distiller for DebiasedKd {
         Ok(NoAux::new())
     }
 
-    fn loss(
-        &mut self,
-        _: &StepContext,
-        batch: &Batch,
-        student: &ModelOutput,
-        teacher: Option<&ModelOutput>,
-        _: &NoAux,
-    ) -> Result<LossTerms> {
-        let teacher = logit_teacher(&self.name(), batch, student, teacher)?;
-        self.terms(batch, student.logits.clone(), teacher.logits.clone())
+    fn loss(&mut self, step: &Step) -> Result<LossTerms> {
+        let teacher = step.logit_teacher(NAME_DEBIASED)?;
+        self.terms(step.batch, step.student.logits.clone(), teacher.logits.clone())
     }
 
     fn save_state(&self) -> Result<Vec<u8>> {
@@ -177,7 +169,7 @@ impl BinaryKd {
 
     /// The two loss terms (what [`Distiller::loss`] returns, without the trainer).
     pub fn terms(&self, batch: &Batch, student_logits: Tensor<2>, teacher_logits: Tensor<2>) -> Result<LossTerms> {
-        let (d_s, y) = binary_inputs("binary-kd", batch, &student_logits, &teacher_logits)?;
+        let (d_s, y) = binary_inputs(NAME_BINARY_KD, batch, &student_logits, &teacher_logits)?;
         let d_t = binary_logit(teacher_logits.without_autodiff(), "teacher")?;
         let (hard, soft) = binary_kd_terms(d_s, d_t, y, self.config.temperature, self.config.lambda);
         Ok(LossTerms::new().with("bce", hard).with("kd", soft))
@@ -185,14 +177,8 @@ impl BinaryKd {
 }
 
 impl Distiller for BinaryKd {
-    type Aux = NoAux;
-
-    fn name(&self) -> String {
-        "binary-kd".into()
-    }
-
-    fn teacher_need(&self) -> TeacherNeed {
-        TeacherNeed::Logits
+    fn name(&self) -> &str {
+        NAME_BINARY_KD
     }
 
     fn init_aux(&self, student: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
@@ -200,16 +186,9 @@ impl Distiller for BinaryKd {
         Ok(NoAux::new())
     }
 
-    fn loss(
-        &mut self,
-        _: &StepContext,
-        batch: &Batch,
-        student: &ModelOutput,
-        teacher: Option<&ModelOutput>,
-        _: &NoAux,
-    ) -> Result<LossTerms> {
-        let teacher = logit_teacher(&self.name(), batch, student, teacher)?;
-        self.terms(batch, student.logits.clone(), teacher.logits.clone())
+    fn loss(&mut self, step: &Step) -> Result<LossTerms> {
+        let teacher = step.logit_teacher(NAME_BINARY_KD)?;
+        self.terms(step.batch, step.student.logits.clone(), teacher.logits.clone())
     }
 }
 

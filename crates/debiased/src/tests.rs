@@ -3,6 +3,8 @@
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use kd_baselines::fitnet::RegressorKind;
 use kd_baselines::{FitNet, FitNetConfig, Kd, KdConfig};
+use kd_core::Step;
+use kd_core::distiller::step_without_update;
 use kd_core::{
     Batch, BatchSource, Distiller, FrozenTeacher, KdError, ModelOutput, OptimizerConfig, Result, RunOptions, SelectBy, StepContext,
     Teacher, TeacherNeed, TrainConfig, Trainer,
@@ -299,7 +301,7 @@ fn binary_kd_has_the_gradient_of_two_logit_kd() {
     let mut kd = Kd::new(KdConfig { temperature, ce_weight: 1.0 - lambda, kd_weight: lambda, logit_stand: None }).unwrap();
     let out = |logits: Tensor<2>| ModelOutput::logits_only(logits);
     let a = binary.terms(&batch, s.clone(), t.clone()).unwrap().total().unwrap();
-    let b = kd.loss(&ctx(), &batch, &out(s.clone()), Some(&out(t)), &kd_core::NoAux::new()).unwrap().total().unwrap();
+    let b = step_without_update(&mut kd, &Step::new(ctx(), &batch, &out(s.clone()), Some(&out(t)))).unwrap().total().unwrap();
     // The losses differ by lambda * T^2 * (teacher entropy), a constant; the gradients agree.
     assert!(scalar(a.clone()) > scalar(b.clone()));
     let diff = (s.grad(&a.backward()).unwrap() - s.grad(&b.backward()).unwrap()).abs().max().into_scalar::<f64>();
@@ -338,7 +340,7 @@ fn clear_errors_for_non_binary_or_single_class_data() {
     assert!(err.contains("student has 3 logits"), "{err}");
     let (s, _, batch) = random_case(4, &device);
     let student = ModelOutput::logits_only(s);
-    assert!(matches!(d.loss(&ctx(), &batch, &student, None, &kd_core::NoAux::new()), Err(KdError::Missing { .. })));
+    assert!(matches!(step_without_update(&mut d, &Step::new(ctx(), &batch, &student, None)), Err(KdError::Missing { .. })));
     assert!(DebiasedKd::new(Debiaser::new(1.0, 0.0, DebiasOptions::default()).unwrap(), DebiasedKdConfig { lambda: -0.1 }).is_err());
     assert!(BinaryKd::new(BinaryKdConfig { temperature: 0.0, lambda: 0.5 }).is_err());
 }

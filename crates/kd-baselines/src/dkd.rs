@@ -12,15 +12,20 @@
 //! and gradient but does not underflow to `log(0)` in f32 for a saturated student.
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 use kd_core::check;
 use kd_core::loss::{binary_log_split, cross_entropy_mean, kl_from_log_probs, label_mask};
-use kd_core::{Batch, Distiller, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed, logit_teacher};
+use kd_core::{Distiller, LossTerms, Result, Step};
 use serde::{Deserialize, Serialize};
 
 use kd_core::Student;
 use kd_core::logit_stand::{LogitStandardization, standardize_pair};
 use kd_core::registry::{Prepared, Value, method_config};
+
+/// The method's name.
+pub const NAME: &str = "dkd";
+/// DKD on standardized logits (LSKD's recipe).
+pub const NAME_LS: &str = "dkd+ls";
 
 /// What DKD subtracts from the target logit (after the division by T) to drop it from the
 /// non-target softmax (`DKD.py`, `dkd_loss`).
@@ -147,33 +152,16 @@ impl Dkd {
 }
 
 impl Distiller for Dkd {
-    type Aux = NoAux;
-
-    fn name(&self) -> String {
-        if self.config.logit_stand.is_some() { "dkd+ls".into() } else { "dkd".into() }
+    fn name(&self) -> &str {
+        if self.config.logit_stand.is_some() { NAME_LS } else { NAME }
     }
 
-    fn teacher_need(&self) -> TeacherNeed {
-        TeacherNeed::Logits
-    }
-
-    fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
-        Ok(NoAux::new())
-    }
-
-    fn loss(
-        &mut self,
-        ctx: &StepContext,
-        batch: &Batch,
-        student: &ModelOutput,
-        teacher: Option<&ModelOutput>,
-        _: &NoAux,
-    ) -> Result<LossTerms> {
-        let teacher = logit_teacher("dkd", batch, student, teacher)?;
-        let c = &self.config;
-        let warm = ctx.warmup_factor(c.warmup_epochs);
-        let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);
-        let (tckd, nckd) = dkd_terms(student.logits.clone(), teacher.logits.clone(), batch.labels.clone(), &c.params());
+    fn loss(&mut self, step: &Step) -> Result<LossTerms> {
+        let teacher = step.logit_teacher(self.name())?;
+        let (c, student, labels) = (&self.config, &step.student.logits, &step.batch.labels);
+        let warm = step.ctx.warmup_factor(c.warmup_epochs);
+        let ce = cross_entropy_mean(student.clone(), labels.clone()).mul_scalar(c.ce_weight);
+        let (tckd, nckd) = dkd_terms(student.clone(), teacher.logits.clone(), labels.clone(), &c.params());
         Ok(LossTerms::new().with("ce", ce).with("tckd", tckd.mul_scalar(warm)).with("nckd", nckd.mul_scalar(warm)))
     }
 }
@@ -181,22 +169,23 @@ impl Distiller for Dkd {
 /// The method by name: its configuration over the defaults, and the distiller (the crate's
 /// registry lists it).
 pub fn prepare<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
-    let cfg: DkdConfig = method_config("dkd", DkdConfig::default(), user)?;
-    Prepared::new("dkd", &cfg, Dkd::new(cfg.clone())?)
+    let cfg: DkdConfig = method_config(NAME, DkdConfig::default(), user)?;
+    Prepared::new(NAME, &cfg, Dkd::new(cfg.clone())?)
 }
 
 /// LSKD's DKD recipe: alpha and beta times 9, temperature 2, CE weight 1, z-scored logits.
 pub fn prepare_with_logit_stand<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
     let d = DkdConfig::default();
     let defaults = DkdConfig { alpha: d.alpha * 9.0, beta: d.beta * 9.0, temperature: 2.0, ..d };
-    let mut cfg: DkdConfig = method_config("dkd+ls", defaults, user)?;
+    let mut cfg: DkdConfig = method_config(NAME_LS, defaults, user)?;
     cfg.logit_stand.get_or_insert_with(Default::default);
-    Prepared::new("dkd+ls", &cfg, Dkd::new(cfg.clone())?)
+    Prepared::new(NAME_LS, &cfg, Dkd::new(cfg.clone())?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::Device;
     use burn::tensor::TensorData;
 
     fn device() -> Device {

@@ -9,10 +9,10 @@
 //! (Meta-knowledge-Lab/DLB `dlb.py`, `train_one_epoch`; docs/methods.md, "DLB").
 //! No teacher.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use kd_core::check;
 use kd_core::loss::{cross_entropy_mean, kd_kl_mean};
-use kd_core::{Batch, BatchSource, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
+use kd_core::{Batch, BatchSource, Distiller, KdError, LossTerms, Result, Step, StepContext, StepDone, TeacherNeed};
 use serde::{Deserialize, Serialize};
 
 use kd_core::replay::{ReplayBuffer, ReplayEntry, ReplayView};
@@ -20,6 +20,9 @@ use kd_core::replay::{ReplayBuffer, ReplayEntry, ReplayView};
 use crate::pskd::host_rows;
 use kd_core::Student;
 use kd_core::registry::{Prepared, Value, method_config};
+
+/// The method's name.
+pub const NAME: &str = "dlb";
 
 /// Configuration of [`Dlb`]. Defaults T = 3, alpha = 1: the paper's values as remembered,
 /// **\[UNVERIFIED\]** (the DLB code has no defaults; its default experiment suffix "TP3_0.5"
@@ -54,21 +57,20 @@ pub fn dlb_loss(replayed_logits: Tensor<2>, previous_logits: Tensor<2>, temperat
     kd_kl_mean(replayed_logits, previous_logits, temperature).mul_scalar(alpha)
 }
 
-/// DLB as a [`Distiller`]: replays the previous batch in [`Distiller::prepare_batch`].
+/// DLB as a [`Distiller`]: replays the previous batch in [`Distiller::prepare_batch`] and
+/// stores the fresh rows in [`Distiller::after_step`].
 #[derive(Debug, Clone)]
 pub struct Dlb {
     config: DlbConfig,
     /// The last step's fresh samples and the logits computed on them.
     last: Option<ReplayBuffer>,
-    /// Replayed rows at the front of the batch `prepare_batch` returned, until `loss` uses it.
-    pending_replay: Option<usize>,
 }
 
 impl Dlb {
     /// A DLB trainer; the configuration is checked.
     pub fn new(config: DlbConfig) -> Result<Self> {
         config.validate()?;
-        Ok(Dlb { config, last: None, pending_replay: None })
+        Ok(Dlb { config, last: None })
     }
 
     /// The stored last batch, if any.
@@ -78,72 +80,52 @@ impl Dlb {
 }
 
 impl Distiller for Dlb {
-    type Aux = NoAux;
-
-    fn name(&self) -> String {
-        "dlb".into()
+    fn name(&self) -> &str {
+        NAME
     }
 
     fn teacher_need(&self) -> TeacherNeed {
         TeacherNeed::Nothing
     }
 
-    fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
-        Ok(NoAux::new())
-    }
-
     fn prepare_batch(&mut self, _: &StepContext, batch: Batch, data: &dyn BatchSource, device: &Device) -> Result<Batch> {
-        let Some(last) = &self.last else {
-            self.pending_replay = Some(0);
-            return Ok(batch);
-        };
-        let (replay, _) = last.draw("DLB", last.len(), ReplayView::Fixed(self.config.replay_view), data, device)?;
-        self.pending_replay = Some(replay.len());
+        let Some(last) = &self.last else { return Ok(batch) };
+        let replay = last.draw("DLB", last.len(), ReplayView::Fixed(self.config.replay_view), data, device)?;
         Ok(Batch::concat(replay, batch))
     }
 
-    fn loss(&mut self, ctx: &StepContext, batch: &Batch, student: &ModelOutput, _: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
-        let [n, classes] = student.logits.dims();
+    fn loss(&mut self, step: &Step) -> Result<LossTerms> {
+        let (batch, logits) = (step.batch, &step.student.logits);
+        let [n, classes] = logits.dims();
         if n != batch.len() {
             return Err(KdError::ShapeMismatch { what: "DLB logits vs batch".into(), expected: vec![batch.len()], actual: vec![n] });
         }
-        // Without a prepare_batch call, the batch holds no replayed rows.
-        let replayed = self.pending_replay.take().unwrap_or(0);
-        if replayed > n {
-            return Err(KdError::ShapeMismatch { what: "DLB replayed rows".into(), expected: vec![replayed], actual: vec![n] });
-        }
-        let device = student.logits.device();
-        let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone());
-        let consistency = match (&self.last, replayed) {
-            (_, 0) => Tensor::zeros([1], &device),
-            (Some(last), r) => {
-                if !batch.indices[..r].iter().eq(last.entries.iter().map(|e| &e.index)) {
-                    return Err(KdError::InvalidConfig("DLB: the replayed rows are not the stored last batch".into()));
-                }
-                if last.classes != classes {
-                    return Err(KdError::ShapeMismatch {
-                        what: "DLB stored logits (classes)".into(),
-                        expected: vec![last.classes],
-                        actual: vec![classes],
-                    });
-                }
-                let previous = Tensor::<2>::from_data(TensorData::new(last.logits_of(&last.entries), [r, classes]), &device);
-                dlb_loss(student.logits.clone().narrow(0, 0, r), previous, self.config.temperature, self.config.alpha)
+        let ce = cross_entropy_mean(logits.clone(), batch.labels.clone());
+        let consistency = match batch.replayed_logits(NAME, classes, &logits.device())? {
+            None => Tensor::zeros([1], &logits.device()),
+            Some(previous) => {
+                let r = batch.replayed.len();
+                dlb_loss(logits.clone().narrow(0, 0, r), previous, self.config.temperature, self.config.alpha)
             }
-            (None, _) => return Err(KdError::InvalidConfig("DLB: replayed rows but no stored last batch".into())),
         };
-        // Store this step's fresh rows, detached, as computed before the update.
+        Ok(LossTerms::new().with("ce", ce).with("dlb", consistency))
+    }
+
+    fn after_step(&mut self, step: &StepDone<'_>) -> Result<()> {
+        // Store this step's fresh rows with their logits as computed before the update.
+        let (batch, replayed) = (step.batch, step.batch.replayed.len());
+        let [n, classes] = step.student.logits.dims();
         self.last = if n > replayed {
-            let logits = host_rows(student.logits.clone().narrow(0, replayed, n - replayed))?;
+            let logits = host_rows(step.student.logits.clone().narrow(0, replayed, n - replayed))?;
             let entries = (replayed..n)
                 .zip(logits.chunks(classes))
                 .map(|(row, l)| ReplayEntry { index: batch.indices[row], view: batch.views[row], score: 0.0, logits: l.to_vec() })
                 .collect();
-            Some(ReplayBuffer { epoch: ctx.epoch, classes, entries })
+            Some(ReplayBuffer { epoch: step.ctx.epoch, classes, entries })
         } else {
             None
         };
-        Ok(LossTerms::new().with("ce", ce).with("dlb", consistency))
+        Ok(())
     }
 
     fn save_state(&self) -> Result<Vec<u8>> {
@@ -152,7 +134,6 @@ impl Distiller for Dlb {
     }
 
     fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
-        self.pending_replay = None;
         self.last = if bytes.is_empty() { None } else { Some(ReplayBuffer::from_bytes(bytes)?) };
         Ok(())
     }
@@ -161,8 +142,8 @@ impl Distiller for Dlb {
 /// The method by name: its configuration over the defaults, and the distiller (the crate's
 /// registry lists it).
 pub fn prepare<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
-    let cfg: DlbConfig = method_config("dlb", DlbConfig::default(), user)?;
-    Prepared::new("dlb", &cfg, Dlb::new(cfg.clone())?)
+    let cfg: DlbConfig = method_config(NAME, DlbConfig::default(), user)?;
+    Prepared::new(NAME, &cfg, Dlb::new(cfg.clone())?)
 }
 
 /// Small models, a data source and a run recipe shared by the tests of this crate's files.
@@ -282,6 +263,9 @@ pub(crate) mod test_util {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::TensorData;
+    use kd_core::ModelOutput;
+    use kd_core::distiller::step_without_update;
 
     /// Sample `i` is the single value `i + 100 * view + 1000 * epoch`, label `i % 3`.
     struct Toy;
@@ -341,7 +325,7 @@ mod tests {
         let b1 = d.prepare_batch(&ctx(1, 0), Toy.batch(&[0, 1], 1, 0, &device).unwrap(), &Toy, &device).unwrap();
         assert_eq!(b1.indices, vec![0, 1]);
         let o1 = out(vec![1.0, 0.0, -1.0, 0.5, 2.0, 0.0], &device);
-        let terms = d.loss(&ctx(1, 0), &b1, &o1, None, &NoAux::new()).unwrap();
+        let terms = step_without_update(&mut d, &Step::new(ctx(1, 0), &b1, &o1, None)).unwrap();
         assert_eq!(scalar(terms.terms()[1].1.clone()), 0.0);
         let ce = scalar(cross_entropy_mean(o1.logits.clone(), b1.labels.clone()));
         assert!((scalar(terms.total().unwrap()) - ce).abs() < 1e-6);
@@ -357,7 +341,7 @@ mod tests {
         assert_eq!(b2.labels_host, vec![0, 1, 1, 2]);
 
         let o2 = out(vec![0.3, 0.1, -0.2, 0.0, 1.0, 0.5, 2.0, 1.0, 0.0, -1.0, 0.0, 1.0], &device);
-        let terms = d.loss(&ctx(2, 0), &b2, &o2, None, &NoAux::new()).unwrap();
+        let terms = step_without_update(&mut d, &Step::new(ctx(2, 0), &b2, &o2, None)).unwrap();
         let ce_all = scalar(cross_entropy_mean(o2.logits.clone(), b2.labels.clone()));
         assert!((scalar(terms.terms()[0].1.clone()) - ce_all).abs() < 1e-6);
         let want = scalar(dlb_loss(o2.logits.clone().narrow(0, 0, 2), o1.logits.clone(), 3.0, 1.0));
@@ -375,7 +359,8 @@ mod tests {
         let mut d = Dlb::new(DlbConfig::default()).unwrap();
         let empty = d.save_state().unwrap();
         let b = d.prepare_batch(&ctx(1, 0), Toy.batch(&[7, 2, 9], 1, 0, &device).unwrap(), &Toy, &device).unwrap();
-        d.loss(&ctx(1, 0), &b, &out(vec![0.1, -3.5, 1e-7, 4.0, 0.0, -0.0, 1.5, 2.5, 3.5], &device), None, &NoAux::new()).unwrap();
+        step_without_update(&mut d, &Step::new(ctx(1, 0), &b, &out(vec![0.1, -3.5, 1e-7, 4.0, 0.0, -0.0, 1.5, 2.5, 3.5], &device), None))
+            .unwrap();
         let bytes = d.save_state().unwrap();
 
         let mut back = Dlb::new(DlbConfig::default()).unwrap();

@@ -15,8 +15,13 @@ use kd_core::check;
 use kd_core::loss::{cross_entropy_mean, kd_kl_mean, mse_mean};
 use kd_core::model::feature_shape;
 use kd_core::registry::{Prepared, Value, method_config};
-use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, Result, StepContext, TeacherNeed, require_teacher};
+use kd_core::{AuxModule, Distiller, KdError, LossTerms, ModelOutput, Result, Step, TeacherNeed, require_teacher};
 use serde::{Deserialize, Serialize};
+
+/// The method's name.
+pub const NAME: &str = "fitnet";
+/// FitNet's hint plus Hinton's KD.
+pub const NAME_KD: &str = "fitnet+kd";
 
 /// Configuration of [`FitNet`]. Defaults: mdistiller's `FITNET` config (`engine/cfg.py`: hint
 /// layer 2, CE weight 1.0, feature weight 100.0); the KD term is off (`kd_weight` 0) and its
@@ -185,11 +190,11 @@ impl FitNet {
     }
 }
 
-impl Distiller for FitNet {
-    type Aux = HintRegressor;
+impl AuxModule for HintRegressor {}
 
-    fn name(&self) -> String {
-        if self.config.kd_weight > 0.0 { "fitnet+kd".into() } else { "fitnet".into() }
+impl Distiller<HintRegressor> for FitNet {
+    fn name(&self) -> &str {
+        if self.config.kd_weight > 0.0 { NAME_KD } else { NAME }
     }
 
     fn teacher_need(&self) -> TeacherNeed {
@@ -197,27 +202,20 @@ impl Distiller for FitNet {
     }
 
     fn init_aux(&self, student: &ModelOutput, teacher: Option<&ModelOutput>, device: &Device) -> Result<HintRegressor> {
-        let teacher = require_teacher(&self.name(), teacher, "features")?;
+        let teacher = require_teacher(self.name(), teacher, "features")?;
         let s = student.feature(self.config.hint_layer, "FitNet", "student")?;
         let t = teacher.feature(self.config.hint_layer, "FitNet", "teacher")?;
         HintRegressor::new(feature_shape(s), feature_shape(t), device)
     }
 
-    fn loss(
-        &mut self,
-        ctx: &StepContext,
-        batch: &Batch,
-        student: &ModelOutput,
-        teacher: Option<&ModelOutput>,
-        aux: &HintRegressor,
-    ) -> Result<LossTerms> {
-        let teacher = require_teacher(&self.name(), teacher, "features")?;
-        let c = &self.config;
-        let warm = ctx.warmup_factor(c.warmup_epochs);
+    fn loss(&mut self, step: &Step<'_, HintRegressor>) -> Result<LossTerms> {
+        let teacher = step.teacher(self.name(), "features")?;
+        let (c, student) = (&self.config, step.student);
+        let warm = step.ctx.warmup_factor(c.warmup_epochs);
         let s = student.feature(c.hint_layer, "FitNet", "student")?;
         let t = teacher.feature(c.hint_layer, "FitNet", "teacher")?;
-        let hint = hint_loss(aux, s.clone(), t.clone())?.mul_scalar(c.hint_weight * warm);
-        let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);
+        let hint = hint_loss(step.aux, s.clone(), t.clone())?.mul_scalar(c.hint_weight * warm);
+        let ce = cross_entropy_mean(student.logits.clone(), step.batch.labels.clone()).mul_scalar(c.ce_weight);
         let mut terms = LossTerms::new().with("ce", ce).with("hint", hint);
         if c.kd_weight > 0.0 {
             let kd = kd_kl_mean(student.logits.clone(), teacher.logits.clone(), c.kd_temperature);
@@ -230,14 +228,14 @@ impl Distiller for FitNet {
 /// The method by name: its configuration over the defaults, and the distiller (the crate's
 /// registry lists it).
 pub fn prepare<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
-    let cfg: FitNetConfig = method_config("fitnet", FitNetConfig::default(), user)?;
-    Prepared::new("fitnet", &cfg, FitNet::new(cfg.clone())?)
+    let cfg: FitNetConfig = method_config(NAME, FitNetConfig::default(), user)?;
+    Prepared::new(NAME, &cfg, FitNet::new(cfg.clone())?)
 }
 
 /// FitNet's hint plus mdistiller's KD weight (0.9).
 pub fn prepare_with_kd<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
-    let cfg: FitNetConfig = method_config("fitnet+kd", FitNetConfig { kd_weight: 0.9, ..Default::default() }, user)?;
-    Prepared::new("fitnet+kd", &cfg, FitNet::new(cfg.clone())?)
+    let cfg: FitNetConfig = method_config(NAME_KD, FitNetConfig { kd_weight: 0.9, ..Default::default() }, user)?;
+    Prepared::new(NAME_KD, &cfg, FitNet::new(cfg.clone())?)
 }
 
 #[cfg(test)]
@@ -246,6 +244,8 @@ mod tests {
     use burn::module::{ModuleVisitor, Param};
     use burn::tensor::Distribution;
     use burn::tensor::Gradients;
+    use kd_core::distiller::step_without_update;
+    use kd_core::{Batch, StepContext};
 
     fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
         Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
@@ -327,7 +327,7 @@ mod tests {
         let aux = d.init_aux(&s.without_autodiff(), Some(&t), &ad).unwrap();
         let batch = Batch::from_host(vec![0.0; 2], [2, 1, 1, 1], vec![0, 2], vec![0, 1], vec![0, 0], &device).unwrap();
         let ctx = StepContext { epoch: 1, total_epochs: 1, step_in_epoch: 0, global_step: 0, seed: 0 };
-        let terms = d.loss(&ctx, &batch, &s, Some(&t), &aux).unwrap();
+        let terms = step_without_update(&mut d, &Step::new(ctx, &batch, &s, Some(&t)).with_aux(&aux)).unwrap();
         let names: Vec<&str> = terms.terms().iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["ce", "hint", "kd"]);
         let total = terms.total().unwrap().into_scalar::<f32>();
@@ -335,7 +335,7 @@ mod tests {
 
         // A warm-up of 4 epochs scales the hint and KD terms by 1/4 in epoch 1, not the CE.
         let mut warm = FitNet::new(FitNetConfig { hint_layer: 0, kd_weight: 0.5, warmup_epochs: 4, ..Default::default() }).unwrap();
-        let warm_terms = warm.loss(&ctx, &batch, &s, Some(&t), &aux).unwrap();
+        let warm_terms = step_without_update(&mut warm, &Step::new(ctx, &batch, &s, Some(&t)).with_aux(&aux)).unwrap();
         let value = |terms: &LossTerms, name: &str| {
             terms.terms().iter().find(|(n, _)| n == name).map(|(_, v)| v.clone().into_scalar::<f32>()).unwrap()
         };

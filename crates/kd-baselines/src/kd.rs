@@ -4,15 +4,17 @@
 //! (mdistiller `distillers/KD.py`, `kd_loss`; docs/methods.md, "KD"), optionally on
 //! standardized logits (docs/methods.md, "Logit standardization").
 
-use burn::tensor::{Device, Tensor};
-use kd_core::check;
+use burn::tensor::Tensor;
+use kd_core::logit_stand::{LogitStandardization, standardize_pair};
 use kd_core::loss::{cross_entropy_mean, kd_kl_mean};
-use kd_core::{Batch, Distiller, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed, logit_teacher};
+use kd_core::registry::{Prepared, Value, method_config};
+use kd_core::{Distiller, LossTerms, Result, Step, Student, check};
 use serde::{Deserialize, Serialize};
 
-use kd_core::Student;
-use kd_core::logit_stand::{LogitStandardization, standardize_pair};
-use kd_core::registry::{Prepared, Value, method_config};
+/// The method's name.
+pub const NAME: &str = "kd";
+/// KD on standardized logits (LSKD's recipe).
+pub const NAME_LS: &str = "kd+ls";
 
 /// Configuration of [`Kd`]. Defaults: mdistiller's CIFAR config (`configs/cifar100/kd.yaml`:
 /// T = 4, CE weight 0.1, KD weight 0.9).
@@ -65,32 +67,21 @@ impl Kd {
 }
 
 impl Distiller for Kd {
-    type Aux = NoAux;
-
-    fn name(&self) -> String {
-        if self.config.logit_stand.is_some() { "kd+ls".into() } else { "kd".into() }
+    fn name(&self) -> &str {
+        if self.config.logit_stand.is_some() { NAME_LS } else { NAME }
     }
 
-    fn teacher_need(&self) -> TeacherNeed {
-        TeacherNeed::Logits
+    fn accepts_top_k(&self) -> bool {
+        // The KL term reads the teacher's distribution only, which top-k outputs approximate.
+        self.config.logit_stand.is_none()
     }
 
-    fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
-        Ok(NoAux::new())
-    }
-
-    fn loss(
-        &mut self,
-        _: &StepContext,
-        batch: &Batch,
-        student: &ModelOutput,
-        teacher: Option<&ModelOutput>,
-        _: &NoAux,
-    ) -> Result<LossTerms> {
-        let teacher = logit_teacher("kd", batch, student, teacher)?;
+    fn loss(&mut self, step: &Step) -> Result<LossTerms> {
+        let teacher = step.logit_teacher(self.name())?;
         let c = &self.config;
-        let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);
-        let kd = kd_loss(student.logits.clone(), teacher.logits.clone(), c.temperature, c.logit_stand.as_ref()).mul_scalar(c.kd_weight);
+        let ce = cross_entropy_mean(step.student.logits.clone(), step.batch.labels.clone()).mul_scalar(c.ce_weight);
+        let kd =
+            kd_loss(step.student.logits.clone(), teacher.logits.clone(), c.temperature, c.logit_stand.as_ref()).mul_scalar(c.kd_weight);
         Ok(LossTerms::new().with("ce", ce).with("kd", kd))
     }
 }
@@ -98,14 +89,14 @@ impl Distiller for Kd {
 /// The method by name: its configuration over the defaults, and the distiller (the crate's
 /// registry lists it).
 pub fn prepare<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
-    let cfg: KdConfig = method_config("kd", KdConfig::default(), user)?;
-    Prepared::new("kd", &cfg, Kd::new(cfg.clone())?)
+    let cfg: KdConfig = method_config(NAME, KdConfig::default(), user)?;
+    Prepared::new(NAME, &cfg, Kd::new(cfg.clone())?)
 }
 
 /// LSKD's CIFAR recipe for KD: base temperature 2, KD weight 9, CE weight 0.1, z-scored logits.
 pub fn prepare_with_logit_stand<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
     let defaults = KdConfig { temperature: 2.0, ce_weight: 0.1, kd_weight: 9.0, logit_stand: Some(Default::default()) };
-    let mut cfg: KdConfig = method_config("kd+ls", defaults, user)?;
+    let mut cfg: KdConfig = method_config(NAME_LS, defaults, user)?;
     cfg.logit_stand.get_or_insert_with(Default::default);
-    Prepared::new("kd+ls", &cfg, Kd::new(cfg.clone())?)
+    Prepared::new(NAME_LS, &cfg, Kd::new(cfg.clone())?)
 }

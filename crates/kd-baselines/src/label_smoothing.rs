@@ -4,12 +4,15 @@
 //! same target as PyTorch's `CrossEntropyLoss(label_smoothing=eps)`. No teacher. PS-KD
 //! (docs/methods.md, "PS-KD") lists it as a baseline.
 
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 use kd_core::Student;
 use kd_core::loss::{one_hot, soft_cross_entropy};
 use kd_core::registry::{Prepared, Value, method_config};
-use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
+use kd_core::{Distiller, KdError, LossTerms, Result, Step, TeacherNeed};
 use serde::{Deserialize, Serialize};
+
+/// The method's name.
+pub const NAME: &str = "label_smoothing";
 
 /// Configuration of [`LabelSmoothing`]. Default: eps = 0.1 (the Inception-v3 paper's value,
 /// also the usual CIFAR/ImageNet baseline setting).
@@ -62,22 +65,16 @@ impl LabelSmoothing {
 }
 
 impl Distiller for LabelSmoothing {
-    type Aux = NoAux;
-
-    fn name(&self) -> String {
-        "label_smoothing".into()
+    fn name(&self) -> &str {
+        NAME
     }
 
     fn teacher_need(&self) -> TeacherNeed {
         TeacherNeed::Nothing
     }
 
-    fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
-        Ok(NoAux::new())
-    }
-
-    fn loss(&mut self, _: &StepContext, batch: &Batch, student: &ModelOutput, _: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
-        let loss = label_smoothing_loss(student.logits.clone(), batch.labels.clone(), self.config.epsilon);
+    fn loss(&mut self, step: &Step) -> Result<LossTerms> {
+        let loss = label_smoothing_loss(step.student.logits.clone(), step.batch.labels.clone(), self.config.epsilon);
         Ok(LossTerms::new().with("ce_smoothed", loss))
     }
 }
@@ -85,13 +82,14 @@ impl Distiller for LabelSmoothing {
 /// The method by name: its configuration over the defaults, and the distiller (the crate's
 /// registry lists it).
 pub fn prepare<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
-    let cfg: LabelSmoothingConfig = method_config("label_smoothing", LabelSmoothingConfig::default(), user)?;
-    Prepared::new("label_smoothing", &cfg, LabelSmoothing::new(cfg.clone())?)
+    let cfg: LabelSmoothingConfig = method_config(NAME, LabelSmoothingConfig::default(), user)?;
+    Prepared::new(NAME, &cfg, LabelSmoothing::new(cfg.clone())?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::Device;
     use burn::tensor::TensorData;
 
     fn host(t: Tensor<2>) -> Vec<f32> {

@@ -8,13 +8,16 @@
 //! "PS-KD"). No teacher.
 
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use kd_core::Student;
 use kd_core::loss::soft_cross_entropy;
 use kd_core::registry::{Prepared, Value, method_config};
 use kd_core::state::{StateReader, put_u64};
-use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
+use kd_core::{Batch, Distiller, KdError, LossTerms, Result, Step, StepContext, StepDone, TeacherNeed};
 use serde::{Deserialize, Serialize};
+
+/// The method's name.
+pub const NAME: &str = "pskd";
 
 /// Configuration of [`PsKd`]. Default: `alpha_T` = 0.8, the default of the authors' code
 /// (lgcnsai/PS-KD-Pytorch; docs/methods.md, "PS-KD"). The number of epochs `E` is the run's
@@ -256,31 +259,28 @@ impl PsKd {
 }
 
 impl Distiller for PsKd {
-    type Aux = NoAux;
-
-    fn name(&self) -> String {
-        "pskd".into()
+    fn name(&self) -> &str {
+        NAME
     }
 
     fn teacher_need(&self) -> TeacherNeed {
         TeacherNeed::Nothing
     }
 
-    fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
-        Ok(NoAux::new())
-    }
-
-    fn loss(&mut self, ctx: &StepContext, batch: &Batch, student: &ModelOutput, _: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
-        let [b, classes] = student.logits.dims();
+    fn loss(&mut self, step: &Step) -> Result<LossTerms> {
+        let (batch, student) = (step.batch, &step.student.logits);
+        let [b, classes] = student.dims();
         if b != batch.len() {
             return Err(KdError::ShapeMismatch { what: "PS-KD logits vs batch".into(), expected: vec![batch.len()], actual: vec![b] });
         }
-        // Targets read the table before this step overwrites it.
-        let targets = self.targets(ctx, batch, classes)?;
-        let targets = Tensor::<2>::from_data(TensorData::new(targets, [b, classes]), &student.logits.device());
-        let loss = soft_cross_entropy(student.logits.clone(), targets).mean();
-        self.record(batch, student.logits.clone())?;
-        Ok(LossTerms::new().with("pskd", loss))
+        // The targets read the table before this step's predictions overwrite it (after_step).
+        let targets = self.targets(&step.ctx, batch, classes)?;
+        let targets = Tensor::<2>::from_data(TensorData::new(targets, [b, classes]), &student.device());
+        Ok(LossTerms::new().with("pskd", soft_cross_entropy(student.clone(), targets).mean()))
+    }
+
+    fn after_step(&mut self, step: &StepDone<'_>) -> Result<()> {
+        self.record(step.batch, step.student.logits.clone())
     }
 
     fn save_state(&self) -> Result<Vec<u8>> {
@@ -301,13 +301,16 @@ impl Distiller for PsKd {
 /// The method by name: its configuration over the defaults, and the distiller (the crate's
 /// registry lists it).
 pub fn prepare<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
-    let cfg: PsKdConfig = method_config("pskd", PsKdConfig::default(), user)?;
-    Prepared::new("pskd", &cfg, PsKd::new(cfg.clone())?)
+    let cfg: PsKdConfig = method_config(NAME, PsKdConfig::default(), user)?;
+    Prepared::new(NAME, &cfg, PsKd::new(cfg.clone())?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::Device;
+    use kd_core::ModelOutput;
+    use kd_core::distiller::step_without_update;
 
     fn ctx(epoch: usize, total: usize) -> StepContext {
         StepContext { epoch, total_epochs: total, step_in_epoch: 0, global_step: 0, seed: 0 }
@@ -340,7 +343,7 @@ mod tests {
         let t0 = d.targets(&ctx(1, 4), &b, 3).unwrap();
         assert_eq!(t0, vec![0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
         // The epoch-0 loss is the plain cross-entropy.
-        let loss = d.loss(&ctx(1, 4), &b, &out, None, &NoAux::new()).unwrap().total().unwrap().into_scalar::<f32>();
+        let loss = step_without_update(&mut d, &Step::new(ctx(1, 4), &b, &out, None)).unwrap().total().unwrap().into_scalar::<f32>();
         let ce = kd_core::loss::cross_entropy_mean(out.logits.clone(), b.labels.clone()).into_scalar::<f32>();
         assert!((loss - ce).abs() < 1e-6);
         assert_eq!(d.table().filled(), 2);
@@ -362,7 +365,7 @@ mod tests {
         }
         // The loss uses these targets and then overwrites the rows.
         let out2 = logits(vec![0.1, 0.2, 0.3, 0.3, 0.2, 0.1], 3, &device);
-        let loss2 = d.loss(&ctx(2, 4), &b2, &out2, None, &NoAux::new()).unwrap().total().unwrap().into_scalar::<f32>();
+        let loss2 = step_without_update(&mut d, &Step::new(ctx(2, 4), &b2, &out2, None)).unwrap().total().unwrap().into_scalar::<f32>();
         let targets = Tensor::<2>::from_data(TensorData::new(t1, [2, 3]), &device);
         let want = soft_cross_entropy(out2.logits.clone(), targets).mean().into_scalar::<f32>();
         assert!((loss2 - want).abs() < 1e-6);
@@ -377,7 +380,7 @@ mod tests {
         let mut d = PsKd::new(PsKdConfig::default()).unwrap();
         let b = batch(vec![2, 0, 1], vec![9, 3, 0], &device);
         let out = logits(vec![1.0, 2.0, 3.0, 0.5, -1.0, 0.0, 1e-3, 7.0, -7.0], 3, &device);
-        d.loss(&ctx(1, 3), &b, &out, None, &NoAux::new()).unwrap();
+        step_without_update(&mut d, &Step::new(ctx(1, 3), &b, &out, None)).unwrap();
         let bytes = d.save_state().unwrap();
         let mut back = PsKd::new(PsKdConfig::default()).unwrap();
         back.load_state(&bytes).unwrap();

@@ -1,55 +1,66 @@
 //! The baselines by name, with their presets (see [`kd_core::registry`]).
 
 use kd_core::Student;
-use kd_core::registry::{MethodEntry, MethodSpec, Tasks};
+use kd_core::registry::{MethodEntry, MethodSpec, Suite, Tasks};
 
 const CRATE: &str = "kd-baselines";
 const HINTON: &str = "Hinton, Vinyals, Dean: Distilling the Knowledge in a Neural Network (2015)";
 const LSKD: &str = "Sun et al.: Logit Standardization in Knowledge Distillation (CVPR 2024)";
+const CONV: &[Suite] = &[Suite::ConvPair];
+const BOTH: &[Suite] = &[Suite::ConvPair, Suite::BiasedTeacher];
 
 /// Every baseline, in the order tables list them.
 pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
     vec![
         MethodEntry::new(
-            MethodSpec::new("ce", "cross-entropy on the labels alone (no teacher)", CRATE, Tasks::Any),
+            MethodSpec::new(crate::ce::NAME, "cross-entropy on the labels alone (no teacher)", CRATE, Tasks::Any).in_suites(BOTH),
             crate::ce::prepare::<S>,
         ),
         MethodEntry::new(
             MethodSpec::new(
-                "label_smoothing",
+                crate::label_smoothing::NAME,
                 "Szegedy et al.: Rethinking the Inception Architecture (CVPR 2016)",
                 CRATE,
                 Tasks::MultiClass,
             ),
             crate::label_smoothing::prepare::<S>,
         ),
-        MethodEntry::new(MethodSpec::new("kd", HINTON, CRATE, Tasks::Any).accepting_top_k(), crate::kd::prepare::<S>),
-        MethodEntry::new(MethodSpec::new("kd+ls", LSKD, CRATE, Tasks::MultiClass), crate::kd::prepare_with_logit_stand::<S>),
+        MethodEntry::new(MethodSpec::new(crate::kd::NAME, HINTON, CRATE, Tasks::Any).in_suites(BOTH), crate::kd::prepare::<S>),
         MethodEntry::new(
-            MethodSpec::new("dkd", "Zhao et al.: Decoupled Knowledge Distillation (CVPR 2022)", CRATE, Tasks::MultiClass),
+            MethodSpec::new(crate::kd::NAME_LS, LSKD, CRATE, Tasks::MultiClass).in_suites(CONV),
+            crate::kd::prepare_with_logit_stand::<S>,
+        ),
+        MethodEntry::new(
+            MethodSpec::new(crate::dkd::NAME, "Zhao et al.: Decoupled Knowledge Distillation (CVPR 2022)", CRATE, Tasks::MultiClass)
+                .in_suites(CONV),
             crate::dkd::prepare::<S>,
         ),
-        MethodEntry::new(MethodSpec::new("dkd+ls", LSKD, CRATE, Tasks::MultiClass), crate::dkd::prepare_with_logit_stand::<S>),
         MethodEntry::new(
-            MethodSpec::new("fitnet", "Romero et al.: FitNets: Hints for Thin Deep Nets (ICLR 2015)", CRATE, Tasks::Any),
+            MethodSpec::new(crate::dkd::NAME_LS, LSKD, CRATE, Tasks::MultiClass).in_suites(CONV),
+            crate::dkd::prepare_with_logit_stand::<S>,
+        ),
+        MethodEntry::new(
+            MethodSpec::new(crate::fitnet::NAME, "Romero et al.: FitNets: Hints for Thin Deep Nets (ICLR 2015)", CRATE, Tasks::Any)
+                .in_suites(CONV),
             crate::fitnet::prepare::<S>,
         ),
         MethodEntry::new(
             MethodSpec::new(
-                "fitnet+kd",
+                crate::fitnet::NAME_KD,
                 "FitNets' hint plus Hinton's KD (the naive combination DCKD argues against)",
                 CRATE,
                 Tasks::MultiClass,
-            ),
+            )
+            .in_suites(CONV),
             crate::fitnet::prepare_with_kd::<S>,
         ),
         MethodEntry::new(
-            MethodSpec::new("rkd", "Park et al.: Relational Knowledge Distillation (CVPR 2019)", CRATE, Tasks::Any),
+            MethodSpec::new(crate::rkd::NAME, "Park et al.: Relational Knowledge Distillation (CVPR 2019)", CRATE, Tasks::Any),
             crate::rkd::prepare::<S>,
         ),
         MethodEntry::new(
             MethodSpec::new(
-                "pskd",
+                crate::pskd::NAME,
                 "Kim et al.: Self-Knowledge Distillation with Progressive Refinement of Targets (ICCV 2021)",
                 CRATE,
                 Tasks::MultiClass,
@@ -57,7 +68,12 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
             crate::pskd::prepare::<S>,
         ),
         MethodEntry::new(
-            MethodSpec::new("dlb", "Shen et al.: Self-Distillation from the Last Mini-Batch (CVPR 2022)", CRATE, Tasks::MultiClass),
+            MethodSpec::new(
+                crate::dlb::NAME,
+                "Shen et al.: Self-Distillation from the Last Mini-Batch (CVPR 2022)",
+                CRATE,
+                Tasks::MultiClass,
+            ),
             crate::dlb::prepare::<S>,
         ),
     ]

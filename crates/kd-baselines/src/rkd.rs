@@ -15,8 +15,11 @@ use kd_core::Student;
 use kd_core::check;
 use kd_core::loss::{cross_entropy_mean, smooth_l1_mean};
 use kd_core::registry::{Prepared, Value, method_config};
-use kd_core::{Batch, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed, require_teacher};
+use kd_core::{Distiller, KdError, LossTerms, Result, Step, TeacherNeed};
 use serde::{Deserialize, Serialize};
+
+/// The method's name.
+pub const NAME: &str = "rkd";
 
 /// Configuration of [`Rkd`]. Defaults: mdistiller's `RKD` config (`engine/cfg.py`: CE weight
 /// 1.0, distance weight 25, angle weight 50, non-squared distances, eps 1e-12), which are also
@@ -128,10 +131,8 @@ impl Rkd {
 }
 
 impl Distiller for Rkd {
-    type Aux = NoAux;
-
-    fn name(&self) -> String {
-        "rkd".into()
+    fn name(&self) -> &str {
+        NAME
     }
 
     fn teacher_need(&self) -> TeacherNeed {
@@ -139,27 +140,16 @@ impl Distiller for Rkd {
         TeacherNeed::LogitsAndFeatures
     }
 
-    fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
-        Ok(NoAux::new())
-    }
-
-    fn loss(
-        &mut self,
-        _: &StepContext,
-        batch: &Batch,
-        student: &ModelOutput,
-        teacher: Option<&ModelOutput>,
-        _: &NoAux,
-    ) -> Result<LossTerms> {
-        let teacher = require_teacher("rkd", teacher, "embeddings")?;
-        let (student_embedding, teacher_embedding) = (student.embedding("rkd")?, teacher.embedding("rkd")?);
+    fn loss(&mut self, step: &Step) -> Result<LossTerms> {
+        let (teacher, student) = (step.teacher(NAME, "embeddings")?, step.student);
+        let (student_embedding, teacher_embedding) = (student.embedding(NAME)?, teacher.embedding(NAME)?);
         let (s, t) = (student_embedding.dims(), teacher_embedding.dims());
         if s[0] != t[0] {
             return Err(KdError::ShapeMismatch { what: "RKD embeddings (batch)".into(), expected: vec![s[0]], actual: vec![t[0]] });
         }
         // Student and teacher dimensions may differ: the relations are compared, not the vectors.
         let (dist, angle) = rkd_loss(student_embedding.clone(), teacher_embedding.clone(), &self.config);
-        let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(self.config.ce_weight);
+        let ce = cross_entropy_mean(student.logits.clone(), step.batch.labels.clone()).mul_scalar(self.config.ce_weight);
         Ok(LossTerms::new().with("ce", ce).with("rkd_distance", dist).with("rkd_angle", angle))
     }
 }
@@ -167,8 +157,8 @@ impl Distiller for Rkd {
 /// The method by name: its configuration over the defaults, and the distiller (the crate's
 /// registry lists it).
 pub fn prepare<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
-    let cfg: RkdConfig = method_config("rkd", RkdConfig::default(), user)?;
-    Prepared::new("rkd", &cfg, Rkd::new(cfg.clone())?)
+    let cfg: RkdConfig = method_config(NAME, RkdConfig::default(), user)?;
+    Prepared::new(NAME, &cfg, Rkd::new(cfg.clone())?)
 }
 
 #[cfg(test)]

@@ -72,6 +72,11 @@ impl Checkpoint {
             .ok_or_else(|| KdError::Record(format!("checkpoint has no `{name}` section")))
     }
 
+    /// The section `name`, or `None` when the checkpoint has none (written before it existed).
+    pub fn optional_section(&self, name: &str) -> Option<&[u8]> {
+        self.sections.iter().find(|(n, _)| n == name).map(|(_, b)| b.as_slice())
+    }
+
     /// Serialises the checkpoint.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let header = Header { meta: self.meta.clone(), sections: self.sections.iter().map(|(n, b)| (n.clone(), b.len() as u64)).collect() };

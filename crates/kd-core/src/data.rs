@@ -3,6 +3,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::{KdError, Result};
+use crate::replay::ReplayEntry;
 
 /// A mini-batch: inputs, labels, and the dataset index of every sample.
 #[derive(Debug, Clone)]
@@ -17,6 +18,10 @@ pub struct Batch {
     pub indices: Vec<usize>,
     /// The augmentation draw of each sample (0 when not augmented); caches key on it.
     pub views: Vec<u64>,
+    /// Rows a method replayed at the front of the batch ([`crate::Distiller::prepare_batch`]),
+    /// with what it stored of them, in row order: row `i < replayed.len()` is `replayed[i]`.
+    /// Empty for a loader's batch.
+    pub replayed: Vec<ReplayEntry>,
 }
 
 impl Batch {
@@ -41,7 +46,7 @@ impl Batch {
         let inputs = Tensor::<4>::from_data(TensorData::new(inputs, shape), device);
         let label_data: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
         let labels_t = Tensor::<1, Int>::from_data(TensorData::new(label_data, [n]), device);
-        Ok(Batch { inputs, labels: labels_t, labels_host: labels, indices, views })
+        Ok(Batch { inputs, labels: labels_t, labels_host: labels, indices, views, replayed: Vec::new() })
     }
 
     /// Number of samples.
@@ -63,11 +68,18 @@ impl Batch {
             labels_host: self.labels_host[..n].to_vec(),
             indices: self.indices[..n].to_vec(),
             views: self.views[..n].to_vec(),
+            replayed: self.replayed.iter().take(n).cloned().collect(),
         }
     }
 
-    /// Concatenates two batches (replayed samples first).
+    /// Concatenates two batches (replayed samples first). The result's replayed rows are
+    /// `first`'s, then `second`'s when every row of `first` is replayed (rows after a fresh one
+    /// are fresh).
     pub fn concat(first: Batch, second: Batch) -> Batch {
+        let mut replayed = first.replayed;
+        if replayed.len() == first.labels_host.len() {
+            replayed.extend(second.replayed);
+        }
         let mut labels_host = first.labels_host;
         labels_host.extend(second.labels_host);
         let mut indices = first.indices;
@@ -80,7 +92,25 @@ impl Batch {
             labels_host,
             indices,
             views,
+            replayed,
         }
+    }
+
+    /// The stored logits of the replayed rows as `[replayed, classes]` on `device` (`None`
+    /// when no row is replayed), or a protocol error naming `method` when an entry's logits
+    /// are not `classes` long.
+    pub fn replayed_logits(&self, method: &str, classes: usize, device: &Device) -> Result<Option<Tensor<2>>> {
+        if self.replayed.is_empty() {
+            return Ok(None);
+        }
+        if let Some(e) = self.replayed.iter().find(|e| e.logits.len() != classes) {
+            return Err(KdError::Protocol {
+                method: method.into(),
+                reason: format!("a replayed row stored {} logits, the student has {classes} classes", e.logits.len()),
+            });
+        }
+        let flat: Vec<f32> = self.replayed.iter().flat_map(|e| e.logits.iter().copied()).collect();
+        Ok(Some(Tensor::<2>::from_data(TensorData::new(flat, [self.replayed.len(), classes]), device)))
     }
 
     /// Checks every label against the number of classes.

@@ -88,6 +88,15 @@ pub enum KdError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// A method broke the training protocol (a hook's contract: replayed rows that are not the
+    /// batch's, learnable parts it never builds, a value its loss did not keep).
+    #[error("method `{method}` broke the training protocol: {reason}")]
+    Protocol {
+        /// The method.
+        method: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A backend was asked for that is not compiled in or finds no device.
     #[error("backend `{name}` is not available: {reason}")]
     Backend {

@@ -26,6 +26,15 @@ impl ModelOutput {
         ModelOutput { logits, features: Vec::new(), embedding: None }
     }
 
+    /// The same outputs without their autodiff graph (the values the loss saw).
+    pub fn detached(&self) -> ModelOutput {
+        ModelOutput {
+            logits: self.logits.clone().without_autodiff(),
+            features: self.features.iter().map(|f| f.clone().without_autodiff()).collect(),
+            embedding: self.embedding.as_ref().map(|e| e.clone().without_autodiff()),
+        }
+    }
+
     /// The penultimate embedding, or an error saying that `method` needs one these outputs lack.
     pub fn embedding(&self, method: &str) -> Result<&Tensor<2>> {
         self.embedding.as_ref().ok_or_else(|| KdError::Missing {
@@ -95,6 +104,18 @@ pub enum TeacherNeed {
     LogitsAndFeatures,
 }
 
+impl TeacherNeed {
+    /// What serves both needs: the larger of the two.
+    pub fn union(self, other: TeacherNeed) -> TeacherNeed {
+        let rank = |n: TeacherNeed| match n {
+            TeacherNeed::Nothing => 0,
+            TeacherNeed::Logits => 1,
+            TeacherNeed::LogitsAndFeatures => 2,
+        };
+        if rank(other) > rank(self) { other } else { self }
+    }
+}
+
 /// Anything that yields teacher outputs for a batch, without gradients: a frozen network, an
 /// ensemble, a cache of stored soft labels, or nothing.
 pub trait Teacher {
@@ -104,6 +125,12 @@ pub trait Teacher {
     fn num_classes(&self) -> Option<usize>;
     /// Teacher outputs for the batch, or `None` when `need` is [`TeacherNeed::Nothing`].
     fn outputs(&self, batch: &Batch, need: TeacherNeed) -> Result<Option<ModelOutput>>;
+    /// `Some(k)` when the outputs are approximate, recovered from the top-k probabilities a
+    /// cache kept; `None` (the default) when they are the teacher's exact logits. The training
+    /// loop refuses approximate outputs to a method that needs exact ones.
+    fn top_k(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A trained network used as a teacher: inference mode (BatchNorm running statistics), no autodiff.

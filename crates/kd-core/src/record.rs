@@ -1,7 +1,7 @@
 //! What an epoch of training records: its losses, and the evaluation of the model after it.
 //!
-//! Its own module, so that the training loop and the `Distiller` trait (whose `should_stop`
-//! hook reads a record) both depend on it and not on each other.
+//! Its own module, so that the training loop and the `SideModels` trait (whose `end_epoch`
+//! reads a record) both depend on it and not on each other.
 
 use std::collections::BTreeMap;
 

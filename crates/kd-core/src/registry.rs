@@ -9,9 +9,10 @@
 //!
 //! ```
 //! use kd_core::registry::{MethodEntry, MethodSpec, Prepared, Tasks, method_config};
-//! use kd_core::{Result, Student};
-//! # use kd_core::{Batch, Distiller, LossTerms, ModelOutput, NoAux, StepContext, TeacherNeed};
-//! # use kd_core::burn::tensor::Device;
+//! use kd_core::{Distiller, LossTerms, Result, Step, Student, TeacherNeed};
+//!
+//! /// The method's one name: the registry, the distiller and every record use it.
+//! pub const NAME: &str = "plain";
 //!
 //! #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
 //! #[serde(default, deny_unknown_fields)]
@@ -19,25 +20,24 @@
 //!
 //! /// Cross-entropy times a weight.
 //! struct Plain(PlainConfig);
-//! # impl Distiller for Plain {
-//! #     type Aux = NoAux;
-//! #     fn name(&self) -> String { "plain".into() }
-//! #     fn teacher_need(&self) -> TeacherNeed { TeacherNeed::Nothing }
-//! #     fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> { Ok(NoAux::new()) }
-//! #     fn loss(&mut self, _: &StepContext, b: &Batch, s: &ModelOutput, _: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
-//! #         let ce = kd_core::loss::cross_entropy_mean(s.logits.clone(), b.labels.clone()) * self.0.weight;
-//! #         Ok(LossTerms::new().with("ce", ce))
-//! #     }
-//! # }
+//!
+//! impl Distiller for Plain {
+//!     fn name(&self) -> &str { NAME }
+//!     fn teacher_need(&self) -> TeacherNeed { TeacherNeed::Nothing }
+//!     fn loss(&mut self, step: &Step) -> Result<LossTerms> {
+//!         let ce = kd_core::loss::cross_entropy_mean(step.student.logits.clone(), step.batch.labels.clone());
+//!         Ok(LossTerms::new().with("ce", ce * self.0.weight))
+//!     }
+//! }
 //!
 //! fn plain<S: Student>(user: Option<&serde_json::Value>) -> Result<Prepared<S>> {
-//!     let config = method_config("plain", PlainConfig { weight: 1.0 }, user)?;
-//!     Prepared::new("plain", &config, Plain(config.clone()))
+//!     let config = method_config(NAME, PlainConfig { weight: 1.0 }, user)?;
+//!     Prepared::new(NAME, &config, Plain(config.clone()))
 //! }
 //!
 //! /// The crate's registry: one line per method.
 //! pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
-//!     vec![MethodEntry::new(MethodSpec::new("plain", "(no paper)", "my-crate", kd_core::registry::Tasks::Any), plain::<S>)]
+//!     vec![MethodEntry::new(MethodSpec::new(NAME, "(no paper)", "my-crate", Tasks::Any), plain::<S>)]
 //! }
 //! ```
 
@@ -46,7 +46,7 @@ use serde::de::DeserializeOwned;
 /// A configuration as the user gives it (JSON; TOML files convert to it).
 pub use serde_json::Value;
 
-use crate::distiller::Distiller;
+use crate::distiller::{AuxModule, Distiller};
 use crate::error::{KdError, Result};
 use crate::model::{Student, Teacher, TeacherNeed};
 use crate::train::{TrainOutcome, Trainer};
@@ -65,10 +65,21 @@ pub enum Tasks {
     Binary,
 }
 
+/// The bench suites a method joins besides the methods suite (which runs every method on
+/// every task it applies to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suite {
+    /// The CNN teacher-student pair on images (every multi-class logit method belongs here).
+    ConvPair,
+    /// The two-class task with a biased teacher (the de-biasing methods and their baselines).
+    BiasedTeacher,
+}
+
 /// What a method is, as its crate declares it.
 #[derive(Debug, Clone, Copy)]
 pub struct MethodSpec {
-    /// The name configs and `--methods` use.
+    /// The name configs, `--methods`, records and tables use: the method's `NAME` constant,
+    /// which its distiller reports too.
     pub name: &'static str,
     /// The paper (authors, venue, year) the method follows.
     pub paper: &'static str,
@@ -76,19 +87,19 @@ pub struct MethodSpec {
     pub crate_name: &'static str,
     /// The tasks it applies to.
     pub tasks: Tasks,
-    /// Whether it accepts approximate (top-k) teacher outputs from a cache.
-    pub accepts_top_k: bool,
+    /// The bench suites it joins besides the methods suite.
+    pub suites: &'static [Suite],
 }
 
 impl MethodSpec {
-    /// A method that needs full teacher outputs (the usual case).
+    /// A method in no suite but the methods suite.
     pub const fn new(name: &'static str, paper: &'static str, crate_name: &'static str, tasks: Tasks) -> Self {
-        MethodSpec { name, paper, crate_name, tasks, accepts_top_k: false }
+        MethodSpec { name, paper, crate_name, tasks, suites: &[] }
     }
 
-    /// The same method, accepting top-k teacher outputs.
-    pub const fn accepting_top_k(self) -> Self {
-        MethodSpec { accepts_top_k: true, ..self }
+    /// The same method, joining `suites`.
+    pub const fn in_suites(self, suites: &'static [Suite]) -> Self {
+        MethodSpec { suites, ..self }
     }
 }
 
@@ -103,7 +114,10 @@ pub struct MethodInfo {
     pub crate_name: &'static str,
     /// The tasks it applies to.
     pub tasks: Tasks,
-    /// Whether it accepts approximate (top-k) teacher outputs from a cache.
+    /// The bench suites it joins besides the methods suite.
+    pub suites: &'static [Suite],
+    /// Whether it accepts approximate (top-k) teacher outputs from a cache (asked of its
+    /// distiller).
     pub accepts_top_k: bool,
     /// What it needs from a teacher (asked of its distiller).
     pub need: TeacherNeed,
@@ -113,6 +127,11 @@ pub struct MethodInfo {
 }
 
 impl MethodInfo {
+    /// Whether the method joins `suite`.
+    pub fn in_suite(&self, suite: Suite) -> bool {
+        self.suites.contains(&suite)
+    }
+
     /// Whether the method runs on a task with `classes` classes.
     pub fn applies_to(&self, classes: usize) -> bool {
         match self.tasks {
@@ -126,35 +145,50 @@ impl MethodInfo {
 /// Trains a student with a method whose configuration is resolved.
 type Runner<S> = Box<dyn FnOnce(&Trainer<'_>, S, &dyn Teacher) -> Result<MethodOutcome<S>>>;
 
-/// A method ready to train: its effective configuration (defaults and preset filled in,
-/// checked), what it needs from a teacher, and what trains with it.
+/// A method ready to train: its name, its effective configuration (defaults and preset filled
+/// in, checked), what it needs from a teacher, and what trains with it.
 pub struct Prepared<S> {
+    name: &'static str,
     config: serde_json::Value,
     need: TeacherNeed,
+    accepts_top_k: bool,
     runner: Runner<S>,
 }
 
 impl<S: Student> Prepared<S> {
-    /// A method that trains `distiller` (already built, so its configuration is checked).
-    pub fn new<C: Serialize, D: Distiller + 'static>(method: &str, config: &C, distiller: D) -> Result<Self> {
-        let need = distiller.teacher_need();
-        Self::with_runner(method, config, need, move |trainer, student, teacher| {
+    /// A method named `name` that trains `distiller` (already built, so its configuration is
+    /// checked). The distiller must report `name`: one identity per method.
+    pub fn new<C: Serialize, A: AuxModule, D: Distiller<A> + 'static>(name: &'static str, config: &C, distiller: D) -> Result<Self> {
+        if distiller.name() != name {
+            return Err(KdError::InvalidConfig(format!(
+                "this configuration of method `{name}` is the method `{}` (its distiller reports that name): use that name",
+                distiller.name()
+            )));
+        }
+        let (need, accepts_top_k) = (distiller.teacher_need(), distiller.accepts_top_k());
+        let prepared = Self::with_runner(name, config, need, move |trainer, student, teacher| {
             let mut distiller = distiller;
             fit_method(trainer, student, &mut distiller, teacher)
-        })
+        })?;
+        Ok(Prepared { accepts_top_k, ..prepared })
     }
 
     /// A method that builds its distiller only when training starts (it fits something on the
-    /// trainer's data first, as de-biased KD fits its calibration).
+    /// trainer's data first, as de-biased KD fits its calibration). It needs exact teacher
+    /// outputs.
     pub fn with_runner<C: Serialize>(
-        method: &str,
+        name: &'static str,
         config: &C,
         need: TeacherNeed,
         runner: impl FnOnce(&Trainer<'_>, S, &dyn Teacher) -> Result<MethodOutcome<S>> + 'static,
     ) -> Result<Self> {
-        let config =
-            serde_json::to_value(config).map_err(|e| KdError::InvalidConfig(format!("configuration of method `{method}`: {e}")))?;
-        Ok(Prepared { config, need, runner: Box::new(runner) })
+        let config = serde_json::to_value(config).map_err(|e| KdError::InvalidConfig(format!("configuration of method `{name}`: {e}")))?;
+        Ok(Prepared { name, config, need, accepts_top_k: false, runner: Box::new(runner) })
+    }
+
+    /// The method's name.
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     /// The effective configuration, as a run records it.
@@ -167,6 +201,11 @@ impl<S: Student> Prepared<S> {
         self.need
     }
 
+    /// Whether the method accepts approximate (top-k) teacher outputs.
+    pub fn accepts_top_k(&self) -> bool {
+        self.accepts_top_k
+    }
+
     /// Trains `student`.
     pub fn train(self, trainer: &Trainer<'_>, student: S, teacher: &dyn Teacher) -> Result<MethodOutcome<S>> {
         (self.runner)(trainer, student, teacher)
@@ -174,7 +213,7 @@ impl<S: Student> Prepared<S> {
 }
 
 /// Trains `student` with `distiller` and drops the method's learnable parts from the outcome.
-pub fn fit_method<S: Student, D: Distiller>(
+pub fn fit_method<S: Student, A: AuxModule, D: Distiller<A>>(
     trainer: &Trainer<'_>,
     student: S,
     distiller: &mut D,
@@ -202,12 +241,19 @@ impl<S: Student> MethodEntry<S> {
     pub fn info(&self) -> Result<MethodInfo> {
         let prepared = (self.prepare)(None)?;
         let s = self.spec;
+        if prepared.name() != s.name {
+            return Err(KdError::Protocol {
+                method: s.name.into(),
+                reason: format!("its registry entry prepares the method `{}`", prepared.name()),
+            });
+        }
         Ok(MethodInfo {
             name: s.name,
             paper: s.paper,
             crate_name: s.crate_name,
             tasks: s.tasks,
-            accepts_top_k: s.accepts_top_k,
+            suites: s.suites,
+            accepts_top_k: prepared.accepts_top_k(),
             need: prepared.need(),
             has_warmup: prepared.config().get("warmup_epochs").is_some(),
         })

@@ -81,17 +81,10 @@ impl ReplayBuffer {
     }
 
     /// Re-draws the first `count` samples (all when fewer are stored) from `data`, as
-    /// [`ReplayBuffer::epoch`] drew them but with the view `view` gives. Returns the batch and
-    /// the entries in its row order (samples are fetched grouped by view, in kept order within
-    /// a view). `method` names the caller in errors.
-    pub fn draw(
-        &self,
-        method: &str,
-        count: usize,
-        view: ReplayView,
-        data: &dyn BatchSource,
-        device: &Device,
-    ) -> Result<(Batch, Vec<ReplayEntry>)> {
+    /// [`ReplayBuffer::epoch`] drew them but with the view `view` gives. Returns the batch with
+    /// the entries in its row order in [`Batch::replayed`] (samples are fetched grouped by view,
+    /// in kept order within a view). `method` names the caller in errors.
+    pub fn draw(&self, method: &str, count: usize, view: ReplayView, data: &dyn BatchSource, device: &Device) -> Result<Batch> {
         let mut chosen: Vec<&ReplayEntry> = self.entries.iter().take(count).collect();
         if chosen.is_empty() {
             return Err(KdError::InvalidConfig(format!("{method}: nothing to replay")));
@@ -121,8 +114,9 @@ impl ReplayBuffer {
             });
             start = end;
         }
-        let batch = batch.ok_or_else(|| KdError::InvalidConfig(format!("{method}: nothing to replay")))?;
-        Ok((batch, chosen.into_iter().cloned().collect()))
+        let mut batch = batch.ok_or_else(|| KdError::InvalidConfig(format!("{method}: nothing to replay")))?;
+        batch.replayed = chosen.into_iter().cloned().collect();
+        Ok(batch)
     }
 
     /// The stored logits of `entries` as one row-major `[entries.len(), classes]` block.

@@ -372,6 +372,13 @@ impl Teacher for TeacherCache {
         Some(self.key.classes)
     }
 
+    fn top_k(&self) -> Option<usize> {
+        match self.key.content {
+            CacheContent::FullLogits => None,
+            CacheContent::TopK { k } => Some(k),
+        }
+    }
+
     fn outputs(&self, batch: &Batch, need: TeacherNeed) -> Result<Option<ModelOutput>> {
         match need {
             TeacherNeed::Nothing => return Ok(None),

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
 use crate::data::BatchSource;
-use crate::distiller::{Distiller, StepContext};
+use crate::distiller::{AuxModule, Distiller, Step, StepContext, StepDone};
 use crate::error::{KdError, Result};
 use crate::loss::{cross_entropy, topk_correct};
 use crate::metrics::{SelectBy, binary_metrics};
@@ -23,6 +23,7 @@ use crate::model::{Classifier, ModelOutput, Student, Teacher, TeacherNeed};
 use crate::optim::{LrSchedule, OptimizerConfig};
 pub use crate::record::{EpochRecord, EvalMetrics};
 use crate::rng::permutation;
+use crate::side_models::{NoSideModels, SideModels};
 
 /// The recipe of one training stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -244,8 +245,19 @@ impl<'a> Trainer<'a> {
         &self.device
     }
 
-    fn check_setup<S: Student>(&self, student: &S, teacher: &dyn Teacher, need: TeacherNeed) -> Result<()> {
+    fn check_setup<S: Student>(&self, student: &S, teacher: &dyn Teacher, need: TeacherNeed, method: (&str, bool)) -> Result<()> {
         self.config.validate()?;
+        let (method, accepts_top_k) = method;
+        if need != TeacherNeed::Nothing
+            && !accepts_top_k
+            && let Some(k) = teacher.top_k()
+        {
+            return Err(KdError::InvalidConfig(format!(
+                "method `{method}` needs the teacher's exact logits, but the teacher `{}` gives approximate outputs recovered from \
+                 its top-{k} probabilities (use a cache of full logits, or the teacher itself)",
+                teacher.describe()
+            )));
+        }
         if self.train.is_empty() {
             return Err(KdError::InvalidConfig(format!("training split {} is empty", self.train.name())));
         }
@@ -285,9 +297,26 @@ impl<'a> Trainer<'a> {
 
     /// Trains `student` with `distiller` and `teacher`. The student must have been built on
     /// `device.autodiff()`.
-    pub fn fit<S: Student, D: Distiller>(&self, student: S, distiller: &mut D, teacher: &dyn Teacher) -> Result<TrainOutcome<S, D::Aux>> {
-        let need = distiller.teacher_need();
-        self.check_setup(&student, teacher, need)?;
+    pub fn fit<S: Student, A: AuxModule, D: Distiller<A>>(
+        &self,
+        student: S,
+        distiller: &mut D,
+        teacher: &dyn Teacher,
+    ) -> Result<TrainOutcome<S, A>> {
+        self.fit_with(student, distiller, teacher, &mut NoSideModels)
+    }
+
+    /// [`Trainer::fit`] with a [`SideModels`] trained beside the student on the same batches
+    /// (dynamic stopping's control students), outside the student's loss.
+    pub fn fit_with<S: Student, A: AuxModule, D: Distiller<A>>(
+        &self,
+        student: S,
+        distiller: &mut D,
+        teacher: &dyn Teacher,
+        side: &mut dyn SideModels,
+    ) -> Result<TrainOutcome<S, A>> {
+        let need = distiller.teacher_need().union(side.teacher_need());
+        self.check_setup(&student, teacher, need, (distiller.name(), distiller.accepts_top_k()))?;
         let ad_device = self.device.clone().autodiff();
         let cfg = &self.config;
 
@@ -303,6 +332,7 @@ impl<'a> Trainer<'a> {
         let aux =
             crate::init::seeded_on_host(&ad_device, aux_seed, |host| distiller.init_aux(&probe_student, probe_teacher.as_ref(), host))?;
 
+        side.start(student.num_classes(), &self.device)?;
         let mut model = (student, aux);
         let mut optim = cfg.optimizer.build();
         let mut history: Vec<EpochRecord> = Vec::new();
@@ -328,6 +358,8 @@ impl<'a> Trainer<'a> {
                         .from_bytes(Bytes::from_bytes_vec(ckpt.section("optimizer")?.to_vec()))
                         .map_err(|e| KdError::Record(format!("optimiser state: {e:?}")))?;
                     distiller.load_state(ckpt.section("distiller")?)?;
+                    // Checkpoints written before side models existed have no section: nothing trained beside.
+                    side.load_state(ckpt.optional_section("side_models").unwrap_or_default())?;
                     history = serde_json::from_value(ckpt.meta["history"].clone()).map_err(|e| malformed("history", e))?;
                     best = serde_json::from_value(ckpt.meta["best"].clone()).map_err(|e| malformed("best", e))?;
                     initial_loss = serde_json::from_value(ckpt.meta["initial_loss"].clone()).map_err(|e| malformed("initial_loss", e))?;
@@ -367,6 +399,8 @@ impl<'a> Trainer<'a> {
             let mut correct = 0usize;
             let mut seen = 0usize;
             let mut all_zero = true;
+            // Time spent on the side models, left out of the student's training time.
+            let mut side_seconds = 0.0;
             // The next batch is assembled (read, augmented, normalised, sent to the device) on a
             // worker while this one trains: batches are pure functions of (indices, epoch, view),
             // so the order of work changes nothing in the numbers.
@@ -397,7 +431,13 @@ impl<'a> Trainer<'a> {
                     if steps == 0 && epoch == start_epoch {
                         check_outputs(&student_out, teacher_out.as_ref())?;
                     }
-                    let terms = distiller.loss(&ctx, &batch, &student_out, teacher_out.as_ref(), &model.1)?;
+                    let terms = distiller.loss(&Step {
+                        ctx,
+                        batch: &batch,
+                        student: &student_out,
+                        teacher: teacher_out.as_ref(),
+                        aux: &model.1,
+                    })?;
                     let total = terms.total()?;
                     let names: Vec<&str> = terms.terms().iter().map(|(n, _)| n.as_str()).collect();
                     // The loss terms and the count of correct predictions come to the host in one
@@ -421,8 +461,20 @@ impl<'a> Trainer<'a> {
                     seen += batch.len();
                     steps += 1;
 
+                    // The outputs as the loss saw them, for the method's bookkeeping after the update.
+                    let detached = student_out.detached();
                     let grads = GradientsParams::from_grads(total.backward(), &model);
                     model = optim.step(lr, model, grads);
+                    distiller.after_step(&StepDone {
+                        ctx,
+                        batch: &batch,
+                        student: &detached,
+                        teacher: teacher_out.as_ref(),
+                        kept: terms.kept(),
+                    })?;
+                    let side_started = Instant::now();
+                    side.step(&ctx, &batch, teacher_out.as_ref(), lr)?;
+                    side_seconds += side_started.elapsed().as_secs_f64();
                     bar.inc(1);
                 }
                 Ok((model, optim))
@@ -436,7 +488,7 @@ impl<'a> Trainer<'a> {
                 )));
             }
             distiller.end_epoch(epoch)?;
-            let train_seconds = started.elapsed().as_secs_f64();
+            let train_seconds = started.elapsed().as_secs_f64() - side_seconds;
 
             let frozen = model.0.valid();
             // Finite training losses but non-finite outputs afterwards: the last updates blew the
@@ -474,7 +526,7 @@ impl<'a> Trainer<'a> {
                 return Err(KdError::Diverged { epoch, reason });
             }
             self.log_epoch(&record, distiller.name())?;
-            let stop = distiller.should_stop(&record, &model.1, self.valid, &self.device)?;
+            let stop = side.end_epoch(&record, self.valid, &self.device)?;
             history.push(record);
 
             let meta = serde_json::json!({
@@ -503,6 +555,7 @@ impl<'a> Trainer<'a> {
                         ("student".into(), module_bytes(&model.0)?),
                         ("optimizer".into(), optim.into_bytes().map_err(|e| KdError::Record(format!("{e:?}")))?.to_vec()),
                         ("distiller".into(), distiller.save_state()?),
+                        ("side_models".into(), side.save_state()?),
                     ],
                 };
                 ckpt.save(path)?;
@@ -585,7 +638,7 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    fn log_epoch(&self, record: &EpochRecord, method: String) -> Result<()> {
+    fn log_epoch(&self, record: &EpochRecord, method: &str) -> Result<()> {
         let Some(path) = &self.options.log_file else { return Ok(()) };
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| KdError::io("creating folder", dir, e))?;
@@ -728,6 +781,9 @@ pub struct SavedRun {
     pub history: Vec<EpochRecord>,
     /// The method's state (`Distiller::save_state`).
     pub distiller_state: Vec<u8>,
+    /// The state of what trained beside the student (`SideModels::save_state`; empty when the
+    /// checkpoint predates side models).
+    pub side_state: Vec<u8>,
 }
 
 impl SavedRun {
@@ -739,6 +795,7 @@ impl SavedRun {
             method: serde_json::from_value(ckpt.meta["method"].clone()).map_err(|e| malformed("method", e))?,
             history: serde_json::from_value(ckpt.meta["history"].clone()).map_err(|e| malformed("history", e))?,
             distiller_state: ckpt.section("distiller")?.to_vec(),
+            side_state: ckpt.optional_section("side_models").unwrap_or_default().to_vec(),
         })
     }
 }

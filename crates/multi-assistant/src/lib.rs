@@ -20,5 +20,5 @@ pub use search::{
     run_dynamic, search_assistants,
 };
 pub use stopping::{
-    ControlAux, ControlGroup, ControlModel, ControlSet, Decision, Smoothing, StopRecord, StoppingConfig, StoppingReport, StoppingRule,
+    ControlModel, ControlSet, ControlStudents, Decision, Smoothing, StopRecord, StoppingConfig, StoppingReport, StoppingRule,
 };

@@ -16,12 +16,10 @@
 //! would have to average the teachers' outputs, while DGKD needs one KL term per teacher and
 //! chooses per batch which ones to skip (a dropped teacher is not even run).
 
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 use kd_core::loss::{check_logits, cross_entropy_mean, kd_kl_mean};
 use kd_core::rng::KeyedRng;
-use kd_core::{
-    Batch, Classifier, Distiller, FrozenTeacher, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, Teacher, TeacherNeed,
-};
+use kd_core::{Classifier, Distiller, FrozenTeacher, KdError, LossTerms, Result, Step, Teacher, TeacherNeed};
 use kd_models::AnyModel;
 use serde::{Deserialize, Serialize};
 
@@ -246,21 +244,17 @@ pub fn stage_loss_terms(
 }
 
 impl<M: Classifier> Distiller for MultiTeacherKd<M> {
-    type Aux = NoAux;
-
-    fn name(&self) -> String {
-        self.name.clone()
+    fn name(&self) -> &str {
+        &self.name
     }
 
     fn teacher_need(&self) -> TeacherNeed {
+        // It holds its teachers; the training loop's teacher slot stays empty.
         TeacherNeed::Nothing
     }
 
-    fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
-        Ok(NoAux::new())
-    }
-
-    fn loss(&mut self, ctx: &StepContext, batch: &Batch, student: &ModelOutput, _: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
+    fn loss(&mut self, step: &Step) -> Result<LossTerms> {
+        let (ctx, batch, student) = (&step.ctx, step.batch, step.student);
         let kept = kept_teachers(&self.drop, self.teachers.len(), ctx.seed, self.stream, ctx.global_step as u64);
         let mut logits = Vec::with_capacity(kept.len());
         for &j in &kept {
@@ -287,7 +281,10 @@ impl<M: Classifier> Distiller for MultiTeacherKd<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::Device;
     use burn::tensor::TensorData;
+    use kd_core::distiller::step_without_update;
+    use kd_core::{Batch, ModelOutput, StepContext};
     use kd_models::ModelSpec;
 
     #[test]
@@ -366,7 +363,7 @@ mod tests {
         let loss = StageLoss { temperature: 2.0, lambda: 0.7, reduce: KdReduce::Sum, kl_reduction: KlReduction::BatchMean };
         let mut d = MultiTeacherKd::new(teachers.clone(), loss).unwrap().with_drop(DropPolicy::Fixed { count: 1 }).unwrap();
         assert_eq!(d.name(), "dgkd");
-        let terms = d.loss(&ctx, &batch, &student, None, &NoAux::new()).unwrap();
+        let terms = step_without_update(&mut d, &Step::new(ctx, &batch, &student, None)).unwrap();
         let kept = kept_teachers(&DropPolicy::Fixed { count: 1 }, 3, 5, 0, 3);
         let want_kd: f32 = kept
             .iter()
@@ -383,7 +380,7 @@ mod tests {
         // One teacher: TAKD, never dropped.
         let mut takd = MultiTeacherKd::new(vec![teachers[0].clone()], loss).unwrap().with_drop(DropPolicy::Fixed { count: 1 }).unwrap();
         assert_eq!(takd.name(), "takd");
-        let terms = takd.loss(&ctx, &batch, &student, None, &NoAux::new()).unwrap();
+        let terms = step_without_update(&mut takd, &Step::new(ctx, &batch, &student, None)).unwrap();
         let t0 = teachers[0].outputs(&batch, TeacherNeed::Logits).unwrap().unwrap().logits;
         let want = kd_kl_mean(student.logits.clone(), t0, 2.0).into_scalar::<f32>() * 0.7;
         assert!((terms.terms()[1].1.clone().into_scalar::<f32>() - want).abs() < 1e-6);

@@ -8,17 +8,20 @@
 //! lead over the best control is smoothed, and the stage stops once that smoothed lead has not
 //! improved for `patience` epochs. The training loop keeps the best checkpoint as always.
 //!
-//! [`StoppingRule`] is the pure decision (numbers in, [`Decision`] out). [`ControlGroup`] wraps
-//! any [`Distiller`]: its learnable parts ([`ControlAux`]) carry the control students, trained
-//! jointly (their losses are added to the stage's; their parameters are disjoint from the
-//! student's, so the gradients do not mix), and its [`Distiller::should_stop`] runs the rule.
+//! [`StoppingRule`] is the pure decision (numbers in, [`Decision`] out). [`ControlStudents`]
+//! trains the control group beside the student through the trainer's [`SideModels`] seam (its
+//! own optimiser, outside the student's loss, so the student's logged loss, divergence check and
+//! step time are its own) and runs the rule after each epoch.
 
-use burn::module::{Module, ModuleDisplay};
-use burn::tensor::Device;
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
 use kd_core::loss::cross_entropy_mean;
+use kd_core::state::{StateReader, put_usize};
+use kd_core::train::{load_module, module_bytes};
 use kd_core::{
-    Batch, BatchSource, Distiller, EpochRecord, FrozenTeacher, KdError, LossTerms, ModelOutput, Result, StepContext, Teacher, TeacherNeed,
-    evaluate,
+    Batch, BatchSource, EpochRecord, FrozenTeacher, KdError, ModelOutput, OptimizerConfig, Result, SideModels, StepContext, Teacher,
+    TeacherNeed, evaluate,
 };
 use kd_models::{AnyModel, ModelSpec};
 use serde::{Deserialize, Serialize};
@@ -61,7 +64,7 @@ impl Default for ControlSet {
 }
 
 impl ControlSet {
-    /// The controls' names, in the order of [`ControlAux::controls`].
+    /// The controls' names, in the order of [`ControlStudents::controls`].
     pub fn names(&self) -> Vec<String> {
         let mut names = Vec::new();
         if self.ce {
@@ -279,15 +282,6 @@ impl StoppingReport {
     }
 }
 
-/// The learnable parts of a [`ControlGroup`]: the wrapped method's, and the control students.
-#[derive(Module, Debug)]
-pub struct ControlAux<A: Module + 'static> {
-    /// The wrapped distiller's learnable parts.
-    pub inner: A,
-    /// The control students, in the order of [`ControlSet::names`].
-    pub controls: Vec<AnyModel>,
-}
-
 /// How to build the control students: the distilled student's architecture and initial seed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ControlModel {
@@ -301,37 +295,43 @@ pub struct ControlModel {
     pub seed: u64,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SavedState {
-    rule: StoppingRule,
-    inner: Vec<u8>,
-}
+const STATE_MAGIC: &[u8; 8] = b"KDCTRL01";
 
-/// Wraps a distiller with a control group and dynamic stopping.
-///
-/// Its name is the wrapped method's plus `+stop`. The KD control learns from `kd_teacher`
-/// when one is given ([`ControlGroup::with_kd_teacher`], what a chain does: its distillers hold
-/// their teachers), otherwise from the training loop's teacher, which it then asks for. The
-/// loss terms `ctrl_ce` and `ctrl_kd` are the controls' (so the logged total loss includes
-/// them). The controls are compared on top-1 validation accuracy; a run without a validation
-/// split is an error.
-#[derive(Debug, Clone)]
-pub struct ControlGroup<D: Distiller> {
-    inner: D,
+/// The control group of dynamic stopping, trained beside the distilled student
+/// ([`SideModels`]): each control on the first rows of the student's batch, with its own
+/// optimiser (the stage's, at the stage's learning rate), outside the student's loss. After
+/// every epoch the controls are evaluated on the validation split and the [`StoppingRule`]
+/// decides. The KD control learns from `kd_teacher` when one is given
+/// ([`ControlStudents::with_kd_teacher`], what a chain does), otherwise from the training loop's
+/// teacher, which it then asks for. A run without a validation split is an error.
+pub struct ControlStudents {
     config: StoppingConfig,
     model: ControlModel,
+    optimizer: OptimizerConfig,
     kd_teacher: Option<FrozenTeacher<AnyModel>>,
     kd_loss: StageLoss,
     eval_batch_size: usize,
     rule: StoppingRule,
+    /// The controls (on the autodiff device) and their optimiser, once started.
+    trained: Option<(Vec<AnyModel>, ModuleOptimizer)>,
 }
 
-impl<D: Distiller> ControlGroup<D> {
-    /// Wraps `inner`; the controls are built as `model` describes. The KD control uses the
-    /// default [`StageLoss`] until [`ControlGroup::with_kd_teacher`].
-    pub fn new(inner: D, config: StoppingConfig, model: ControlModel) -> Result<Self> {
+impl ControlStudents {
+    /// Controls built as `model` describes, trained with `optimizer`. The KD control uses the
+    /// default [`StageLoss`] until [`ControlStudents::with_kd_teacher`].
+    pub fn new(config: StoppingConfig, model: ControlModel, optimizer: OptimizerConfig) -> Result<Self> {
         let rule = StoppingRule::new(config)?;
-        Ok(ControlGroup { inner, config, model, kd_teacher: None, kd_loss: StageLoss::default(), eval_batch_size: 256, rule })
+        optimizer.validate()?;
+        Ok(ControlStudents {
+            config,
+            model,
+            optimizer,
+            kd_teacher: None,
+            kd_loss: StageLoss::default(),
+            eval_batch_size: 256,
+            rule,
+            trained: None,
+        })
     }
 
     /// The teacher the KD control learns from, and its loss.
@@ -348,11 +348,6 @@ impl<D: Distiller> ControlGroup<D> {
         self
     }
 
-    /// The wrapped distiller.
-    pub fn inner(&self) -> &D {
-        &self.inner
-    }
-
     /// The stopping rule and what it has seen.
     pub fn rule(&self) -> &StoppingRule {
         &self.rule
@@ -367,56 +362,53 @@ impl<D: Distiller> ControlGroup<D> {
     pub fn report(&self, planned_epochs: usize) -> StoppingReport {
         StoppingReport::from_rule(&self.rule, self.config.controls.names(), planned_epochs)
     }
+
+    /// The control students, once training has started.
+    pub fn controls(&self) -> Option<&[AnyModel]> {
+        self.trained.as_ref().map(|(c, _)| c.as_slice())
+    }
+
+    /// Restores only the stopping rule from bytes [`SideModels::save_state`] wrote (a chain
+    /// reads whether a stage already stopped before resuming it).
+    pub fn restore_rule(&mut self, bytes: &[u8]) -> Result<()> {
+        let mut r = StateReader::new(bytes, "control students");
+        r.magic(STATE_MAGIC)?;
+        let len = r.usize()?;
+        let rule: StoppingRule = serde_json::from_slice(r.take(len)?).map_err(|e| r.error(format!("stopping rule: {e}")))?;
+        if rule.config != self.config {
+            return Err(KdError::InvalidConfig("cannot resume: the checkpoint's stopping rule has another configuration".into()));
+        }
+        self.rule = rule;
+        Ok(())
+    }
+
+    fn missing(&self, what: &str) -> KdError {
+        KdError::Missing { method: "dynamic stopping".into(), what: what.into() }
+    }
 }
 
-impl<D: Distiller> Distiller for ControlGroup<D>
-where
-    D::Aux: ModuleDisplay,
-{
-    type Aux = ControlAux<D::Aux>;
-
-    fn name(&self) -> String {
-        format!("{}+stop", self.inner.name())
-    }
-
+impl SideModels for ControlStudents {
     fn teacher_need(&self) -> TeacherNeed {
-        let inner = self.inner.teacher_need();
-        if self.config.controls.kd && self.kd_teacher.is_none() && inner == TeacherNeed::Nothing { TeacherNeed::Logits } else { inner }
+        if self.config.controls.kd && self.kd_teacher.is_none() { TeacherNeed::Logits } else { TeacherNeed::Nothing }
     }
 
-    fn init_aux(&self, student: &ModelOutput, teacher: Option<&ModelOutput>, device: &Device) -> Result<Self::Aux> {
-        let inner = self.inner.init_aux(student, teacher, device)?;
+    fn start(&mut self, classes: usize, device: &Device) -> Result<()> {
         let m = &self.model;
-        if student.num_classes() != m.classes {
-            return Err(KdError::InvalidConfig(format!(
-                "the control students have {} classes, the student {}",
-                m.classes,
-                student.num_classes()
-            )));
+        if classes != m.classes {
+            return Err(KdError::InvalidConfig(format!("the control students have {} classes, the student {classes}", m.classes)));
         }
+        let device = device.clone().autodiff();
         let controls = (0..self.config.controls.names().len())
             .map(|i| {
                 let seed = if self.config.same_init { m.seed } else { kd_core::rng::hash_key(&[m.seed, i as u64 + 1, 0xC0_47_01]) };
-                build_seeded(&m.spec, m.input, m.classes, device, seed)
+                build_seeded(&m.spec, m.input, m.classes, &device, seed)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(ControlAux { inner, controls })
+        self.trained = Some((controls, self.optimizer.build()));
+        Ok(())
     }
 
-    fn prepare_batch(&mut self, ctx: &StepContext, batch: Batch, data: &dyn BatchSource, device: &Device) -> Result<Batch> {
-        self.inner.prepare_batch(ctx, batch, data, device)
-    }
-
-    fn loss(
-        &mut self,
-        ctx: &StepContext,
-        batch: &Batch,
-        student: &ModelOutput,
-        teacher: Option<&ModelOutput>,
-        aux: &Self::Aux,
-    ) -> Result<LossTerms> {
-        let mut terms = self.inner.loss(ctx, batch, student, teacher, &aux.inner)?;
-        let names = self.config.controls.names();
+    fn step(&mut self, _ctx: &StepContext, batch: &Batch, teacher: Option<&ModelOutput>, lr: f64) -> Result<()> {
         let dims = batch.inputs.dims();
         // The controls are built for `model.input`; another shape would fail inside Burn.
         if dims[1..] != self.model.input {
@@ -426,61 +418,87 @@ where
                 actual: dims[1..].to_vec(),
             });
         }
-        if aux.controls.len() != names.len() {
-            return Err(KdError::InvalidConfig(format!("the control group has {} students, expected {}", aux.controls.len(), names.len())));
-        }
         // The controls train on the batch's first rows only (see `control_batch_fraction`).
         let rows = ((batch.len() as f64 * self.config.control_batch_fraction).ceil() as usize).clamp(1, batch.len().max(1));
         let part = batch.first(rows);
-        for (name, control) in names.iter().zip(&aux.controls) {
+        let names = self.config.controls.names();
+        let kd_teacher_logits = match (&self.kd_teacher, names.iter().any(|n| n == "kd")) {
+            (_, false) => None,
+            (Some(t), true) => t.outputs(&part, TeacherNeed::Logits)?.map(|o| o.logits),
+            (None, true) => teacher.map(|o| o.logits.clone().narrow(0, 0, rows)),
+        };
+        let (controls, optim) = self.trained.take().ok_or_else(|| self.missing("its control students (start was not called)"))?;
+        let mut total: Option<Tensor<1>> = None;
+        for (name, control) in names.iter().zip(&controls) {
             let logits = kd_core::Classifier::forward(control, part.inputs.clone()).logits;
             let value = if name == "kd" {
-                let teacher_logits = match &self.kd_teacher {
-                    Some(t) => t.outputs(&part, TeacherNeed::Logits)?.map(|o| o.logits),
-                    None => teacher.map(|o| o.logits.clone().narrow(0, 0, rows)),
-                }
-                .ok_or_else(|| KdError::Missing { method: self.name(), what: "a teacher for the KD control".into() })?;
+                let teacher_logits = kd_teacher_logits.clone().ok_or_else(|| self.missing("a teacher for the KD control"))?;
                 // Direct KD with the chain's stage loss.
                 let (ce, kd) = stage_loss_terms(logits, part.labels.clone(), &[teacher_logits], &self.kd_loss)?;
                 ce + kd
             } else {
                 cross_entropy_mean(logits, part.labels.clone())
             };
-            terms.push(format!("ctrl_{name}"), value);
+            total = Some(match total {
+                None => value,
+                Some(t) => t + value,
+            });
         }
-        Ok(terms)
+        let Some(total) = total else {
+            self.trained = Some((controls, optim));
+            return Ok(());
+        };
+        let mut optim = optim;
+        let grads = GradientsParams::from_grads(total.backward(), &controls);
+        let controls = optim.step(lr, controls, grads);
+        self.trained = Some((controls, optim));
+        Ok(())
     }
 
-    fn end_epoch(&mut self, epoch: usize) -> Result<()> {
-        self.inner.end_epoch(epoch)
-    }
-
-    fn should_stop(&mut self, record: &EpochRecord, aux: &Self::Aux, valid: Option<&dyn BatchSource>, device: &Device) -> Result<bool> {
-        let inner_stop = self.inner.should_stop(record, &aux.inner, valid, device)?;
-        let missing = || KdError::Missing { method: format!("dynamic stopping ({})", self.name()), what: "a validation split".into() };
-        let valid = valid.ok_or_else(missing)?;
-        let distilled = record.valid.as_ref().ok_or_else(missing)?.top1;
-        let accs = aux
-            .controls
+    fn end_epoch(&mut self, record: &EpochRecord, valid: Option<&dyn BatchSource>, device: &Device) -> Result<bool> {
+        let valid = valid.ok_or_else(|| self.missing("a validation split"))?;
+        let distilled = record.valid.as_ref().ok_or_else(|| self.missing("a validation split"))?.top1;
+        let (controls, _) = self.trained.as_ref().ok_or_else(|| self.missing("its control students (start was not called)"))?;
+        let accs = controls
             .iter()
             .map(|c| evaluate(&c.valid(), valid, self.eval_batch_size, device).map(|m| m.top1))
             .collect::<Result<Vec<_>>>()?;
-        let decision = self.rule.update(distilled, &accs)?;
-        Ok(inner_stop || decision == Decision::Stop)
+        Ok(self.rule.update(distilled, &accs)? == Decision::Stop)
     }
 
     fn save_state(&self) -> Result<Vec<u8>> {
-        let state = SavedState { rule: self.rule.clone(), inner: self.inner.save_state()? };
-        serde_json::to_vec(&state).map_err(|e| KdError::Record(format!("stopping state: {e}")))
+        let (controls, optim) = self.trained.as_ref().ok_or_else(|| self.missing("its control students (start was not called)"))?;
+        let rule = serde_json::to_vec(&self.rule).map_err(|e| KdError::Record(format!("stopping rule: {e}")))?;
+        let models = module_bytes(controls)?;
+        let optim = optim.into_bytes().map_err(|e| KdError::Record(format!("control optimiser: {e:?}")))?.to_vec();
+        let mut out = STATE_MAGIC.to_vec();
+        for part in [&rule, &models, &optim] {
+            put_usize(&mut out, part.len());
+            out.extend_from_slice(part);
+        }
+        Ok(out)
     }
 
     fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
-        let state: SavedState = serde_json::from_slice(bytes).map_err(|e| KdError::Record(format!("stopping state: {e}")))?;
-        if state.rule.config != self.config {
-            return Err(KdError::InvalidConfig("cannot resume: the checkpoint's stopping rule has another configuration".into()));
+        if bytes.is_empty() {
+            return Err(self.missing("the control students' state, which the checkpoint does not hold (written by an older version)"));
         }
-        self.inner.load_state(&state.inner)?;
-        self.rule = state.rule;
+        self.restore_rule(bytes)?;
+        let mut r = StateReader::new(bytes, "control students");
+        r.magic(STATE_MAGIC)?;
+        let len = r.usize()?;
+        r.take(len)?;
+        let len = r.usize()?;
+        let models = r.take(len)?;
+        let len = r.usize()?;
+        let optim_bytes = r.take(len)?;
+        r.finish()?;
+        let (controls, optim) = self.trained.take().ok_or_else(|| self.missing("its control students (start was not called)"))?;
+        let controls = load_module(controls, models)?;
+        let optim = optim
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(optim_bytes.to_vec()))
+            .map_err(|e| KdError::Record(format!("control optimiser: {e:?}")))?;
+        self.trained = Some((controls, optim));
         Ok(())
     }
 }

@@ -202,9 +202,9 @@ fn the_dynamic_chain_searches_then_trains_and_resumes() {
 }
 
 #[test]
-fn the_control_group_wraps_any_distiller_with_the_loops_teacher() {
+fn the_control_students_train_beside_the_student_outside_its_loss() {
     use kd_baselines::{Kd, KdConfig};
-    use kd_core::{BatchSource, Distiller, FrozenTeacher, TeacherNeed, Trainer};
+    use kd_core::{BatchSource, FrozenTeacher, RunOptions, SideModels, TeacherNeed, Trainer};
     use kd_models::ModelSpec;
 
     let device = Device::flex();
@@ -220,71 +220,83 @@ fn the_control_group_wraps_any_distiller_with_the_loops_teacher() {
         controls: ControlSet { ce: false, kd: true },
         ..Default::default()
     };
-    let mut wrapped = ControlGroup::new(Kd::new(KdConfig::default()).unwrap(), config, control.clone()).unwrap();
+    let optimizer = recipe(6).optimizer;
+    let mut controls = ControlStudents::new(config, control.clone(), optimizer.clone()).unwrap();
     // Without a teacher of its own, the KD control shares the loop's.
-    assert_eq!(wrapped.teacher_need(), TeacherNeed::Logits);
-    assert_eq!(wrapped.name(), "kd+stop");
+    assert_eq!(controls.teacher_need(), TeacherNeed::Logits);
     let student = build_seeded(&control.spec, control.input, control.classes, &ad, control.seed).unwrap();
     let valid: &dyn BatchSource = data.valid.as_ref().unwrap();
-    let outcome = Trainer::new(recipe(6), &data.train, &data.test, device.clone())
-        .with_validation(valid)
-        .fit(student.clone(), &mut wrapped, &teacher)
-        .unwrap();
+    let trainer = Trainer::new(recipe(6), &data.train, &data.test, device.clone()).with_validation(valid);
+    let mut kd = Kd::new(KdConfig::default()).unwrap();
+    let outcome = trainer.fit_with(student.clone(), &mut kd, &teacher, &mut controls).unwrap();
     // Epoch 1 sets the best lead; epochs 2 and 3 do not beat it by 1000 points: stop at 3.
     assert_eq!(outcome.history.len(), 3);
-    assert_eq!(wrapped.rule().stopped_at(), Some(3));
-    assert!(outcome.history.iter().all(|r| r.train_terms.contains_key("ctrl_kd") && !r.train_terms.contains_key("ctrl_ce")));
-    assert_eq!(outcome.aux.controls.len(), 1);
+    assert_eq!(controls.rule().stopped_at(), Some(3));
+    // The student's logged loss is its own method's: no control term enters it.
+    assert!(outcome.history.iter().all(|r| r.train_terms.keys().map(String::as_str).eq(["ce", "kd"])));
+    // The student trains exactly as without controls.
+    let alone = Trainer::new(recipe(6), &data.train, &data.test, device.clone())
+        .with_validation(valid)
+        .with_options(RunOptions { stop_after_epochs: Some(3), ..Default::default() })
+        .fit(student.clone(), &mut Kd::new(KdConfig::default()).unwrap(), &teacher)
+        .unwrap();
+    assert_eq!(parameter_values(&alone.student), parameter_values(&outcome.student));
+    assert_eq!(
+        alone.history.iter().map(|r| r.train_loss).collect::<Vec<_>>(),
+        outcome.history.iter().map(|r| r.train_loss).collect::<Vec<_>>()
+    );
+    let trained = controls.controls().unwrap();
+    assert_eq!(trained.len(), 1);
     // Same initial weights as the student, then trained: different from where they started.
-    assert_ne!(parameter_values(&outcome.aux.controls[0]), parameter_values(&student));
-    let report = wrapped.report(6);
+    assert_ne!(parameter_values(&trained[0]), parameter_values(&student));
+    let report = controls.report(6);
     assert_eq!((report.epochs_saved, report.controls.clone()), (3, vec!["kd".to_string()]));
 
-    // The rule's state round-trips; another configuration refuses it.
-    let bytes = wrapped.save_state().unwrap();
-    let mut back = ControlGroup::new(Kd::new(KdConfig::default()).unwrap(), config, control.clone()).unwrap();
+    // The state (rule, controls, optimiser) round-trips; another configuration refuses it.
+    let bytes = controls.save_state().unwrap();
+    let mut back = ControlStudents::new(config, control.clone(), optimizer.clone()).unwrap();
+    back.start(3, &device).unwrap();
     back.load_state(&bytes).unwrap();
-    assert_eq!(back.rule(), wrapped.rule());
-    let mut other =
-        ControlGroup::new(Kd::new(KdConfig::default()).unwrap(), StoppingConfig { patience: 3, ..config }, control.clone()).unwrap();
+    assert_eq!(back.rule(), controls.rule());
+    assert_eq!(parameter_values(&back.controls().unwrap()[0]), parameter_values(&trained[0]));
+    let mut other = ControlStudents::new(StoppingConfig { patience: 3, ..config }, control.clone(), optimizer.clone()).unwrap();
+    other.start(3, &device).unwrap();
     assert!(other.load_state(&bytes).is_err());
-    assert!(back.load_state(b"not json").is_err());
+    assert!(back.load_state(b"not a state").is_err());
+    assert!(back.load_state(&[]).is_err());
 
     // Controls built for another input shape are refused, not a panic inside Burn.
     let wrong = ControlModel { input: [1, 4, 1], ..control.clone() };
-    let mut bad = ControlGroup::new(Kd::new(KdConfig::default()).unwrap(), config, wrong).unwrap();
-    let result = Trainer::new(recipe(1), &data.train, &data.test, device.clone()).with_validation(valid).fit(student, &mut bad, &teacher);
+    let mut bad = ControlStudents::new(config, wrong, optimizer).unwrap();
+    let result = trainer.fit_with(student, &mut Kd::new(KdConfig::default()).unwrap(), &teacher, &mut bad);
     assert!(result.is_err());
 }
 
-/// The controls train on the batch's first `control_batch_fraction` rows: their loss is the CE of
-/// those rows only, so a cheaper control group is what runs, not only what is configured.
+/// The controls train on the batch's first `control_batch_fraction` rows: a step on the whole
+/// batch moves them exactly as a step on those rows alone, so a cheaper control group is what
+/// runs, not only what is configured.
 #[test]
 fn the_controls_train_on_the_configured_share_of_the_batch() {
-    use kd_baselines::{Kd, KdConfig};
-    use kd_core::loss::cross_entropy_mean;
-    use kd_core::{Batch, Classifier, Distiller, ModelOutput, StepContext};
+    use kd_core::{Batch, SideModels, StepContext};
     use kd_models::ModelSpec;
 
     let device = Device::flex();
-    let ad = device.clone().autodiff();
     let control = ControlModel { spec: ModelSpec::Mlp(vec![4]), input: [1, 2, 2], classes: 3, seed: 5 };
     let inputs: Vec<f32> = (0..32).map(|i| ((i * 7) % 11) as f32 / 11.0 - 0.5).collect();
     let labels = vec![0, 1, 2, 0, 1, 2, 0, 1];
-    let batch = Batch::from_host(inputs, [8, 1, 2, 2], labels, (0..8).collect(), vec![0; 8], &ad).unwrap();
+    let batch = Batch::from_host(inputs, [8, 1, 2, 2], labels, (0..8).collect(), vec![0; 8], &device).unwrap();
     let ctx = StepContext { epoch: 1, total_epochs: 1, step_in_epoch: 0, global_step: 0, seed: 0 };
-    for (fraction, rows) in [(0.25, 2), (0.3, 3), (1.0, 8)] {
+    let stepped = |fraction: f64, batch: &Batch| {
         let config =
             StoppingConfig { controls: ControlSet { ce: true, kd: false }, control_batch_fraction: fraction, ..Default::default() };
-        let mut group = ControlGroup::new(Kd::new(KdConfig::default()).unwrap(), config, control.clone()).unwrap();
-        let student = build_seeded(&control.spec, control.input, control.classes, &ad, control.seed).unwrap();
-        let out: ModelOutput = student.forward(batch.inputs.clone());
-        let aux = group.init_aux(&out, Some(&out), &ad).unwrap();
-        let terms = group.loss(&ctx, &batch, &out, Some(&out), &aux).unwrap();
-        let ctrl = terms.terms().iter().find(|(n, _)| n == "ctrl_ce").map(|(_, v)| v.clone()).unwrap();
-        let part = batch.first(rows);
-        let want = cross_entropy_mean(aux.controls[0].forward(part.inputs.clone()).logits, part.labels.clone());
-        let (got, want) = (ctrl.into_scalar::<f32>(), want.into_scalar::<f32>());
-        assert!((got - want).abs() < 1e-6, "fraction {fraction}: {got} vs {want}");
+        let mut controls = ControlStudents::new(config, control.clone(), recipe(1).optimizer).unwrap();
+        controls.start(3, &device).unwrap();
+        controls.step(&ctx, batch, None, 0.1).unwrap();
+        parameter_values(&controls.controls().unwrap()[0])
+    };
+    let whole = stepped(1.0, &batch);
+    for (fraction, rows) in [(0.25, 2), (0.3, 3), (1.0, 8)] {
+        assert_eq!(stepped(fraction, &batch), stepped(1.0, &batch.first(rows)), "fraction {fraction}");
+        assert_eq!(rows == 8, stepped(fraction, &batch) == whole, "fraction {fraction}");
     }
 }

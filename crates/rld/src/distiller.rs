@@ -1,13 +1,17 @@
 //! RLD's configuration and its [`Distiller`].
 
-use burn::tensor::Device;
 use kd_core::check;
 use kd_core::logit_stand::LogitStandardization;
 use kd_core::loss::cross_entropy_mean;
-use kd_core::{Batch, Distiller, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed, logit_teacher};
+use kd_core::{Distiller, LossTerms, Result, Step};
 use serde::{Deserialize, Serialize};
 
 use crate::loss::{RldParams, rld_terms};
+
+/// The method's name.
+pub const NAME: &str = "rld";
+/// RLD on standardized logits (the reference's `--logit-stand`).
+pub const NAME_LS: &str = "rld+ls";
 
 /// Configuration of [`Rld`].
 ///
@@ -114,33 +118,16 @@ impl Rld {
 }
 
 impl Distiller for Rld {
-    type Aux = NoAux;
-
-    fn name(&self) -> String {
-        if self.config.logit_stand.is_some() { "rld+ls".into() } else { "rld".into() }
+    fn name(&self) -> &str {
+        if self.config.logit_stand.is_some() { NAME_LS } else { NAME }
     }
 
-    fn teacher_need(&self) -> TeacherNeed {
-        TeacherNeed::Logits
-    }
-
-    fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
-        Ok(NoAux::new())
-    }
-
-    fn loss(
-        &mut self,
-        ctx: &StepContext,
-        batch: &Batch,
-        student: &ModelOutput,
-        teacher: Option<&ModelOutput>,
-        _: &NoAux,
-    ) -> Result<LossTerms> {
-        let teacher = logit_teacher("rld", batch, student, teacher)?;
-        let c = &self.config;
-        let warm = ctx.warmup_factor(c.warmup_epochs);
-        let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);
-        let (scd, mcd) = rld_terms(student.logits.clone(), teacher.logits.clone(), batch.labels.clone(), &c.params());
+    fn loss(&mut self, step: &Step) -> Result<LossTerms> {
+        let teacher = step.logit_teacher(self.name())?;
+        let (c, student, labels) = (&self.config, &step.student.logits, &step.batch.labels);
+        let warm = step.ctx.warmup_factor(c.warmup_epochs);
+        let ce = cross_entropy_mean(student.clone(), labels.clone()).mul_scalar(c.ce_weight);
+        let (scd, mcd) = rld_terms(student.clone(), teacher.logits.clone(), labels.clone(), &c.params());
         Ok(LossTerms::new().with("ce", ce).with("scd", scd.mul_scalar(warm)).with("mcd", mcd.mul_scalar(warm)))
     }
 }

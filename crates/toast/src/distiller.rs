@@ -1,9 +1,10 @@
-//! TOAST as a [`Distiller`]: the replay in [`Distiller::prepare_batch`], both stages' loss and
-//! bookkeeping in [`Distiller::loss`], the medoids in [`Distiller::end_epoch`].
+//! TOAST as a [`Distiller`]: the replay in [`Distiller::prepare_batch`], both stages' loss in
+//! [`Distiller::loss`], the bank and the next replay in [`Distiller::after_step`], the medoids in
+//! [`Distiller::end_epoch`].
 
 use burn::tensor::{Device, Tensor, TensorData};
 use kd_core::loss::one_hot;
-use kd_core::{Batch, BatchSource, Distiller, KdError, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed};
+use kd_core::{Batch, BatchSource, Distiller, KdError, LossTerms, Result, Step, StepContext, StepDone, TeacherNeed};
 
 use crate::config::{BatchMode, Hardness, ReplayCandidates, ToastConfig};
 use crate::loss::{argmax_row, hard_cross_entropy_row, medoid_targets, toast_loss_rows};
@@ -13,14 +14,11 @@ use kd_core::state::{StateReader as Reader, put_usize};
 
 const STATE_MAGIC: &[u8; 8] = b"KDTOAST1";
 
-/// What `prepare_batch` put in front of the batch, for the `loss` call that follows.
-#[derive(Debug, Clone)]
-struct Pending {
-    /// The replayed rows' entries, in row order.
-    entries: Vec<ReplayEntry>,
-    /// Size of the loader's batch (before any displacement or append).
-    loader_len: usize,
-}
+/// The method's name.
+pub const NAME: &str = "toast";
+/// What the loss keeps for `after_step`: the per-row stage-1 cross-entropy and stage-2 KL.
+const CE_ROWS: &str = "ce_rows";
+const KL_ROWS: &str = "kl_rows";
 
 /// Two-stage self-distillation (our design of TOAST; see the crate docs). No teacher.
 #[derive(Debug, Clone)]
@@ -28,7 +26,6 @@ pub struct Toast {
     config: ToastConfig,
     bank: MedoidBank,
     replay: Option<ReplayBuffer>,
-    pending: Option<Pending>,
     /// The plain device the trainer works on (medoids are computed there at epoch end).
     device: Option<Device>,
     /// `Q` ([`MedoidBank::class_distributions`]) on the device it was last used on.
@@ -40,7 +37,7 @@ impl Toast {
     pub fn new(config: ToastConfig) -> Result<Self> {
         config.validate()?;
         let bank = MedoidBank::new(config.bank_size, config.prefer_correct);
-        Ok(Toast { config, bank, replay: None, pending: None, device: None, class_distributions: None })
+        Ok(Toast { config, bank, replay: None, device: None, class_distributions: None })
     }
 
     /// The configuration.
@@ -92,46 +89,35 @@ impl Toast {
 }
 
 impl Distiller for Toast {
-    type Aux = NoAux;
-
-    fn name(&self) -> String {
-        "toast".into()
+    fn name(&self) -> &str {
+        NAME
     }
 
     fn teacher_need(&self) -> TeacherNeed {
         TeacherNeed::Nothing
     }
 
-    fn init_aux(&self, _: &ModelOutput, _: Option<&ModelOutput>, _: &Device) -> Result<NoAux> {
-        Ok(NoAux::new())
-    }
-
     fn prepare_batch(&mut self, ctx: &StepContext, batch: Batch, data: &dyn BatchSource, device: &Device) -> Result<Batch> {
         self.device = Some(device.clone());
         let n = batch.len();
-        let mut pending = Pending { entries: Vec::new(), loader_len: n };
         let active = ctx.epoch >= self.config.replay_from_epoch;
         let count = match &self.replay {
             Some(buffer) if active => self.config.replay_capacity(n).min(buffer.len()),
             _ => 0,
         };
-        let Some(buffer) = self.replay.as_ref().filter(|_| count > 0) else {
-            self.pending = Some(pending);
-            return Ok(batch);
-        };
-        let (replayed, entries) = buffer.draw("TOAST", count, ReplayView::Next, data, device)?;
-        pending.entries = entries;
+        let Some(buffer) = self.replay.as_ref().filter(|_| count > 0) else { return Ok(batch) };
+        let replayed = buffer.draw("TOAST", count, ReplayView::Next, data, device)?;
         let fresh = match self.config.batch_mode {
             // The replayed rows take the places of the loader batch's last rows.
             BatchMode::Displace => batch.first(n - count),
             BatchMode::Append => batch,
         };
-        self.pending = Some(pending);
         Ok(Batch::concat(replayed, fresh))
     }
 
-    fn loss(&mut self, ctx: &StepContext, batch: &Batch, student: &ModelOutput, _: Option<&ModelOutput>, _: &NoAux) -> Result<LossTerms> {
-        let [n, classes] = student.logits.dims();
+    fn loss(&mut self, step: &Step) -> Result<LossTerms> {
+        let (batch, logits) = (step.batch, &step.student.logits);
+        let [n, classes] = logits.dims();
         if n == 0 {
             return Err(KdError::InvalidConfig("TOAST: an empty batch has no loss".into()));
         }
@@ -141,21 +127,7 @@ impl Distiller for Toast {
         if let Some((pos, &label)) = batch.labels_host.iter().enumerate().find(|(_, l)| **l >= classes) {
             return Err(KdError::LabelOutOfRange { label, sample: batch.indices[pos], num_classes: classes });
         }
-        self.bank.set_classes(classes)?;
-        // Without a prepare_batch call the batch holds no replayed rows.
-        let pending = self.pending.take().unwrap_or(Pending { entries: Vec::new(), loader_len: n });
-        let r = pending.entries.len();
-        if r > n || pending.entries.iter().zip(&batch.indices).any(|(e, &i)| e.index != i) {
-            return Err(KdError::InvalidConfig("TOAST: the batch's first rows are not the replayed samples prepare_batch added".into()));
-        }
-        if let Some(e) = pending.entries.iter().find(|e| e.logits.len() != classes) {
-            return Err(KdError::ShapeMismatch {
-                what: "TOAST stored logits (classes)".into(),
-                expected: vec![classes],
-                actual: vec![e.logits.len()],
-            });
-        }
-        let device = student.logits.device();
+        let device = logits.device();
         if self.device.is_none() {
             self.device = Some(device.clone().without_autodiff());
         }
@@ -170,21 +142,30 @@ impl Distiller for Toast {
             medoid_targets(batch.labels.clone(), q, eps)
         };
         // Stage 2 over the replayed rows (the first r).
-        let previous = (r > 0).then(|| {
-            let flat: Vec<f32> = pending.entries.iter().flat_map(|e| e.logits.iter().copied()).collect();
-            Tensor::<2>::from_data(TensorData::new(flat, [r, classes]), &device)
-        });
-        let (ce_rows, kl_rows) = toast_loss_rows(student.logits.clone(), targets, previous, self.config.temperature);
+        let previous = batch.replayed_logits(NAME, classes, &device)?;
+        let (ce_rows, kl_rows) = toast_loss_rows(logits.clone(), targets, previous, self.config.temperature);
         let stage1 = ce_rows.clone().mean();
         let stage2 = match &kl_rows {
             Some(kl) => kl.clone().mean().mul_scalar(self.config.lambda),
             None => Tensor::zeros([1], &device),
         };
-
-        // Bookkeeping on the host, from one transfer: logits, per-row CE, per-row KL.
-        let mut parts = vec![student.logits.clone().without_autodiff().reshape([n * classes]), ce_rows.without_autodiff()];
+        // The per-row losses rank the rows for the next replay (after_step).
+        let mut terms = LossTerms::new().with("medoid_ce", stage1).with("replay_kl", stage2).keep(CE_ROWS, ce_rows);
         if let Some(kl) = kl_rows {
-            parts.push(kl.without_autodiff());
+            terms = terms.keep(KL_ROWS, kl);
+        }
+        Ok(terms)
+    }
+
+    fn after_step(&mut self, step: &StepDone<'_>) -> Result<()> {
+        let (batch, ctx) = (step.batch, &step.ctx);
+        let [n, classes] = step.student.logits.dims();
+        let r = batch.replayed.len();
+        self.bank.set_classes(classes)?;
+        // Bookkeeping on the host, from one transfer: logits, per-row CE, per-row KL.
+        let mut parts = vec![step.student.logits.clone().reshape([n * classes]), step.kept(NAME, CE_ROWS)?.clone()];
+        if r > 0 {
+            parts.push(step.kept(NAME, KL_ROWS)?.clone());
         }
         let host =
             Tensor::cat(parts, 0).try_into_vec_as::<f32>().map_err(|e| KdError::Record(format!("reading TOAST predictions: {e:?}")))?;
@@ -204,7 +185,11 @@ impl Distiller for Toast {
             ReplayCandidates::Fresh => r,
         };
         // As many as the next step can take if its loader batch has this step's size.
-        let keep = self.config.replay_capacity(pending.loader_len);
+        let loader_len = match self.config.batch_mode {
+            BatchMode::Displace => n,
+            BatchMode::Append => n - r,
+        };
+        let keep = self.config.replay_capacity(loader_len);
         let entries = select_hardest(&scores, first, keep)
             .into_iter()
             .map(|row| ReplayEntry {
@@ -215,16 +200,14 @@ impl Distiller for Toast {
             })
             .collect::<Vec<_>>();
         self.replay = (!entries.is_empty()).then_some(ReplayBuffer { epoch: ctx.epoch, classes, entries });
-
-        Ok(LossTerms::new().with("medoid_ce", stage1).with("replay_kl", stage2))
+        Ok(())
     }
 
     fn end_epoch(&mut self, _epoch: usize) -> Result<()> {
         if self.bank.is_empty() {
             return Ok(());
         }
-        let device =
-            self.device.clone().ok_or_else(|| KdError::Missing { method: "toast".into(), what: "a device (no step ran)".into() })?;
+        let device = self.device.clone().ok_or_else(|| KdError::Missing { method: NAME.into(), what: "a device (no step ran)".into() })?;
         if self.bank.finish_epoch(&device, self.config.medoid_chunk_elements)? > 0 {
             self.class_distributions = None;
         }
@@ -250,7 +233,6 @@ impl Distiller for Toast {
     }
 
     fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
-        self.pending = None;
         self.class_distributions = None;
         if bytes.is_empty() {
             self.bank = MedoidBank::new(self.config.bank_size, self.config.prefer_correct);

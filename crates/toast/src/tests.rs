@@ -4,11 +4,13 @@
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use kd_core::Step;
+use kd_core::distiller::step_without_update;
 use kd_core::loss::{cross_entropy, cross_entropy_mean, kd_kl_mean, soft_cross_entropy};
 use kd_core::rng::KeyedRng;
 use kd_core::train::parameter_values;
 use kd_core::{
-    Batch, BatchSource, Classifier, Distiller, LrSchedule, ModelOutput, NoAux, NoTeacher, OptimizerConfig, Result, RunOptions, StepContext,
+    Batch, BatchSource, Classifier, Distiller, LrSchedule, ModelOutput, NoTeacher, OptimizerConfig, Result, RunOptions, StepContext,
     TrainConfig, Trainer,
 };
 
@@ -248,7 +250,7 @@ fn targets_sum_to_one_and_are_one_hot_before_medoids() {
     let mut toast = Toast::new(sweep_start()).unwrap();
     let b = Toy(6).batch(&[0, 1, 2, 3], 1, 0, &device).unwrap();
     let out = output(random_values(12, 7, 3.0), 3, &device);
-    let terms = toast.loss(&ctx(1, 0), &b, &out, None, &NoAux::new()).unwrap();
+    let terms = step_without_update(&mut toast, &Step::new(ctx(1, 0), &b, &out, None)).unwrap();
     let ce = scalar(cross_entropy_mean(out.logits.clone(), b.labels.clone()));
     assert!((term(&terms, "medoid_ce") - ce).abs() < 1e-6);
     assert_eq!(term(&terms, "replay_kl"), 0.0);
@@ -269,7 +271,7 @@ fn the_replayed_half_is_the_highest_loss_half_of_the_previous_step() {
     let b1 = toast.prepare_batch(&ctx(1, 0), data.batch(&loader1, 1, 0, &device).unwrap(), &data, &device).unwrap();
     assert_eq!(b1.indices, loader1);
     let o1 = output(random_values(24, 1, 3.0), 3, &device);
-    toast.loss(&ctx(1, 0), &b1, &o1, None, &NoAux::new()).unwrap();
+    step_without_update(&mut toast, &Step::new(ctx(1, 0), &b1, &o1, None)).unwrap();
     // Without medoids the per-sample loss is the cross-entropy: the buffer holds the 4 rows of
     // highest CE, hardest first, with their logits.
     let ce1 = host(cross_entropy(o1.logits.clone(), b1.labels.clone()));
@@ -303,7 +305,7 @@ fn the_replayed_half_is_the_highest_loss_half_of_the_previous_step() {
 
     // L2 = lambda * T^2 KL(softmax(z_prev / T) || softmax(z / T)), batchmean over the replayed half.
     let o2 = output(random_values(24, 2, 3.0), 3, &device);
-    let terms = toast.loss(&ctx(1, 1), &b2, &o2, None, &NoAux::new()).unwrap();
+    let terms = step_without_update(&mut toast, &Step::new(ctx(1, 1), &b2, &o2, None)).unwrap();
     let prev: Vec<f32> =
         b2.indices[..4].iter().flat_map(|i| buffer.entries.iter().find(|e| e.index == *i).unwrap().logits.clone()).collect();
     let prev = Tensor::<2>::from_data(TensorData::new(prev, [4, 3]), &device);
@@ -366,10 +368,10 @@ fn selection_rules_and_modes() {
     // replay_from_epoch: no replay before it, even with a full buffer.
     let mut late = Toast::new(ToastConfig { replay_from_epoch: 2, ..sweep_start() }).unwrap();
     let b1 = late.prepare_batch(&ctx(1, 0), data.batch(&[0, 1, 2, 3], 1, 0, &device).unwrap(), &data, &device).unwrap();
-    late.loss(&ctx(1, 0), &b1, &output(random_values(12, 5, 2.0), 3, &device), None, &NoAux::new()).unwrap();
+    step_without_update(&mut late, &Step::new(ctx(1, 0), &b1, &output(random_values(12, 5, 2.0), 3, &device), None)).unwrap();
     let b2 = late.prepare_batch(&ctx(1, 1), data.batch(&[4, 5, 6, 7], 1, 0, &device).unwrap(), &data, &device).unwrap();
     assert_eq!(b2.indices, vec![4, 5, 6, 7]);
-    late.loss(&ctx(1, 1), &b2, &output(random_values(12, 6, 2.0), 3, &device), None, &NoAux::new()).unwrap();
+    step_without_update(&mut late, &Step::new(ctx(1, 1), &b2, &output(random_values(12, 6, 2.0), 3, &device), None)).unwrap();
     let b3 = late.prepare_batch(&ctx(2, 0), data.batch(&[8, 9, 10, 11], 2, 0, &device).unwrap(), &data, &device).unwrap();
     assert_eq!(&b3.indices[2..], &[8, 9]);
 }
@@ -397,7 +399,7 @@ fn the_default_selection_keeps_only_the_hardest_half_of_the_fresh_rows() {
         assert_eq!(replayed, previous, "step {step}");
         assert_eq!(&b.indices[r..], &loader);
         let o = output(random_values(b.len() * 3, 40 + step as u64, 3.0), 3, &device);
-        toast.loss(&ctx(1, step), &b, &o, None, &NoAux::new()).unwrap();
+        step_without_update(&mut toast, &Step::new(ctx(1, step), &b, &o, None)).unwrap();
         // Kept: the 4 fresh rows of highest CE (no medoids yet, so the loss is the CE), not all 8.
         let ce = host(cross_entropy(o.logits.clone(), b.labels.clone()));
         let scores: Vec<f64> = ce.iter().map(|&c| c as f64).collect();
@@ -419,12 +421,12 @@ fn bad_input_is_an_error() {
     let mut toast = Toast::new(sweep_start()).unwrap();
     let b = Toy(6).batch(&[0, 1, 2], 1, 0, &device).unwrap();
     // Row count differs from the batch.
-    assert!(toast.loss(&ctx(1, 0), &b, &output(random_values(6, 1, 1.0), 3, &device), None, &NoAux::new()).is_err());
+    assert!(step_without_update(&mut toast, &Step::new(ctx(1, 0), &b, &output(random_values(6, 1, 1.0), 3, &device), None)).is_err());
     // Labels beyond the logits' classes.
-    assert!(toast.loss(&ctx(1, 0), &b, &output(random_values(6, 1, 1.0), 2, &device), None, &NoAux::new()).is_err());
+    assert!(step_without_update(&mut toast, &Step::new(ctx(1, 0), &b, &output(random_values(6, 1, 1.0), 2, &device), None)).is_err());
     // The class count is fixed by the first batch.
-    toast.loss(&ctx(1, 0), &b, &output(random_values(9, 1, 1.0), 3, &device), None, &NoAux::new()).unwrap();
-    assert!(toast.loss(&ctx(1, 0), &b, &output(random_values(12, 1, 1.0), 4, &device), None, &NoAux::new()).is_err());
+    step_without_update(&mut toast, &Step::new(ctx(1, 0), &b, &output(random_values(9, 1, 1.0), 3, &device), None)).unwrap();
+    assert!(step_without_update(&mut toast, &Step::new(ctx(1, 0), &b, &output(random_values(12, 1, 1.0), 4, &device), None)).is_err());
     // Configurations.
     for bad in [
         r#"{"epsilon": 1.5}"#,
@@ -468,7 +470,8 @@ fn run_steps(toast: &mut Toast, data: &Toy, device: &Device, steps_epoch2: usize
         for (s, idx) in batches.into_iter().take(take).enumerate() {
             let c = StepContext { epoch, total_epochs: 2, step_in_epoch: s, global_step: step, seed: 5 };
             let b = toast.prepare_batch(&c, data.batch(&idx, epoch, 0, device).unwrap(), data, device).unwrap();
-            toast.loss(&c, &b, &output(random_values(b.len() * 3, 1000 + step as u64, 4.0), 3, device), None, &NoAux::new()).unwrap();
+            step_without_update(toast, &Step::new(c, &b, &output(random_values(b.len() * 3, 1000 + step as u64, 4.0), 3, device), None))
+                .unwrap();
             step += 1;
         }
         if epoch == 1 {
@@ -503,7 +506,7 @@ fn state_round_trips_exactly_and_gives_the_same_next_step() {
     let mut results = Vec::new();
     for d in [&mut toast, &mut back] {
         let b = d.prepare_batch(&c, data.batch(&idx, 2, 0, &device).unwrap(), &data, &device).unwrap();
-        let terms = d.loss(&c, &b, &output(random_values(18, 77, 4.0), 3, &device), None, &NoAux::new()).unwrap();
+        let terms = step_without_update(d, &Step::new(c, &b, &output(random_values(18, 77, 4.0), 3, &device), None)).unwrap();
         let values: Vec<u32> = terms.terms().iter().map(|(_, t)| scalar(t.clone()).to_bits()).collect();
         d.end_epoch(2).unwrap();
         results.push((b.indices.clone(), host(b.inputs.clone()), values, d.save_state().unwrap()));

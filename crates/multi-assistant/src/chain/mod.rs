@@ -3,7 +3,7 @@
 //! A chain is `teacher > assistant_1 > ... > student`, all from one [`ModelFamily`]. Stage 0
 //! trains the teacher with cross-entropy (or loads it); stage `k` distils model `k` from the
 //! previous model (TAKD) or from all previous models (DGKD) with [`MultiTeacherKd`], optionally
-//! under dynamic stopping ([`ControlGroup`]). The next stage learns from the best checkpoint of
+//! under dynamic stopping ([`ControlStudents`]). The next stage learns from the best checkpoint of
 //! the previous one, as the TAKD code does.
 //!
 //! With a checkpoint folder, each stage writes into its own subfolder, named after its position,

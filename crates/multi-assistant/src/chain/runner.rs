@@ -19,7 +19,7 @@ use super::plan::*;
 use super::report::*;
 use crate::family::build_seeded;
 use crate::multi_teacher::{DropPolicy, MultiTeacherKd};
-use crate::stopping::{ControlGroup, ControlModel, StoppingReport};
+use crate::stopping::{ControlModel, ControlStudents};
 
 /// A model already trained, given to [`ChainRunner::run`] in place of its stage.
 pub(crate) type KnownStage = (AnyModel, StageReport);
@@ -34,29 +34,6 @@ pub(crate) struct ChainRunner<'a> {
     pub(super) classes: usize,
     pub(super) scales: Vec<usize>,
     pub(super) names: Vec<String>,
-}
-
-/// Hooks the chain needs from a stage's distiller beyond [`Distiller`].
-pub(super) trait StageMethod: Distiller {
-    /// Whether dynamic stopping ended the stage.
-    fn stopped(&self) -> bool {
-        false
-    }
-    /// What dynamic stopping did.
-    fn stopping_report(&self, _planned_epochs: usize) -> Option<StoppingReport> {
-        None
-    }
-}
-
-impl StageMethod for CrossEntropy {}
-impl StageMethod for MultiTeacherKd<AnyModel> {}
-impl StageMethod for ControlGroup<MultiTeacherKd<AnyModel>> {
-    fn stopped(&self) -> bool {
-        ControlGroup::stopped(self)
-    }
-    fn stopping_report(&self, planned_epochs: usize) -> Option<StoppingReport> {
-        Some(self.report(planned_epochs))
-    }
 }
 
 impl<'a> ChainRunner<'a> {
@@ -181,7 +158,7 @@ impl<'a> ChainRunner<'a> {
             return self.load_teacher(path).map(|(m, r)| (Some(m), Some(r)));
         }
         let mut ce = CrossEntropy;
-        self.train_stage(0, &mut ce, &self.plan.teacher_train, Vec::new(), budget)
+        self.train_stage(0, &mut ce, None, &self.plan.teacher_train, Vec::new(), budget)
     }
 
     /// Loads a teacher given as a checkpoint, and evaluates it for the report.
@@ -236,11 +213,9 @@ impl<'a> ChainRunner<'a> {
             DropPolicy::KeepAll
         };
         let kd = MultiTeacherKd::new(teachers, p.loss)?.with_drop(drop)?.with_stream(k as u64).with_name(p.mode.name());
-        match &p.stopping {
-            None => {
-                let mut kd = kd;
-                self.train_stage(k, &mut kd, &p.stage_train, teacher_names, budget)
-            }
+        let mut kd = kd;
+        let mut controls = match &p.stopping {
+            None => None,
             Some(stopping) => {
                 let control = ControlModel {
                     spec: p.family.spec(self.scales[k])?,
@@ -249,18 +224,22 @@ impl<'a> ChainRunner<'a> {
                     seed: self.init_seed(k, &p.stage_train),
                 };
                 let chain_teacher = FrozenTeacher::new(models[0].clone(), self.names[0].clone());
-                let mut wrapped = ControlGroup::new(kd, *stopping, control)?
+                let controls = ControlStudents::new(*stopping, control, p.stage_train.optimizer.clone())?
                     .with_kd_teacher(Some(chain_teacher), p.loss)?
                     .with_eval_batch_size(p.stage_train.eval_batch_size);
-                self.train_stage(k, &mut wrapped, &p.stage_train, teacher_names, budget)
+                Some(controls)
             }
-        }
+        };
+        self.train_stage(k, &mut kd, controls.as_mut(), &p.stage_train, teacher_names, budget)
     }
 
-    fn train_stage<D: StageMethod>(
+    /// Trains stage `k` with `distiller`, and the dynamic-stopping `controls` beside it when
+    /// there are any.
+    fn train_stage<D: Distiller>(
         &self,
         k: usize,
         distiller: &mut D,
+        mut controls: Option<&mut ControlStudents>,
         config: &TrainConfig,
         teachers: Vec<String>,
         budget: &mut Option<usize>,
@@ -286,7 +265,7 @@ impl<'a> ChainRunner<'a> {
             return Ok((Some(model), Some(report)));
         }
         let prior = match &dir {
-            Some(d) => self.prior_run(d, distiller)?,
+            Some(d) => self.prior_run(d, distiller, controls.as_deref_mut())?,
             None => None,
         };
         let epochs_before = prior.as_ref().map_or(0, |p| p.epochs);
@@ -310,18 +289,22 @@ impl<'a> ChainRunner<'a> {
         }
         let spec = self.plan.family.spec(self.scales[k])?;
         let student = build_seeded(&spec, self.input, self.classes, &self.device.clone().autodiff(), self.init_seed(k, config))?;
-        let outcome: TrainOutcome<AnyModel, D::Aux> = trainer.fit(student, distiller, &NoTeacher)?;
+        let outcome: TrainOutcome<AnyModel, NoAux> = match controls.as_deref_mut() {
+            Some(c) => trainer.fit_with(student, distiller, &NoTeacher, c)?,
+            None => trainer.fit(student, distiller, &NoTeacher)?,
+        };
         let ran = outcome.history.len().saturating_sub(epochs_before);
         if let Some(b) = budget.as_mut() {
             *b = b.saturating_sub(ran);
         }
-        let complete = outcome.finished || distiller.stopped();
+        let complete = outcome.finished || controls.as_ref().is_some_and(|c| c.stopped());
         let report = (!outcome.history.is_empty()).then(|| StageReport {
             index: k,
             role: self.role(k),
             model: self.names[k].clone(),
             scale: self.scales[k],
-            method: distiller.name(),
+            // Dynamic stopping shows in the method's name, as the chain tables list it.
+            method: if controls.is_some() { format!("{}+stop", distiller.name()) } else { distiller.name().to_string() },
             teachers,
             dir: dir.clone(),
             planned_epochs: config.epochs,
@@ -335,7 +318,7 @@ impl<'a> ChainRunner<'a> {
             train_seconds: outcome.history.iter().map(|r| r.train_seconds).sum(),
             loaded: false,
             complete,
-            stopping: distiller.stopping_report(config.epochs),
+            stopping: controls.as_ref().map(|c| c.report(config.epochs)),
         });
         let report = match report {
             Some(r) if complete => r,

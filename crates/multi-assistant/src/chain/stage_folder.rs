@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use kd_core::rng::hash_key;
 use kd_core::train::SavedRun;
-use kd_core::{BatchSource, KdError, Result};
+use kd_core::{BatchSource, Distiller, KdError, Result};
 
-use super::runner::{ChainRunner, StageMethod};
+use super::runner::ChainRunner;
+use crate::stopping::ControlStudents;
 
 /// What the stage folder records from an earlier call.
 pub(super) struct PriorRun {
@@ -51,7 +52,12 @@ impl ChainRunner<'_> {
 
     /// Reads what an earlier call left in the stage folder, and restores the method's state
     /// from it (so that a stage stopped by the rule is known to be finished).
-    pub(super) fn prior_run<D: StageMethod>(&self, dir: &Path, distiller: &mut D) -> Result<Option<PriorRun>> {
+    pub(super) fn prior_run<D: Distiller>(
+        &self,
+        dir: &Path,
+        distiller: &mut D,
+        controls: Option<&mut ControlStudents>,
+    ) -> Result<Option<PriorRun>> {
         let last = dir.join("last.ckpt");
         if !self.options.resume || !last.exists() {
             return Ok(None);
@@ -62,7 +68,14 @@ impl ChainRunner<'_> {
             return Ok(None);
         }
         distiller.load_state(&saved.distiller_state)?;
-        Ok(Some(PriorRun { epochs: saved.history.len(), stopped: distiller.stopped() }))
+        let stopped = match controls {
+            Some(c) => {
+                c.restore_rule(&saved.side_state)?;
+                c.stopped()
+            }
+            None => false,
+        };
+        Ok(Some(PriorRun { epochs: saved.history.len(), stopped }))
     }
 }
 
