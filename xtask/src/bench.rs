@@ -21,8 +21,8 @@ use kd::experiment::first_repeat;
 use kd::models::import::WeightsFile;
 use kd::multi_assistant::StoppingConfig;
 
-use crate::experiment::{RunContext, hash_str, open_device, sanitize};
-use crate::interop::{save_student_run, write_npy};
+use crate::experiment::{ModelFileFlags, RunContext, hash_str, open_device, sanitize, save_student_run};
+use crate::npy::write_npy;
 use crate::report::{Record, markdown, write_results, write_results_with};
 
 #[derive(Args, Debug)]
@@ -63,7 +63,7 @@ pub struct BenchArgs {
     #[arg(long)]
     teacher: Option<String>,
     #[command(flatten)]
-    files: crate::interop::ModelFileFlags,
+    files: ModelFileFlags,
     /// Student architecture (default: a small MLP with three hidden layers, so that FitNet's
     /// hint layer 2 exists).
     #[arg(long)]

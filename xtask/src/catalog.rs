@@ -187,7 +187,7 @@ pub struct ModelsArgs {
 }
 
 pub fn models(args: ModelsArgs) -> Result<()> {
-    let [c, h, w] = crate::interop::parse_shape(&args.input)?;
+    let [c, h, w] = crate::loaded_model::parse_shape(&args.input)?;
     let names: Vec<String> = args.models.unwrap_or_else(|| ModelSpec::zoo().iter().map(ModelSpec::name).collect());
     println!("| model | parameters | multiply-adds ({}x{}x{}, {} classes) |", c, h, w, args.classes);
     println!("|---|---|---|");

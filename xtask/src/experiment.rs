@@ -1,5 +1,5 @@
-//! One experiment: data, teacher, student, method, recipe, backend. Shared by `bench` and
-//! `train --config`.
+//! One experiment: data, teacher, student, method, recipe, backend, and the model-file flags
+//! (`--teacher-weights`, `--save-students`). Shared by `bench` and `train --config`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -12,10 +12,12 @@ use kd::core::evaluate;
 use kd::core::rng::hash_key;
 use kd::core::train::{load_module, module_bytes};
 use kd::data::DatasetSplits;
+use kd::data::registry::LoadOptions;
 use kd::experiment::Experiment;
 use kd::models::import::{WeightsFile, load_weights};
 use kd::prelude::*;
 
+use crate::model_files::{ModelCard, STUDENT_WEIGHTS, save_student};
 use crate::report::{BackendTag, Record, write_results};
 
 #[derive(Args)]
@@ -33,7 +35,7 @@ pub struct TrainArgs {
     #[arg(long)]
     resume: bool,
     #[command(flatten)]
-    files: crate::interop::ModelFileFlags,
+    files: ModelFileFlags,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -95,7 +97,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let record = Record { warnings: data.warnings.clone(), ..record }.with_data(&exp.dataset, &exp.data, data);
         println!("{}", record.summary_line());
         if args.files.save_students {
-            let dir = crate::interop::save_student_run(&args.out.join("students"), &record, &student, &exp.dataset, &exp.data, data)?;
+            let dir = save_student_run(&args.out.join("students"), &record, &student, &exp.dataset, &exp.data, data)?;
             println!("student written to {}", dir.display());
         }
         records.push(record);
@@ -105,7 +107,55 @@ pub fn run(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// Opens and probes the device for a backend name.
+/// Writes a trained student to `root/<dataset>-<method>-<student>-seed<N>/` (weights and card;
+/// the dataset as the record names it) and returns that folder. `dataset` and `options` are what
+/// `load_dataset` was given, so that `eval` prepares the test split as training did.
+pub fn save_student_run(
+    root: &Path,
+    record: &Record,
+    student: &AnyModel,
+    dataset: &str,
+    options: &LoadOptions,
+    data: &DatasetSplits,
+) -> Result<PathBuf> {
+    let dir =
+        root.join(format!("{}-{}-{}-seed{}", sanitize(&record.dataset), sanitize(&record.method), sanitize(&record.student), record.seed));
+    let card = ModelCard {
+        model: record.student.clone(),
+        classes: data.train.num_classes(),
+        input_shape: data.train.input_shape(),
+        weights: STUDENT_WEIGHTS.into(),
+        dataset: Some(dataset.to_string()),
+        data: Some(options.clone()),
+        method: Some(record.method.clone()),
+        seed: Some(record.seed),
+        epoch: Some(record.curve.len()),
+        test_top1: Some(record.last_acc),
+        normalization: Some((data.train.normalization().0.to_vec(), data.train.normalization().1.to_vec())),
+        class_names: data.train.class_names().map(<[String]>::to_vec),
+    };
+    save_student(&dir, student, &card)?;
+    Ok(dir)
+}
+
+/// The flags `train` and `bench` share: a teacher from a file, and the students written out.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ModelFileFlags {
+    /// Load the teacher from this file instead of training it: `.pth`/`.pt` (PyTorch),
+    /// `.safetensors`, a checkpoint of this project or a `train` run folder (`train`: overrides
+    /// the file's `teacher_weights`; `bench`: the architecture is `--teacher`, one dataset only).
+    #[arg(long)]
+    pub teacher_weights: Option<PathBuf>,
+    /// The key of a PyTorch checkpoint's dict that holds the teacher's state dict (default:
+    /// `model`, then `state_dict`, whichever the file has).
+    #[arg(long, requires = "teacher_weights")]
+    pub teacher_key: Option<String>,
+    /// Also write each trained student (its last epoch) as safetensors with a `student.json`,
+    /// under `OUT/students/`, for `predict`, `eval` and `export`.
+    #[arg(long)]
+    pub save_students: bool,
+}
+
 /// The device of a `--backend` name, checked by a tiny computation, and its tag for records.
 /// Says on stderr which device (GPU adapter, processor) was picked.
 pub fn open_device(backend: &str) -> Result<(Device, BackendTag)> {

@@ -13,9 +13,15 @@ mod bad_inputs;
 mod bench;
 mod catalog;
 mod chains;
+mod csv;
+mod eval;
 mod experiment;
-mod interop;
+mod export;
+mod loaded_model;
+mod model_files;
+mod npy;
 mod plots;
+mod predict;
 mod report;
 mod throughput;
 
@@ -38,11 +44,11 @@ enum Command {
     /// Images per second of one distillation step, per method and batch size.
     Throughput(throughput::ThroughputArgs),
     /// Logits (or probabilities) of a model on a `.npy` of inputs or a dataset's test split.
-    Predict(interop::PredictArgs),
+    Predict(predict::PredictArgs),
     /// Top-1, top-5, per-class accuracy, confusion matrix (and binary metrics) on a test split.
-    Eval(interop::EvalArgs),
+    Eval(eval::EvalArgs),
     /// Write a model (a run folder, or weights in any format) as safetensors in PyTorch's layout.
-    Export(interop::ExportArgs),
+    Export(export::ExportArgs),
     /// List every dataset: task, split sizes, classes, class balance.
     Datasets(catalog::DatasetsArgs),
     /// List the model zoo: parameters and multiply-adds for an input shape.
@@ -77,9 +83,9 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => experiment::run(args),
         Command::Throughput(args) => throughput::run(args),
-        Command::Predict(args) => interop::predict(args),
-        Command::Eval(args) => interop::eval(args),
-        Command::Export(args) => interop::export(args),
+        Command::Predict(args) => predict::predict(args),
+        Command::Eval(args) => eval::eval(args),
+        Command::Export(args) => export::export(args),
         Command::Datasets(args) => catalog::datasets(args),
         Command::Models(args) => catalog::models(args),
         Command::Methods => catalog::methods(),

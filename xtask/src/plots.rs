@@ -1,4 +1,5 @@
-//! SVG plots of a bench: accuracy per method with error bars, and learning curves.
+//! SVG plots: a bench's accuracy per method with error bars and its learning curves, and
+//! `eval`'s confusion-matrix heatmap.
 
 use std::path::Path;
 
@@ -129,5 +130,44 @@ fn curves_plot(file: &Path, dataset: &str, records: &[&Record]) -> Result<()> {
         .position(SeriesLabelPosition::LowerRight)
         .draw()?;
     root.present()?;
+    Ok(())
+}
+
+/// A confusion matrix (`confusion[true][predicted]`) as a heatmap, each row shaded by the
+/// fraction of its class; the axes name the classes by `class_name`.
+pub fn confusion_heatmap(path: &Path, title: &str, confusion: &[Vec<usize>], class_name: &dyn Fn(usize) -> String) -> Result<()> {
+    let k = confusion.len();
+    let cell = (600 / k.max(1)).clamp(4, 48) as u32;
+    let side = cell * k as u32;
+    let root = SVGBackend::new(path, (side + 120, side + 110)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0..k as i32, k as i32..0)?;
+    let labels = k.min(20);
+    let name = |v: &i32| class_name(*v as usize);
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(labels)
+        .y_labels(labels)
+        .x_label_formatter(&name)
+        .y_label_formatter(&name)
+        .x_desc("predicted")
+        .y_desc("true")
+        .draw()?;
+    for (t, row) in confusion.iter().enumerate() {
+        let total: usize = row.iter().sum();
+        chart.draw_series(row.iter().enumerate().map(|(p, &count)| {
+            let share = if total == 0 { 0.0 } else { count as f64 / total as f64 };
+            let shade = |full: f64| (255.0 - share * (255.0 - full)).round() as u8;
+            let colour = RGBColor(shade(8.0), shade(48.0), shade(107.0));
+            Rectangle::new([(p as i32, t as i32), (p as i32 + 1, t as i32 + 1)], colour.filled())
+        }))?;
+    }
+    root.present().with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

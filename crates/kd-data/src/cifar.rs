@@ -6,6 +6,7 @@
 //! of a coarse label byte, a fine label byte, then 3072 pixel bytes). Pixels are 1024 red, 1024
 //! green, 1024 blue values, each a row-major 32x32 plane: already the `[3, 32, 32]` layout.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -83,35 +84,62 @@ pub fn read_cifar_file(path: &Path, format: CifarFormat) -> Result<(Vec<u8>, Vec
 /// source in errors.
 pub fn parse_cifar(bytes: &[u8], path: &Path, format: CifarFormat) -> Result<(Vec<u8>, Vec<usize>)> {
     let malformed = |reason: String| KdError::Malformed { path: path.into(), reason };
-    let rec = format.record_len();
-    if bytes.is_empty() {
-        return Err(malformed("empty file".into()));
-    }
-    if !bytes.len().is_multiple_of(rec) {
-        return Err(malformed(format!(
-            "{} bytes is not a whole number of {rec}-byte records: record {} has only {} bytes (truncated or not a {} file)",
-            bytes.len(),
-            bytes.len() / rec,
-            bytes.len() % rec,
-            if rec == 3073 { "CIFAR-10" } else { "CIFAR-100" }
-        )));
-    }
-    let n = bytes.len() / rec;
+    let n = record_count(bytes.len() as u64, format).map_err(malformed)?;
     let mut pixels = Vec::with_capacity(n * CIFAR_PIXELS);
     let mut labels = Vec::with_capacity(n);
-    for (i, record) in bytes.chunks_exact(rec).enumerate() {
-        let label = match format {
-            CifarFormat::Cifar10 => check_label(record[0], 10, i, "label").map_err(malformed)?,
-            CifarFormat::Cifar100(which) => {
-                let coarse = check_label(record[0], 20, i, "coarse label").map_err(malformed)?;
-                let fine = check_label(record[1], 100, i, "fine label").map_err(malformed)?;
-                if which == CifarLabels::Fine { fine } else { coarse }
-            }
-        };
-        labels.push(label);
+    for (i, record) in bytes.chunks_exact(format.record_len()).enumerate() {
+        labels.push(record_label(record, format, i).map_err(malformed)?);
         pixels.extend_from_slice(&record[format.label_bytes()..]);
     }
     Ok((pixels, labels))
+}
+
+/// The labels of a CIFAR binary file, checked as [`read_cifar_file`] checks them, read by
+/// seeking from record to record: the pixels are not read.
+pub fn read_cifar_labels(path: &Path, format: CifarFormat) -> Result<Vec<usize>> {
+    let mut file = kd_core::files::open_regular(path)?;
+    let malformed = |reason: String| KdError::Malformed { path: path.into(), reason };
+    let len = file.metadata().map_err(|e| KdError::io("reading", path, e))?.len();
+    let n = record_count(len, format).map_err(malformed)?;
+    let mut head = [0u8; 2];
+    let head = &mut head[..format.label_bytes()];
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        file.seek(SeekFrom::Start((i * format.record_len()) as u64)).map_err(|e| KdError::io("reading", path, e))?;
+        file.read_exact(head).map_err(|e| KdError::io("reading", path, e))?;
+        labels.push(record_label(head, format, i).map_err(malformed)?);
+    }
+    Ok(labels)
+}
+
+/// The number of records in a file of `len` bytes: a whole, non-zero number.
+fn record_count(len: u64, format: CifarFormat) -> std::result::Result<usize, String> {
+    let rec = format.record_len() as u64;
+    if len == 0 {
+        return Err("empty file".into());
+    }
+    if !len.is_multiple_of(rec) {
+        return Err(format!(
+            "{len} bytes is not a whole number of {rec}-byte records: record {} has only {} bytes (truncated or not a {} file)",
+            len / rec,
+            len % rec,
+            if rec == 3073 { "CIFAR-10" } else { "CIFAR-100" }
+        ));
+    }
+    Ok((len / rec) as usize)
+}
+
+/// The kept label of record `i`, whose first bytes are `record`; both labels of a CIFAR-100
+/// record are checked.
+fn record_label(record: &[u8], format: CifarFormat, i: usize) -> std::result::Result<usize, String> {
+    match format {
+        CifarFormat::Cifar10 => check_label(record[0], 10, i, "label"),
+        CifarFormat::Cifar100(which) => {
+            let coarse = check_label(record[0], 20, i, "coarse label")?;
+            let fine = check_label(record[1], 100, i, "fine label")?;
+            Ok(if which == CifarLabels::Fine { fine } else { coarse })
+        }
+    }
 }
 
 fn check_label(byte: u8, classes: usize, record: usize, what: &str) -> std::result::Result<usize, String> {
@@ -162,28 +190,93 @@ fn read_names(path: &Path) -> Option<Vec<String>> {
     Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
 }
 
+/// The files of a CIFAR set in `dir` (its archive's folder or the parent): the training files,
+/// the test file, the record format and the class names (where known).
+struct CifarFiles {
+    train: Vec<PathBuf>,
+    test: PathBuf,
+    format: CifarFormat,
+    names: Option<Vec<String>>,
+}
+
+impl CifarFiles {
+    fn cifar10(dir: &Path) -> Result<CifarFiles> {
+        let dir = locate(dir, "cifar-10-batches-bin", "data_batch_1.bin", "CIFAR-10", "cifar-10-binary.tar.gz")?;
+        let names = read_names(&dir.join("batches.meta.txt")).unwrap_or_else(|| CIFAR10_NAMES.iter().map(|s| s.to_string()).collect());
+        Ok(CifarFiles {
+            train: (1..=5).map(|i| dir.join(format!("data_batch_{i}.bin"))).collect(),
+            test: dir.join("test_batch.bin"),
+            format: CifarFormat::Cifar10,
+            names: Some(names),
+        })
+    }
+
+    fn cifar100(dir: &Path, labels: CifarLabels) -> Result<CifarFiles> {
+        let dir = locate(dir, "cifar-100-binary", "train.bin", "CIFAR-100", "cifar-100-binary.tar.gz")?;
+        let names_file = if labels == CifarLabels::Fine { "fine_label_names.txt" } else { "coarse_label_names.txt" };
+        Ok(CifarFiles {
+            train: vec![dir.join("train.bin")],
+            test: dir.join("test.bin"),
+            format: CifarFormat::Cifar100(labels),
+            names: read_names(&dir.join(names_file)),
+        })
+    }
+
+    /// `(train, test)`, unnormalised and unaugmented; `name` prefixes the split names.
+    fn load(&self, name: &str) -> Result<(InMemoryDataset, InMemoryDataset)> {
+        let train = self.train.iter().map(|f| read_cifar_file(f, self.format)).collect::<Result<Vec<_>>>()?;
+        let test = read_cifar_file(&self.test, self.format)?;
+        let classes = self.format.classes();
+        Ok((
+            build(&format!("{name}/train"), train, classes, self.names.clone())?,
+            build(&format!("{name}/test"), vec![test], classes, self.names.clone())?,
+        ))
+    }
+
+    fn labels(&self) -> Result<CifarLabelsRead> {
+        let mut train = Vec::new();
+        for f in &self.train {
+            train.extend(read_cifar_labels(f, self.format)?);
+        }
+        let classes = self.format.classes();
+        let names = self.names.clone().filter(|n| n.len() == classes);
+        Ok(CifarLabelsRead { train, test: read_cifar_labels(&self.test, self.format)?, classes, names })
+    }
+}
+
+/// The labels of a CIFAR set's files, read without the pixels.
+#[derive(Debug, Clone)]
+pub struct CifarLabelsRead {
+    /// The training files' labels, in file order.
+    pub train: Vec<usize>,
+    /// The test file's labels.
+    pub test: Vec<usize>,
+    /// Number of classes of the kept labels.
+    pub classes: usize,
+    /// Class names, where the archive has them (as loading names the classes).
+    pub names: Option<Vec<String>>,
+}
+
 /// Loads CIFAR-10 `(train, test)` from `dir` (the `cifar-10-batches-bin` folder or its parent),
 /// unnormalised and unaugmented.
 pub fn load_cifar10(dir: &Path) -> Result<(InMemoryDataset, InMemoryDataset)> {
-    let dir = locate(dir, "cifar-10-batches-bin", "data_batch_1.bin", "CIFAR-10", "cifar-10-binary.tar.gz")?;
-    let train =
-        (1..=5).map(|i| read_cifar_file(&dir.join(format!("data_batch_{i}.bin")), CifarFormat::Cifar10)).collect::<Result<Vec<_>>>()?;
-    let test = read_cifar_file(&dir.join("test_batch.bin"), CifarFormat::Cifar10)?;
-    let names = read_names(&dir.join("batches.meta.txt")).unwrap_or_else(|| CIFAR10_NAMES.iter().map(|s| s.to_string()).collect());
-    Ok((build("cifar10/train", train, 10, Some(names.clone()))?, build("cifar10/test", vec![test], 10, Some(names))?))
+    CifarFiles::cifar10(dir)?.load("cifar10")
 }
 
 /// Loads CIFAR-100 `(train, test)` with the chosen labels from `dir` (the `cifar-100-binary`
 /// folder or its parent), unnormalised and unaugmented.
 pub fn load_cifar100(dir: &Path, labels: CifarLabels) -> Result<(InMemoryDataset, InMemoryDataset)> {
-    let dir = locate(dir, "cifar-100-binary", "train.bin", "CIFAR-100", "cifar-100-binary.tar.gz")?;
-    let format = CifarFormat::Cifar100(labels);
-    let train = read_cifar_file(&dir.join("train.bin"), format)?;
-    let test = read_cifar_file(&dir.join("test.bin"), format)?;
-    let names_file = if labels == CifarLabels::Fine { "fine_label_names.txt" } else { "coarse_label_names.txt" };
-    let names = read_names(&dir.join(names_file));
-    let classes = format.classes();
-    Ok((build("cifar100/train", vec![train], classes, names.clone())?, build("cifar100/test", vec![test], classes, names)?))
+    CifarFiles::cifar100(dir, labels)?.load("cifar100")
+}
+
+/// The labels [`load_cifar10`] would load, read without the pixels.
+pub fn cifar10_labels(dir: &Path) -> Result<CifarLabelsRead> {
+    CifarFiles::cifar10(dir)?.labels()
+}
+
+/// The labels [`load_cifar100`] would load, read without the pixels.
+pub fn cifar100_labels(dir: &Path, labels: CifarLabels) -> Result<CifarLabelsRead> {
+    CifarFiles::cifar100(dir, labels)?.labels()
 }
 
 #[cfg(test)]

@@ -26,6 +26,17 @@ pub struct IdxArray {
 /// The declared dimensions bound what is read, so a corrupt header cannot make it decompress
 /// or allocate more than the file announces.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
+    with_idx_reader(path, |r, gzip| read_idx_from(r, gzip))
+}
+
+/// The dimensions an IDX file's header announces, read without its values (`dataset_info`).
+pub fn read_idx_dims(path: &Path) -> Result<Vec<usize>> {
+    with_idx_reader(path, |r, gzip| read_idx_header(r, gzip))
+}
+
+/// Opens an IDX file, raw or gzip-compressed, and reads it with `read` (which gets the reader
+/// and whether it decompresses); errors name the file.
+fn with_idx_reader<T>(path: &Path, read: impl FnOnce(&mut dyn Read, bool) -> std::result::Result<T, String>) -> Result<T> {
     let file = kd_core::files::open_regular(path)?;
     let mut reader = BufReader::new(file);
     let mut head = [0u8; 2];
@@ -35,9 +46,9 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
     if got == 2 && head == [0x1f, 0x8b] {
         // MultiGz: `cat a.gz b.gz` is a valid gzip file too.
         let mut gz = flate2::read::MultiGzDecoder::new(prefix.chain(reader));
-        read_idx_from(&mut gz, true).map_err(malformed)
+        read(&mut gz, true).map_err(malformed)
     } else {
-        read_idx_from(&mut prefix.chain(reader), false).map_err(malformed)
+        read(&mut prefix.chain(reader), false).map_err(malformed)
     }
 }
 
@@ -52,7 +63,7 @@ pub fn parse_idx(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
 }
 
 /// Reads as many bytes as are there, up to `buf.len()`.
-fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_up_to(reader: &mut (impl Read + ?Sized), buf: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match reader.read(&mut buf[got..]) {
@@ -65,13 +76,16 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> 
     Ok(got)
 }
 
-fn read_idx_from(reader: &mut impl Read, gzip: bool) -> std::result::Result<IdxArray, String> {
-    // Decoder errors mean a damaged compressed stream, not a bad IDX header.
-    let io = |e: std::io::Error| {
-        if gzip { format!("corrupt or truncated gzip stream: {e}") } else { format!("read error: {e}") }
-    };
+/// Decoder errors mean a damaged compressed stream, not a bad IDX header.
+fn stream_error(gzip: bool) -> impl Fn(std::io::Error) -> String {
+    move |e| if gzip { format!("corrupt or truncated gzip stream: {e}") } else { format!("read error: {e}") }
+}
+
+/// Reads the header (magic number and dimensions) and leaves the reader at the values.
+fn read_idx_header(reader: &mut (impl Read + ?Sized), gzip: bool) -> std::result::Result<Vec<usize>, String> {
+    let io = stream_error(gzip);
     let mut magic = [0u8; 4];
-    let got = read_up_to(reader, &mut magic).map_err(io)?;
+    let got = read_up_to(reader, &mut magic).map_err(&io)?;
     if got == 0 {
         return Err(if gzip { "empty IDX content inside the gzip stream".into() } else { "empty file".into() });
     }
@@ -92,11 +106,16 @@ fn read_idx_from(reader: &mut impl Read, gzip: bool) -> std::result::Result<IdxA
         return Err(format!("IDX rank {rank} is not supported (1 to 4)"));
     }
     let mut dim_bytes = vec![0u8; 4 * rank];
-    let got = read_up_to(reader, &mut dim_bytes).map_err(io)?;
+    let got = read_up_to(reader, &mut dim_bytes).map_err(&io)?;
     if got < dim_bytes.len() {
         return Err(format!("truncated header: {} bytes, need {}", 4 + got, 4 + 4 * rank));
     }
-    let dims: Vec<usize> = dim_bytes.chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
+    Ok(dim_bytes.chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect())
+}
+
+fn read_idx_from(reader: &mut (impl Read + ?Sized), gzip: bool) -> std::result::Result<IdxArray, String> {
+    let dims = read_idx_header(reader, gzip)?;
+    let io = stream_error(gzip);
     let expected = dims
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
@@ -104,7 +123,7 @@ fn read_idx_from(reader: &mut impl Read, gzip: bool) -> std::result::Result<IdxA
     // Read at most one byte past the announced size: enough to detect trailing garbage. The
     // header alone does not reserve more than 16 MB: the data has to be there to grow further.
     let mut data = Vec::with_capacity(expected.min(1 << 24));
-    reader.take(expected as u64 + 1).read_to_end(&mut data).map_err(io)?;
+    reader.take(expected as u64 + 1).read_to_end(&mut data).map_err(&io)?;
     if data.len() < expected {
         return Err(format!("dimensions {dims:?} need {expected} data bytes but the file has {} (truncated)", data.len()));
     }
@@ -158,34 +177,39 @@ pub fn load_idx_pair(folder: &Path, prefix: &str, name: &str, classes: usize) ->
     let images_path = find_file(folder, prefix, "images", 3)?;
     let labels_path = find_file(folder, prefix, "labels", 1)?;
     let images = read_idx(&images_path)?;
-    let labels = read_idx(&labels_path)?;
-    if images.dims.len() != 3 {
-        return Err(KdError::Malformed {
-            path: images_path,
-            reason: format!("an image file needs 3 dimensions (magic 0x00000803), this one has {:?}", images.dims),
-        });
-    }
+    let (labels, shape) = checked_pair(&images_path, &images.dims, &labels_path, classes)?;
+    InMemoryDataset::new(name, Values::U8 { data: Arc::new(images.data), scale: 255.0 }, labels, shape, classes)
+}
+
+/// The labels of the pair [`load_idx_pair`] loads and the `[1, rows, cols]` shape of its images,
+/// from the label file and the image file's header only: the images are not read.
+pub fn idx_pair_labels(folder: &Path, prefix: &str, classes: usize) -> Result<(Vec<usize>, [usize; 3])> {
+    let images_path = find_file(folder, prefix, "images", 3)?;
+    let labels_path = find_file(folder, prefix, "labels", 1)?;
+    checked_pair(&images_path, &read_idx_dims(&images_path)?, &labels_path, classes)
+}
+
+/// Reads the label file of a pair whose image file announces `image_dims`, checking that the
+/// counts agree and every label is below `classes`: the labels and the images' shape.
+fn checked_pair(images_path: &Path, image_dims: &[usize], labels_path: &Path, classes: usize) -> Result<(Vec<usize>, [usize; 3])> {
+    let labels = read_idx(labels_path)?;
+    let malformed = |path: &Path, reason: String| KdError::Malformed { path: path.into(), reason };
+    let &[n, rows, cols] = image_dims else {
+        return Err(malformed(images_path, format!("an image file needs 3 dimensions (magic 0x00000803), this one has {image_dims:?}")));
+    };
     if labels.dims.len() != 1 {
-        return Err(KdError::Malformed {
-            path: labels_path,
-            reason: format!("a label file needs 1 dimension (magic 0x00000801), this one has {:?}", labels.dims),
-        });
+        return Err(malformed(labels_path, format!("a label file needs 1 dimension (magic 0x00000801), this one has {:?}", labels.dims)));
     }
-    let [n, rows, cols] = [images.dims[0], images.dims[1], images.dims[2]];
     if n == 0 || rows == 0 || cols == 0 {
-        return Err(KdError::Malformed { path: images_path, reason: format!("no images (dimensions {:?})", images.dims) });
+        return Err(malformed(images_path, format!("no images (dimensions {image_dims:?})")));
     }
     if labels.dims[0] != n {
-        return Err(KdError::Malformed {
-            path: labels_path,
-            reason: format!("{} labels for {n} images in {}", labels.dims[0], images_path.display()),
-        });
+        return Err(malformed(labels_path, format!("{} labels for {n} images in {}", labels.dims[0], images_path.display())));
     }
     if let Some((i, &l)) = labels.data.iter().enumerate().find(|&(_, &l)| l as usize >= classes) {
-        return Err(KdError::Malformed { path: labels_path, reason: format!("label {l} at sample {i} is out of range 0..{classes}") });
+        return Err(malformed(labels_path, format!("label {l} at sample {i} is out of range 0..{classes}")));
     }
-    let labels: Vec<usize> = labels.data.iter().map(|&l| l as usize).collect();
-    InMemoryDataset::new(name, Values::U8 { data: Arc::new(images.data), scale: 255.0 }, labels, [1, rows, cols], classes)
+    Ok((labels.data.iter().map(|&l| l as usize).collect(), [1, rows, cols]))
 }
 
 #[cfg(test)]

@@ -221,9 +221,31 @@ fn malformed(path: &Path, reason: impl Into<String>) -> KdError {
     KdError::Malformed { path: path.to_path_buf(), reason: reason.into() }
 }
 
-/// Reads an image folder (see the module documentation).
-pub(crate) fn read_image_folder(root: &Path, options: &FolderOptions) -> Result<ImageFolder> {
-    let started = Instant::now();
+/// An image folder's files, listed without decoding any: its layout, classes, every split's
+/// files with their classes, and what the images become (from the options, else from the first
+/// training image's header).
+pub(crate) struct FolderListing {
+    /// `splits` or `pool`.
+    pub layout: &'static str,
+    /// Class names (sorted class-folder names of the training split).
+    pub classes: Vec<String>,
+    splits: Vec<SplitFiles>,
+    spec: DecodeSpec,
+    /// `[channels, height, width]` of the decoded images.
+    pub shape: [usize; 3],
+}
+
+impl FolderListing {
+    /// Each split's name (`train`, `valid`, `test` or `all`) and the class of each of its files.
+    pub fn split_labels(&self) -> Vec<(&'static str, Vec<usize>)> {
+        self.splits.iter().map(|s| (s.split, s.files.iter().map(|f| f.class).collect())).collect()
+    }
+}
+
+/// Lists an image folder (see the module documentation) and checks the options, without
+/// decoding: only the first training image's header is read, for its size, when the options
+/// do not give one.
+pub(crate) fn list_image_folder(root: &Path, options: &FolderOptions) -> Result<FolderListing> {
     let meta = fs::metadata(root).map_err(|e| KdError::io("reading image folder", root, e))?;
     if !meta.is_dir() {
         return Err(invalid(format!("images:{}: not a folder", root.display())));
@@ -249,6 +271,13 @@ pub(crate) fn read_image_folder(root: &Path, options: &FolderOptions) -> Result<
     };
     let spec = DecodeSpec { width, height, resize: options.resize, channels: options.channels.unwrap_or(3) };
     let shape = [spec.channels, height as usize, width as usize];
+    Ok(FolderListing { layout, classes, splits, spec, shape })
+}
+
+/// Reads an image folder (see the module documentation).
+pub(crate) fn read_image_folder(root: &Path, options: &FolderOptions) -> Result<ImageFolder> {
+    let started = Instant::now();
+    let FolderListing { layout, classes, splits, spec, shape } = list_image_folder(root, options)?;
     let budget = options.memory_budget_mb.unwrap_or(DEFAULT_MEMORY_BUDGET_MB).saturating_mul(1 << 20);
     let total_bytes: usize = splits.iter().map(|s| s.files.len() * spec.bytes_per_image()).sum();
     let cache_dir = match options.decode_cache {

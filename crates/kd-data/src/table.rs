@@ -63,6 +63,70 @@ pub fn read_csv(path: &Path, label_column: Option<&str>, coding: LabelCoding) ->
 
 /// Parses CSV bytes as [`read_csv`] reads a file; `path` names the source in errors.
 pub fn parse_csv(bytes: &[u8], path: &Path, label_column: Option<&str>, coding: LabelCoding) -> Result<CsvTable> {
+    let rows = parse_rows(bytes, path, label_column)?;
+    let malformed = |reason: String| KdError::Malformed { path: path.into(), reason };
+    let mut features = Vec::with_capacity(rows.data.len() * rows.feature_cols.len());
+    for rec in &rows.data {
+        for &c in &rows.feature_cols {
+            let cell = &rec[c];
+            let value =
+                parse_cell(cell).map_err(|why| malformed(format!("line {}, column {c} (`{}`): {why}", line_of(rec), rows.names[c])))?;
+            features.push(value);
+        }
+    }
+    let (labels, class_names) = rows.labels(coding).map_err(malformed)?;
+    Ok(CsvTable { path: path.into(), feature_names: rows.feature_names(), label_name: rows.label_name(), features, labels, class_names })
+}
+
+/// The columns and labels of a CSV file as [`read_csv`] codes them, without parsing its
+/// feature cells (`dataset_info`): a [`CsvTable`] whose `features` is empty.
+pub fn read_csv_labels(path: &Path, label_column: Option<&str>, coding: LabelCoding) -> Result<CsvTable> {
+    let bytes = kd_core::files::read_regular(path)?;
+    let rows = parse_rows(&bytes, path, label_column)?;
+    let (labels, class_names) = rows.labels(coding).map_err(|reason| KdError::Malformed { path: path.into(), reason })?;
+    Ok(CsvTable {
+        path: path.into(),
+        feature_names: rows.feature_names(),
+        label_name: rows.label_name(),
+        features: Vec::new(),
+        labels,
+        class_names,
+    })
+}
+
+/// A CSV file split into its header and data records, with the label column found.
+struct Rows {
+    /// Column names (from the header, else `column N`).
+    names: Vec<String>,
+    data: Vec<csv::StringRecord>,
+    label_idx: usize,
+    feature_cols: Vec<usize>,
+}
+
+impl Rows {
+    fn feature_names(&self) -> Vec<String> {
+        self.feature_cols.iter().map(|&c| self.names[c].clone()).collect()
+    }
+
+    fn label_name(&self) -> String {
+        self.names[self.label_idx].clone()
+    }
+
+    /// Class indices and class names of the label column.
+    fn labels(&self, coding: LabelCoding) -> std::result::Result<(Vec<usize>, Vec<String>), String> {
+        let raw: Vec<(&str, u64)> = self.data.iter().map(|r| (&r[self.label_idx], line_of(r))).collect();
+        code_labels(&raw, coding, &self.names[self.label_idx])
+    }
+}
+
+/// The line of a record, counted from 1 (header included).
+fn line_of(r: &csv::StringRecord) -> u64 {
+    r.position().map(|p| p.line()).unwrap_or(0)
+}
+
+/// Reads the records, recognises the header, checks the row lengths and column names, and
+/// finds the label column.
+fn parse_rows(bytes: &[u8], path: &Path, label_column: Option<&str>) -> Result<Rows> {
     let malformed = |reason: String| KdError::Malformed { path: path.into(), reason };
     if bytes.is_empty() {
         return Err(malformed("empty file".into()));
@@ -94,7 +158,6 @@ pub fn parse_csv(bytes: &[u8], path: &Path, label_column: Option<&str>, coding: 
     let names: Vec<String> =
         if has_header { first.iter().map(String::from).collect() } else { (0..width).map(|i| format!("column {i}")).collect() };
     let data = if has_header { &records[1..] } else { &records[..] };
-    let line_of = |r: &csv::StringRecord| r.position().map(|p| p.line()).unwrap_or(0);
     if data.is_empty() {
         return Err(malformed("no data rows after the header".into()));
     }
@@ -133,24 +196,9 @@ pub fn parse_csv(bytes: &[u8], path: &Path, label_column: Option<&str>, coding: 
         }
     }
     let feature_cols: Vec<usize> = (0..width).filter(|&c| c != label_idx).collect();
-    let mut features = Vec::with_capacity(data.len() * feature_cols.len());
-    for rec in data {
-        for &c in &feature_cols {
-            let cell = &rec[c];
-            let value = parse_cell(cell).map_err(|why| malformed(format!("line {}, column {c} (`{}`): {why}", line_of(rec), names[c])))?;
-            features.push(value);
-        }
-    }
-    let raw_labels: Vec<(&str, u64)> = data.iter().map(|r| (&r[label_idx], line_of(r))).collect();
-    let (labels, class_names) = code_labels(&raw_labels, coding, &names[label_idx]).map_err(malformed)?;
-    Ok(CsvTable {
-        path: path.into(),
-        feature_names: feature_cols.iter().map(|&c| names[c].clone()).collect(),
-        label_name: names[label_idx].clone(),
-        features,
-        labels,
-        class_names,
-    })
+    // The records after the header, owned.
+    let data = records.split_off(usize::from(has_header));
+    Ok(Rows { names, data, label_idx, feature_cols })
 }
 
 fn csv_error(path: &Path, e: csv::Error) -> KdError {

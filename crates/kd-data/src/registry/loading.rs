@@ -1,44 +1,19 @@
-//! Datasets by name: the bundled sets, the system Fashion-MNIST, CIFAR folders and CSV files.
-//!
-//! [`load_dataset`] is the one entry point. Names:
-//!
-//! | name | task | source | splits |
-//! |---|---|---|---|
-//! | `mnist` | image | `datasets/mnist` (IDX) | official train/test, valid carved from train |
-//! | `fashion-mnist` | image | `datasets/fashion-mnist` (first 20k train) | official, valid carved |
-//! | `fashion-mnist-full` | image | `/usr/share/datasets/fashion-mnist` (Debian `dataset-fashion-mnist`) | official, valid carved |
-//! | `digits-8x8` | image | `datasets/digits-8x8` (CSV, 8x8) | stratified train/valid/test |
-//! | `statlog-shuttle` | tabular | `datasets/statlog-shuttle` (CSV) | official, valid carved |
-//! | `spambase`, `breast-cancer-wisconsin`, `german-credit`, `isl-default` | binary | `datasets/*` (CSV) | stratified |
-//! | `cifar10:PATH`, `cifar100:PATH`, `cifar100-coarse:PATH` | image | official binary files | official, valid carved |
-//! | `csv:PATH` | tabular/binary | any numeric CSV | stratified |
-//! | `idx:DIR` | image | MNIST-format files in `DIR` (`train-*` and `t10k-*`, raw or `.gz`) | official, valid carved |
-//! | `images:DIR` | image | JPEG/PNG/BMP files in class folders ([`crate::images`]) | `train/`, `test/`, `val/` folders, or one pool split by the options |
+//! Loading a dataset: [`load_dataset`] reads its samples, splits them (the one split plan
+//! [`super::dataset_info`] counts too), normalises and augments them.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kd_core::{BatchSource, KdError, Result};
 use serde::{Deserialize, Serialize};
 
+use super::catalog::{DatasetName, Entry, Source, Task, datasets_dir, fashion_mnist_full_dir};
 use crate::cifar::{self, CifarLabels};
 use crate::dataset::{Augment, InMemoryDataset, Values};
 use crate::idx::load_idx_pair;
 use crate::images::{FolderOptions, ImageFolderReport, read_image_folder};
 use crate::split::{shuffled, stratified_split};
 use crate::table::{CsvTable, LabelCoding, read_csv};
-
-/// The folder of bundled datasets: `$KD_DATASETS_DIR`, else the workspace's `datasets/`.
-pub fn datasets_dir() -> PathBuf {
-    std::env::var_os("KD_DATASETS_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets"))
-}
-
-/// Where `fashion-mnist-full` is read from: `$KD_FASHION_MNIST_DIR`, else the folder the Debian
-/// package `dataset-fashion-mnist` installs, `/usr/share/datasets/fashion-mnist`.
-pub fn fashion_mnist_full_dir() -> PathBuf {
-    std::env::var_os("KD_FASHION_MNIST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/share/datasets/fashion-mnist"))
-}
 
 /// Default fraction of an official training split held out for validation.
 pub const DEFAULT_VALID_FRACTION_OF_TRAIN: f64 = 0.1;
@@ -176,326 +151,6 @@ impl DatasetSplits {
             eprintln!("warning: {}: {w}", self.name);
         }
     }
-
-    /// A description of the loaded splits (sizes, classes, balance).
-    pub fn info(&self) -> DatasetInfo {
-        let entry = find_entry(&self.name);
-        let shape = self.train.input_shape();
-        let classes = self.train.num_classes();
-        let mut class_counts = vec![0; classes];
-        for split in [Some(&self.train), self.valid.as_ref(), Some(&self.test)].into_iter().flatten() {
-            for (c, n) in split.class_counts().into_iter().enumerate() {
-                class_counts[c] += n;
-            }
-        }
-        DatasetInfo {
-            name: self.name.clone(),
-            aliases: entry.map(|e| e.aliases.iter().map(|s| s.to_string()).collect()).unwrap_or_default(),
-            task: entry.map(|e| e.task).unwrap_or_else(|| Task::infer(shape, classes)),
-            description: entry.map(|e| e.description.to_string()).unwrap_or_default(),
-            licence: entry.map(|e| e.licence.to_string()).unwrap_or_default(),
-            input_shape: shape,
-            classes,
-            train: self.train.len(),
-            valid: self.valid.as_ref().map_or(0, |v| v.len()),
-            test: self.test.len(),
-            class_counts,
-            class_names: self.train.class_names().map(<[String]>::to_vec),
-            error: None,
-        }
-    }
-}
-
-/// The kind of task a dataset poses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Task {
-    /// Image classification.
-    Image,
-    /// Multi-class classification of feature vectors.
-    Tabular,
-    /// Two-class classification of feature vectors (label 1: the positive class).
-    Binary,
-}
-
-impl Task {
-    fn infer(shape: [usize; 3], classes: usize) -> Task {
-        if shape[1] * shape[2] > 1 {
-            Task::Image
-        } else if classes == 2 {
-            Task::Binary
-        } else {
-            Task::Tabular
-        }
-    }
-}
-
-impl fmt::Display for Task {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // `pad` (not `write_str`) so that `{:<8}` aligns listings.
-        f.pad(match self {
-            Task::Image => "image",
-            Task::Tabular => "tabular",
-            Task::Binary => "binary",
-        })
-    }
-}
-
-/// A description of a dataset for listings (`cargo xtask datasets`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DatasetInfo {
-    /// The name [`load_dataset`] takes.
-    pub name: String,
-    /// Other accepted names.
-    pub aliases: Vec<String>,
-    /// Image, tabular or binary.
-    pub task: Task,
-    /// One line on what it is.
-    pub description: String,
-    /// Licence and credit, in short.
-    pub licence: String,
-    /// `[channels, height, width]` of one input (`[features, 1, 1]` for tables).
-    pub input_shape: [usize; 3],
-    /// Number of classes.
-    pub classes: usize,
-    /// Training samples (with the options it was loaded with).
-    pub train: usize,
-    /// Validation samples (0: no validation split).
-    pub valid: usize,
-    /// Test samples.
-    pub test: usize,
-    /// Samples per class over all splits.
-    pub class_counts: Vec<usize>,
-    /// Class names, where known.
-    pub class_names: Option<Vec<String>>,
-    /// Why it could not be loaded (then the sizes are 0), e.g. a package that is not installed.
-    pub error: Option<String>,
-}
-
-impl DatasetInfo {
-    /// Samples over all splits.
-    pub fn total(&self) -> usize {
-        self.train + self.valid + self.test
-    }
-
-    /// The fraction of the samples in each class.
-    pub fn class_fractions(&self) -> Vec<f64> {
-        let total = self.class_counts.iter().sum::<usize>().max(1) as f64;
-        self.class_counts.iter().map(|&c| c as f64 / total).collect()
-    }
-
-    /// Class balance in words: the positive rate of a binary task, else the largest and
-    /// smallest class shares.
-    pub fn balance(&self) -> String {
-        let fr = self.class_fractions();
-        if fr.is_empty() || self.error.is_some() {
-            return "-".into();
-        }
-        if self.classes == 2 {
-            return format!("{:.1}% positive", 100.0 * fr[1]);
-        }
-        let max = fr.iter().copied().fold(0.0, f64::max);
-        let min = fr.iter().copied().fold(1.0, f64::min);
-        format!("largest class {:.1}%, smallest {:.2}%", 100.0 * max, 100.0 * min)
-    }
-
-    /// One line for a listing.
-    pub fn summary_line(&self) -> String {
-        let [c, h, w] = self.input_shape;
-        let shape = if h * w > 1 { format!("{c}x{h}x{w}") } else { format!("{c} features") };
-        match &self.error {
-            Some(e) => format!("{:<24} {:<8} {:<12} {:>3} classes  unavailable: {e}", self.name, self.task, shape, self.classes),
-            None => format!(
-                "{:<24} {:<8} {:<12} {:>3} classes  train {:>6} / valid {:>5} / test {:>5}  {}",
-                self.name,
-                self.task,
-                shape,
-                self.classes,
-                self.train,
-                self.valid,
-                self.test,
-                self.balance()
-            ),
-        }
-    }
-}
-
-/// Where a registered dataset's samples come from.
-#[derive(Debug, Clone, Copy)]
-enum Source {
-    /// IDX train/test pair in a bundled folder.
-    Idx { folder: &'static str, train: &'static str },
-    /// The Debian package's Fashion-MNIST.
-    SystemFashionMnist,
-    /// One CSV file, split by stratified sampling; `image`: reshape the features to this shape,
-    /// dividing by `scale`.
-    CsvPool { file: &'static str, image: Option<([usize; 3], f32)> },
-    /// Official train and test CSV files.
-    CsvOfficial { train: &'static str, test: &'static str },
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    name: &'static str,
-    aliases: &'static [&'static str],
-    task: Task,
-    shape: [usize; 3],
-    classes: usize,
-    class_names: &'static [&'static str],
-    source: Source,
-    description: &'static str,
-    licence: &'static str,
-}
-
-const DIGITS: &[&str] = &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-const FASHION: &[&str] = &["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
-
-const REGISTRY: &[Entry] = &[
-    Entry {
-        name: "mnist",
-        aliases: &[],
-        task: Task::Image,
-        shape: [1, 28, 28],
-        classes: 10,
-        class_names: DIGITS,
-        source: Source::Idx { folder: "mnist", train: "train" },
-        description: "MNIST handwritten digits, 60,000 train + 10,000 test, 28x28 grey",
-        licence: "CC BY-SA 3.0, Yann LeCun and Corinna Cortes",
-    },
-    Entry {
-        name: "fashion-mnist",
-        aliases: &["fashion"],
-        task: Task::Image,
-        shape: [1, 28, 28],
-        classes: 10,
-        class_names: FASHION,
-        source: Source::Idx { folder: "fashion-mnist", train: "train20k" },
-        description: "Fashion-MNIST, first 20,000 train + 10,000 test, 28x28 grey",
-        licence: "MIT, Zalando SE (Xiao, Rasul, Vollgraf 2017)",
-    },
-    Entry {
-        name: "fashion-mnist-full",
-        aliases: &[],
-        task: Task::Image,
-        shape: [1, 28, 28],
-        classes: 10,
-        class_names: FASHION,
-        source: Source::SystemFashionMnist,
-        description: "Fashion-MNIST, 60,000 train + 10,000 test, from the Debian package dataset-fashion-mnist",
-        licence: "MIT, Zalando SE (Xiao, Rasul, Vollgraf 2017)",
-    },
-    Entry {
-        name: "digits-8x8",
-        aliases: &["digits"],
-        task: Task::Image,
-        shape: [1, 8, 8],
-        classes: 10,
-        class_names: DIGITS,
-        source: Source::CsvPool { file: "digits-8x8/digits.csv", image: Some(([1, 8, 8], 16.0)) },
-        description: "UCI optical digits (scikit-learn load_digits), 1,797 images 8x8, values 0..16",
-        licence: "CC BY 4.0, Alpaydin and Kaynak (UCI)",
-    },
-    Entry {
-        name: "statlog-shuttle",
-        aliases: &["shuttle"],
-        task: Task::Tabular,
-        shape: [9, 1, 1],
-        classes: 7,
-        class_names: &["Rad.Flow", "Fpv.Close", "Fpv.Open", "High", "Bypass", "Bpv.Close", "Bpv.Open"],
-        source: Source::CsvOfficial { train: "statlog-shuttle/shuttle-train.csv", test: "statlog-shuttle/shuttle-test.csv" },
-        description: "Statlog (Shuttle), 43,500 train + 14,500 test, 9 features, 78.6% one class",
-        licence: "CC BY 4.0, UCI (Jason Catlett, StatLog)",
-    },
-    Entry {
-        name: "spambase",
-        aliases: &[],
-        task: Task::Binary,
-        shape: [57, 1, 1],
-        classes: 2,
-        class_names: &["non-spam", "spam"],
-        source: Source::CsvPool { file: "spambase/spambase.csv", image: None },
-        description: "UCI Spambase, 4,601 e-mails, 57 features, label 1 = spam",
-        licence: "CC BY 4.0, Hopkins, Reeber, Forman, Suermondt (HP Labs, UCI)",
-    },
-    Entry {
-        name: "breast-cancer-wisconsin",
-        aliases: &["wdbc", "breast-cancer"],
-        task: Task::Binary,
-        shape: [30, 1, 1],
-        classes: 2,
-        class_names: &["benign", "malignant"],
-        source: Source::CsvPool { file: "breast-cancer-wisconsin/wdbc.csv", image: None },
-        description: "Breast Cancer Wisconsin (Diagnostic), 569 samples, 30 features, label 1 = malignant",
-        licence: "CC BY 4.0, Wolberg, Street, Mangasarian (UCI)",
-    },
-    Entry {
-        name: "german-credit",
-        aliases: &["german"],
-        task: Task::Binary,
-        shape: [61, 1, 1],
-        classes: 2,
-        class_names: &["good", "bad"],
-        source: Source::CsvPool { file: "german-credit/german-credit.csv", image: None },
-        description: "Statlog German Credit (one-hot), 1,000 samples, 61 features, label 1 = bad risk",
-        licence: "CC BY 4.0, Hans Hofmann (UCI)",
-    },
-    Entry {
-        name: "isl-default",
-        aliases: &["default"],
-        task: Task::Binary,
-        shape: [3, 1, 1],
-        classes: 2,
-        class_names: &["no default", "default"],
-        source: Source::CsvPool { file: "isl-default/default.csv", image: None },
-        description: "ISLR/ISLP Default (simulated), 10,000 samples, 3 features, 3.3% positive",
-        licence: "BSD-3-style (ISLP package), James, Witten, Hastie, Tibshirani, Taylor",
-    },
-];
-
-fn find_entry(name: &str) -> Option<&'static Entry> {
-    REGISTRY.iter().find(|e| e.name == name || e.aliases.contains(&name))
-}
-
-/// The names of the registered datasets (those that need no path).
-pub fn dataset_names() -> Vec<&'static str> {
-    REGISTRY.iter().map(|e| e.name).collect()
-}
-
-/// Every registered dataset, loaded with default options to count its splits (the bundled sets
-/// are small; this takes about a second). A dataset that cannot be loaded is listed with its
-/// `error`.
-pub fn list_datasets() -> Vec<DatasetInfo> {
-    list_datasets_with(&LoadOptions::default())
-}
-
-/// [`list_datasets`] with the given options (split fractions, limits).
-pub fn list_datasets_with(options: &LoadOptions) -> Vec<DatasetInfo> {
-    REGISTRY
-        .iter()
-        .map(|e| match load_dataset(e.name, options) {
-            Ok(splits) => splits.info(),
-            Err(err) => DatasetInfo {
-                name: e.name.into(),
-                aliases: e.aliases.iter().map(|s| s.to_string()).collect(),
-                task: e.task,
-                description: e.description.into(),
-                licence: e.licence.into(),
-                input_shape: e.shape,
-                classes: e.classes,
-                train: 0,
-                valid: 0,
-                test: 0,
-                class_counts: vec![0; e.classes],
-                class_names: Some(e.class_names.iter().map(|s| s.to_string()).collect()),
-                error: Some(err.to_string()),
-            },
-        })
-        .collect()
-}
-
-/// Loads any dataset [`load_dataset`] accepts and describes it.
-pub fn dataset_info(name: &str, options: &LoadOptions) -> Result<DatasetInfo> {
-    Ok(load_dataset(name, options)?.info())
 }
 
 /// Checks that a dataset is a binary task: two classes, and both present in every split (a
@@ -520,14 +175,190 @@ pub fn require_binary(splits: &DatasetSplits) -> Result<()> {
     Ok(())
 }
 
-/// How a loaded dataset is split and normalised.
-enum Raw {
+/// A dataset's own parts, before it is split: `T` is a part's samples when loading, or only
+/// their labels when [`super::dataset_info`] counts them.
+pub(crate) enum Raw<T> {
     /// The dataset's own train/test split.
-    Official { train: InMemoryDataset, test: InMemoryDataset },
+    Official { train: T, test: T },
     /// The dataset's own train, validation and test splits.
-    Three { train: InMemoryDataset, valid: InMemoryDataset, test: InMemoryDataset },
+    Three { train: T, valid: T, test: T },
     /// All samples, to split by stratified sampling.
-    Pool(InMemoryDataset),
+    Pool(T),
+}
+
+impl<T> Raw<T> {
+    /// The parts in order: train, (valid,) test; or the pool.
+    fn parts(&self) -> Vec<&T> {
+        match self {
+            Raw::Official { train, test } => vec![train, test],
+            Raw::Three { train, valid, test } => vec![train, valid, test],
+            Raw::Pool(all) => vec![all],
+        }
+    }
+
+    /// [`Raw::parts`], owned.
+    pub(crate) fn into_parts(self) -> Vec<T> {
+        match self {
+            Raw::Official { train, test } => vec![train, test],
+            Raw::Three { train, valid, test } => vec![train, valid, test],
+            Raw::Pool(all) => vec![all],
+        }
+    }
+
+    /// The same parts, each through `f`.
+    pub(crate) fn map<U>(&self, f: impl Fn(&T) -> U) -> Raw<U> {
+        match self {
+            Raw::Official { train, test } => Raw::Official { train: f(train), test: f(test) },
+            Raw::Three { train, valid, test } => Raw::Three { train: f(train), valid: f(valid), test: f(test) },
+            Raw::Pool(all) => Raw::Pool(f(all)),
+        }
+    }
+
+    /// The parts of an image folder: its own validation and test splits where it has them
+    /// (then `valid_fraction` may not carve another), else a pool.
+    pub(crate) fn of_folder(dir: &Path, options: &LoadOptions, train: T, valid: Option<T>, test: Option<T>) -> Result<Raw<T>> {
+        Ok(match (valid, test) {
+            (Some(valid), Some(test)) => {
+                if options.valid_fraction.is_some_and(|f| f > 0.0) {
+                    return Err(KdError::InvalidConfig(format!(
+                        "images:{}: has its own val/ split; valid_fraction would carve a second one (leave it unset)",
+                        dir.display()
+                    )));
+                }
+                Raw::Three { train, valid, test }
+            }
+            (None, Some(test)) => Raw::Official { train, test },
+            (_, None) => Raw::Pool(train),
+        })
+    }
+}
+
+/// The samples one split takes from a part of [`Raw`].
+pub(crate) struct Pick {
+    /// The part's index in [`Raw::parts`].
+    pub part: usize,
+    /// The positions taken, in order (`None`: the whole part, in file order).
+    pub positions: Option<Vec<usize>>,
+    /// Only the first this many are kept (`train_limit`, `test_limit`).
+    pub limit: Option<usize>,
+}
+
+impl Pick {
+    /// The split of `part` this pick takes, named `name`.
+    fn apply(&self, part: &InMemoryDataset, name: String) -> Result<InMemoryDataset> {
+        let split = match &self.positions {
+            Some(p) => part.subset(p, name)?,
+            None => part.clone().with_name(name),
+        };
+        match self.limit {
+            Some(n) => split.take(n),
+            None => Ok(split),
+        }
+    }
+
+    /// The labels of the samples this pick takes from a part with labels `part`.
+    pub(crate) fn labels(&self, part: &[usize]) -> Vec<usize> {
+        let all: Vec<usize> = match &self.positions {
+            Some(p) => p.iter().map(|&i| part[i]).collect(),
+            None => part.to_vec(),
+        };
+        let n = self.limit.map_or(all.len(), |n| n.min(all.len()));
+        all[..n].to_vec()
+    }
+}
+
+/// Which samples the training, validation and test splits take.
+pub(crate) struct SplitPlan {
+    pub train: Pick,
+    pub valid: Option<Pick>,
+    pub test: Pick,
+}
+
+/// How `options` split a dataset whose parts have the labels `raw` (of `classes` classes): a
+/// stratified validation split carved out of an official training split, stratified seeded
+/// splits of a pool, the limits. The one place splits are decided, for loading and for
+/// [`super::dataset_info`]; every split must keep a sample.
+pub(crate) fn plan_splits(name: &str, raw: &Raw<Vec<usize>>, classes: usize, options: &LoadOptions) -> Result<SplitPlan> {
+    let seed = options.split_seed;
+    let whole = |part: usize| Pick { part, positions: None, limit: None };
+    let (mut train, mut valid, mut test) = match raw {
+        Raw::Official { train, .. } => {
+            let vf = options.valid_fraction.unwrap_or(DEFAULT_VALID_FRACTION_OF_TRAIN);
+            if vf > 0.0 {
+                let parts = stratified_split(train, classes, &[vf], seed)?;
+                // Training keeps the file order (so `train_limit` takes the first samples, as
+                // before); the validation split is in random order, so a limit keeps it random.
+                let valid = Pick { part: 0, positions: Some(shuffled(parts[1].clone(), seed, 1)), limit: None };
+                (Pick { part: 0, positions: Some(parts[0].clone()), limit: None }, Some(valid), whole(1))
+            } else {
+                (whole(0), None, whole(1))
+            }
+        }
+        Raw::Three { .. } => {
+            let valid = if options.valid_fraction == Some(0.0) { None } else { Some(whole(1)) };
+            (whole(0), valid, whole(2))
+        }
+        Raw::Pool(all) => {
+            let tf = options.test_fraction.unwrap_or(DEFAULT_TEST_FRACTION);
+            let vf = options.valid_fraction.unwrap_or(DEFAULT_VALID_FRACTION);
+            if tf + vf >= 1.0 {
+                return Err(KdError::InvalidConfig(format!("test_fraction {tf} + valid_fraction {vf} leave nothing for training")));
+            }
+            let parts = stratified_split(all, classes, &[tf, vf], seed)?;
+            // Random order within each split: files are often sorted by class, and a limit must
+            // still take a representative sample.
+            let part = |k: usize| Pick { part: 0, positions: Some(shuffled(parts[k].clone(), seed, k as u64)), limit: None };
+            let valid = if vf > 0.0 { Some(part(2)) } else { None };
+            (part(0), valid, part(1))
+        }
+    };
+    train.limit = options.train_limit;
+    for pick in valid.iter_mut().chain([&mut test]) {
+        pick.limit = options.test_limit;
+    }
+    let parts = raw.parts();
+    for (pick, split) in [(Some(&train), "train"), (valid.as_ref(), "valid"), (Some(&test), "test")] {
+        if let Some(pick) = pick
+            && pick.labels(parts[pick.part]).is_empty()
+        {
+            return Err(KdError::InvalidConfig(format!("split {name}/{split} is empty: too few samples for the split fractions")));
+        }
+    }
+    Ok(SplitPlan { train, valid, test })
+}
+
+/// Checks the options and resolves the name: what both [`load_dataset`] and
+/// [`super::dataset_info`] accept.
+pub(crate) fn checked_name<'a>(name: &'a str, options: &LoadOptions) -> Result<DatasetName<'a>> {
+    options.check()?;
+    let name = name.trim();
+    let image_options = options.image_options_set();
+    if !image_options.is_empty() && !name.starts_with("images:") {
+        return Err(KdError::InvalidConfig(format!(
+            "{} appl{} to `images:DIR` datasets, not to `{name}`",
+            image_options.join(", "),
+            if image_options.len() == 1 { "ies" } else { "y" }
+        )));
+    }
+    let resolved = DatasetName::resolve(name)?;
+    if let DatasetName::Registered(entry) = resolved
+        && options.label_column.is_some()
+    {
+        return Err(KdError::InvalidConfig(format!("label_column applies to `csv:PATH` datasets, not to `{}`", entry.name)));
+    }
+    Ok(resolved)
+}
+
+/// The image-folder options of `options`.
+pub(crate) fn folder_options(options: &LoadOptions) -> FolderOptions<'_> {
+    FolderOptions {
+        image_size: options.image_size,
+        resize: options.resize,
+        channels: options.channels,
+        label_file: options.label_file.as_deref(),
+        memory_budget_mb: options.memory_budget_mb,
+        decode_cache: options.decode_cache.as_deref(),
+    }
 }
 
 enum Norm {
@@ -540,7 +371,7 @@ enum Norm {
 struct Recipe {
     name: String,
     task: Task,
-    raw: Raw,
+    raw: Raw<InMemoryDataset>,
     norm: Norm,
     default_augment: Augment,
     /// The shape every sample must have (registered datasets), checked on every split.
@@ -553,60 +384,41 @@ struct Recipe {
 /// official training split), normalises every split with training statistics, and augments the
 /// training split as configured.
 pub fn load_dataset(name: &str, options: &LoadOptions) -> Result<DatasetSplits> {
-    options.check()?;
-    let name = name.trim();
-    let image_options = options.image_options_set();
-    if !image_options.is_empty() && !name.starts_with("images:") {
-        return Err(KdError::InvalidConfig(format!(
-            "{} appl{} to `images:DIR` datasets, not to `{name}`",
-            image_options.join(", "),
-            if image_options.len() == 1 { "ies" } else { "y" }
-        )));
-    }
-    let recipe = if let Some(dir) = name.strip_prefix("images:") {
-        image_folder_recipe(Path::new(dir), options)?
-    } else if let Some(path) = name.strip_prefix("cifar10:") {
-        let (train, test) = cifar::load_cifar10(Path::new(path))?;
-        image_recipe("cifar10", train, test, Norm::Fixed(cifar::CIFAR10_MEAN.to_vec(), cifar::CIFAR10_STD.to_vec()), Augment::cifar())
-    } else if let Some((coarse, path)) =
-        name.strip_prefix("cifar100-coarse:").map(|p| (true, p)).or_else(|| name.strip_prefix("cifar100:").map(|p| (false, p)))
-    {
-        let labels = if coarse { CifarLabels::Coarse } else { options.cifar_labels };
-        let (train, test) = cifar::load_cifar100(Path::new(path), labels)?;
-        let canonical = if labels == CifarLabels::Coarse { "cifar100-coarse" } else { "cifar100" };
-        image_recipe(canonical, train, test, Norm::Fixed(cifar::CIFAR100_MEAN.to_vec(), cifar::CIFAR100_STD.to_vec()), Augment::cifar())
-    } else if let Some(dir) = name.strip_prefix("idx:") {
-        let dir = Path::new(dir);
-        let classes = crate::idx::idx_classes(dir, "train")?;
-        let train = load_idx_pair(dir, "train", "idx/train", classes)?;
-        let test = load_idx_pair(dir, "t10k", "idx/test", classes)?;
-        Recipe {
-            name: "idx".into(),
-            task: Task::Image,
-            raw: Raw::Official { train, test },
-            norm: Norm::TrainStats,
-            default_augment: Augment::none(),
-            shape: None,
-            image_folder: None,
+    let resolved = checked_name(name, options)?;
+    let canonical = resolved.canonical(options.cifar_labels);
+    let recipe = match resolved {
+        DatasetName::Images(dir) => image_folder_recipe(dir, canonical, options)?,
+        DatasetName::Cifar10(path) => {
+            let (train, test) = cifar::load_cifar10(path)?;
+            let norm = Norm::Fixed(cifar::CIFAR10_MEAN.to_vec(), cifar::CIFAR10_STD.to_vec());
+            image_recipe(&canonical, train, test, norm, Augment::cifar())
         }
-    } else if let Some(path) = name.strip_prefix("csv:") {
-        let path = Path::new(path);
-        let table = read_csv(path, options.label_column.as_deref(), LabelCoding::Auto)?;
-        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "table".into());
-        let name = format!("csv:{stem}");
-        let ds = table_dataset(&name, &table, None)?;
-        let task = if table.classes() == 2 { Task::Binary } else { Task::Tabular };
-        Recipe { name, task, raw: Raw::Pool(ds), norm: Norm::TrainStats, default_augment: Augment::none(), shape: None, image_folder: None }
-    } else if let Some(entry) = find_entry(name) {
-        if options.label_column.is_some() {
-            return Err(KdError::InvalidConfig(format!("label_column applies to `csv:PATH` datasets, not to `{}`", entry.name)));
+        DatasetName::Cifar100 { path, coarse } => {
+            let (train, test) = cifar::load_cifar100(path, DatasetName::cifar100_labels(coarse, options.cifar_labels))?;
+            let norm = Norm::Fixed(cifar::CIFAR100_MEAN.to_vec(), cifar::CIFAR100_STD.to_vec());
+            image_recipe(&canonical, train, test, norm, Augment::cifar())
         }
-        registered(entry)?
-    } else {
-        return Err(KdError::InvalidConfig(format!(
-            "unknown dataset `{name}`; known: {}, cifar10:PATH, cifar100:PATH, cifar100-coarse:PATH, csv:PATH, idx:DIR, images:DIR",
-            dataset_names().join(", ")
-        )));
+        DatasetName::Idx(dir) => {
+            let classes = crate::idx::idx_classes(dir, "train")?;
+            let train = load_idx_pair(dir, "train", "idx/train", classes)?;
+            let test = load_idx_pair(dir, "t10k", "idx/test", classes)?;
+            image_recipe(&canonical, train, test, Norm::TrainStats, Augment::none())
+        }
+        DatasetName::Csv(path) => {
+            let table = read_csv(path, options.label_column.as_deref(), LabelCoding::Auto)?;
+            let ds = table_dataset(&canonical, &table, None)?;
+            let task = if table.classes() == 2 { Task::Binary } else { Task::Tabular };
+            Recipe {
+                name: canonical,
+                task,
+                raw: Raw::Pool(ds),
+                norm: Norm::TrainStats,
+                default_augment: Augment::none(),
+                shape: None,
+                image_folder: None,
+            }
+        }
+        DatasetName::Registered(entry) => registered(entry)?,
     };
     finish(recipe, options)
 }
@@ -623,27 +435,11 @@ fn image_recipe(name: &str, train: InMemoryDataset, test: InMemoryDataset, norm:
     }
 }
 
-/// The last component of a folder's path (`data/cifar10-jpg/` -> `cifar10-jpg`).
-fn fs_name(dir: &Path) -> String {
-    let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    canonical.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "images".into())
-}
-
 /// `images:DIR`: the folder's own splits (or its pool), normalised with the given constants or
 /// training statistics. Default augmentation: CIFAR's pad-crop (a padding of 1/8 of the side)
 /// and flip for images up to 64 pixels, ImageNet's random-resized crop and flip above.
-fn image_folder_recipe(dir: &Path, options: &LoadOptions) -> Result<Recipe> {
-    let folder = read_image_folder(
-        dir,
-        &FolderOptions {
-            image_size: options.image_size,
-            resize: options.resize,
-            channels: options.channels,
-            label_file: options.label_file.as_deref(),
-            memory_budget_mb: options.memory_budget_mb,
-            decode_cache: options.decode_cache.as_deref(),
-        },
-    )?;
+fn image_folder_recipe(dir: &Path, name: String, options: &LoadOptions) -> Result<Recipe> {
+    let folder = read_image_folder(dir, &folder_options(options))?;
     let [_, h, w] = folder.report.shape;
     let default_augment =
         if h.max(w) <= 64 { Augment { crop_padding: (h.min(w) / 8).max(1), hflip: true, ..Augment::none() } } else { Augment::imagenet() };
@@ -651,29 +447,8 @@ fn image_folder_recipe(dir: &Path, options: &LoadOptions) -> Result<Recipe> {
         (Some(m), Some(s)) => Norm::Fixed(m.clone(), s.clone()),
         _ => Norm::TrainStats,
     };
-    let raw = match (folder.valid, folder.test) {
-        (Some(valid), Some(test)) => {
-            if options.valid_fraction.is_some_and(|f| f > 0.0) {
-                return Err(KdError::InvalidConfig(format!(
-                    "images:{}: has its own val/ split; valid_fraction would carve a second one (leave it unset)",
-                    dir.display()
-                )));
-            }
-            Raw::Three { train: folder.train, valid, test }
-        }
-        (None, Some(test)) => Raw::Official { train: folder.train, test },
-        (_, None) => Raw::Pool(folder.train),
-    };
-    let folder_name = fs_name(dir);
-    Ok(Recipe {
-        name: format!("images:{folder_name}"),
-        task: Task::Image,
-        raw,
-        norm,
-        default_augment,
-        shape: None,
-        image_folder: Some(Arc::new(folder.report)),
-    })
+    let raw = Raw::of_folder(dir, options, folder.train, folder.valid, folder.test)?;
+    Ok(Recipe { name, task: Task::Image, raw, norm, default_augment, shape: None, image_folder: Some(Arc::new(folder.report)) })
 }
 
 fn registered(entry: &Entry) -> Result<Recipe> {
@@ -703,12 +478,7 @@ fn registered(entry: &Entry) -> Result<Recipe> {
             let coding = LabelCoding::Integers { classes: Some(entry.classes) };
             let train_t = read_csv(&dir.join(train), None, coding)?;
             let test_t = read_csv(&dir.join(test), None, coding)?;
-            if test_t.feature_names != train_t.feature_names {
-                return Err(KdError::Malformed {
-                    path: test_t.path,
-                    reason: format!("columns {:?} differ from the training file's {:?}", test_t.feature_names, train_t.feature_names),
-                });
-            }
+            same_columns(&train_t, &test_t)?;
             Raw::Official {
                 train: table_dataset(&format!("{n}/train"), &train_t, None)?,
                 test: table_dataset(&format!("{n}/test"), &test_t, None)?,
@@ -735,7 +505,7 @@ fn registered(entry: &Entry) -> Result<Recipe> {
 }
 
 /// The error for a missing system Fashion-MNIST: what to install.
-fn check_system_dir(folder: &Path) -> Result<()> {
+pub(crate) fn check_system_dir(folder: &Path) -> Result<()> {
     if folder.is_dir() {
         return Ok(());
     }
@@ -752,72 +522,49 @@ fn check_system_dir(folder: &Path) -> Result<()> {
 
 /// A dataset from a CSV table: `[features, 1, 1]` samples, or images of `shape` scaled by `1/scale`.
 fn table_dataset(name: &str, table: &CsvTable, image: Option<([usize; 3], f32)>) -> Result<InMemoryDataset> {
-    let f = table.feature_names.len();
-    let (shape, values) = match image {
-        Some((shape, scale)) => {
-            if shape.iter().product::<usize>() != f {
-                return Err(KdError::Malformed {
-                    path: table.path.clone(),
-                    reason: format!("{f} feature columns cannot form images of {shape:?}"),
-                });
-            }
-            (shape, table.features.iter().map(|v| v / scale).collect())
-        }
-        None => ([f, 1, 1], table.features.clone()),
+    let shape = table_shape(table, image.map(|(shape, _)| shape))?;
+    let values = match image {
+        Some((_, scale)) => table.features.iter().map(|v| v / scale).collect(),
+        None => table.features.clone(),
     };
     InMemoryDataset::new(name, Values::F32(Arc::new(values)), table.labels.clone(), shape, table.classes())?
         .with_class_names(table.class_names.clone())
 }
 
+/// Checks that an official test file has the training file's columns.
+pub(crate) fn same_columns(train: &CsvTable, test: &CsvTable) -> Result<()> {
+    if test.feature_names != train.feature_names {
+        return Err(KdError::Malformed {
+            path: test.path.clone(),
+            reason: format!("columns {:?} differ from the training file's {:?}", test.feature_names, train.feature_names),
+        });
+    }
+    Ok(())
+}
+
+/// The sample shape of a table's rows: `[features, 1, 1]`, or `image` where the features form
+/// such images.
+pub(crate) fn table_shape(table: &CsvTable, image: Option<[usize; 3]>) -> Result<[usize; 3]> {
+    let f = table.feature_names.len();
+    match image {
+        Some(shape) if shape.iter().product::<usize>() != f => {
+            Err(KdError::Malformed { path: table.path.clone(), reason: format!("{f} feature columns cannot form images of {shape:?}") })
+        }
+        Some(shape) => Ok(shape),
+        None => Ok([f, 1, 1]),
+    }
+}
+
 fn finish(recipe: Recipe, options: &LoadOptions) -> Result<DatasetSplits> {
     let Recipe { name, task, raw, norm, default_augment, shape, image_folder } = recipe;
     let mut warnings = check_raw(&name, &raw, shape)?;
-    let seed = options.split_seed;
-    let (train, valid, test) = match raw {
-        Raw::Official { train, test } => {
-            let vf = options.valid_fraction.unwrap_or(DEFAULT_VALID_FRACTION_OF_TRAIN);
-            if vf > 0.0 {
-                let parts = stratified_split(&train.labels(), train.num_classes(), &[vf], seed)?;
-                // Training keeps the file order (so `train_limit` takes the first samples, as
-                // before); the validation split is in random order, so a limit keeps it random.
-                let valid = train.subset(&shuffled(parts[1].clone(), seed, 1), format!("{name}/valid"))?;
-                (train.subset(&parts[0], format!("{name}/train"))?, Some(valid), test.with_name(format!("{name}/test")))
-            } else {
-                (train.with_name(format!("{name}/train")), None, test.with_name(format!("{name}/test")))
-            }
-        }
-        Raw::Three { train, valid, test } => {
-            let valid = if options.valid_fraction == Some(0.0) { None } else { Some(valid.with_name(format!("{name}/valid"))) };
-            (train.with_name(format!("{name}/train")), valid, test.with_name(format!("{name}/test")))
-        }
-        Raw::Pool(all) => {
-            let tf = options.test_fraction.unwrap_or(DEFAULT_TEST_FRACTION);
-            let vf = options.valid_fraction.unwrap_or(DEFAULT_VALID_FRACTION);
-            if tf + vf >= 1.0 {
-                return Err(KdError::InvalidConfig(format!("test_fraction {tf} + valid_fraction {vf} leave nothing for training")));
-            }
-            let parts = stratified_split(&all.labels(), all.num_classes(), &[tf, vf], seed)?;
-            // Random order within each split: files are often sorted by class, and a limit must
-            // still take a representative sample.
-            let part = |k: usize, split: &str| all.subset(&shuffled(parts[k].clone(), seed, k as u64), format!("{name}/{split}"));
-            let valid = if vf > 0.0 { Some(part(2, "valid")?) } else { None };
-            (part(0, "train")?, valid, part(1, "test")?)
-        }
-    };
-    let train = match options.train_limit {
-        Some(n) => train.take(n)?,
-        None => train,
-    };
-    let limit = |d: InMemoryDataset| match options.test_limit {
-        Some(n) => d.take(n),
-        None => Ok(d),
-    };
-    let (valid, test) = (valid.map(limit).transpose()?, limit(test)?);
-    for split in [Some(&train), valid.as_ref(), Some(&test)].into_iter().flatten() {
-        if split.is_empty() {
-            return Err(KdError::InvalidConfig(format!("split {} is empty: too few samples for the split fractions", split.name())));
-        }
-    }
+    let classes = raw.parts()[0].num_classes();
+    let plan = plan_splits(&name, &raw.map(InMemoryDataset::labels), classes, options)?;
+    let parts = raw.into_parts();
+    let split = |pick: &Pick, split: &str| pick.apply(&parts[pick.part], format!("{name}/{split}"));
+    let train = split(&plan.train, "train")?;
+    let valid = plan.valid.as_ref().map(|p| split(p, "valid")).transpose()?;
+    let test = split(&plan.test, "test")?;
     warnings.extend(check_splits(&train, valid.as_ref(), &test)?);
     let (mean, std) = match norm {
         // Training statistics only: the evaluation splits must not leak into preprocessing.
@@ -844,12 +591,8 @@ fn class_label(data: &InMemoryDataset, class: usize) -> String {
 
 /// Checks the data before it is split: at least two classes, every sample of the shape the
 /// dataset has, train and test of one shape; warns about classes with a single sample.
-fn check_raw(name: &str, raw: &Raw, shape: Option<[usize; 3]>) -> Result<Vec<String>> {
-    let parts: Vec<&InMemoryDataset> = match raw {
-        Raw::Official { train, test } => vec![train, test],
-        Raw::Three { train, valid, test } => vec![train, valid, test],
-        Raw::Pool(all) => vec![all],
-    };
+fn check_raw(name: &str, raw: &Raw<InMemoryDataset>, shape: Option<[usize; 3]>) -> Result<Vec<String>> {
+    let parts = raw.parts();
     let first = parts[0];
     if first.num_classes() < 2 {
         return Err(KdError::InvalidConfig(format!(
@@ -933,6 +676,8 @@ fn check_splits(train: &InMemoryDataset, valid: Option<&InMemoryDataset>, test: 
 mod tests {
     use super::*;
     use crate::cifar::tests::{write_cifar10, write_cifar100};
+    use crate::registry::catalog::{dataset_names, fashion_mnist_full_dir};
+    use crate::registry::info::list_datasets;
 
     fn opts() -> LoadOptions {
         LoadOptions::default()
