@@ -118,8 +118,8 @@ impl Experiment {
         if let Some(t) = &self.teacher_train {
             t.validate().map_err(|e| KdError::InvalidConfig(format!("[teacher_train]: {e}")))?;
         }
-        crate::methods::effective_config(&self.method, self.method_config_json()?.as_ref())?;
-        let need = crate::methods::teacher_need(&self.method)?;
+        // Resolved once: the configuration checked against the method's defaults, and its need.
+        let need = crate::methods::prepare::<kd_models::AnyModel>(&self.method, self.method_config_json()?.as_ref())?.need();
         if self.teacher_weights.is_none() && (self.teacher_key.is_some() || !self.teacher_remap.is_empty()) {
             return Err(KdError::InvalidConfig("`teacher_key` and `teacher_remap` describe `teacher_weights`, which is not set".into()));
         }
@@ -164,22 +164,59 @@ impl Experiment {
 
     /// The whole effective configuration of the run with `seed`, as recorded beside its
     /// checkpoints: the method's configuration with its defaults filled in.
-    pub fn run_config(&self, seed: u64) -> Result<serde_json::Value> {
+    pub fn run_config(&self, seed: u64) -> Result<RunConfig> {
         let method_config = crate::methods::effective_config(&self.method, self.method_config_json()?.as_ref())?;
-        Ok(serde_json::json!({
-            "method": self.method,
-            "method_config": method_config,
-            "dataset": self.dataset,
-            "data": self.data,
-            "teacher": self.teacher,
-            "teacher_train": self.teacher_train,
-            "teacher_weights": self.teacher_weights,
-            "teacher_key": self.teacher_key,
-            "teacher_remap": self.teacher_remap,
-            "student": self.student,
-            "backend": self.backend,
-            "seed": seed,
-        }))
+        Ok(RunConfig {
+            method: self.method.clone(),
+            method_config,
+            dataset: self.dataset.clone(),
+            data: self.data.clone(),
+            teacher: self.teacher.clone(),
+            teacher_train: self.teacher_train.clone(),
+            teacher_weights: self.teacher_weights.clone(),
+            teacher_key: self.teacher_key.clone(),
+            teacher_remap: self.teacher_remap.clone(),
+            student: self.student.clone(),
+            backend: self.backend.clone(),
+            seed,
+        })
+    }
+}
+
+/// One seed's run of an experiment file as its checkpoints record it (the `experiment` of
+/// `run.json`, [`kd_core::run_files::RunIdentity`]): written and read back through this type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// The method's name.
+    pub method: String,
+    /// The method's effective configuration (defaults and preset filled in).
+    pub method_config: serde_json::Value,
+    /// The dataset name.
+    pub dataset: String,
+    /// The data options.
+    pub data: LoadOptions,
+    /// The teacher's network, when the method has one.
+    pub teacher: Option<String>,
+    /// The teacher's recipe, when it is trained here.
+    pub teacher_train: Option<TrainConfig>,
+    /// The teacher's weights file, when it is loaded.
+    pub teacher_weights: Option<PathBuf>,
+    /// The key of the teacher's weights in that file.
+    pub teacher_key: Option<String>,
+    /// Parameter renames for loading the teacher's weights.
+    pub teacher_remap: Vec<[String; 2]>,
+    /// The student's network.
+    pub student: String,
+    /// The backend.
+    pub backend: String,
+    /// The seed.
+    pub seed: u64,
+}
+
+impl RunConfig {
+    /// As the JSON value the trainer records.
+    pub fn to_value(&self) -> Result<serde_json::Value> {
+        serde_json::to_value(self).map_err(|e| KdError::Record(format!("run configuration: {e}")))
     }
 }
 

@@ -3,6 +3,7 @@
 mod backends;
 mod common;
 mod golden;
+mod identity;
 mod losses;
 mod properties;
 mod pytorch;

@@ -17,8 +17,10 @@ fn every_experiment_file_in_configs_parses_and_validates() {
             let exp = Experiment::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             // The effective configuration is what a run records beside its checkpoints.
             let run = exp.run_config(exp.seeds[0]).unwrap();
-            assert_eq!(run["method"], exp.method.as_str());
-            assert!(run["method_config"].is_object(), "{}", path.display());
+            assert_eq!(run.method, exp.method);
+            assert!(run.method_config.is_object(), "{}", path.display());
+            // Written and read back through the same type.
+            assert_eq!(serde_json::from_value::<kd::experiment::RunConfig>(run.to_value().unwrap()).unwrap(), run);
             seen += 1;
         }
     }

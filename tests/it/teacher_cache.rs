@@ -120,3 +120,29 @@ fn top_k_outputs_recover_the_teacher_probabilities_of_the_kept_classes() {
             .is_err()
     );
 }
+
+/// A top-k cache answers with approximate outputs: the trainer refuses them to a method that
+/// needs the teacher's exact logits (whichever way the method arrives: by name or built by
+/// hand), naming both, and accepts them for KD.
+#[test]
+fn a_top_k_teacher_is_refused_to_a_method_that_needs_exact_logits() {
+    let train = blobs(30, 1, "blobs/train");
+    let test = blobs(12, 2, "blobs/test");
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = trained_teacher(3);
+    let pool = DrawPool::new(&train, 1).unwrap();
+    let cache =
+        TeacherCache::open_or_build(&dir.path().join("k.cache"), &teacher, &pool, CacheContent::TopK { k: 2 }, 16, &device(), false)
+            .unwrap();
+    let trainer = Trainer::new(config(1, 0), &pool, &test, device());
+    let student = || kd::models::ModelSpec::parse("mlp-8").unwrap().build_seeded([1, 2, 2], 3, &device().autodiff(), 1).unwrap();
+    for method in ["dkd", "rld", "dckd", "kd+ls"] {
+        let err = kd::methods::train_method(method, None, &trainer, student(), &cache).unwrap_err().to_string();
+        assert!(err.contains(&format!("method `{method}` needs the teacher's exact logits")) && err.contains("top-2"), "{method}: {err}");
+    }
+    let mut dkd = kd::baselines::Dkd::new(Default::default()).unwrap();
+    let err = trainer.fit(student(), &mut dkd, &cache).unwrap_err().to_string();
+    assert!(err.contains(&cache.describe()), "{err}");
+    // KD reads only the teacher's distribution, which the top-k outputs approximate.
+    kd::methods::train_method("kd", None, &trainer, student(), &cache).unwrap();
+}

@@ -92,7 +92,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             &data.train,
             &exp.train,
             seed,
-            Some(RunFolder { dir: &run_dir, resume: args.resume, run_config: exp.run_config(seed)? }),
+            Some(RunFolder { dir: &run_dir, resume: args.resume, run_config: exp.run_config(seed)?.to_value()? }),
         )?;
         let record = Record { warnings: data.warnings.clone(), ..record }.with_data(&exp.dataset, &exp.data, data);
         println!("{}", record.summary_line());

@@ -76,15 +76,10 @@ pub fn read_model_folder(dir: &Path) -> Result<(ModelCard, WeightsFile)> {
     if !run_path.is_file() {
         bail!("{} holds neither {STUDENT_CARD} (a student folder of --save-students) nor run.json (a `train` run folder)", dir.display());
     }
-    let text = kd::core::files::read_regular_text(&run_path)?;
-    let run: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("reading {}", run_path.display()))?;
-    let experiment = &run["experiment"];
-    let field = |name: &str| {
-        experiment[name].as_str().map(str::to_string).with_context(|| format!("{}: `experiment.{name}` is missing", run_path.display()))
-    };
-    let (model, dataset) = (field("student")?, field("dataset")?);
-    let data: LoadOptions =
-        serde_json::from_value(experiment["data"].clone()).with_context(|| format!("{}: `experiment.data`", run_path.display()))?;
+    let run = kd::core::run_files::RunIdentity::read(dir)?;
+    let experiment: kd::experiment::RunConfig = serde_json::from_value(run.experiment.clone())
+        .with_context(|| format!("{}: `experiment` is not the configuration of a `train` run", run_path.display()))?;
+    let (model, dataset, data) = (experiment.student, experiment.dataset, experiment.data);
     let loaded = kd::data::load_dataset(&dataset, &data)?;
     let (mean, std) = loaded.train.normalization();
     let weights = dir.join("best.ckpt");
@@ -95,8 +90,8 @@ pub fn read_model_folder(dir: &Path) -> Result<(ModelCard, WeightsFile)> {
         weights: weights.clone(),
         dataset: Some(dataset),
         data: Some(data),
-        method: run["method"].as_str().map(str::to_string),
-        seed: experiment["seed"].as_u64(),
+        method: Some(run.method),
+        seed: Some(experiment.seed),
         epoch: None,
         test_top1: None,
         normalization: Some((mean.to_vec(), std.to_vec())),

@@ -11,6 +11,9 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
+use burn::module::Module;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{KdError, Result};
@@ -33,6 +36,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     fs::rename(&tmp, path).map_err(|e| KdError::io("renaming into place", path, e))?;
     Ok(())
+}
+
+/// A module's parameters as bytes (burnpack): what a checkpoint's model sections hold.
+pub fn module_bytes<M: Module>(module: &M) -> Result<Vec<u8>> {
+    module.clone().into_record().into_bytes().map(|b| b.to_vec()).map_err(|e| KdError::Record(format!("{e:?}")))
+}
+
+/// Loads parameters written by [`module_bytes`] into `module`.
+pub fn load_module<M: Module>(module: M, bytes: &[u8]) -> Result<M> {
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| KdError::Record(format!("{e:?}")))?;
+    module.try_load_record(record).map_err(|e| KdError::Record(format!("{e:?}")))
+}
+
+/// Loads the model section of a checkpoint file (best.ckpt or last.ckpt) into `module`.
+pub fn load_checkpoint_model<M: Module>(module: M, path: &Path) -> Result<M> {
+    let ckpt = Checkpoint::load(path)?;
+    load_module(module, ckpt.section("model")?)
 }
 
 /// A checksum of bytes (not cryptographic: it catches truncation and corruption).

@@ -22,6 +22,7 @@ pub mod record;
 pub mod registry;
 pub mod replay;
 pub mod rng;
+pub mod run_files;
 pub mod side_models;
 pub mod state;
 pub mod teacher_cache;

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
-use burn::store::ModuleRecord;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Bytes, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
+pub use crate::checkpoint::{load_checkpoint_model, load_module, module_bytes};
 use crate::data::BatchSource;
 use crate::distiller::{AuxModule, Distiller, Step, StepContext, StepDone};
 use crate::error::{KdError, Result};
@@ -23,6 +23,8 @@ use crate::model::{Classifier, ModelOutput, Student, Teacher, TeacherNeed};
 use crate::optim::{LrSchedule, OptimizerConfig};
 pub use crate::record::{EpochRecord, EvalMetrics};
 use crate::rng::permutation;
+pub use crate::run_files::SavedRun;
+use crate::run_files::{CheckpointMeta, RunIdentity};
 use crate::side_models::{NoSideModels, SideModels};
 
 /// The recipe of one training stage.
@@ -197,6 +199,32 @@ impl<S, A> TrainOutcome<S, A> {
     }
 }
 
+/// The checkpoint section of what trained beside the student.
+const SIDE_MODELS: &str = "side_models";
+
+/// Where a stage stands between epochs: what `last.ckpt` restores besides the model.
+struct Progress {
+    optim: ModuleOptimizer,
+    history: Vec<EpochRecord>,
+    /// The best epoch so far and its selection score.
+    best: Option<(usize, f64)>,
+    /// The loss of the very first step (the divergence check's reference).
+    initial_loss: Option<f64>,
+}
+
+/// What one epoch's steps added up.
+#[derive(Default)]
+struct EpochSteps {
+    term_sums: BTreeMap<String, f64>,
+    loss_sum: f64,
+    steps: usize,
+    correct: usize,
+    seen: usize,
+    all_zero: bool,
+    /// Time spent on the side models, left out of the student's training time.
+    side_seconds: f64,
+}
+
 /// Runs a training stage: a student, a distiller, a teacher, and the data.
 pub struct Trainer<'a> {
     config: TrainConfig,
@@ -317,74 +345,21 @@ impl<'a> Trainer<'a> {
     ) -> Result<TrainOutcome<S, A>> {
         let need = distiller.teacher_need().union(side.teacher_need());
         self.check_setup(&student, teacher, need, (distiller.name(), distiller.accepts_top_k()))?;
-        let ad_device = self.device.clone().autodiff();
         let cfg = &self.config;
-
-        // Probe batch: the shapes the method's learnable parts are built for.
-        let probe_idx: Vec<usize> = (0..self.train.len().min(cfg.batch_size.min(8))).collect();
-        let probe = self.train.batch(&probe_idx, 1, 0, &self.device)?;
-        let probe_teacher = teacher.outputs(&probe, need)?;
-        let probe_student = student.valid().forward(probe.inputs.clone());
-        check_outputs(&probe_student, probe_teacher.as_ref())?;
-        // Drawn on the host from the run's seed, so the method's learnable parts start the same
-        // on every backend.
-        let aux_seed = crate::rng::hash_key(&[cfg.seed, 0xA0C5]);
-        let aux =
-            crate::init::seeded_on_host(&ad_device, aux_seed, |host| distiller.init_aux(&probe_student, probe_teacher.as_ref(), host))?;
-
+        let aux = self.init_aux(&student, distiller, teacher, need)?;
         side.start(student.num_classes(), &self.device)?;
         let mut model = (student, aux);
-        let mut optim = cfg.optimizer.build();
-        let mut history: Vec<EpochRecord> = Vec::new();
-        let mut best: Option<(usize, f64)> = None;
-        let mut start_epoch = 1;
-
-        let last_path = self.options.checkpoint_dir.as_ref().map(|d| d.join("last.ckpt"));
-        let best_path = self.options.checkpoint_dir.as_ref().map(|d| d.join("best.ckpt"));
-        let run = serde_json::json!({
-            "method": distiller.name(),
-            "recipe": cfg,
-            "experiment": self.options.run_config.clone().unwrap_or(serde_json::Value::Null),
-        });
-        let mut initial_loss: Option<f64> = None;
-        if let Some(dir) = &self.options.checkpoint_dir {
-            match self.prepare_run_folder(dir, &run)? {
-                Some(ckpt) => {
-                    let path = dir.join("last.ckpt");
-                    let malformed =
-                        |what: &str, e: serde_json::Error| KdError::Malformed { path: path.clone(), reason: format!("{what}: {e}") };
-                    model = load_module(model, ckpt.section("model")?)?;
-                    optim = optim
-                        .from_bytes(Bytes::from_bytes_vec(ckpt.section("optimizer")?.to_vec()))
-                        .map_err(|e| KdError::Record(format!("optimiser state: {e:?}")))?;
-                    distiller.load_state(ckpt.section("distiller")?)?;
-                    // Checkpoints written before side models existed have no section: nothing trained beside.
-                    side.load_state(ckpt.optional_section("side_models").unwrap_or_default())?;
-                    history = serde_json::from_value(ckpt.meta["history"].clone()).map_err(|e| malformed("history", e))?;
-                    best = serde_json::from_value(ckpt.meta["best"].clone()).map_err(|e| malformed("best", e))?;
-                    initial_loss = serde_json::from_value(ckpt.meta["initial_loss"].clone()).map_err(|e| malformed("initial_loss", e))?;
-                    start_epoch = history.len() + 1;
-                    self.trim_log(history.len())?;
-                }
-                None => {
-                    crate::checkpoint::write_atomic(
-                        &dir.join("run.json"),
-                        &serde_json::to_vec_pretty(&run).map_err(|e| KdError::Record(e.to_string()))?,
-                    )?;
-                }
-            }
-        }
+        let mut progress = Progress { optim: cfg.optimizer.build(), history: Vec::new(), best: None, initial_loss: None };
+        let run = RunIdentity {
+            method: distiller.name().to_string(),
+            recipe: cfg.clone(),
+            experiment: self.options.run_config.clone().unwrap_or(serde_json::Value::Null),
+        };
+        model = self.resume(&run, model, &mut progress, distiller, side)?;
+        let start_epoch = progress.history.len() + 1;
 
         let steps_per_epoch = self.epoch_batches(1).len();
-        let total_steps = (steps_per_epoch * cfg.epochs) as u64;
-        let bar = if self.options.progress { ProgressBar::new(total_steps) } else { ProgressBar::hidden() };
-        bar.set_style(
-            ProgressStyle::with_template("{prefix} [{elapsed_precise}<{eta_precise}] {wide_bar} {pos}/{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.set_prefix(self.options.label.clone());
-        bar.set_position(((start_epoch - 1) * steps_per_epoch) as u64);
-
+        let bar = self.progress_bar(steps_per_epoch, start_epoch);
         let mut finished = true;
         for (epochs_this_call, epoch) in (start_epoch..=cfg.epochs).enumerate() {
             if self.options.stop_after_epochs.is_some_and(|n| epochs_this_call >= n) {
@@ -393,94 +368,10 @@ impl<'a> Trainer<'a> {
             }
             let lr = cfg.schedule.lr_at(cfg.optimizer.lr(), epoch, cfg.epochs, cfg.lr_warmup_epochs);
             let started = Instant::now();
-            let mut term_sums: BTreeMap<String, f64> = BTreeMap::new();
-            let mut loss_sum = 0.0;
-            let mut steps = 0usize;
-            let mut correct = 0usize;
-            let mut seen = 0usize;
-            let mut all_zero = true;
-            // Time spent on the side models, left out of the student's training time.
-            let mut side_seconds = 0.0;
-            // The next batch is assembled (read, augmented, normalised, sent to the device) on a
-            // worker while this one trains: batches are pure functions of (indices, epoch, view),
-            // so the order of work changes nothing in the numbers.
-            let batches = self.epoch_batches(epoch);
-            let (train, device) = (self.train, &self.device);
-            let stepped = std::thread::scope(|scope| -> Result<_> {
-                let (ready, next) = std::sync::mpsc::sync_channel::<Result<crate::Batch>>(1);
-                scope.spawn(move || {
-                    for indices in &batches {
-                        if ready.send(train.batch(indices, epoch, 0, device)).is_err() {
-                            break; // the step loop stopped on an error
-                        }
-                    }
-                });
-                let (mut model, mut optim) = (model, optim);
-                for (step_in_epoch, batch) in next.into_iter().enumerate() {
-                    let ctx = StepContext {
-                        epoch,
-                        total_epochs: cfg.epochs,
-                        step_in_epoch,
-                        global_step: (epoch - 1) * steps_per_epoch + step_in_epoch,
-                        seed: cfg.seed,
-                    };
-                    let batch = distiller.prepare_batch(&ctx, batch?, self.train, &self.device)?;
-                    batch.check_labels(model.0.num_classes())?;
-                    let teacher_out = teacher.outputs(&batch, need)?;
-                    let student_out = model.0.forward(batch.inputs.clone());
-                    if steps == 0 && epoch == start_epoch {
-                        check_outputs(&student_out, teacher_out.as_ref())?;
-                    }
-                    let terms = distiller.loss(&Step {
-                        ctx,
-                        batch: &batch,
-                        student: &student_out,
-                        teacher: teacher_out.as_ref(),
-                        aux: &model.1,
-                    })?;
-                    let total = terms.total()?;
-                    let names: Vec<&str> = terms.terms().iter().map(|(n, _)| n.as_str()).collect();
-                    // The loss terms and the count of correct predictions come to the host in one
-                    // transfer: one synchronisation per step, not two.
-                    let hits = student_out.logits.clone().without_autodiff().argmax(1).squeeze_dim::<1>(1).equal(batch.labels.clone());
-                    let mut values: Vec<Tensor<1>> = terms.terms().iter().map(|(_, t)| t.clone()).collect();
-                    values.push(hits.float().sum());
-                    let mut values = scalars(values)?;
-                    let top1 = values.pop().unwrap_or_default() as usize;
-                    if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
-                        return Err(diagnose_non_finite(names[pos], epoch, step_in_epoch, &student_out, teacher_out.as_ref()));
-                    }
-                    for (name, value) in names.iter().zip(&values) {
-                        *term_sums.entry(name.to_string()).or_default() += value;
-                    }
-                    let step_loss = values.iter().sum::<f64>();
-                    initial_loss.get_or_insert(step_loss);
-                    all_zero &= step_loss == 0.0;
-                    loss_sum += step_loss;
-                    correct += top1;
-                    seen += batch.len();
-                    steps += 1;
-
-                    // The outputs as the loss saw them, for the method's bookkeeping after the update.
-                    let detached = student_out.detached();
-                    let grads = GradientsParams::from_grads(total.backward(), &model);
-                    model = optim.step(lr, model, grads);
-                    distiller.after_step(&StepDone {
-                        ctx,
-                        batch: &batch,
-                        student: &detached,
-                        teacher: teacher_out.as_ref(),
-                        kept: terms.kept(),
-                    })?;
-                    let side_started = Instant::now();
-                    side.step(&ctx, &batch, teacher_out.as_ref(), lr)?;
-                    side_seconds += side_started.elapsed().as_secs_f64();
-                    bar.inc(1);
-                }
-                Ok((model, optim))
-            })?;
-            (model, optim) = stepped;
-            if epoch == 1 && steps > 0 && all_zero {
+            let steps;
+            (model, steps) =
+                self.train_epoch(epoch, lr, epoch == start_epoch, model, &mut progress, distiller, teacher, need, side, &bar)?;
+            if epoch == 1 && steps.steps > 0 && steps.all_zero {
                 return Err(KdError::InvalidConfig(format!(
                     "the training loss of `{}` was exactly 0 at every step of epoch 1, so the student never moves (are all its loss \
                      weights 0?)",
@@ -488,95 +379,266 @@ impl<'a> Trainer<'a> {
                 )));
             }
             distiller.end_epoch(epoch)?;
-            let train_seconds = started.elapsed().as_secs_f64() - side_seconds;
-
-            let frozen = model.0.valid();
-            // Finite training losses but non-finite outputs afterwards: the last updates blew the
-            // weights up.
-            let diverged = |e: KdError| match e {
-                KdError::NonFinite { what } => KdError::Diverged {
-                    epoch,
-                    reason: format!("{what} are NaN or infinite after the epoch's updates (lower the learning rate)"),
-                },
-                other => other,
-            };
-            let valid = self.valid.map(|v| evaluate(&frozen, v, cfg.eval_batch_size, &self.device)).transpose().map_err(diverged)?;
-            let test = evaluate(&frozen, self.test, cfg.eval_batch_size, &self.device).map_err(diverged)?;
-            let steps_f = steps.max(1) as f64;
-            let record = EpochRecord {
-                epoch,
-                lr,
-                train_terms: term_sums.into_iter().map(|(k, v)| (k, v / steps_f)).collect(),
-                train_loss: loss_sum / steps_f,
-                train_acc: 100.0 * correct as f64 / seen.max(1) as f64,
-                valid,
-                test,
-                train_seconds,
-            };
+            let train_seconds = started.elapsed().as_secs_f64() - steps.side_seconds;
+            let record = self.evaluate_epoch(epoch, lr, steps, train_seconds, &model.0)?;
             bar.set_message(format!("epoch {epoch}: loss {:.4} test {:.2}%", record.train_loss, record.test.top1));
-            let chosen = valid.unwrap_or(test);
-            // f64::MIN, not -inf: the score is stored in the checkpoint's JSON, which has no infinities.
-            let selection = self.options.select_by.score(chosen.top1, chosen.binary.as_ref()).unwrap_or(f64::MIN);
-            let improved = best.is_none_or(|(_, acc)| selection > acc);
-            if improved {
-                best = Some((epoch, selection));
-            }
-            let first_epoch_loss = history.first().map_or(record.train_loss, |r| r.train_loss);
-            if let Some(reason) = self.options.divergence.verdict(&record, initial_loss.unwrap_or(record.train_loss), first_epoch_loss) {
-                return Err(KdError::Diverged { epoch, reason });
-            }
-            self.log_epoch(&record, distiller.name())?;
-            let stop = side.end_epoch(&record, self.valid, &self.device)?;
-            history.push(record);
-
-            let meta = serde_json::json!({
-                "method": distiller.name(),
-                "config": cfg,
-                "run": run,
-                "history": history,
-                "best": best,
-                "initial_loss": initial_loss,
-                "epoch": epoch,
-            });
-            if improved && let Some(path) = &best_path {
-                // The student alone beside the whole model (student and the method's learnable
-                // parts), so that the student can be loaded without knowing the method.
-                let ckpt = Checkpoint {
-                    meta: meta.clone(),
-                    sections: vec![("model".into(), module_bytes(&model)?), ("student".into(), module_bytes(&model.0)?)],
-                };
-                ckpt.save(path)?;
-            }
-            if let Some(path) = &last_path {
-                let ckpt = Checkpoint {
-                    meta,
-                    sections: vec![
-                        ("model".into(), module_bytes(&model)?),
-                        ("student".into(), module_bytes(&model.0)?),
-                        ("optimizer".into(), optim.into_bytes().map_err(|e| KdError::Record(format!("{e:?}")))?.to_vec()),
-                        ("distiller".into(), distiller.save_state()?),
-                        ("side_models".into(), side.save_state()?),
-                    ],
-                };
-                ckpt.save(path)?;
-            }
-            if stop {
+            if self.end_epoch(record, &run, &model, &mut progress, distiller, side)? {
                 break;
             }
         }
         bar.finish_and_clear();
+        let best_epoch = progress.best.map(|(e, _)| e).unwrap_or(0);
         let (student, aux) = model;
-        Ok(TrainOutcome { student, aux, history, best_epoch: best.map(|(e, _)| e).unwrap_or(0), finished })
+        Ok(TrainOutcome { student, aux, history: progress.history, best_epoch, finished })
+    }
+
+    /// The method's learnable parts, built for the outputs of a first (probe) batch.
+    fn init_aux<S: Student, A: AuxModule, D: Distiller<A>>(
+        &self,
+        student: &S,
+        distiller: &D,
+        teacher: &dyn Teacher,
+        need: TeacherNeed,
+    ) -> Result<A> {
+        let probe_idx: Vec<usize> = (0..self.train.len().min(self.config.batch_size.min(8))).collect();
+        let probe = self.train.batch(&probe_idx, 1, 0, &self.device)?;
+        let probe_teacher = teacher.outputs(&probe, need)?;
+        let probe_student = student.valid().forward(probe.inputs.clone());
+        check_outputs(&probe_student, probe_teacher.as_ref())?;
+        // Drawn on the host from the run's seed, so the method's learnable parts start the same
+        // on every backend.
+        let aux_seed = crate::rng::hash_key(&[self.config.seed, 0xA0C5]);
+        let ad_device = self.device.clone().autodiff();
+        crate::init::seeded_on_host(&ad_device, aux_seed, |host| distiller.init_aux(&probe_student, probe_teacher.as_ref(), host))
+    }
+
+    /// Binds the checkpoint folder to `run`: restores the model, `progress`, the method's state
+    /// and the side models' from its `last.ckpt` when resuming, or writes `run.json` for a
+    /// fresh run.
+    fn resume<M: Module, D: Distiller<A>, A: AuxModule>(
+        &self,
+        run: &RunIdentity,
+        model: M,
+        progress: &mut Progress,
+        distiller: &mut D,
+        side: &mut dyn SideModels,
+    ) -> Result<M> {
+        let Some(dir) = &self.options.checkpoint_dir else { return Ok(model) };
+        let Some((ckpt, meta)) = self.prepare_run_folder(dir, run)? else {
+            run.write(dir)?;
+            return Ok(model);
+        };
+        let model = load_module(model, ckpt.section("model")?)?;
+        // The optimiser is still fresh here: its saved state replaces it.
+        progress.optim = self
+            .config
+            .optimizer
+            .build()
+            .from_bytes(Bytes::from_bytes_vec(ckpt.section("optimizer")?.to_vec()))
+            .map_err(|e| KdError::Record(format!("optimiser state: {e:?}")))?;
+        distiller.load_state(ckpt.section("distiller")?)?;
+        // Checkpoints written before side models existed have no section: nothing trained beside.
+        side.load_state(ckpt.optional_section(SIDE_MODELS).unwrap_or_default())?;
+        (progress.history, progress.best, progress.initial_loss) = (meta.history, meta.best, meta.initial_loss);
+        self.trim_log(progress.history.len())?;
+        Ok(model)
+    }
+
+    fn progress_bar(&self, steps_per_epoch: usize, start_epoch: usize) -> ProgressBar {
+        let total_steps = (steps_per_epoch * self.config.epochs) as u64;
+        let bar = if self.options.progress { ProgressBar::new(total_steps) } else { ProgressBar::hidden() };
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{elapsed_precise}<{eta_precise}] {wide_bar} {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(self.options.label.clone());
+        bar.set_position(((start_epoch - 1) * steps_per_epoch) as u64);
+        bar
+    }
+
+    /// One epoch of steps: each batch prepared by the method, the teacher and the student run,
+    /// the loss optimised, the method's and the side models' bookkeeping after the update.
+    #[allow(clippy::too_many_arguments)]
+    fn train_epoch<S: Student, A: AuxModule, D: Distiller<A>>(
+        &self,
+        epoch: usize,
+        lr: f64,
+        first_of_call: bool,
+        mut model: (S, A),
+        progress: &mut Progress,
+        distiller: &mut D,
+        teacher: &dyn Teacher,
+        need: TeacherNeed,
+        side: &mut dyn SideModels,
+        bar: &ProgressBar,
+    ) -> Result<((S, A), EpochSteps)> {
+        let cfg = &self.config;
+        let steps_per_epoch = self.epoch_batches(1).len();
+        let mut sums = EpochSteps { all_zero: true, ..Default::default() };
+        // The next batch is assembled (read, augmented, normalised, sent to the device) on a
+        // worker while this one trains: batches are pure functions of (indices, epoch, view),
+        // so the order of work changes nothing in the numbers.
+        let batches = self.epoch_batches(epoch);
+        let (train, device) = (self.train, &self.device);
+        let model = std::thread::scope(|scope| -> Result<(S, A)> {
+            let (ready, next) = std::sync::mpsc::sync_channel::<Result<crate::Batch>>(1);
+            scope.spawn(move || {
+                for indices in &batches {
+                    if ready.send(train.batch(indices, epoch, 0, device)).is_err() {
+                        break; // the step loop stopped on an error
+                    }
+                }
+            });
+            for (step_in_epoch, batch) in next.into_iter().enumerate() {
+                let ctx = StepContext {
+                    epoch,
+                    total_epochs: cfg.epochs,
+                    step_in_epoch,
+                    global_step: (epoch - 1) * steps_per_epoch + step_in_epoch,
+                    seed: cfg.seed,
+                };
+                let batch = distiller.prepare_batch(&ctx, batch?, self.train, &self.device)?;
+                batch.check_labels(model.0.num_classes())?;
+                let teacher_out = teacher.outputs(&batch, need)?;
+                let student_out = model.0.forward(batch.inputs.clone());
+                if sums.steps == 0 && first_of_call {
+                    check_outputs(&student_out, teacher_out.as_ref())?;
+                }
+                let step = Step { ctx, batch: &batch, student: &student_out, teacher: teacher_out.as_ref(), aux: &model.1 };
+                let terms = distiller.loss(&step)?;
+                let total = terms.total()?;
+                let names: Vec<&str> = terms.terms().iter().map(|(n, _)| n.as_str()).collect();
+                // The loss terms and the count of correct predictions come to the host in one
+                // transfer: one synchronisation per step, not two.
+                let hits = student_out.logits.clone().without_autodiff().argmax(1).squeeze_dim::<1>(1).equal(batch.labels.clone());
+                let mut values: Vec<Tensor<1>> = terms.terms().iter().map(|(_, t)| t.clone()).collect();
+                values.push(hits.float().sum());
+                let mut values = scalars(values)?;
+                let top1 = values.pop().unwrap_or_default() as usize;
+                if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
+                    return Err(diagnose_non_finite(names[pos], epoch, step_in_epoch, &student_out, teacher_out.as_ref()));
+                }
+                for (name, value) in names.iter().zip(&values) {
+                    *sums.term_sums.entry(name.to_string()).or_default() += value;
+                }
+                let step_loss = values.iter().sum::<f64>();
+                progress.initial_loss.get_or_insert(step_loss);
+                sums.all_zero &= step_loss == 0.0;
+                sums.loss_sum += step_loss;
+                sums.correct += top1;
+                sums.seen += batch.len();
+                sums.steps += 1;
+
+                // The outputs as the loss saw them, for the method's bookkeeping after the update.
+                let detached = student_out.detached();
+                let grads = GradientsParams::from_grads(total.backward(), &model);
+                model = progress.optim.step(lr, model, grads);
+                let done = StepDone { ctx, batch: &batch, student: &detached, teacher: teacher_out.as_ref(), kept: terms.kept() };
+                distiller.after_step(&done)?;
+                let side_started = Instant::now();
+                side.step(&ctx, &batch, teacher_out.as_ref(), lr)?;
+                sums.side_seconds += side_started.elapsed().as_secs_f64();
+                bar.inc(1);
+            }
+            Ok(model)
+        })?;
+        Ok((model, sums))
+    }
+
+    /// The epoch's record: its training sums and the evaluation of the student after it.
+    fn evaluate_epoch<S: Student>(&self, epoch: usize, lr: f64, steps: EpochSteps, train_seconds: f64, student: &S) -> Result<EpochRecord> {
+        let cfg = &self.config;
+        let frozen = student.valid();
+        // Finite training losses but non-finite outputs afterwards: the last updates blew the
+        // weights up.
+        let diverged = |e: KdError| match e {
+            KdError::NonFinite { what } => KdError::Diverged {
+                epoch,
+                reason: format!("{what} are NaN or infinite after the epoch's updates (lower the learning rate)"),
+            },
+            other => other,
+        };
+        let valid = self.valid.map(|v| evaluate(&frozen, v, cfg.eval_batch_size, &self.device)).transpose().map_err(diverged)?;
+        let test = evaluate(&frozen, self.test, cfg.eval_batch_size, &self.device).map_err(diverged)?;
+        let steps_f = steps.steps.max(1) as f64;
+        Ok(EpochRecord {
+            epoch,
+            lr,
+            train_terms: steps.term_sums.into_iter().map(|(k, v)| (k, v / steps_f)).collect(),
+            train_loss: steps.loss_sum / steps_f,
+            train_acc: 100.0 * steps.correct as f64 / steps.seen.max(1) as f64,
+            valid,
+            test,
+            train_seconds,
+        })
+    }
+
+    /// After an epoch: the best epoch, the divergence check, the log, the side models' verdict
+    /// and the checkpoints. Returns whether the stage ends here (dynamic stopping).
+    fn end_epoch<S: Student, A: AuxModule, D: Distiller<A>>(
+        &self,
+        record: EpochRecord,
+        run: &RunIdentity,
+        model: &(S, A),
+        progress: &mut Progress,
+        distiller: &D,
+        side: &mut dyn SideModels,
+    ) -> Result<bool> {
+        let epoch = record.epoch;
+        let chosen = record.valid.unwrap_or(record.test);
+        // f64::MIN, not -inf: the score is stored in the checkpoint's JSON, which has no infinities.
+        let selection = self.options.select_by.score(chosen.top1, chosen.binary.as_ref()).unwrap_or(f64::MIN);
+        let improved = progress.best.is_none_or(|(_, acc)| selection > acc);
+        if improved {
+            progress.best = Some((epoch, selection));
+        }
+        let first_epoch_loss = progress.history.first().map_or(record.train_loss, |r| r.train_loss);
+        let initial_loss = progress.initial_loss.unwrap_or(record.train_loss);
+        if let Some(reason) = self.options.divergence.verdict(&record, initial_loss, first_epoch_loss) {
+            return Err(KdError::Diverged { epoch, reason });
+        }
+        self.log_epoch(&record, distiller.name())?;
+        let stop = side.end_epoch(&record, self.valid, &self.device)?;
+        progress.history.push(record);
+        let Some(dir) = &self.options.checkpoint_dir else { return Ok(stop) };
+
+        let meta = CheckpointMeta {
+            method: run.method.clone(),
+            config: self.config.clone(),
+            run: Some(run.clone()),
+            history: progress.history.clone(),
+            best: progress.best,
+            initial_loss: progress.initial_loss,
+            epoch,
+        }
+        .to_value()?;
+        // The student alone beside the whole model (student and the method's learnable parts),
+        // so that the student can be loaded without knowing the method.
+        let student = ("student".to_string(), module_bytes(&model.0)?);
+        let model = ("model".to_string(), module_bytes(model)?);
+        if improved {
+            Checkpoint { meta: meta.clone(), sections: vec![model.clone(), student.clone()] }.save(&dir.join("best.ckpt"))?;
+        }
+        let optimizer = progress.optim.into_bytes().map_err(|e| KdError::Record(format!("{e:?}")))?.to_vec();
+        let sections = vec![
+            model,
+            student,
+            ("optimizer".into(), optimizer),
+            ("distiller".into(), distiller.save_state()?),
+            (SIDE_MODELS.into(), side.save_state()?),
+        ];
+        Checkpoint { meta, sections }.save(&dir.join("last.ckpt"))?;
+        Ok(stop)
     }
 
     /// Binds the checkpoint folder to this run. A fresh run needs a folder without a run in it;
     /// with `resume` the folder's `last.ckpt` must have been written by the same run (method,
-    /// recipe and the caller's configuration), and is returned. A resumed folder that holds no
-    /// run at all (nothing written yet) starts one.
-    fn prepare_run_folder(&self, dir: &Path, run: &serde_json::Value) -> Result<Option<Checkpoint>> {
+    /// recipe and the caller's configuration), and is returned with its metadata. A resumed
+    /// folder that holds no run at all (nothing written yet) starts one.
+    fn prepare_run_folder(&self, dir: &Path, run: &RunIdentity) -> Result<Option<(Checkpoint, CheckpointMeta)>> {
         let folder_error = |reason: String| KdError::RunFolder { path: dir.to_path_buf(), reason };
         let mut present: Vec<String> =
-            ["last.ckpt", "best.ckpt", "run.json"].into_iter().filter(|f| dir.join(f).exists()).map(String::from).collect();
+            ["last.ckpt", "best.ckpt", RunIdentity::FILE].into_iter().filter(|f| dir.join(f).exists()).map(String::from).collect();
         if let Some(log) = self.options.log_file.as_ref().filter(|l| l.parent() == Some(dir) && l.exists()) {
             present.push(log.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
         }
@@ -601,20 +663,17 @@ impl<'a> Trainer<'a> {
             )));
         }
         let ckpt = Checkpoint::load(&last)?;
-        let saved = if ckpt.meta.get("run").is_some() {
-            ckpt.meta["run"].clone()
-        } else {
-            serde_json::json!({"method": ckpt.meta["method"], "recipe": ckpt.meta["config"], "experiment": null})
-        };
+        let meta = CheckpointMeta::of(&ckpt, &last)?;
+        let as_json = |r: &RunIdentity| serde_json::to_value(r).map_err(|e| KdError::Record(format!("run identity: {e}")));
         let mut differences = Vec::new();
-        json_differences("", &saved, run, &mut differences);
+        json_differences("", &as_json(&meta.run_identity())?, &as_json(run)?, &mut differences);
         if !differences.is_empty() {
             let shown: Vec<&str> = differences.iter().take(8).map(String::as_str).collect();
             let more =
                 if differences.len() > shown.len() { format!(" (and {} more)", differences.len() - shown.len()) } else { String::new() };
             return Err(folder_error(format!("cannot resume: last.ckpt was written by another run: {}{more}", shown.join("; "))));
         }
-        Ok(Some(ckpt))
+        Ok(Some((ckpt, meta)))
     }
 
     /// Drops the log lines of this run's epochs after `epochs` (written after the checkpoint
@@ -757,53 +816,6 @@ fn diagnose_non_finite(term: &str, epoch: usize, step: usize, student: &ModelOut
         "the loss computation"
     };
     KdError::NonFinite { what: format!("loss term `{term}` at epoch {epoch}, step {step}; the first bad input is {source}") }
-}
-
-/// A module's parameters as bytes (burnpack).
-pub fn module_bytes<M: Module>(module: &M) -> Result<Vec<u8>> {
-    module.clone().into_record().into_bytes().map(|b| b.to_vec()).map_err(|e| KdError::Record(format!("{e:?}")))
-}
-
-/// Loads parameters written by [`module_bytes`] into `module`.
-pub fn load_module<M: Module>(module: M, bytes: &[u8]) -> Result<M> {
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| KdError::Record(format!("{e:?}")))?;
-    module.try_load_record(record).map_err(|e| KdError::Record(format!("{e:?}")))
-}
-
-/// What a trainer's `last.ckpt` says about the run it interrupted, typed: for callers that
-/// resume around the trainer (a chain restores its stopping rule's state before the stage
-/// continues).
-#[derive(Debug, Clone)]
-pub struct SavedRun {
-    /// The method's name.
-    pub method: String,
-    /// The epochs trained so far.
-    pub history: Vec<EpochRecord>,
-    /// The method's state (`Distiller::save_state`).
-    pub distiller_state: Vec<u8>,
-    /// The state of what trained beside the student (`SideModels::save_state`; empty when the
-    /// checkpoint predates side models).
-    pub side_state: Vec<u8>,
-}
-
-impl SavedRun {
-    /// Reads a `last.ckpt` written by [`Trainer::fit`].
-    pub fn read(path: &Path) -> Result<Self> {
-        let ckpt = Checkpoint::load(path)?;
-        let malformed = |what: &str, e: serde_json::Error| KdError::Malformed { path: path.into(), reason: format!("{what}: {e}") };
-        Ok(SavedRun {
-            method: serde_json::from_value(ckpt.meta["method"].clone()).map_err(|e| malformed("method", e))?,
-            history: serde_json::from_value(ckpt.meta["history"].clone()).map_err(|e| malformed("history", e))?,
-            distiller_state: ckpt.section("distiller")?.to_vec(),
-            side_state: ckpt.optional_section("side_models").unwrap_or_default().to_vec(),
-        })
-    }
-}
-
-/// Loads the model section of a checkpoint file (best.ckpt or last.ckpt) into `module`.
-pub fn load_checkpoint_model<M: Module>(module: M, path: &Path) -> Result<M> {
-    let ckpt = Checkpoint::load(path)?;
-    load_module(module, ckpt.section("model")?)
 }
 
 /// Every float parameter of a module, flattened in visiting order (for exact comparisons).
