@@ -92,15 +92,18 @@ fn a_cache_for_another_teacher_or_other_data_is_rebuilt_and_a_truncated_one_is_n
     logits(&rebuilt).assert_eq(&b.outputs(&batch, TeacherNeed::Logits).unwrap().unwrap().logits.into_data(), true);
 }
 
+/// A cache of the teacher's top-2 probabilities on `pool`, in `dir`.
+fn top_2_cache(dir: &std::path::Path, teacher: &FrozenTeacher<AnyModel>, pool: &DrawPool) -> TeacherCache {
+    TeacherCache::open_or_build(&dir.join("k.cache"), teacher, pool, CacheContent::TopK { k: 2 }, 16, &device(), false).unwrap()
+}
+
 #[test]
 fn top_k_outputs_recover_the_teacher_probabilities_of_the_kept_classes() {
     let train = blobs(30, 1, "blobs/train");
     let dir = tempfile::tempdir().unwrap();
     let teacher = trained_teacher(3);
     let pool = DrawPool::new(&train, 1).unwrap();
-    let cache =
-        TeacherCache::open_or_build(&dir.path().join("k.cache"), &teacher, &pool, CacheContent::TopK { k: 2 }, 16, &device(), false)
-            .unwrap();
+    let cache = top_2_cache(dir.path(), &teacher, &pool);
     assert!(!cache.exact());
     let batch = pool.batch(&[0, 1, 2, 3], 1, 0, &device()).unwrap();
     let recovered = kd::core::burn::tensor::activation::softmax(cache.outputs(&batch, TeacherNeed::Logits).unwrap().unwrap().logits, 1);
@@ -129,11 +132,8 @@ fn a_top_k_teacher_is_refused_to_a_method_that_needs_exact_logits() {
     let train = blobs(30, 1, "blobs/train");
     let test = blobs(12, 2, "blobs/test");
     let dir = tempfile::tempdir().unwrap();
-    let teacher = trained_teacher(3);
     let pool = DrawPool::new(&train, 1).unwrap();
-    let cache =
-        TeacherCache::open_or_build(&dir.path().join("k.cache"), &teacher, &pool, CacheContent::TopK { k: 2 }, 16, &device(), false)
-            .unwrap();
+    let cache = top_2_cache(dir.path(), &trained_teacher(3), &pool);
     let trainer = Trainer::new(config(1, 0), &pool, &test, device());
     let student = || kd::models::ModelSpec::parse("mlp-8").unwrap().build_seeded([1, 2, 2], 3, &device().autodiff(), 1).unwrap();
     for method in ["dkd", "rld", "dckd", "kd+ls"] {
