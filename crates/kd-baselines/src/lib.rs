@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod ce;
+pub mod dist;
 pub mod dkd;
 pub mod dlb;
 pub mod fitnet;
@@ -16,6 +17,7 @@ pub mod registry;
 pub mod rkd;
 
 pub use ce::CrossEntropy;
+pub use dist::{Dist, DistConfig, dist_terms};
 pub use dkd::{Dkd, DkdConfig, DkdParams, dkd_loss, dkd_nckd, dkd_tckd, dkd_terms};
 pub use dlb::{Dlb, DlbConfig};
 pub use fitnet::{FitNet, FitNetConfig, HintRegressor};

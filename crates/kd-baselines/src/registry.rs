@@ -40,6 +40,16 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
             crate::dkd::prepare_with_logit_stand::<S>,
         ),
         MethodEntry::new(
+            MethodSpec::new(
+                crate::dist::NAME,
+                "Huang et al.: Knowledge Distillation from A Stronger Teacher (NeurIPS 2022)",
+                CRATE,
+                Tasks::Any,
+            )
+            .in_suites(CONV),
+            crate::dist::prepare::<S>,
+        ),
+        MethodEntry::new(
             MethodSpec::new(crate::fitnet::NAME, "Romero et al.: FitNets: Hints for Thin Deep Nets (ICLR 2015)", CRATE, Tasks::Any)
                 .in_suites(CONV),
             crate::fitnet::prepare::<S>,
