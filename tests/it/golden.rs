@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use kd::core::burn::tensor::Device;
 use kd::core::replay::{ReplayBuffer, ReplayEntry};
-use kd::core::{Batch, BatchSource, Distiller, ModelOutput, Step, StepContext};
+use kd::core::{Batch, BatchSource, Distiller, ModelOutput, Step};
 
 const FORMAT: &str = "kd-golden-v1";
 /// Relative and absolute tolerances of the comparison, in f32 against f64 references.
@@ -137,16 +137,10 @@ fn usize_labels(labels: &[i64]) -> Vec<usize> {
     labels.iter().map(|&l| l as usize).collect()
 }
 
-/// A context at the 1-based epoch `epoch` of `total`.
-fn context(epoch: usize, total: usize) -> StepContext {
-    StepContext { epoch, total_epochs: total, step_in_epoch: 0, global_step: 0, seed: 0 }
-}
-
 /// A batch of the samples `indices` with the labels `labels` and a 1x1x1 zero input each (the
 /// loss functions under test only read the logits).
 fn label_batch(labels: Vec<usize>, indices: Vec<usize>, view: u64, device: &Device) -> Result<Batch, String> {
-    let n = labels.len();
-    kd_result(Batch::from_host(vec![0.0; n], [n, 1, 1, 1], labels, indices, vec![view; n], device))
+    kd_result(kd_testkit::label_batch_in_view(labels, indices, view, device))
 }
 
 /// Sample `i` has the label `labels[i]`: what DLB re-draws its last batch from.
@@ -207,7 +201,7 @@ fn pskd_case(case: &Case, s: Tensor<2>, device: &Device, problems: &mut Vec<Stri
     }
     let mut d = kd_result(PsKd::new(PsKdConfig { alpha_final, num_samples: None }))?;
     kd_result(d.load_state(&table.to_bytes()))?;
-    let ctx = context(epoch + 1, end_epoch);
+    let ctx = kd_testkit::ctx(epoch + 1, end_epoch);
     let batch = label_batch(usize_labels(&case.labels), indices.clone(), 0, device)?;
     let targets: Vec<f64> = kd_result(d.targets(&ctx, &batch, classes))?.into_iter().map(f64::from).collect();
     problems.extend(compare("soft target", &targets, &field_values(&case.soft_targets, "soft_targets", [b, classes])?, classes));
@@ -243,7 +237,7 @@ fn dlb_case(case: &Case, s: Tensor<2>, device: &Device) -> Result<Tensor<1>, Str
     }
     let labels = usize_labels(&case.labels);
     let source = LabelSource { labels: labels.clone(), classes };
-    let ctx = context(2, 2);
+    let ctx = kd_testkit::ctx(2, 2);
     let fresh = label_batch(labels[r..].to_vec(), (r..n).collect(), 0, device)?;
     let batch = kd_result(d.prepare_batch(&ctx, fresh, &source, device))?;
     if batch.indices != (0..n).collect::<Vec<_>>() || batch.labels_host != labels {

@@ -243,7 +243,7 @@ fn dkd_and_rld_distillers_weight_ce_and_warm_up() {
         views: vec![0; batch],
         replayed: Vec::new(),
     };
-    let ctx = |epoch| StepContext { epoch, total_epochs: 240, step_in_epoch: 0, global_step: 0, seed: 0 };
+    let ctx = |epoch| kd_testkit::ctx(epoch, 240);
     let ce = host(kd::core::loss::cross_entropy_mean(matrix(&s, classes), labels(&y)))[0];
     let aux = kd::core::NoAux::new();
     let terms = |d: &mut dyn FnMut(&StepContext) -> LossTerms, epoch| -> Vec<(String, f64)> {

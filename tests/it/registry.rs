@@ -48,6 +48,22 @@ fn a_partial_configuration_keeps_the_other_defaults() {
     let cfg = serde_json::json!({ "warmup_epochs": 1 });
     let out = kd::methods::train_method("dkd+ls", Some(&cfg), &trainer, model("mlpbn-8-8-8", 3, 2), &teacher).unwrap();
     assert!(out.history[0].train_terms.contains_key("tckd"));
+    // The user's warm-up laid over the LSKD preset keeps the preset's other fields: T = 2,
+    // alpha = 1 * 9, beta = 8 * 9, standardized logits.
+    let effective = kd::methods::effective_config("dkd+ls", Some(&cfg)).unwrap();
+    let preset = kd::methods::effective_config("dkd+ls", None).unwrap();
+    assert_eq!(effective["temperature"], 2.0, "{effective}");
+    assert_eq!(effective["alpha"], 9.0, "{effective}");
+    assert_eq!(effective["beta"], 72.0, "{effective}");
+    assert!(effective["logit_stand"].is_object(), "{effective}");
+    for key in ["ce_weight", "temperature", "alpha", "beta", "logit_stand"] {
+        assert_eq!(effective[key], preset[key], "{key}: {effective} over {preset}");
+    }
+    // The warm-up is the user's, not the preset's (where the configuration keeps it: a JSON
+    // pointer, so that a change of representation changes this line only).
+    const WARMUP: &str = "/warmup_epochs";
+    assert_eq!(effective.pointer(WARMUP), Some(&serde_json::json!(1)), "{effective}");
+    assert_ne!(preset.pointer(WARMUP), effective.pointer(WARMUP), "{preset}");
     let bad = serde_json::json!({ "warmup_epochs": "soon" });
     let err = kd::methods::train_method("dkd", Some(&bad), &trainer, model("mlpbn-8-8-8", 3, 2), &teacher).unwrap_err().to_string();
     assert!(err.contains("configuration of method `dkd`"), "{err}");

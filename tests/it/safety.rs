@@ -108,12 +108,11 @@ fn a_fresh_run_refuses_a_folder_that_holds_one_and_resume_names_the_difference()
 
 #[test]
 fn every_logit_method_refuses_a_teacher_batch_of_another_shape() {
-    use kd::core::burn::tensor::{Tensor, TensorData};
-    use kd::core::{Batch, Distiller, Step, StepContext};
+    use kd::core::{Batch, Distiller, Step};
     let device = device();
     let batch = Batch::from_host(vec![0.0; 4 * 4], [4, 1, 2, 2], vec![0, 1, 2, 0], vec![0, 1, 2, 3], vec![0; 4], &device).unwrap();
-    let logits = |rows: usize| ModelOutput::logits_only(Tensor::from_data(TensorData::new(vec![0.5f32; rows * 3], [rows, 3]), &device));
-    let ctx = StepContext { epoch: 1, total_epochs: 1, step_in_epoch: 0, global_step: 0, seed: 0 };
+    let logits = |rows: usize| kd_testkit::logits(vec![0.5; rows * 3], 3, &device);
+    let ctx = kd_testkit::ctx(1, 1);
     let student = logits(4);
     let short_teacher = logits(3);
     let err =

@@ -34,13 +34,14 @@ fn scalar(t: Tensor<1>) -> f64 {
     values(t)[0]
 }
 
+/// The first step of `epoch` of mdistiller's 240.
 fn ctx(epoch: usize) -> StepContext {
-    StepContext { epoch, total_epochs: 240, step_in_epoch: 0, global_step: 0, seed: 0 }
+    kd_testkit::ctx(epoch, 240)
 }
 
+/// Samples `0..n` with the labels `label_values`.
 fn batch(label_values: &[usize], device: &Device) -> Batch {
-    let n = label_values.len();
-    Batch::from_host(vec![0.0; n], [n, 1, 1, 1], label_values.to_vec(), (0..n).collect(), vec![0; n], device).unwrap()
+    kd_testkit::label_batch(label_values.to_vec(), (0..label_values.len()).collect(), device)
 }
 
 fn output(logits: Tensor<2>, features: Vec<Tensor<4>>, embedding: Tensor<2>) -> ModelOutput {

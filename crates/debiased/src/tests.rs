@@ -6,8 +6,8 @@ use kd_baselines::{FitNet, FitNetConfig, Kd, KdConfig};
 use kd_core::Step;
 use kd_core::distiller::step_without_update;
 use kd_core::{
-    Batch, BatchSource, Distiller, FrozenTeacher, KdError, ModelOutput, OptimizerConfig, Result, RunOptions, SelectBy, StepContext,
-    Teacher, TeacherNeed, TrainConfig, Trainer,
+    Batch, BatchSource, Distiller, FrozenTeacher, KdError, ModelOutput, Result, RunOptions, SelectBy, StepContext, Teacher, TeacherNeed,
+    TrainConfig, Trainer,
 };
 use kd_models::Mlp;
 
@@ -130,21 +130,14 @@ fn positives(data: &Synthetic) -> Vec<bool> {
     data.labels.iter().map(|&l| l == 1).collect()
 }
 
+/// Batches of 32, SGD at 0.1, seed 5, evaluation in batches of 128.
 fn recipe(epochs: usize) -> TrainConfig {
-    TrainConfig {
-        epochs,
-        batch_size: 32,
-        optimizer: OptimizerConfig::sgd(0.1),
-        schedule: kd_core::LrSchedule::Constant,
-        lr_warmup_epochs: 0,
-        seed: 5,
-        drop_last: false,
-        eval_batch_size: 128,
-    }
+    TrainConfig { eval_batch_size: 128, ..kd_testkit::recipe(epochs, 32, 0.1, 5) }
 }
 
+/// The first step of a one-epoch run.
 fn ctx() -> StepContext {
-    StepContext { epoch: 1, total_epochs: 1, step_in_epoch: 0, global_step: 0, seed: 0 }
+    kd_testkit::ctx(1, 1)
 }
 
 fn to_vec(t: Tensor<1>) -> Vec<f64> {
@@ -372,11 +365,10 @@ fn debiased_kd_trains_an_mlp_with_the_trainer_and_resumes() {
     let debiaser = Debiaser::fit(&teacher, &valid, &train, DebiasOptions { side_correction: true, ..Default::default() }, &device).unwrap();
 
     let student = Mlp::new(2, &[8], 2, &device.clone().autodiff()).unwrap();
-    let dir = std::env::temp_dir().join(format!("kd-debiased-resume-{}", std::process::id()));
-    std::fs::remove_dir_all(&dir).ok();
+    let dir = kd_testkit::temp_dir();
     let options = RunOptions {
         select_by: SelectBy::RocAuc,
-        checkpoint_dir: Some(dir.clone()),
+        checkpoint_dir: Some(dir.path().to_path_buf()),
         resume: true,
         stop_after_epochs: Some(2),
         ..Default::default()
@@ -392,7 +384,6 @@ fn debiased_kd_trains_an_mlp_with_the_trainer_and_resumes() {
     let first = run(student.clone()).unwrap();
     assert!(!first.finished && first.history.len() == 2);
     let done = run(student).unwrap();
-    std::fs::remove_dir_all(&dir).ok();
     assert!(done.finished && done.history.len() == 3);
     assert!((1..=3).contains(&done.best_epoch));
     for record in &done.history {

@@ -146,167 +146,15 @@ pub fn prepare<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
     Prepared::new(NAME, &cfg, Dlb::new(cfg.clone())?)
 }
 
-/// Small models, a data source and a run recipe shared by the tests of this crate's files.
-#[cfg(test)]
-pub(crate) mod test_util {
-    use burn::module::{Module, ModuleVisitor, Param};
-    use burn::nn::conv::{Conv2d, Conv2dConfig};
-    use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
-    use burn::tensor::activation::relu;
-    use burn::tensor::{Device, Tensor};
-    use kd_core::{Batch, BatchSource, Classifier, ModelOutput, OptimizerConfig, Result, TrainConfig};
-
-    /// 3 classes, inputs `[1, 4, 4]`: the label's offset plus deterministic noise that
-    /// depends on `(index, epoch, view)`, so views differ.
-    pub struct Noisy(pub usize);
-
-    impl BatchSource for Noisy {
-        fn name(&self) -> String {
-            "noisy".into()
-        }
-        fn len(&self) -> usize {
-            self.0
-        }
-        fn num_classes(&self) -> usize {
-            3
-        }
-        fn input_shape(&self) -> [usize; 3] {
-            [1, 4, 4]
-        }
-        fn label(&self, index: usize) -> usize {
-            index % 3
-        }
-        fn augmented(&self) -> bool {
-            true
-        }
-        fn batch(&self, indices: &[usize], epoch: usize, view: u64, device: &Device) -> Result<Batch> {
-            let mut inputs = Vec::with_capacity(indices.len() * 16);
-            for &i in indices {
-                for k in 0..16u64 {
-                    let h = (i as u64 * 7919 + epoch as u64 * 104_729 + view * 1_299_709 + k * 15_485_863) % 1000;
-                    inputs.push((i % 3) as f32 - 1.0 + (h as f32 / 1000.0 - 0.5));
-                }
-            }
-            let labels = indices.iter().map(|&i| i % 3).collect();
-            Batch::from_host(inputs, [indices.len(), 1, 4, 4], labels, indices.to_vec(), vec![view; indices.len()], device)
-        }
-        fn fingerprint(&self) -> u64 {
-            self.0 as u64
-        }
-    }
-
-    /// Conv (3x3, the given stride) -> ReLU (the one feature map) -> mean pool (the embedding)
-    /// -> linear classifier.
-    #[derive(Module, Debug)]
-    pub struct TinyConv {
-        conv: Conv2d,
-        fc: Linear,
-    }
-
-    impl TinyConv {
-        pub fn new(channels: usize, stride: usize, device: &Device) -> Self {
-            let conv = Conv2dConfig::new([1, channels], [3, 3])
-                .with_stride([stride, stride])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                .init(device);
-            TinyConv { conv, fc: LinearConfig::new(channels, 3).init(device) }
-        }
-    }
-
-    impl Classifier for TinyConv {
-        fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
-            let f = relu(self.conv.forward(inputs));
-            let [b, c, _, _] = f.dims();
-            let embedding: Tensor<2> = f.clone().mean_dim(3).mean_dim(2).reshape([b, c]);
-            ModelOutput { logits: self.fc.forward(embedding.clone()), features: vec![f], embedding: Some(embedding) }
-        }
-        fn num_classes(&self) -> usize {
-            3
-        }
-    }
-
-    /// Every float parameter of a module, flattened.
-    pub fn params<M: Module>(m: &M) -> Vec<f32> {
-        struct Collect(Vec<f32>);
-        impl ModuleVisitor for Collect {
-            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-                self.0.extend(p.val().into_data().convert::<f32>().try_into_vec::<f32>().unwrap());
-            }
-        }
-        let mut c = Collect(Vec::new());
-        m.visit(&mut c);
-        c.0
-    }
-
-    /// A short SGD recipe.
-    pub fn recipe(epochs: usize, batch_size: usize) -> TrainConfig {
-        TrainConfig {
-            epochs,
-            batch_size,
-            optimizer: OptimizerConfig::sgd(0.05),
-            schedule: kd_core::LrSchedule::Constant,
-            lr_warmup_epochs: 0,
-            seed: 3,
-            drop_last: false,
-            eval_batch_size: 64,
-        }
-    }
-
-    /// A fresh temporary folder for one test.
-    pub fn temp_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("kd-baselines-{name}-{}", std::process::id()));
-        std::fs::remove_dir_all(&dir).ok();
-        dir
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::TensorData;
-    use kd_core::ModelOutput;
     use kd_core::distiller::step_without_update;
+    use kd_testkit::{Samples, ctx, logits};
 
     /// Sample `i` is the single value `i + 100 * view + 1000 * epoch`, label `i % 3`.
-    struct Toy;
-
-    impl BatchSource for Toy {
-        fn name(&self) -> String {
-            "toy".into()
-        }
-        fn len(&self) -> usize {
-            10
-        }
-        fn num_classes(&self) -> usize {
-            3
-        }
-        fn input_shape(&self) -> [usize; 3] {
-            [1, 1, 1]
-        }
-        fn label(&self, index: usize) -> usize {
-            index % 3
-        }
-        fn augmented(&self) -> bool {
-            true
-        }
-        fn batch(&self, indices: &[usize], epoch: usize, view: u64, device: &Device) -> Result<Batch> {
-            let inputs = indices.iter().map(|&i| (i + 100 * view as usize + 1000 * epoch) as f32).collect();
-            let labels = indices.iter().map(|&i| i % 3).collect();
-            Batch::from_host(inputs, [indices.len(), 1, 1, 1], labels, indices.to_vec(), vec![view; indices.len()], device)
-        }
-        fn fingerprint(&self) -> u64 {
-            0
-        }
-    }
-
-    fn ctx(epoch: usize, step: usize) -> StepContext {
-        StepContext { epoch, total_epochs: 2, step_in_epoch: step, global_step: step, seed: 0 }
-    }
-
-    fn out(values: Vec<f32>, device: &Device) -> ModelOutput {
-        let b = values.len() / 3;
-        ModelOutput::logits_only(Tensor::from_data(TensorData::new(values, [b, 3]), device))
-    }
+    const TOY: Samples =
+        Samples { name: "toy", len: 10, shape: [1, 1, 1], sample: |i, epoch, view| vec![(i + 100 * view as usize + 1000 * epoch) as f32] };
 
     fn scalar(t: Tensor<1>) -> f32 {
         t.into_scalar::<f32>()
@@ -322,10 +170,10 @@ mod tests {
         let mut d = Dlb::new(DlbConfig::default()).unwrap();
 
         // Step 1: nothing to replay, CE only.
-        let b1 = d.prepare_batch(&ctx(1, 0), Toy.batch(&[0, 1], 1, 0, &device).unwrap(), &Toy, &device).unwrap();
+        let b1 = d.prepare_batch(&ctx(1, 2), TOY.batch(&[0, 1], 1, 0, &device).unwrap(), &TOY, &device).unwrap();
         assert_eq!(b1.indices, vec![0, 1]);
-        let o1 = out(vec![1.0, 0.0, -1.0, 0.5, 2.0, 0.0], &device);
-        let terms = step_without_update(&mut d, &Step::new(ctx(1, 0), &b1, &o1, None)).unwrap();
+        let o1 = logits(vec![1.0, 0.0, -1.0, 0.5, 2.0, 0.0], 3, &device);
+        let terms = step_without_update(&mut d, &Step::new(ctx(1, 2), &b1, &o1, None)).unwrap();
         assert_eq!(scalar(terms.terms()[1].1.clone()), 0.0);
         let ce = scalar(cross_entropy_mean(o1.logits.clone(), b1.labels.clone()));
         assert!((scalar(terms.total().unwrap()) - ce).abs() < 1e-6);
@@ -333,15 +181,15 @@ mod tests {
 
         // Step 2 (next epoch: the buffer persists): samples 0 and 1 come back first, drawn with
         // view 1 as epoch 1 drew them.
-        let fresh = Toy.batch(&[4, 5], 2, 0, &device).unwrap();
-        let b2 = d.prepare_batch(&ctx(2, 0), fresh, &Toy, &device).unwrap();
+        let fresh = TOY.batch(&[4, 5], 2, 0, &device).unwrap();
+        let b2 = d.prepare_batch(&ctx(2, 2), fresh, &TOY, &device).unwrap();
         assert_eq!(b2.indices, vec![0, 1, 4, 5]);
         assert_eq!(b2.views, vec![1, 1, 0, 0]);
         assert_eq!(inputs(&b2), vec![1100.0, 1101.0, 2004.0, 2005.0]);
         assert_eq!(b2.labels_host, vec![0, 1, 1, 2]);
 
-        let o2 = out(vec![0.3, 0.1, -0.2, 0.0, 1.0, 0.5, 2.0, 1.0, 0.0, -1.0, 0.0, 1.0], &device);
-        let terms = step_without_update(&mut d, &Step::new(ctx(2, 0), &b2, &o2, None)).unwrap();
+        let o2 = logits(vec![0.3, 0.1, -0.2, 0.0, 1.0, 0.5, 2.0, 1.0, 0.0, -1.0, 0.0, 1.0], 3, &device);
+        let terms = step_without_update(&mut d, &Step::new(ctx(2, 2), &b2, &o2, None)).unwrap();
         let ce_all = scalar(cross_entropy_mean(o2.logits.clone(), b2.labels.clone()));
         assert!((scalar(terms.terms()[0].1.clone()) - ce_all).abs() < 1e-6);
         let want = scalar(dlb_loss(o2.logits.clone().narrow(0, 0, 2), o1.logits.clone(), 3.0, 1.0));
@@ -358,9 +206,12 @@ mod tests {
         let device = Device::flex();
         let mut d = Dlb::new(DlbConfig::default()).unwrap();
         let empty = d.save_state().unwrap();
-        let b = d.prepare_batch(&ctx(1, 0), Toy.batch(&[7, 2, 9], 1, 0, &device).unwrap(), &Toy, &device).unwrap();
-        step_without_update(&mut d, &Step::new(ctx(1, 0), &b, &out(vec![0.1, -3.5, 1e-7, 4.0, 0.0, -0.0, 1.5, 2.5, 3.5], &device), None))
-            .unwrap();
+        let b = d.prepare_batch(&ctx(1, 2), TOY.batch(&[7, 2, 9], 1, 0, &device).unwrap(), &TOY, &device).unwrap();
+        step_without_update(
+            &mut d,
+            &Step::new(ctx(1, 2), &b, &logits(vec![0.1, -3.5, 1e-7, 4.0, 0.0, -0.0, 1.5, 2.5, 3.5], 3, &device), None),
+        )
+        .unwrap();
         let bytes = d.save_state().unwrap();
 
         let mut back = Dlb::new(DlbConfig::default()).unwrap();
@@ -371,7 +222,7 @@ mod tests {
         let (a, b) = (&logits(&d), &logits(&back));
         assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
         // The restored state replays the same samples.
-        let replay = back.prepare_batch(&ctx(2, 0), Toy.batch(&[0], 2, 0, &device).unwrap(), &Toy, &device).unwrap();
+        let replay = back.prepare_batch(&ctx(2, 2), TOY.batch(&[0], 2, 0, &device).unwrap(), &TOY, &device).unwrap();
         assert_eq!(replay.indices, vec![7, 2, 9, 0]);
 
         back.load_state(&empty).unwrap();
@@ -383,27 +234,31 @@ mod tests {
 
     #[test]
     fn trains_and_resumes_exactly_through_a_checkpoint() {
-        use super::test_util::{Noisy, TinyConv, params, recipe, temp_dir};
+        use kd_core::train::parameter_values;
         use kd_core::{NoTeacher, RunOptions, Trainer};
+        use kd_testkit::{TinyConv, noisy, recipe, temp_dir};
         let device = Device::flex();
-        let (train, test) = (Noisy(10), Noisy(6));
+        let (train, test) = (noisy(10), noisy(6));
         let student = TinyConv::new(4, 1, &device.clone().autodiff());
         let run = |student: TinyConv, options: RunOptions| {
             // The labels are noise: a model that learns nothing is expected, not divergence.
             let options = RunOptions { divergence: kd_core::train::DivergenceCheck::off(), ..options };
             let mut d = Dlb::new(DlbConfig::default()).unwrap();
-            Trainer::new(recipe(2, 4), &train, &test, device.clone()).with_options(options).fit(student, &mut d, &NoTeacher).unwrap()
+            Trainer::new(recipe(2, 4, 0.05, 3), &train, &test, device.clone())
+                .with_options(options)
+                .fit(student, &mut d, &NoTeacher)
+                .unwrap()
         };
         let full = run(student.clone(), RunOptions::default());
         // Every step after the very first replays: the term is positive in both epochs.
         assert!(full.history.iter().all(|r| r.train_terms["dlb"] > 0.0), "{:?}", full.history);
-        let dir = temp_dir("dlb-resume");
-        let options = RunOptions { checkpoint_dir: Some(dir.clone()), resume: true, stop_after_epochs: Some(1), ..Default::default() };
+        let dir = temp_dir();
+        let options =
+            RunOptions { checkpoint_dir: Some(dir.path().to_path_buf()), resume: true, stop_after_epochs: Some(1), ..Default::default() };
         assert!(!run(student.clone(), options.clone()).finished);
         let resumed = run(student, options);
         assert!(resumed.finished);
         // The buffer crossed the checkpoint: the resumed run is the uninterrupted one.
-        assert_eq!(params(&resumed.student), params(&full.student));
-        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(parameter_values(&resumed.student), parameter_values(&full.student));
     }
 }

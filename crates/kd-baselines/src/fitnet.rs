@@ -245,7 +245,6 @@ mod tests {
     use burn::tensor::Distribution;
     use burn::tensor::Gradients;
     use kd_core::distiller::step_without_update;
-    use kd_core::{Batch, StepContext};
 
     fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
         Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
@@ -325,8 +324,8 @@ mod tests {
         let s = output(vec![random([2, 3, 4, 4], &ad)], &ad);
         let t = output(vec![random([2, 6, 2, 2], &device)], &device);
         let aux = d.init_aux(&s.without_autodiff(), Some(&t), &ad).unwrap();
-        let batch = Batch::from_host(vec![0.0; 2], [2, 1, 1, 1], vec![0, 2], vec![0, 1], vec![0, 0], &device).unwrap();
-        let ctx = StepContext { epoch: 1, total_epochs: 1, step_in_epoch: 0, global_step: 0, seed: 0 };
+        let batch = kd_testkit::label_batch(vec![0, 2], vec![0, 1], &device);
+        let ctx = kd_testkit::ctx(1, 1);
         let terms = step_without_update(&mut d, &Step::new(ctx, &batch, &s, Some(&t)).with_aux(&aux)).unwrap();
         let names: Vec<&str> = terms.terms().iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["ce", "hint", "kd"]);
@@ -347,18 +346,23 @@ mod tests {
 
     #[test]
     fn trains_the_regressor_through_the_trainer_and_resumes() {
-        use crate::dlb::test_util::{Noisy, TinyConv, params, recipe, temp_dir};
+        use kd_core::train::parameter_values;
         use kd_core::{FrozenTeacher, RunOptions, Trainer};
+        use kd_testkit::{TinyConv, noisy, recipe, temp_dir};
         let device = Device::flex();
-        let (train, test) = (Noisy(10), Noisy(6));
+        let (train, test) = (noisy(10), noisy(6));
         // Student hint [2, 4, 4], teacher hint [3, 2, 2]: the stride-2 regressor.
         let teacher = FrozenTeacher::new(TinyConv::new(3, 2, &device), "tiny");
         let student = TinyConv::new(2, 1, &device.clone().autodiff());
-        let dir = temp_dir("fitnet-resume");
-        let options = RunOptions { checkpoint_dir: Some(dir.clone()), resume: true, stop_after_epochs: Some(1), ..Default::default() };
+        let dir = temp_dir();
+        let options =
+            RunOptions { checkpoint_dir: Some(dir.path().to_path_buf()), resume: true, stop_after_epochs: Some(1), ..Default::default() };
         let run = |student: TinyConv| {
             let mut d = FitNet::new(FitNetConfig { hint_layer: 0, kd_weight: 0.5, ..Default::default() }).unwrap();
-            Trainer::new(recipe(2, 4), &train, &test, device.clone()).with_options(options.clone()).fit(student, &mut d, &teacher).unwrap()
+            Trainer::new(recipe(2, 4, 0.05, 3), &train, &test, device.clone())
+                .with_options(options.clone())
+                .fit(student, &mut d, &teacher)
+                .unwrap()
         };
         let first = run(student.clone());
         assert!(!first.finished);
@@ -366,8 +370,7 @@ mod tests {
         let resumed = run(student);
         assert!(resumed.finished);
         // The regressor (weights and BN statistics) was restored and trained on.
-        assert_ne!(params(&first.aux), params(&resumed.aux));
-        assert_eq!(params(&first.aux).len(), params(&resumed.aux).len());
-        std::fs::remove_dir_all(&dir).ok();
+        assert_ne!(parameter_values(&first.aux), parameter_values(&resumed.aux));
+        assert_eq!(parameter_values(&first.aux).len(), parameter_values(&resumed.aux).len());
     }
 }

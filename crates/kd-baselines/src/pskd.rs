@@ -309,22 +309,8 @@ pub fn prepare<S: Student>(user: Option<&Value>) -> Result<Prepared<S>> {
 mod tests {
     use super::*;
     use burn::tensor::Device;
-    use kd_core::ModelOutput;
     use kd_core::distiller::step_without_update;
-
-    fn ctx(epoch: usize, total: usize) -> StepContext {
-        StepContext { epoch, total_epochs: total, step_in_epoch: 0, global_step: 0, seed: 0 }
-    }
-
-    fn batch(labels: Vec<usize>, indices: Vec<usize>, device: &Device) -> Batch {
-        let n = labels.len();
-        Batch::from_host(vec![0.0; n], [n, 1, 1, 1], labels, indices, vec![0; n], device).unwrap()
-    }
-
-    fn logits(values: Vec<f32>, classes: usize, device: &Device) -> ModelOutput {
-        let b = values.len() / classes;
-        ModelOutput::logits_only(Tensor::from_data(TensorData::new(values, [b, classes]), device))
-    }
+    use kd_testkit::{ctx, label_batch, logits};
 
     #[test]
     fn alpha_schedule() {
@@ -337,7 +323,7 @@ mod tests {
     fn epoch_zero_is_one_hot_then_targets_mix_past_predictions() {
         let device = Device::flex();
         let mut d = PsKd::new(PsKdConfig::default()).unwrap();
-        let b = batch(vec![2, 0], vec![5, 1], &device);
+        let b = label_batch(vec![2, 0], vec![5, 1], &device);
         let out = logits(vec![1.0, 2.0, 3.0, 0.5, -1.0, 0.0], 3, &device);
 
         let t0 = d.targets(&ctx(1, 4), &b, 3).unwrap();
@@ -353,7 +339,7 @@ mod tests {
         assert_eq!(p5, expected[..3].to_vec());
 
         // Epoch 2 of 4: alpha = 0.4; sample 5 mixes, sample 7 (never seen) stays one-hot.
-        let b2 = batch(vec![2, 1], vec![5, 7], &device);
+        let b2 = label_batch(vec![2, 1], vec![5, 7], &device);
         let t1 = d.targets(&ctx(2, 4), &b2, 3).unwrap();
         for (c, v) in t1[..3].iter().enumerate() {
             let onehot = if c == 2 { 1.0 } else { 0.0 };
@@ -378,7 +364,7 @@ mod tests {
     fn state_round_trips_exactly() {
         let device = Device::flex();
         let mut d = PsKd::new(PsKdConfig::default()).unwrap();
-        let b = batch(vec![2, 0, 1], vec![9, 3, 0], &device);
+        let b = label_batch(vec![2, 0, 1], vec![9, 3, 0], &device);
         let out = logits(vec![1.0, 2.0, 3.0, 0.5, -1.0, 0.0, 1e-3, 7.0, -7.0], 3, &device);
         step_without_update(&mut d, &Step::new(ctx(1, 3), &b, &out, None)).unwrap();
         let bytes = d.save_state().unwrap();
@@ -402,7 +388,7 @@ mod tests {
     fn configured_size_rejects_out_of_range_indices() {
         let device = Device::flex();
         let mut d = PsKd::new(PsKdConfig { num_samples: Some(4), ..Default::default() }).unwrap();
-        let b = batch(vec![0], vec![4], &device);
+        let b = label_batch(vec![0], vec![4], &device);
         let err = d.targets(&ctx(1, 2), &b, 3).unwrap_err().to_string();
         assert!(err.contains("num_samples"), "{err}");
         assert!(PsKd::new(PsKdConfig { alpha_final: 1.5, ..Default::default() }).is_err());
@@ -410,39 +396,52 @@ mod tests {
 
     #[test]
     fn trains_and_resumes_exactly_through_a_checkpoint() {
-        use crate::dlb::test_util::{Noisy, TinyConv, params, recipe, temp_dir};
+        use kd_core::train::parameter_values;
         use kd_core::{NoTeacher, RunOptions, Trainer};
+        use kd_testkit::{TinyConv, noisy, recipe, temp_dir};
         let device = Device::flex();
-        let (train, test) = (Noisy(10), Noisy(6));
+        let (train, test) = (noisy(10), noisy(6));
         let student = TinyConv::new(4, 1, &device.clone().autodiff());
         let run = |student: TinyConv, options: RunOptions| {
             // The labels are noise: a model that learns nothing is expected, not divergence.
             let options = RunOptions { divergence: kd_core::train::DivergenceCheck::off(), ..options };
             let mut d = PsKd::new(PsKdConfig::default()).unwrap();
-            let out =
-                Trainer::new(recipe(3, 4), &train, &test, device.clone()).with_options(options).fit(student, &mut d, &NoTeacher).unwrap();
+            let out = Trainer::new(recipe(3, 4, 0.05, 3), &train, &test, device.clone())
+                .with_options(options)
+                .fit(student, &mut d, &NoTeacher)
+                .unwrap();
             (out, d)
         };
         let (full, d) = run(student.clone(), RunOptions::default());
         assert_eq!(d.table().filled(), 10);
-        let dir = temp_dir("pskd-resume");
-        let options = RunOptions { checkpoint_dir: Some(dir.clone()), resume: true, stop_after_epochs: Some(1), ..Default::default() };
+        let dir = temp_dir();
+        let options =
+            RunOptions { checkpoint_dir: Some(dir.path().to_path_buf()), resume: true, stop_after_epochs: Some(1), ..Default::default() };
         for _ in 0..2 {
             assert!(!run(student.clone(), options.clone()).0.finished);
         }
         let (resumed, d2) = run(student, options);
         assert!(resumed.finished);
         // The table crossed the checkpoints: the resumed run is the uninterrupted one.
-        assert_eq!(params(&resumed.student), params(&full.student));
+        assert_eq!(parameter_values(&resumed.student), parameter_values(&full.student));
         assert_eq!(d2.table(), d.table());
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
     fn fresh_state_round_trips() {
-        let d = PsKd::new(PsKdConfig::default()).unwrap();
-        let mut back = PsKd::new(PsKdConfig::default()).unwrap();
-        back.load_state(&d.save_state().unwrap()).unwrap();
-        assert_eq!(back.table(), d.table());
+        let device = Device::flex();
+        let fresh = PsKd::new(PsKdConfig::default()).unwrap();
+        // A distiller whose table holds two samples' predictions...
+        let mut d = PsKd::new(PsKdConfig::default()).unwrap();
+        let b = label_batch(vec![2, 0], vec![5, 1], &device);
+        let out = logits(vec![1.0, 2.0, 3.0, 0.5, -1.0, 0.0], 3, &device);
+        step_without_update(&mut d, &Step::new(ctx(1, 2), &b, &out, None)).unwrap();
+        assert_eq!(d.table().filled(), 2);
+        // ...loads a fresh distiller's state: its table is emptied, the fresh one.
+        d.load_state(&fresh.save_state().unwrap()).unwrap();
+        assert_eq!(d.table().filled(), 0);
+        assert!(d.table().get(5).is_none());
+        assert_eq!(d.table(), fresh.table());
+        assert_eq!(d.save_state().unwrap(), fresh.save_state().unwrap());
     }
 }

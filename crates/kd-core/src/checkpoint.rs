@@ -167,8 +167,8 @@ mod tests {
 
     #[test]
     fn round_trip_and_truncation_is_detected() {
-        let dir = std::env::temp_dir().join(format!("kd-ckpt-test-{}", std::process::id()));
-        let path = dir.join("a.ckpt");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.ckpt");
         let ckpt = Checkpoint {
             meta: serde_json::json!({"epoch": 3}),
             sections: vec![("model".into(), vec![1, 2, 3]), ("optim".into(), vec![9; 100])],
@@ -181,7 +181,6 @@ mod tests {
         fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
         let err = Checkpoint::load(&path).unwrap_err().to_string();
         assert!(err.contains("checksum mismatch"), "{err}");
-        fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

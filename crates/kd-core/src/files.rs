@@ -44,9 +44,9 @@ mod tests {
 
     #[test]
     fn folders_and_pipes_are_refused_without_blocking() {
-        let dir = std::env::temp_dir().join(format!("kd-files-test-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let err = read_regular(&dir).unwrap_err().to_string();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let err = read_regular(dir).unwrap_err().to_string();
         assert!(err.contains("a folder: only regular files are read"), "{err}");
         #[cfg(unix)]
         {
@@ -60,6 +60,5 @@ mod tests {
         let file = dir.join("a.txt");
         fs::write(&file, "x").unwrap();
         assert_eq!(read_regular_text(&file).unwrap(), "x");
-        fs::remove_dir_all(&dir).ok();
     }
 }

@@ -307,20 +307,6 @@ mod tests {
     use crate::ModelSpec;
     use burn::tensor::{Device, Tensor, TensorData};
     use kd_core::Classifier;
-    use std::path::PathBuf;
-
-    /// A scratch file path unique to this process and test, removed on drop.
-    struct Scratch(PathBuf);
-    impl Scratch {
-        fn new(name: &str) -> Self {
-            Scratch(std::env::temp_dir().join(format!("kd-models-{}-{name}", std::process::id())))
-        }
-    }
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
 
     fn input(device: &Device) -> Tensor<4> {
         let values: Vec<f32> = (0..2 * 3 * 32 * 32).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
@@ -331,17 +317,18 @@ mod tests {
     fn safetensors_round_trip() {
         let device = Device::flex();
         let spec = ModelSpec::parse("resnet8").unwrap();
-        let file = Scratch::new("resnet8.safetensors");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("resnet8.safetensors");
         // One training-mode pass on an autodiff device moves the BatchNorm running statistics
         // away from their initial values, so the round trip has to carry them.
         let trained = spec.build([3, 32, 32], 10, &device.clone().autodiff()).unwrap();
         let _ = trained.forward(input(&device.clone().autodiff()));
         let model = trained.valid();
-        save_safetensors(&model, &file.0).unwrap();
+        save_safetensors(&model, &file).unwrap();
 
         let fresh = spec.build([3, 32, 32], 10, &device).unwrap();
         let before: Vec<f32> = fresh.forward(input(&device)).logits.into_data().try_to_vec::<f32>().unwrap();
-        let loaded = load_safetensors(fresh, &file.0, &[]).unwrap();
+        let loaded = load_safetensors(fresh, &file, &[]).unwrap();
         let want: Vec<f32> = model.forward(input(&device)).logits.into_data().try_to_vec::<f32>().unwrap();
         let got: Vec<f32> = loaded.forward(input(&device)).logits.into_data().try_to_vec::<f32>().unwrap();
         assert_ne!(before, want);
@@ -375,32 +362,34 @@ mod tests {
     #[test]
     fn mismatched_architecture_names_the_keys() {
         let device = Device::flex();
-        let file = Scratch::new("resnet8-for-resnet14.safetensors");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("resnet8-for-resnet14.safetensors");
         let small = ModelSpec::parse("resnet8").unwrap().build([3, 32, 32], 10, &device).unwrap();
-        save_safetensors(&small, &file.0).unwrap();
+        save_safetensors(&small, &file).unwrap();
         let big = ModelSpec::parse("resnet14").unwrap().build([3, 32, 32], 10, &device).unwrap();
-        let err = load_safetensors(big, &file.0, &[]).unwrap_err().to_string();
+        let err = load_safetensors(big, &file, &[]).unwrap_err().to_string();
         assert!(err.contains("not in the file") && err.contains("layer1.1.conv1.weight"), "{err}");
 
         // Different class counts: a shape error naming the classifier.
         let other = ModelSpec::parse("resnet8").unwrap().build([3, 32, 32], 7, &device).unwrap();
-        let err = load_safetensors(other, &file.0, &[]).unwrap_err().to_string();
+        let err = load_safetensors(other, &file, &[]).unwrap_err().to_string();
         assert!(err.contains("fc.weight"), "{err}");
     }
 
     #[test]
     fn remapping_and_its_errors() {
         let device = Device::flex();
-        let file = Scratch::new("resnet8-renamed.safetensors");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("resnet8-renamed.safetensors");
         let model = ModelSpec::parse("resnet8").unwrap().build([3, 32, 32], 10, &device).unwrap();
-        save_safetensors(&model, &file.0).unwrap();
+        save_safetensors(&model, &file).unwrap();
         // Renaming `fc.` away leaves the classifier unmatched on both sides.
         let fresh = ModelSpec::parse("resnet8").unwrap().build([3, 32, 32], 10, &device).unwrap();
-        let err = load_safetensors(fresh, &file.0, &[(r"^fc\.", "head.")]).unwrap_err().to_string();
+        let err = load_safetensors(fresh, &file, &[(r"^fc\.", "head.")]).unwrap_err().to_string();
         assert!(err.contains("head.weight") && err.contains("fc.weight"), "{err}");
         // A bad regex is a configuration error, not a panic.
         let fresh = ModelSpec::parse("resnet8").unwrap().build([3, 32, 32], 10, &device).unwrap();
-        assert!(matches!(load_safetensors(fresh, &file.0, &[("(", "")]), Err(KdError::InvalidConfig(_))));
+        assert!(matches!(load_safetensors(fresh, &file, &[("(", "")]), Err(KdError::InvalidConfig(_))));
         // A missing file is an I/O error naming it.
         let fresh = ModelSpec::parse("resnet8").unwrap().build([3, 32, 32], 10, &device).unwrap();
         let err = load_pytorch(fresh, "/nonexistent/ckpt.pth", Some("model"), &[]).unwrap_err();

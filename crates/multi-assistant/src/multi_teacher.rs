@@ -284,7 +284,7 @@ mod tests {
     use burn::tensor::Device;
     use burn::tensor::TensorData;
     use kd_core::distiller::step_without_update;
-    use kd_core::{Batch, ModelOutput, StepContext};
+    use kd_core::{Batch, StepContext};
     use kd_models::ModelSpec;
 
     #[test]
@@ -357,8 +357,7 @@ mod tests {
         let batch =
             Batch::from_host((0..8).map(|v| v as f32 * 0.3 - 1.0).collect(), [2, 1, 2, 2], vec![0, 2], vec![0, 1], vec![0, 0], &device)
                 .unwrap();
-        let student =
-            ModelOutput::logits_only(Tensor::from_data(TensorData::new(vec![0.5f32, -1.0, 2.0, 0.0, 1.0, -0.5], [2, 3]), &device));
+        let student = kd_testkit::logits(vec![0.5, -1.0, 2.0, 0.0, 1.0, -0.5], 3, &device);
         let ctx = StepContext { epoch: 1, total_epochs: 1, step_in_epoch: 0, global_step: 3, seed: 5 };
         let loss = StageLoss { temperature: 2.0, lambda: 0.7, reduce: KdReduce::Sum, kl_reduction: KlReduction::BatchMean };
         let mut d = MultiTeacherKd::new(teachers.clone(), loss).unwrap().with_drop(DropPolicy::Fixed { count: 1 }).unwrap();

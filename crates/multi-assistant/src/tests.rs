@@ -1,32 +1,14 @@
 //! Chains trained for real, on a tiny synthetic dataset: resume, dynamic stopping, the search.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use burn::tensor::Device;
-use kd_core::rng::KeyedRng;
 use kd_core::train::parameter_values;
-use kd_core::{LrSchedule, OptimizerConfig, RunOptions, TrainConfig};
-use kd_data::{DatasetSplits, InMemoryDataset, Values};
+use kd_core::{RunOptions, TrainConfig};
+use kd_data::DatasetSplits;
+use kd_testkit::{blobs, temp_dir};
 
 use crate::*;
-
-/// Three classes of Gaussian blobs in 2x2 "images": class `c` is bright at pixel `c`.
-fn blobs(n: usize, seed: u64, name: &str) -> InMemoryDataset {
-    let mut rng = KeyedRng::new(&[seed]);
-    let mut values = Vec::with_capacity(n * 4);
-    let mut labels = Vec::with_capacity(n);
-    for i in 0..n {
-        let class = i % 3;
-        for f in 0..4 {
-            let centre = if f == class { 2.0 } else { 0.0 };
-            let noise = (rng.unit() + rng.unit() + rng.unit() - 1.5) * 1.6;
-            values.push((centre + noise) as f32);
-        }
-        labels.push(class);
-    }
-    InMemoryDataset::new(name, Values::F32(Arc::new(values)), labels, [1, 2, 2], 3).unwrap()
-}
 
 fn splits() -> DatasetSplits {
     DatasetSplits {
@@ -39,23 +21,9 @@ fn splits() -> DatasetSplits {
     }
 }
 
+/// Batches of 16, SGD at 0.1, seed 3.
 fn recipe(epochs: usize) -> TrainConfig {
-    TrainConfig {
-        epochs,
-        batch_size: 16,
-        optimizer: OptimizerConfig::Sgd { lr: 0.1, momentum: 0.9, nesterov: false, weight_decay: 5e-4 },
-        schedule: LrSchedule::Constant,
-        lr_warmup_epochs: 0,
-        seed: 3,
-        drop_last: false,
-        eval_batch_size: 64,
-    }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kd-multi-assistant-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    kd_testkit::recipe(epochs, 16, 0.1, 3)
 }
 
 fn with_dir(dir: &std::path::Path, resume: bool, budget: Option<usize>) -> RunOptions {
@@ -68,8 +36,8 @@ fn a_chain_resumes_from_its_stage_checkpoints() {
     let data = splits();
     let plan = ChainPlan::new(ModelFamily::mlp(vec![4, 8, 16], 1), 16, 4, recipe(2)).with_assistants(vec![8]).with_mode(ChainMode::Dgkd);
 
-    let full_dir = temp_dir("chain-full");
-    let full = run_chain_with_models(&plan, &data, &device, &with_dir(&full_dir, false, None)).unwrap();
+    let full_dir = temp_dir();
+    let full = run_chain_with_models(&plan, &data, &device, &with_dir(full_dir.path(), false, None)).unwrap();
     let r = &full.report;
     assert!(r.finished, "{r:?}");
     assert_eq!(r.chain, vec!["mlp-16", "mlp-8", "mlp-4"]);
@@ -80,8 +48,8 @@ fn a_chain_resumes_from_its_stage_checkpoints() {
     assert!(r.student().is_some_and(|s| s.selected_acc > 0.0));
 
     // Interrupted after 3 epochs: the teacher finished, the assistant ran one of its two.
-    let dir = temp_dir("chain-resume");
-    let first = run_chain(&plan, &data, &device, &with_dir(&dir, true, Some(3))).unwrap();
+    let dir = temp_dir();
+    let first = run_chain(&plan, &data, &device, &with_dir(dir.path(), true, Some(3))).unwrap();
     assert!(!first.finished);
     assert_eq!(first.epochs_this_run, 3);
     assert_eq!(first.stages.len(), 2);
@@ -93,7 +61,7 @@ fn a_chain_resumes_from_its_stage_checkpoints() {
 
     // Resumed: the teacher is loaded, the assistant continues from its last.ckpt, the student
     // trains; the result is the uninterrupted run's, bit for bit.
-    let second = run_chain_with_models(&plan, &data, &device, &with_dir(&dir, true, None)).unwrap();
+    let second = run_chain_with_models(&plan, &data, &device, &with_dir(dir.path(), true, None)).unwrap();
     let r2 = &second.report;
     assert!(r2.finished);
     assert_eq!(
@@ -112,10 +80,10 @@ fn a_chain_resumes_from_its_stage_checkpoints() {
     }
 
     // Once finished, every stage is loaded; another plan with the same teacher shares its stage.
-    let third = run_chain(&plan, &data, &device, &with_dir(&dir, true, None)).unwrap();
+    let third = run_chain(&plan, &data, &device, &with_dir(dir.path(), true, None)).unwrap();
     assert!(third.finished && third.epochs_this_run == 0 && third.stages.iter().all(|s| s.loaded));
     let takd = plan.clone().with_mode(ChainMode::Takd).with_assistants(Vec::new());
-    let direct = run_chain(&takd, &data, &device, &with_dir(&dir, true, None)).unwrap();
+    let direct = run_chain(&takd, &data, &device, &with_dir(dir.path(), true, None)).unwrap();
     assert_eq!(direct.stages.iter().map(|s| (s.loaded, s.method.as_str())).collect::<Vec<_>>(), vec![(true, "ce"), (false, "takd")]);
     assert_eq!(direct.stages[1].teachers, vec!["mlp-16"]);
 
@@ -125,8 +93,6 @@ fn a_chain_resumes_from_its_stage_checkpoints() {
     assert_eq!(loaded.stages[0].method, "loaded");
     assert_eq!(loaded.stages[0].selected_acc, r.stages[0].selected_acc);
     assert_eq!(loaded.planned_epochs, 2);
-    let _ = std::fs::remove_dir_all(&full_dir);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -139,8 +105,8 @@ fn dynamic_stopping_ends_stages_early_and_stays_stopped() {
     let mut plan =
         ChainPlan::new(ModelFamily::mlp(vec![4, 8, 16], 1), 16, 4, recipe(5)).with_assistants(vec![8]).with_stopping(Some(stopping));
     plan.teacher_train.epochs = 2;
-    let dir = temp_dir("stopping");
-    let report = run_chain(&plan, &data, &device, &with_dir(&dir, true, None)).unwrap();
+    let dir = temp_dir();
+    let report = run_chain(&plan, &data, &device, &with_dir(dir.path(), true, None)).unwrap();
     assert!(report.finished);
     assert_eq!(report.stages.iter().map(|s| s.epochs).collect::<Vec<_>>(), vec![2, 2, 2]);
     assert_eq!(report.stages[1].method, "takd+stop");
@@ -159,7 +125,7 @@ fn dynamic_stopping_ends_stages_early_and_stays_stopped() {
     // in between) is finished on resume: it trains no further.
     let student_dir = report.stages[2].dir.clone().unwrap();
     std::fs::remove_file(student_dir.join("model.ckpt")).unwrap();
-    let again = run_chain(&plan, &data, &device, &with_dir(&dir, true, None)).unwrap();
+    let again = run_chain(&plan, &data, &device, &with_dir(dir.path(), true, None)).unwrap();
     assert!(again.finished);
     let s = &again.stages[2];
     assert_eq!((s.loaded, s.epochs, s.epochs_this_run, s.complete), (false, 2, 0, true));
@@ -169,7 +135,6 @@ fn dynamic_stopping_ends_stages_early_and_stays_stopped() {
     // Dynamic stopping needs a validation split.
     let no_valid = DatasetSplits { valid: None, ..splits() };
     assert!(run_chain(&plan, &no_valid, &device, &RunOptions::default()).is_err());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -179,8 +144,8 @@ fn the_dynamic_chain_searches_then_trains_and_resumes() {
     let chain = ChainPlan::new(ModelFamily::mlp(vec![2, 4, 8, 16], 1), 16, 2, recipe(2));
     let plan =
         DynamicPlan { search: SearchConfig { k_max: 2, delta: -100.0, ..Default::default() }, probe_epochs: 1, ..DynamicPlan::new(chain) };
-    let dir = temp_dir("dynamic");
-    let report = run_dynamic(&plan, &data, &device, &with_dir(&dir, true, None)).unwrap();
+    let dir = temp_dir();
+    let report = run_dynamic(&plan, &data, &device, &with_dir(dir.path(), true, None)).unwrap();
     let search = report.search.as_ref().unwrap();
     // delta -100 keeps every assistant: k_max of them.
     assert_eq!(search.stop, StopReason::KMax);
@@ -191,14 +156,13 @@ fn the_dynamic_chain_searches_then_trains_and_resumes() {
     // The teacher trained once (before the search), and the chain reused it.
     assert_eq!(report.chain.stages[0].epochs_this_run, 2);
     assert_eq!(report.chain.epochs_this_run, 2 + 3 * 2);
-    assert!(dir.join("search.json").exists());
+    assert!(dir.path().join("search.json").exists());
 
-    let again = run_dynamic(&plan, &data, &device, &with_dir(&dir, true, None)).unwrap();
+    let again = run_dynamic(&plan, &data, &device, &with_dir(dir.path(), true, None)).unwrap();
     assert!(again.search_resumed);
     assert_eq!(again.search, report.search);
     assert_eq!(again.chain.epochs_this_run, 0);
     assert!(again.chain.stages.iter().all(|s| s.loaded));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -277,7 +241,7 @@ fn the_control_students_train_beside_the_student_outside_its_loss() {
 /// runs, not only what is configured.
 #[test]
 fn the_controls_train_on_the_configured_share_of_the_batch() {
-    use kd_core::{Batch, SideModels, StepContext};
+    use kd_core::{Batch, SideModels};
     use kd_models::ModelSpec;
 
     let device = Device::flex();
@@ -285,7 +249,7 @@ fn the_controls_train_on_the_configured_share_of_the_batch() {
     let inputs: Vec<f32> = (0..32).map(|i| ((i * 7) % 11) as f32 / 11.0 - 0.5).collect();
     let labels = vec![0, 1, 2, 0, 1, 2, 0, 1];
     let batch = Batch::from_host(inputs, [8, 1, 2, 2], labels, (0..8).collect(), vec![0; 8], &device).unwrap();
-    let ctx = StepContext { epoch: 1, total_epochs: 1, step_in_epoch: 0, global_step: 0, seed: 0 };
+    let ctx = kd_testkit::ctx(1, 1);
     let stepped = |fraction: f64, batch: &Batch| {
         let config =
             StoppingConfig { controls: ControlSet { ce: true, kd: false }, control_batch_fraction: fraction, ..Default::default() };

@@ -9,10 +9,8 @@ use kd_core::distiller::step_without_update;
 use kd_core::loss::{cross_entropy, cross_entropy_mean, kd_kl_mean, soft_cross_entropy};
 use kd_core::rng::KeyedRng;
 use kd_core::train::parameter_values;
-use kd_core::{
-    Batch, BatchSource, Classifier, Distiller, LrSchedule, ModelOutput, NoTeacher, OptimizerConfig, Result, RunOptions, StepContext,
-    TrainConfig, Trainer,
-};
+use kd_core::{Batch, BatchSource, Classifier, Distiller, ModelOutput, NoTeacher, RunOptions, StepContext, Trainer};
+use kd_testkit::{Samples, ctx_at, logits, recipe, temp_dir};
 
 use crate::loss::tempered_softmax_row;
 use crate::*;
@@ -25,41 +23,20 @@ fn flex() -> Device {
 
 /// Sample `i` of `n`: 3 classes (`i % 3`), 16 inputs = the label's offset plus noise that
 /// depends on `(index, epoch, view)`, so that every view is a different draw.
-struct Toy(usize);
-
-impl BatchSource for Toy {
-    fn name(&self) -> String {
-        "toy".into()
-    }
-    fn len(&self) -> usize {
-        self.0
-    }
-    fn num_classes(&self) -> usize {
-        3
-    }
-    fn input_shape(&self) -> [usize; 3] {
-        [16, 1, 1]
-    }
-    fn label(&self, index: usize) -> usize {
-        index % 3
-    }
-    fn augmented(&self) -> bool {
-        true
-    }
-    fn batch(&self, indices: &[usize], epoch: usize, view: u64, device: &Device) -> Result<Batch> {
-        let mut inputs = Vec::with_capacity(indices.len() * 16);
-        for &i in indices {
+fn toy(n: usize) -> Samples {
+    Samples {
+        name: "toy",
+        len: n,
+        shape: [16, 1, 1],
+        sample: |i, epoch, view| {
             let mut rng = KeyedRng::new(&[i as u64, epoch as u64, view]);
-            for k in 0..16 {
-                let signal = if k % 3 == i % 3 { 1.0 } else { 0.0 };
-                inputs.push(signal + rng.unit() as f32 - 0.5);
-            }
-        }
-        let labels = indices.iter().map(|&i| i % 3).collect();
-        Batch::from_host(inputs, [indices.len(), 16, 1, 1], labels, indices.to_vec(), vec![view; indices.len()], device)
-    }
-    fn fingerprint(&self) -> u64 {
-        self.0 as u64
+            (0..16)
+                .map(|k| {
+                    let signal = if k % 3 == i % 3 { 1.0 } else { 0.0 };
+                    signal + rng.unit() as f32 - 0.5
+                })
+                .collect()
+        },
     }
 }
 
@@ -86,13 +63,9 @@ impl Classifier for TinyNet {
     }
 }
 
+/// Step `step` of epoch `epoch` of 3, seed 11.
 fn ctx(epoch: usize, step: usize) -> StepContext {
-    StepContext { epoch, total_epochs: 3, step_in_epoch: step, global_step: step, seed: 11 }
-}
-
-fn output(values: Vec<f32>, classes: usize, device: &Device) -> ModelOutput {
-    let b = values.len() / classes;
-    ModelOutput::logits_only(Tensor::from_data(TensorData::new(values, [b, classes]), device))
+    StepContext { seed: 11, ..ctx_at(epoch, 3, step) }
 }
 
 fn random_values(n: usize, key: u64, scale: f32) -> Vec<f32> {
@@ -248,8 +221,8 @@ fn targets_sum_to_one_and_are_one_hot_before_medoids() {
 
     // Before any medoid the TOAST loss is plain cross-entropy.
     let mut toast = Toast::new(sweep_start()).unwrap();
-    let b = Toy(6).batch(&[0, 1, 2, 3], 1, 0, &device).unwrap();
-    let out = output(random_values(12, 7, 3.0), 3, &device);
+    let b = toy(6).batch(&[0, 1, 2, 3], 1, 0, &device).unwrap();
+    let out = logits(random_values(12, 7, 3.0), 3, &device);
     let terms = step_without_update(&mut toast, &Step::new(ctx(1, 0), &b, &out, None)).unwrap();
     let ce = scalar(cross_entropy_mean(out.logits.clone(), b.labels.clone()));
     assert!((term(&terms, "medoid_ce") - ce).abs() < 1e-6);
@@ -261,7 +234,7 @@ fn targets_sum_to_one_and_are_one_hot_before_medoids() {
 #[test]
 fn the_replayed_half_is_the_highest_loss_half_of_the_previous_step() {
     let device = flex();
-    let data = Toy(20);
+    let data = toy(20);
     let cfg = ToastConfig { lambda: 0.7, ..sweep_start() };
     let mut toast = Toast::new(cfg.clone()).unwrap();
     assert_eq!(toast.teacher_need(), kd_core::TeacherNeed::Nothing);
@@ -270,7 +243,7 @@ fn the_replayed_half_is_the_highest_loss_half_of_the_previous_step() {
     let loader1: Vec<usize> = vec![3, 8, 1, 15, 6, 11, 0, 19];
     let b1 = toast.prepare_batch(&ctx(1, 0), data.batch(&loader1, 1, 0, &device).unwrap(), &data, &device).unwrap();
     assert_eq!(b1.indices, loader1);
-    let o1 = output(random_values(24, 1, 3.0), 3, &device);
+    let o1 = logits(random_values(24, 1, 3.0), 3, &device);
     step_without_update(&mut toast, &Step::new(ctx(1, 0), &b1, &o1, None)).unwrap();
     // Without medoids the per-sample loss is the cross-entropy: the buffer holds the 4 rows of
     // highest CE, hardest first, with their logits.
@@ -304,7 +277,7 @@ fn the_replayed_half_is_the_highest_loss_half_of_the_previous_step() {
     assert_eq!(b2.labels_host, b2.indices.iter().map(|i| i % 3).collect::<Vec<_>>());
 
     // L2 = lambda * T^2 KL(softmax(z_prev / T) || softmax(z / T)), batchmean over the replayed half.
-    let o2 = output(random_values(24, 2, 3.0), 3, &device);
+    let o2 = logits(random_values(24, 2, 3.0), 3, &device);
     let terms = step_without_update(&mut toast, &Step::new(ctx(1, 1), &b2, &o2, None)).unwrap();
     let prev: Vec<f32> =
         b2.indices[..4].iter().flat_map(|i| buffer.entries.iter().find(|e| e.index == *i).unwrap().logits.clone()).collect();
@@ -363,15 +336,15 @@ fn selection_rules_and_modes() {
     let every = ToastConfig { batch_mode: BatchMode::Append, replay_fraction: 1.0, ..sweep_start() };
     assert_eq!(every.replay_capacity(7), 7);
     let device = flex();
-    let data = Toy(12);
+    let data = toy(12);
 
     // replay_from_epoch: no replay before it, even with a full buffer.
     let mut late = Toast::new(ToastConfig { replay_from_epoch: 2, ..sweep_start() }).unwrap();
     let b1 = late.prepare_batch(&ctx(1, 0), data.batch(&[0, 1, 2, 3], 1, 0, &device).unwrap(), &data, &device).unwrap();
-    step_without_update(&mut late, &Step::new(ctx(1, 0), &b1, &output(random_values(12, 5, 2.0), 3, &device), None)).unwrap();
+    step_without_update(&mut late, &Step::new(ctx(1, 0), &b1, &logits(random_values(12, 5, 2.0), 3, &device), None)).unwrap();
     let b2 = late.prepare_batch(&ctx(1, 1), data.batch(&[4, 5, 6, 7], 1, 0, &device).unwrap(), &data, &device).unwrap();
     assert_eq!(b2.indices, vec![4, 5, 6, 7]);
-    step_without_update(&mut late, &Step::new(ctx(1, 1), &b2, &output(random_values(12, 6, 2.0), 3, &device), None)).unwrap();
+    step_without_update(&mut late, &Step::new(ctx(1, 1), &b2, &logits(random_values(12, 6, 2.0), 3, &device), None)).unwrap();
     let b3 = late.prepare_batch(&ctx(2, 0), data.batch(&[8, 9, 10, 11], 2, 0, &device).unwrap(), &data, &device).unwrap();
     assert_eq!(&b3.indices[2..], &[8, 9]);
 }
@@ -382,7 +355,7 @@ fn selection_rules_and_modes() {
 #[test]
 fn the_default_selection_keeps_only_the_hardest_half_of_the_fresh_rows() {
     let device = flex();
-    let data = Toy(24);
+    let data = toy(24);
     let cfg = ToastConfig::default();
     assert_eq!((cfg.batch_mode, cfg.candidates), (BatchMode::Append, ReplayCandidates::Fresh));
     let mut toast = Toast::new(cfg).unwrap();
@@ -398,7 +371,7 @@ fn the_default_selection_keeps_only_the_hardest_half_of_the_fresh_rows() {
         replayed.sort();
         assert_eq!(replayed, previous, "step {step}");
         assert_eq!(&b.indices[r..], &loader);
-        let o = output(random_values(b.len() * 3, 40 + step as u64, 3.0), 3, &device);
+        let o = logits(random_values(b.len() * 3, 40 + step as u64, 3.0), 3, &device);
         step_without_update(&mut toast, &Step::new(ctx(1, step), &b, &o, None)).unwrap();
         // Kept: the 4 fresh rows of highest CE (no medoids yet, so the loss is the CE), not all 8.
         let ce = host(cross_entropy(o.logits.clone(), b.labels.clone()));
@@ -419,14 +392,14 @@ fn the_default_selection_keeps_only_the_hardest_half_of_the_fresh_rows() {
 fn bad_input_is_an_error() {
     let device = flex();
     let mut toast = Toast::new(sweep_start()).unwrap();
-    let b = Toy(6).batch(&[0, 1, 2], 1, 0, &device).unwrap();
+    let b = toy(6).batch(&[0, 1, 2], 1, 0, &device).unwrap();
     // Row count differs from the batch.
-    assert!(step_without_update(&mut toast, &Step::new(ctx(1, 0), &b, &output(random_values(6, 1, 1.0), 3, &device), None)).is_err());
+    assert!(step_without_update(&mut toast, &Step::new(ctx(1, 0), &b, &logits(random_values(6, 1, 1.0), 3, &device), None)).is_err());
     // Labels beyond the logits' classes.
-    assert!(step_without_update(&mut toast, &Step::new(ctx(1, 0), &b, &output(random_values(6, 1, 1.0), 2, &device), None)).is_err());
+    assert!(step_without_update(&mut toast, &Step::new(ctx(1, 0), &b, &logits(random_values(6, 1, 1.0), 2, &device), None)).is_err());
     // The class count is fixed by the first batch.
-    step_without_update(&mut toast, &Step::new(ctx(1, 0), &b, &output(random_values(9, 1, 1.0), 3, &device), None)).unwrap();
-    assert!(step_without_update(&mut toast, &Step::new(ctx(1, 0), &b, &output(random_values(12, 1, 1.0), 4, &device), None)).is_err());
+    step_without_update(&mut toast, &Step::new(ctx(1, 0), &b, &logits(random_values(9, 1, 1.0), 3, &device), None)).unwrap();
+    assert!(step_without_update(&mut toast, &Step::new(ctx(1, 0), &b, &logits(random_values(12, 1, 1.0), 4, &device), None)).is_err());
     // Configurations.
     for bad in [
         r#"{"epsilon": 1.5}"#,
@@ -462,7 +435,7 @@ fn configuration_json() {
 // ---------------------------------------------------------------- state
 
 /// Runs a few steps of two epochs by hand, with random logits, and returns the distiller.
-fn run_steps(toast: &mut Toast, data: &Toy, device: &Device, steps_epoch2: usize) {
+fn run_steps(toast: &mut Toast, data: &Samples, device: &Device, steps_epoch2: usize) {
     let mut step = 0;
     for epoch in 1..=2 {
         let batches: Vec<Vec<usize>> = kd_core::rng::permutation(data.len(), 5, epoch as u64).chunks(6).map(|c| c.to_vec()).collect();
@@ -470,7 +443,7 @@ fn run_steps(toast: &mut Toast, data: &Toy, device: &Device, steps_epoch2: usize
         for (s, idx) in batches.into_iter().take(take).enumerate() {
             let c = StepContext { epoch, total_epochs: 2, step_in_epoch: s, global_step: step, seed: 5 };
             let b = toast.prepare_batch(&c, data.batch(&idx, epoch, 0, device).unwrap(), data, device).unwrap();
-            step_without_update(toast, &Step::new(c, &b, &output(random_values(b.len() * 3, 1000 + step as u64, 4.0), 3, device), None))
+            step_without_update(toast, &Step::new(c, &b, &logits(random_values(b.len() * 3, 1000 + step as u64, 4.0), 3, device), None))
                 .unwrap();
             step += 1;
         }
@@ -483,7 +456,7 @@ fn run_steps(toast: &mut Toast, data: &Toy, device: &Device, steps_epoch2: usize
 #[test]
 fn state_round_trips_exactly_and_gives_the_same_next_step() {
     let device = flex();
-    let data = Toy(30);
+    let data = toy(30);
     let mut toast = Toast::new(sweep_start()).unwrap();
     let fresh_bytes = toast.save_state().unwrap();
     // Mid-epoch 2: medoids from epoch 1, a half-filled bank, a replay buffer.
@@ -506,7 +479,7 @@ fn state_round_trips_exactly_and_gives_the_same_next_step() {
     let mut results = Vec::new();
     for d in [&mut toast, &mut back] {
         let b = d.prepare_batch(&c, data.batch(&idx, 2, 0, &device).unwrap(), &data, &device).unwrap();
-        let terms = step_without_update(d, &Step::new(c, &b, &output(random_values(18, 77, 4.0), 3, &device), None)).unwrap();
+        let terms = step_without_update(d, &Step::new(c, &b, &logits(random_values(18, 77, 4.0), 3, &device), None)).unwrap();
         let values: Vec<u32> = terms.terms().iter().map(|(_, t)| scalar(t.clone()).to_bits()).collect();
         d.end_epoch(2).unwrap();
         results.push((b.indices.clone(), host(b.inputs.clone()), values, d.save_state().unwrap()));
@@ -525,7 +498,7 @@ fn state_round_trips_exactly_and_gives_the_same_next_step() {
     .unwrap();
     let q = Tensor::<2>::from_data(TensorData::new(q_epoch1, [3, 3]), &device);
     let targets = medoid_targets(b.labels.clone(), q, 0.5);
-    let z = output(random_values(18, 77, 4.0), 3, &device).logits;
+    let z = logits(random_values(18, 77, 4.0), 3, &device).logits;
     let want = scalar(soft_cross_entropy(z, targets).mean());
     assert!((f32::from_bits(results[0].2[0]) - want).abs() < 1e-6);
 
@@ -547,34 +520,18 @@ fn state_round_trips_exactly_and_gives_the_same_next_step() {
     assert!(small.load_state(&bytes).is_err());
 }
 
-fn recipe(epochs: usize, batch_size: usize) -> TrainConfig {
-    TrainConfig {
-        epochs,
-        batch_size,
-        optimizer: OptimizerConfig::sgd(0.1),
-        schedule: LrSchedule::Constant,
-        lr_warmup_epochs: 0,
-        seed: 9,
-        drop_last: false,
-        eval_batch_size: 64,
-    }
-}
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("kd-toast-{name}-{}", std::process::id()));
-    std::fs::remove_dir_all(&dir).ok();
-    dir
-}
-
 #[test]
 fn trains_and_resumes_exactly_through_checkpoints() {
     let device = flex();
-    let (train, test) = (Toy(18), Toy(9));
+    let (train, test) = (toy(18), toy(9));
     let student = TinyNet::new(&device.clone().autodiff());
     let cfg = ToastConfig { bank_size: 4, ..sweep_start() };
     let run = |student: TinyNet, options: RunOptions| {
         let mut d = Toast::new(cfg.clone()).unwrap();
-        let out = Trainer::new(recipe(3, 6), &train, &test, device.clone()).with_options(options).fit(student, &mut d, &NoTeacher).unwrap();
+        let out = Trainer::new(recipe(3, 6, 0.1, 9), &train, &test, device.clone())
+            .with_options(options)
+            .fit(student, &mut d, &NoTeacher)
+            .unwrap();
         (out, d)
     };
     let (full, d) = run(student.clone(), RunOptions::default());
@@ -583,8 +540,9 @@ fn trains_and_resumes_exactly_through_checkpoints() {
     assert!(full.history.iter().all(|r| r.train_terms["replay_kl"] > 0.0), "{:?}", full.history);
     assert_eq!(d.bank().medoid_count(), 3);
 
-    let dir = temp_dir("resume");
-    let options = RunOptions { checkpoint_dir: Some(dir.clone()), resume: true, stop_after_epochs: Some(1), ..Default::default() };
+    let dir = temp_dir();
+    let options =
+        RunOptions { checkpoint_dir: Some(dir.path().to_path_buf()), resume: true, stop_after_epochs: Some(1), ..Default::default() };
     for _ in 0..2 {
         assert!(!run(student.clone(), options.clone()).0.finished);
     }
@@ -598,7 +556,6 @@ fn trains_and_resumes_exactly_through_checkpoints() {
     for (a, b) in resumed.history.iter().zip(&full.history) {
         assert_eq!(a.train_terms, b.train_terms);
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
