@@ -25,7 +25,8 @@
 
 use std::path::{Path, PathBuf};
 
-use kd_core::{KdError, Result, TeacherNeed, TrainConfig};
+use kd_core::registry::Prepared;
+use kd_core::{KdError, Result, Student, TeacherNeed, TrainConfig};
 use kd_data::registry::LoadOptions;
 use serde::{Deserialize, Serialize};
 
@@ -119,7 +120,7 @@ impl Experiment {
             t.validate().map_err(|e| KdError::InvalidConfig(format!("[teacher_train]: {e}")))?;
         }
         // Resolved once: the configuration checked against the method's defaults, and its need.
-        let need = crate::methods::prepare::<kd_models::AnyModel>(&self.method, self.method_config_json()?.as_ref())?.need();
+        let need = self.prepare::<kd_models::AnyModel>()?.need();
         if self.teacher_weights.is_none() && (self.teacher_key.is_some() || !self.teacher_remap.is_empty()) {
             return Err(KdError::InvalidConfig("`teacher_key` and `teacher_remap` describe `teacher_weights`, which is not set".into()));
         }
@@ -162,11 +163,18 @@ impl Experiment {
         })
     }
 
+    /// The method of the file, resolved once: its effective configuration, its teacher need,
+    /// and what trains with it.
+    pub fn prepare<S: Student>(&self) -> Result<Prepared<S>> {
+        crate::methods::prepare(&self.method, self.method_config_json()?.as_ref())
+    }
+
     /// The whole effective configuration of the run with `seed`, as recorded beside its
-    /// checkpoints: the method's configuration with its defaults filled in.
-    pub fn run_config(&self, seed: u64) -> Result<RunConfig> {
-        let method_config = crate::methods::effective_config(&self.method, self.method_config_json()?.as_ref())?;
-        Ok(RunConfig {
+    /// checkpoints: `method_config` is the method's effective configuration
+    /// ([`Prepared::config`]).
+    pub fn run_config(&self, seed: u64, method_config: &serde_json::Value) -> RunConfig {
+        let method_config = method_config.clone();
+        RunConfig {
             method: self.method.clone(),
             method_config,
             dataset: self.dataset.clone(),
@@ -179,7 +187,7 @@ impl Experiment {
             student: self.student.clone(),
             backend: self.backend.clone(),
             seed,
-        })
+        }
     }
 }
 

@@ -16,7 +16,8 @@ fn every_experiment_file_in_configs_parses_and_validates() {
         if path.extension().is_some_and(|e| e == "toml") {
             let exp = Experiment::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             // The effective configuration is what a run records beside its checkpoints.
-            let run = exp.run_config(exp.seeds[0]).unwrap();
+            let prepared = exp.prepare::<AnyModel>().unwrap();
+            let run = exp.run_config(exp.seeds[0], prepared.config());
             assert_eq!(run.method, exp.method);
             assert!(run.method_config.is_object(), "{}", path.display());
             // Written and read back through the same type.

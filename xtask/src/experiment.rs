@@ -14,6 +14,7 @@ use kd::core::train::{load_module, module_bytes};
 use kd::data::DatasetSplits;
 use kd::data::registry::LoadOptions;
 use kd::experiment::Experiment;
+use kd::methods::Prepared;
 use kd::models::import::{WeightsFile, load_weights};
 use kd::prelude::*;
 
@@ -55,13 +56,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let (device, backend) = open_device(&exp.backend)?;
     let data = kd::data::load_dataset(&exp.dataset, &exp.data)?;
     data.print_warnings();
-    let method_config = exp.method_config_json()?;
     let mut records = Vec::new();
     for &seed in &exp.seeds {
         // Each seed draws its own augmentations (crops and flips), not only its own init.
         let data = &data.for_run_seed(seed);
         let ctx = RunContext { device: device.clone(), backend: backend.clone(), cache_dir: args.out.join("teachers"), progress: true };
-        let teacher = match kd::methods::teacher_need(&exp.method)? {
+        // The method resolved once per seed: its need, the configuration the run records, the training.
+        let prepared = exp.prepare::<AnyModel>()?;
+        let run_config = exp.run_config(seed, prepared.config()).to_value()?;
+        let teacher = match prepared.need() {
             TeacherNeed::Nothing => None,
             _ => {
                 let spec = exp.teacher.as_deref().context("this method needs `teacher = \"...\"` in the experiment file")?;
@@ -83,16 +86,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
         if args.resume && !run_dir.join("last.ckpt").exists() && !run_dir.exists() {
             eprintln!("resume: {} holds no run yet; starting seed {seed}", run_dir.display());
         }
-        let (record, student) = ctx.student(
+        let (record, student) = ctx.prepared_student(
             data,
-            &exp.method,
-            method_config.as_ref(),
+            prepared,
             &exp.student,
             teacher.as_ref().map(|t| t as &dyn Teacher),
             &data.train,
             &exp.train,
             seed,
-            Some(RunFolder { dir: &run_dir, resume: args.resume, run_config: exp.run_config(seed)?.to_value()? }),
+            Some(RunFolder { dir: &run_dir, resume: args.resume, run_config }),
         )?;
         let record = Record { warnings: data.warnings.clone(), ..record }.with_data(&exp.dataset, &exp.data, data);
         println!("{}", record.summary_line());
@@ -230,9 +232,9 @@ impl RunContext {
         }
         let started = Instant::now();
         let trainer = self.trainer(data, &data.train, &config, format!("teacher {spec} seed {seed}"));
-        let out = kd::methods::train_method("ce", None, &trainer, model, &NoTeacher)?;
+        let out = kd::methods::train_method(kd::baselines::ce::NAME, None, &trainer, model, &NoTeacher)?;
         let record = Record::new(&data.name, "teacher", spec, spec, seed, &self.backend, &config, &out, started.elapsed().as_secs_f64())
-            .with_method_config("ce", None);
+            .with_method_config(kd::baselines::ce::NAME, None);
         let ckpt =
             Checkpoint { meta: serde_json::json!({ "record": record }), sections: vec![("model".into(), module_bytes(&out.student)?)] };
         ckpt.save(&path)?;
@@ -273,8 +275,27 @@ impl RunContext {
         seed: u64,
         checkpoints: Option<RunFolder<'_>>,
     ) -> Result<(Record, AnyModel)> {
+        let prepared = kd::methods::prepare::<AnyModel>(method, method_config)?;
+        self.prepared_student(data, prepared, spec, teacher, train, config, seed, checkpoints)
+    }
+
+    /// [`RunContext::student`] with the method already resolved ([`kd::methods::prepare`]):
+    /// its effective configuration is what the record keeps.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepared_student(
+        &self,
+        data: &DatasetSplits,
+        prepared: Prepared<AnyModel>,
+        spec: &str,
+        teacher: Option<&dyn Teacher>,
+        train: &dyn BatchSource,
+        config: &TrainConfig,
+        seed: u64,
+        checkpoints: Option<RunFolder<'_>>,
+    ) -> Result<(Record, AnyModel)> {
         let mut config = config.clone();
         config.seed = seed;
+        let method = prepared.name();
         let model = build_model(spec, data, &self.device, seed)?;
         let mut trainer = self.trainer(data, train, &config, format!("{method} {spec} seed {seed}"));
         if let Some(RunFolder { dir, resume, run_config }) = checkpoints {
@@ -288,20 +309,18 @@ impl RunContext {
                 ..Default::default()
             });
         }
-        let started = Instant::now();
-        let out = match teacher {
-            Some(t) => kd::methods::train_method(method, method_config, &trainer, model, t)?,
-            None => {
-                if kd::methods::teacher_need(method)? != TeacherNeed::Nothing {
-                    bail!("method `{method}` needs a teacher");
-                }
-                kd::methods::train_method(method, method_config, &trainer, model, &NoTeacher)?
-            }
-        };
+        let effective = prepared.config().clone();
         let teacher_name = teacher.map(|t| t.describe()).unwrap_or_else(|| "-".into());
+        let teacher: &dyn Teacher = match teacher {
+            Some(t) => t,
+            None if prepared.need() == TeacherNeed::Nothing => &NoTeacher,
+            None => bail!("method `{method}` needs a teacher"),
+        };
+        let started = Instant::now();
+        let out = prepared.train(&trainer, model, teacher)?;
         let record =
             Record::new(&data.name, method, &teacher_name, spec, seed, &self.backend, &config, &out, started.elapsed().as_secs_f64())
-                .with_method_config(method, method_config);
+                .with_effective_config(effective);
         Ok((record, out.student))
     }
 }

@@ -208,7 +208,14 @@ impl Record {
         self
     }
 
-    /// The record with `method`'s effective configuration for the user's `method_config`.
+    /// The record with the method's effective configuration (as `Prepared::config` gives it).
+    pub fn with_effective_config(mut self, config: serde_json::Value) -> Self {
+        self.provenance.method_config = config;
+        self
+    }
+
+    /// The same record with the method's effective configuration resolved from the user's
+    /// (or, when it does not resolve, what was given and why it failed).
     pub fn with_method_config(mut self, method: &str, method_config: Option<&serde_json::Value>) -> Self {
         self.provenance.method_config = kd::methods::effective_config(method, method_config)
             .unwrap_or_else(|e| serde_json::json!({ "invalid": format!("{e}"), "given": method_config }));

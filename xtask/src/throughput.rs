@@ -96,7 +96,7 @@ fn parse_setup(s: &str) -> Result<(String, String, [usize; 3], usize)> {
 const VS_PYTORCH_SETUPS: [&str; 3] =
     ["resnet32x4:resnet8x4:3x32x32:100", "mlpbn-512-256-128:mlpbn-512-256-128:1x28x28:10", "mlpbn-512-256-128:mlpbn-32-16-16:1x28x28:10"];
 /// The methods the PyTorch reference implements.
-const VS_PYTORCH_METHODS: [&str; 2] = ["ce", "kd"];
+const VS_PYTORCH_METHODS: [&str; 2] = [kd::baselines::ce::NAME, kd::baselines::kd::NAME];
 
 pub fn run(args: ThroughputArgs) -> Result<()> {
     if args.rounds == 0 {
@@ -196,7 +196,8 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
                 });
             }
             // Overhead of each method over plain KD on the same setup and batch.
-            let kd_time = rows[first..].iter().find(|m| m.method == "kd" && !m.teacher_cache).map(|m| m.seconds_per_step);
+            let kd_time =
+                rows[first..].iter().find(|m| m.method == kd::baselines::kd::NAME && !m.teacher_cache).map(|m| m.seconds_per_step);
             for m in &mut rows[first..] {
                 m.overhead_vs_kd = kd_time.map(|k| m.seconds_per_step / k - 1.0);
                 m.ratio_vs_pytorch = m.pytorch_images_per_second.map(|p| m.images_per_second / p);
