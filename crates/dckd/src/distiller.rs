@@ -91,7 +91,7 @@ impl Distiller for Dckd {
         let name = self.name();
         let teacher = logit_teacher(&name, batch, student, teacher)?;
         let c = &self.config;
-        let warm = ctx.warmup_factor(c.warmup_epochs);
+        let warm = c.warmup_epochs.factor(ctx);
 
         let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);
         let params = DckdLogitParams { alpha: c.alpha, beta: c.beta, temperature: c.temperature, mode: c.target_mode };

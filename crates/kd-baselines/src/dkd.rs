@@ -13,6 +13,7 @@
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
+use kd_core::Warmup;
 use kd_core::check;
 use kd_core::loss::{binary_log_split, cross_entropy_mean, kl_from_log_probs, label_mask};
 use kd_core::{Batch, Distiller, LossTerms, ModelOutput, NoAux, Result, StepContext, TeacherNeed, logit_teacher};
@@ -41,15 +42,16 @@ pub struct DkdConfig {
     pub beta: f64,
     /// Softmax temperature T of both terms.
     pub temperature: f64,
-    /// Epochs W of the linear warm-up of the distillation term, `min(epoch / W, 1)`; 0: none.
-    pub warmup_epochs: usize,
+    /// Epochs W of the linear warm-up of the distillation term, `min(epoch / W, 1)`: a number of
+    /// epochs or a fraction of the schedule ([`Warmup`]); 0: none.
+    pub warmup_epochs: Warmup,
     /// Logit standardization applied to both logit sets inside the distillation term.
     pub logit_stand: Option<LogitStandardization>,
 }
 
 impl Default for DkdConfig {
     fn default() -> Self {
-        DkdConfig { ce_weight: 1.0, alpha: 1.0, beta: 8.0, temperature: 4.0, warmup_epochs: 20, logit_stand: None }
+        DkdConfig { ce_weight: 1.0, alpha: 1.0, beta: 8.0, temperature: 4.0, warmup_epochs: Warmup::Epochs(20), logit_stand: None }
     }
 }
 
@@ -171,7 +173,7 @@ impl Distiller for Dkd {
     ) -> Result<LossTerms> {
         let teacher = logit_teacher("dkd", batch, student, teacher)?;
         let c = &self.config;
-        let warm = ctx.warmup_factor(c.warmup_epochs);
+        let warm = c.warmup_epochs.factor(ctx);
         let ce = cross_entropy_mean(student.logits.clone(), batch.labels.clone()).mul_scalar(c.ce_weight);
         let (tckd, nckd) = dkd_terms(student.logits.clone(), teacher.logits.clone(), batch.labels.clone(), &c.params());
         Ok(LossTerms::new().with("ce", ce).with("tckd", tckd.mul_scalar(warm)).with("nckd", nckd.mul_scalar(warm)))

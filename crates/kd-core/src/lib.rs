@@ -25,6 +25,7 @@ pub mod rng;
 pub mod state;
 pub mod teacher_cache;
 pub mod train;
+pub mod warmup;
 
 pub use burn;
 pub use data::{Batch, BatchSource};
@@ -35,3 +36,4 @@ pub use model::{Classifier, FrozenTeacher, ModelOutput, NoTeacher, Student, Teac
 pub use optim::{LrSchedule, OptimizerConfig};
 pub use teacher_cache::{CacheContent, DrawPool, TeacherCache};
 pub use train::{DivergenceCheck, EpochRecord, EvalMetrics, RunOptions, TrainConfig, TrainOutcome, Trainer, evaluate};
+pub use warmup::Warmup;
