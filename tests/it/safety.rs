@@ -28,6 +28,24 @@ fn every_experiment_file_in_configs_parses_and_validates() {
     assert!(seen >= 2, "only {seen} experiment files in {}", dir.display());
 }
 
+/// A method's warm-up in an experiment file: a number of epochs (the old form, as the files in
+/// `configs/` give it) or a fraction of the schedule, resolved against the run's epochs.
+#[test]
+fn a_warm_up_is_a_number_of_epochs_or_a_fraction_of_the_schedule() {
+    for (warmup, of_30_epochs) in [("20", 20), ("{ numerator = 20, denominator = 240 }", 3)] {
+        let text = format!(
+            "method = \"dkd\"\ndataset = \"mnist\"\nteacher = \"mlp-64\"\nstudent = \"mlp-16\"\n[train]\nepochs = 30\n\
+             batch_size = 64\noptimizer = {{ kind = \"sgd\", lr = 0.05 }}\n[method_config]\nwarmup_epochs = {warmup}\n"
+        );
+        let exp = Experiment::from_toml(&text).unwrap();
+        exp.validate().unwrap();
+        let prepared = exp.prepare::<AnyModel>().unwrap();
+        let recorded = &exp.run_config(0, prepared.config()).method_config["warmup_epochs"];
+        let read: kd::core::Warmup = serde_json::from_value(recorded.clone()).unwrap();
+        assert_eq!(read.epochs(30), of_30_epochs, "{warmup}");
+    }
+}
+
 #[test]
 fn effective_configs_fill_in_defaults_and_refuse_unknown_fields() {
     let cfg = kd::methods::effective_config("kd", Some(&serde_json::json!({"temperature": 2.0}))).unwrap();

@@ -3,72 +3,81 @@
 //! For every dataset it trains a teacher (or reuses it from the on-disk cache), then the
 //! student with every method that applies to the task (multi-class methods on multi-class
 //! data, binary methods on two-class data), for every seed, and writes `results.json`,
-//! `results.md` and SVG plots.
+//! `results.md` and SVG plots. What it trains and how much is data: `configs/bench/recipes.toml`
+//! and a preset file (`quick.toml`, `default.toml`, `full.toml`), read by [`files`]; the
+//! datasets are planned by [`plan`]; each suite is one function here, and every student run
+//! goes through [`Bench::student`].
+
+mod files;
+mod plan;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use kd::core::warmup::CONFIG_FIELD as WARMUP_FIELD;
 use kd::core::{CacheContent, DrawPool, TeacherCache};
 use kd::data::DatasetSplits;
-use kd::data::registry::LoadOptions;
-use kd::methods::MethodInfo;
-use kd::prelude::*;
-
 use kd::experiment::first_repeat;
-
+use kd::methods::{MethodInfo, Suite};
 use kd::models::import::WeightsFile;
 use kd::multi_assistant::StoppingConfig;
+use kd::prelude::*;
 
+use self::files::{InputKind, Preset, Recipes};
+use self::plan::{Planned, fewer_positives, first_samples};
+use crate::chains::ChainRecord;
 use crate::experiment::{ModelFileFlags, RunContext, hash_str, open_device, sanitize, save_student_run};
-use crate::npy::write_npy;
-use crate::report::{Record, markdown, write_results, write_results_with};
+use crate::report::{Record, markdown, write_results_with};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// The whole default matrix on subsets and few epochs (under 3 minutes on 2 CPU cores).
+    /// The whole default matrix on subsets and few epochs (a few minutes on 2 CPU cores): the
+    /// preset `configs/bench/quick.toml`.
     #[arg(long)]
     quick: bool,
-    /// The long run: full training splits, 30 epochs, 3 seeds (hours on a CPU).
+    /// The long run: full training splits, more epochs, 3 seeds, the chains (hours on a CPU):
+    /// the preset `configs/bench/full.toml`.
     #[arg(long, conflicts_with = "quick")]
     full: bool,
+    /// A preset file of one's own instead of `configs/bench/default.toml` (the format of the
+    /// files there; the recipes stay `configs/bench/recipes.toml`).
+    #[arg(long, conflicts_with_all = ["quick", "full"])]
+    preset: Option<PathBuf>,
     /// Backend: flex (default, CPU), ndarray, wgpu, wgpu-cpu, vulkan, tch (LibTorch CPU),
     /// tch-cuda[:N]. Each but flex needs its cargo feature (`--features tch`, `wgpu`).
     #[arg(long, default_value = "flex")]
     backend: String,
-    /// Comma-separated datasets, bundled names or `csv:PATH` (default: fashion-mnist, the 8x8
-    /// digits and the four bundled binary sets; --full adds mnist).
+    /// Comma-separated datasets, bundled names or `csv:PATH` (default: the preset's).
     #[arg(long, value_delimiter = ',')]
     datasets: Option<Vec<String>>,
     /// Comma-separated methods (default: every method that applies to each dataset's task).
     #[arg(long, value_delimiter = ',')]
     methods: Option<Vec<String>>,
-    /// Comma-separated seeds.
+    /// Comma-separated seeds (default: the preset's).
     #[arg(long, value_delimiter = ',')]
     seeds: Option<Vec<u64>>,
     /// Epochs of every run (the teachers' and, without --student-epochs, the students'; default:
-    /// by preset and task).
+    /// the preset's, by input kind).
     #[arg(long)]
     epochs: Option<usize>,
-    /// Epochs of the students (default: 30 on image data, 10 with --quick, 60 with --full; as
-    /// the teachers on tabular data).
+    /// Epochs of the students (default: the preset's, by input kind).
     #[arg(long)]
     student_epochs: Option<usize>,
     /// On image data the students train on this many samples per class of the teacher's
-    /// training split (default 100; 50 with --quick, 500 with --full; 0: the whole split).
+    /// training split (default: the preset's; 0: the whole split).
     #[arg(long)]
     student_per_class: Option<usize>,
-    /// Teacher architecture (default: an MLP sized for the input).
+    /// Teacher architecture (default: `configs/bench/recipes.toml`'s, by input kind).
     #[arg(long)]
     teacher: Option<String>,
     #[command(flatten)]
     files: ModelFileFlags,
-    /// Student architecture (default: a small MLP with three hidden layers, so that FitNet's
-    /// hint layer 2 exists).
+    /// Student architecture (default: `configs/bench/recipes.toml`'s, by input kind).
     #[arg(long)]
     student: Option<String>,
-    /// Use at most this many training samples of each image dataset.
+    /// Use at most this many training samples of each dataset.
     #[arg(long)]
     train_limit: Option<usize>,
     /// Output folder.
@@ -87,9 +96,8 @@ pub struct BenchArgs {
     /// Parts of the bench to run: `methods` (every method on every dataset), `biased-teacher`
     /// (the binary methods distilling from a teacher trained on a quarter of the positives),
     /// `backbones` (self-distillation on an MLP, a plain CNN and a ResNet), `chains`
-    /// (teacher-assistant chains; not in the default run, for time: `--suites chains`, or
-    /// `--full`). With `--methods`, only `methods` runs. Default: every suite but chains
-    /// (with `--full`: every suite).
+    /// (teacher-assistant chains). With `--methods`, only `methods` runs. Default: the preset's
+    /// (every suite but chains; with `--full`, every suite).
     #[arg(long, value_delimiter = ',')]
     suites: Option<Vec<String>>,
     /// The share of each batch the dynamic-stopping control students of the chains train on
@@ -108,32 +116,123 @@ pub struct BenchArgs {
     cache_top_k: Option<usize>,
 }
 
+impl BenchArgs {
+    /// The preset file the arguments choose.
+    fn preset_file(&self) -> PathBuf {
+        match (&self.preset, self.quick, self.full) {
+            (Some(path), _, _) => path.clone(),
+            (None, true, _) => files::dir().join("quick.toml"),
+            (None, _, true) => files::dir().join("full.toml"),
+            (None, false, false) => files::dir().join("default.toml"),
+        }
+    }
+}
+
 /// The parts of the bench, in the order they run.
-const SUITES: [&str; 4] = ["methods", "biased-teacher", "backbones", "chains"];
+pub const SUITES: [&str; 4] = ["methods", "biased-teacher", "backbones", "chains"];
 
-/// The methods of the convolutional pair (resnet14 -> resnet8 on the 8x8 digits): the logit
-/// methods and the hint methods.
-const CONV_PAIR_METHODS: [&str; 8] = ["ce", "kd", "dkd", "rld", "fitnet", "fitnet+kd", "dckd", "dckd+fitnet"];
+/// What the command line and the preset select.
+pub struct Selection {
+    /// The datasets, in the order they run.
+    pub datasets: Vec<String>,
+    /// The methods `--methods` names (`None`: every method that applies).
+    pub chosen: Option<Vec<MethodInfo>>,
+    /// The seeds of every suite.
+    pub seeds: Vec<u64>,
+    /// The suites that run.
+    suites: Vec<String>,
+}
 
-/// The binary methods the biased-teacher scenario compares (those registered in this build).
-const BIASED_TEACHER_METHODS: [&str; 4] = ["ce", "kd", "binary_kd", "debiased"];
+impl Selection {
+    /// The command line's choices over the preset's; repeats and unknown suites are errors.
+    fn new(args: &BenchArgs, preset: &Preset) -> Result<Self> {
+        let datasets = args.datasets.clone().unwrap_or_else(|| preset.datasets.clone());
+        let chosen = match &args.methods {
+            Some(names) => Some(names.iter().map(|m| kd::methods::method_info(m)).collect::<kd::core::Result<Vec<_>>>()?),
+            None => None,
+        };
+        let seeds = args.seeds.clone().unwrap_or_else(|| preset.seeds.clone());
+        // Repeats would be averaged as if they were independent runs.
+        if let Some(s) = first_repeat(&seeds) {
+            bail!("--seeds lists {s} more than once: a repeated seed is the same run again, not another sample");
+        }
+        if let Some(d) = first_repeat(&datasets) {
+            bail!("--datasets lists `{d}` more than once");
+        }
+        if let Some(m) = args.methods.as_deref().and_then(first_repeat) {
+            bail!("--methods lists `{m}` more than once");
+        }
+        let suites = args.suites.clone().unwrap_or_else(|| preset.suites.clone());
+        if let Some(s) = suites.iter().find(|s| !SUITES.contains(&s.as_str())) {
+            bail!("unknown suite `{s}`; known: {}", SUITES.join(", "));
+        }
+        // With --methods, only the methods suite runs.
+        let suites = suites.into_iter().filter(|s| s == "methods" || args.methods.is_none()).collect();
+        if seeds.is_empty() || datasets.is_empty() || chosen.as_ref().is_some_and(|c| c.is_empty()) {
+            bail!("--seeds, --datasets and --methods need at least one value each");
+        }
+        Ok(Selection { datasets, chosen, seeds, suites })
+    }
 
-/// Of every `keep`-th positive (class 1) sample of the training split, one is kept, and every
-/// negative: a teacher trained on it believes positives are `keep` times rarer than they are.
-fn fewer_positives(data: &DatasetSplits, keep: usize) -> Result<DatasetSplits> {
-    let train = &data.train;
-    let mut positives = 0usize;
-    let positions: Vec<usize> = (0..train.len())
-        .filter(|&i| {
-            if train.label(i) != 1 {
-                return true;
-            }
-            positives += 1;
-            (positives - 1).is_multiple_of(keep)
-        })
-        .collect();
-    let train = train.subset(&positions, format!("{} (1/{keep} of the positives)", train.name()))?;
-    Ok(DatasetSplits { train, ..data.clone() })
+    /// Whether `suite` runs.
+    fn runs(&self, suite: &str) -> bool {
+        self.suites.iter().any(|s| s == suite)
+    }
+}
+
+/// Runs the bench: reads its files, plans every dataset, runs the selected suites, and writes
+/// and prints the results (an error at the end when a run failed).
+pub fn run(args: BenchArgs) -> Result<()> {
+    let started = Instant::now();
+    let recipes = Recipes::load(&files::dir().join("recipes.toml"))?;
+    let preset = Preset::load(&args.preset_file(), &SUITES)?;
+    let selection = Selection::new(&args, &preset)?;
+    let (device, backend) = open_device(&args.backend)?;
+    // Load everything first: bad names fail before any training, and the plan is known.
+    let plan = plan::plan(&args, &recipes, &preset, &selection)?;
+    let pretrained = teacher_file(&args, plan.len())?;
+    if let Some(dir) = &args.export_data {
+        return plan::export(dir, &plan);
+    }
+    let seeds = &selection.seeds;
+    let total_runs = if selection.runs("methods") { plan.iter().map(|p| p.methods.len() * seeds.len()).sum() } else { 0 };
+    eprintln!("bench: {} dataset(s), {} seed(s), {total_runs} student runs, backend {}", plan.len(), seeds.len(), args.backend);
+    let ctx = RunContext { device, backend, cache_dir: args.cache.clone(), progress: true };
+    let mut bench = Bench {
+        args: &args,
+        ctx,
+        recipes: &recipes,
+        started,
+        total_runs,
+        done: 0,
+        records: Vec::new(),
+        chains: Vec::new(),
+        chains_md: String::new(),
+    };
+    if selection.runs("methods") {
+        suite_methods(&mut bench, &plan, seeds, pretrained.as_ref())?;
+    }
+    if selection.runs("biased-teacher") {
+        suite_biased_teacher(&mut bench, &plan, seeds)?;
+    }
+    if selection.runs("backbones") {
+        suite_backbones(&mut bench, &plan, seeds, &preset)?;
+    }
+    if selection.runs("chains") {
+        suite_chains(&mut bench, &plan, seeds, &preset)?;
+    }
+    bench.finish()
+}
+
+/// The teacher file `--teacher-weights` gives (one teacher: the plan must hold one dataset).
+fn teacher_file(args: &BenchArgs, planned: usize) -> Result<Option<WeightsFile>> {
+    let Some(path) = &args.files.teacher_weights else { return Ok(None) };
+    if planned != 1 {
+        bail!("--teacher-weights gives one teacher, for one task: choose its dataset with --datasets (the plan has {planned})");
+    }
+    let weights = WeightsFile { path: path.clone(), key: args.files.teacher_key.clone(), remap: Vec::new() };
+    weights.format()?;
+    Ok(Some(weights))
 }
 
 /// A name for a loaded teacher's cached outputs: changes when the file does (path, size, time).
@@ -144,585 +243,314 @@ fn weights_tag(weights: &WeightsFile) -> Result<String> {
     Ok(format!("weights{:016x}", hash_str(&format!("{}|{}|{modified}|{:?}", path.display(), meta.len(), weights.key))))
 }
 
-/// The first `per_class` samples of each class of `data`'s training split (in the split's
-/// order), the whole validation and test splits: the students' data when they see fewer
-/// labelled samples than the teacher (KD's transfer-set setting).
-fn per_class_subset(data: &DatasetSplits, per_class: usize) -> Result<DatasetSplits> {
-    let train = &data.train;
-    let mut taken = vec![0usize; train.num_classes()];
-    let positions: Vec<usize> = (0..train.len())
-        .filter(|&i| {
-            let c = train.label(i);
-            taken[c] += 1;
-            taken[c] <= per_class
-        })
-        .collect();
-    if let Some(c) = taken.iter().position(|&n| n < per_class) {
-        bail!("{}: class {c} has {} training samples, fewer than the {per_class} per class asked for the students", data.name, taken[c]);
+/// The bench under way: what every suite shares, and what it has recorded.
+struct Bench<'a> {
+    args: &'a BenchArgs,
+    ctx: RunContext,
+    recipes: &'a Recipes,
+    started: Instant,
+    /// The methods suite's student runs, planned and done (for its progress line).
+    total_runs: usize,
+    done: usize,
+    records: Vec<Record>,
+    chains: Vec<ChainRecord>,
+    /// The chains' tables, written after the method tables.
+    chains_md: String,
+}
+
+/// One student run of a suite.
+struct StudentRun<'a> {
+    /// The planned dataset it comes from (the source and options its record names).
+    planned: &'a Planned,
+    /// The data it trains and is evaluated on, and its training batches.
+    data: &'a DatasetSplits,
+    train: &'a dyn BatchSource,
+    method: &'a MethodInfo,
+    /// The student's architecture.
+    spec: &'a str,
+    teacher: Option<&'a dyn Teacher>,
+    /// The teacher a failed run's record names.
+    teacher_name: &'a str,
+    config: &'a TrainConfig,
+    seed: u64,
+    /// Whether the teacher is a cache of its outputs.
+    teacher_cache: bool,
+    /// Whether the methods suite's progress line counts it.
+    counted: bool,
+}
+
+impl Bench<'_> {
+    /// Trains one student, records it (a failed run with its error: the bench goes on) and
+    /// writes the results so far.
+    fn student(&mut self, run: StudentRun<'_>) -> Result<()> {
+        let name = run.method.name;
+        // The recipes' warm-up (a fraction of each schedule) for every method that has one.
+        let method_config = run.method.has_warmup.then(|| serde_json::json!({ WARMUP_FIELD: self.recipes.warmup_epochs }));
+        let (source, options) = (&run.planned.source, &run.planned.options);
+        // The method resolved once: a configuration that does not resolve is a failed run too.
+        let trained = kd::methods::prepare::<AnyModel>(name, method_config.as_ref()).map_err(anyhow::Error::from).and_then(|prepared| {
+            self.ctx.prepared_student(run.data, prepared, run.spec, run.teacher, run.train, run.config, run.seed, None)
+        });
+        let r = match trained {
+            Ok((r, student)) => {
+                if self.args.files.save_students {
+                    let dir = save_student_run(&self.args.out.join("students"), &r, &student, source, options, run.data)?;
+                    eprintln!("student written to {}", dir.display());
+                }
+                r
+            }
+            Err(e) => {
+                Record::failed(&run.data.name, name, run.teacher_name, run.spec, run.seed, &self.ctx.backend, run.config, format!("{e:#}"))
+                    .with_method_config(name, method_config.as_ref())
+            }
+        };
+        let mut r = r.with_data(source, options, run.data);
+        r.teacher_cache = run.teacher_cache;
+        r.warnings = run.data.warnings.clone();
+        if run.counted {
+            self.done += 1;
+            let elapsed = self.started.elapsed().as_secs_f64();
+            let left = elapsed / self.done as f64 * (self.total_runs - self.done) as f64;
+            println!("{}   [{}/{}, {elapsed:.0} s elapsed, ~{left:.0} s left]", r.summary_line(), self.done, self.total_runs);
+        } else {
+            println!("{}", r.summary_line());
+        }
+        self.records.push(r);
+        write_results_with(&self.args.out, &self.records, &self.chains_md)
     }
-    let train = train.subset(&positions, format!("{} ({per_class} per class)", train.name()))?;
-    Ok(DatasetSplits { train, ..data.clone() })
+
+    /// Writes the results, tables and plots, prints the tables, and fails if a run failed.
+    fn finish(self) -> Result<()> {
+        let out = &self.args.out;
+        write_results_with(out, &self.records, &self.chains_md)?;
+        crate::plots::write_plots(out, &self.records)?;
+        println!();
+        println!("{}{}", markdown(&self.records), self.chains_md);
+        println!("wall time {:.1} s; results, tables and plots in {}", self.started.elapsed().as_secs_f64(), out.display());
+        let failed: Vec<&Record> = self.records.iter().filter(|r| r.error.is_some()).collect();
+        if !failed.is_empty() {
+            let names: Vec<String> = failed.iter().take(5).map(|r| format!("{} {} seed {}", r.dataset, r.method, r.seed)).collect();
+            bail!(
+                "{} of {} runs failed ({}{}); the tables list them with their errors",
+                failed.len(),
+                self.records.len(),
+                names.join(", "),
+                if failed.len() > names.len() { ", ..." } else { "" }
+            );
+        }
+        Ok(())
+    }
 }
 
-/// One dataset of the bench, loaded, with what runs on it.
-struct Planned {
-    /// The teacher's data.
-    data: DatasetSplits,
-    /// The students' data: the teacher's, or fewer labelled samples of it.
-    student_data: DatasetSplits,
-    methods: Vec<MethodInfo>,
-    /// The teacher's recipe.
-    config: TrainConfig,
-    /// The students' recipe.
-    student_config: TrainConfig,
-    /// How it was loaded: the name given and the options (what a saved student records).
-    options: LoadOptions,
-    source: String,
-}
-
-/// Writes one split's inputs (un-augmented, normalised) and labels as `NAME_x.npy`, `NAME_y.npy`.
-fn export_split(dir: &std::path::Path, name: &str, split: &kd::data::InMemoryDataset) -> Result<usize> {
-    let all: Vec<usize> = (0..split.len()).collect();
-    let batch = split.host_batch(&all, 0, 0)?;
-    write_npy(&dir.join(format!("{name}_x.npy")), &batch.shape, &batch.inputs)?;
-    let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
-    write_npy(&dir.join(format!("{name}_y.npy")), &[labels.len()], &labels)?;
-    Ok(split.len())
-}
-
-/// The data and recipes of one planned dataset, for a reference implementation to train on.
-fn export_plan(dir: &std::path::Path, p: &Planned, teacher: &str, student: &str) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let valid = p.data.valid.as_ref().ok_or_else(|| anyhow::anyhow!("{} has no validation split to export", p.data.name))?;
-    let sizes = serde_json::json!({
-        "teacher_train": export_split(dir, "teacher_train", &p.data.train)?,
-        "student_train": export_split(dir, "student_train", &p.student_data.train)?,
-        "valid": export_split(dir, "valid", valid)?,
-        "test": export_split(dir, "test", &p.data.test)?,
-    });
-    let plan = serde_json::json!({
-        "dataset": p.data.name,
-        "classes": p.data.train.num_classes(),
-        "input_shape": p.data.train.input_shape(),
-        "teacher": teacher,
-        "student": student,
-        "teacher_recipe": p.config,
-        "student_recipe": p.student_config,
-        "kd": kd::methods::effective_config("kd", None)?,
-        "sizes": sizes,
-        "commit": crate::report::Provenance::new(None).commit,
-    });
-    kd::core::checkpoint::write_atomic(&dir.join("plan.json"), serde_json::to_string_pretty(&plan)?.as_bytes())?;
+/// The methods suite: every planned method on every planned dataset, for every seed.
+fn suite_methods(bench: &mut Bench<'_>, plan: &[Planned], seeds: &[u64], pretrained: Option<&WeightsFile>) -> Result<()> {
+    for p in plan {
+        let needs_teacher = p.methods.iter().any(|m| m.need != TeacherNeed::Nothing);
+        // A loaded teacher is the same for every seed: loaded, evaluated and listed once.
+        let loaded = match pretrained.filter(|_| needs_teacher) {
+            Some(weights) => {
+                let (t, r) = bench.ctx.pretrained_teacher(&p.data, &p.teacher_spec, weights)?;
+                println!("{}", r.summary_line());
+                bench.records.push(r.with_data(&p.source, &p.options, &p.data));
+                Some((t, weights_tag(weights)?))
+            }
+            None => None,
+        };
+        for &seed in seeds {
+            methods_for_seed(bench, p, seed, loaded.as_ref())?;
+        }
+    }
     Ok(())
 }
 
-/// The defaults of one preset.
-struct Preset {
-    datasets: Vec<&'static str>,
-    /// Training samples of each image dataset (the teacher's split).
-    image_train_limit: Option<usize>,
-    test_limit: Option<usize>,
-    /// The students of image datasets train on this many samples per class of the teacher's
-    /// split (`None`: all of it).
-    student_per_class: Option<usize>,
-    /// Teacher epochs on image data.
-    epochs: usize,
-    /// Student epochs on image data (small student sets: more passes).
-    student_epochs: usize,
-    /// Epochs on tabular data (small sets: more passes for the same number of steps).
-    tabular_epochs: usize,
-    /// Teacher epochs on small images (the convolutional pair; students: `student_epochs`), and
-    /// the students' samples per class there.
-    conv_teacher_epochs: usize,
-    conv_student_per_class: usize,
-    /// The chains' training samples (the first of the teacher's split; `None`: all) and epochs
-    /// per stage.
-    chain_train_limit: Option<usize>,
-    chain_epochs: usize,
-    seeds: Vec<u64>,
-}
-
-impl Preset {
-    fn new(args: &BenchArgs) -> Self {
-        // MNIST tells what Fashion-MNIST tells at twice the time: in --full only.
-        let mut datasets = vec!["fashion-mnist", "digits-8x8", "spambase", "breast-cancer-wisconsin", "german-credit", "isl-default"];
-        if args.full {
-            datasets.insert(0, "mnist");
+/// The methods suite on one dataset and seed: its teacher (loaded, or trained for the seed),
+/// the teacher's stored outputs when asked, and every method.
+fn methods_for_seed(bench: &mut Bench<'_>, p: &Planned, seed: u64, loaded: Option<&(FrozenTeacher<AnyModel>, String)>) -> Result<()> {
+    // Every seed draws its own augmentations (and trains its own teacher from them).
+    let data = &p.data.for_run_seed(seed);
+    let student_data = &p.student_data.for_run_seed(seed);
+    let trained;
+    let (teacher, teacher_tag) = match (loaded, p.methods.iter().any(|m| m.need != TeacherNeed::Nothing)) {
+        // The same loaded teacher sees other augmentation draws under another seed.
+        (Some((t, tag)), _) if data.train.augmented() => (Some(t), format!("{tag}-seed{seed}")),
+        (Some((t, tag)), _) => (Some(t), tag.clone()),
+        (None, true) => {
+            let (t, r) = bench.ctx.teacher(data, &p.teacher_spec, &p.config, seed)?;
+            println!("{}", r.summary_line());
+            bench.records.push(r.with_data(&p.source, &p.options, data));
+            trained = t;
+            (Some(&trained), format!("seed{seed}"))
         }
-        if args.quick {
-            Preset {
-                datasets,
-                image_train_limit: Some(5000),
-                test_limit: Some(2000),
-                student_per_class: Some(50),
-                epochs: 3,
-                student_epochs: 10,
-                tabular_epochs: 10,
-                conv_teacher_epochs: 5,
-                conv_student_per_class: 10,
-                chain_train_limit: Some(5000),
-                chain_epochs: 3,
-                seeds: vec![0],
-            }
-        } else if args.full {
-            Preset {
-                datasets,
-                image_train_limit: None,
-                test_limit: None,
-                student_per_class: Some(500),
-                epochs: 30,
-                student_epochs: 60,
-                tabular_epochs: 100,
-                conv_teacher_epochs: 30,
-                conv_student_per_class: 30,
-                chain_train_limit: None,
-                chain_epochs: 30,
-                seeds: vec![0, 1, 2],
-            }
-        } else {
-            Preset {
-                datasets,
-                image_train_limit: Some(20000),
-                test_limit: Some(3000),
-                student_per_class: Some(100),
-                epochs: 8,
-                student_epochs: 30,
-                tabular_epochs: 20,
-                conv_teacher_epochs: 15,
-                conv_student_per_class: 10,
-                chain_train_limit: Some(10000),
-                chain_epochs: 6,
-                seeds: vec![0, 1, 2],
-            }
-        }
-    }
-}
-
-/// The recipe of every bench run: SGD with momentum, cosine schedule, batch 64.
-fn recipe(epochs: usize) -> TrainConfig {
-    TrainConfig {
-        epochs,
-        batch_size: 64,
-        optimizer: OptimizerConfig::Sgd { lr: 0.05, momentum: 0.9, nesterov: false, weight_decay: 5e-4 },
-        schedule: LrSchedule::Cosine { min_lr: 0.0 },
-        lr_warmup_epochs: 0,
-        seed: 0,
-        drop_last: false,
-        eval_batch_size: 500,
-    }
-}
-
-/// Whether a dataset's inputs are small images (at most 16x16, such as the 8x8 digits), on
-/// which the bench distils between convolutional networks (cheap enough on a CPU there).
-fn small_images(input_shape: [usize; 3]) -> bool {
-    let [_, h, w] = input_shape;
-    h >= 8 && w >= 8 && h * w <= 256
-}
-
-/// Default architectures: by input kind. A CIFAR ResNet pair on small images (the papers'
-/// setting: a CNN teacher, a smaller CNN student); MLPs with BatchNorm on larger images and on
-/// tables (without BatchNorm FitNet, RKD and the logit-standardized methods diverge at the
-/// bench's learning rate).
-fn default_models(data: &DatasetSplits) -> (&'static str, &'static str) {
-    let [_, h, w] = data.train.input_shape();
-    if small_images(data.train.input_shape()) {
-        ("resnet14", "resnet8")
-    } else if h * w > 1 {
-        ("mlpbn-512-256-128", "mlpbn-32-16-16")
-    } else {
-        ("mlpbn-256-128-64", "mlpbn-16-8-8")
-    }
-}
-
-/// The methods that apply to a task of `classes` classes (as each method declares).
-fn applicable(methods: &[MethodInfo], classes: usize) -> Vec<MethodInfo> {
-    methods.iter().copied().filter(|m| m.applies_to(classes)).collect()
-}
-
-pub fn run(args: BenchArgs) -> Result<()> {
-    let started = Instant::now();
-    let preset = Preset::new(&args);
-    let datasets: Vec<String> = args.datasets.clone().unwrap_or_else(|| preset.datasets.iter().map(|s| s.to_string()).collect());
-    let chosen: Option<Vec<MethodInfo>> = match &args.methods {
-        Some(names) => Some(names.iter().map(|m| kd::methods::method_info(m)).collect::<kd::core::Result<_>>()?),
-        None => None,
+        (None, false) => (None, String::new()),
     };
-    let seeds = args.seeds.clone().unwrap_or(preset.seeds.clone());
-    // Repeats would be averaged as if they were independent runs.
-    if let Some(s) = first_repeat(&seeds) {
-        bail!("--seeds lists {s} more than once: a repeated seed is the same run again, not another sample");
-    }
-    if let Some(d) = first_repeat(&datasets) {
-        bail!("--datasets lists `{d}` more than once");
-    }
-    if let Some(m) = args.methods.as_deref().and_then(first_repeat) {
-        bail!("--methods lists `{m}` more than once");
-    }
-    let suites: Vec<String> = match &args.suites {
-        Some(s) => s.clone(),
-        None if args.full => SUITES.iter().map(|s| s.to_string()).collect(),
-        None => SUITES.iter().filter(|s| **s != "chains").map(|s| s.to_string()).collect(),
+    let pool = DrawPool::new(&student_data.train, bench.args.cache_draws)?;
+    let cache = match (teacher, bench.args.teacher_cache) {
+        (Some(t), true) => Some(teacher_outputs(bench, p, data, t, &teacher_tag, &pool)?),
+        _ => None,
     };
-    for suite in &suites {
-        if !SUITES.contains(&suite.as_str()) {
-            bail!("unknown suite `{suite}`; known: {}", SUITES.join(", "));
+    for info in &p.methods {
+        let use_cache = cache.as_ref().filter(|c| info.need == TeacherNeed::Logits && (c.exact() || info.accepts_top_k));
+        if cache.as_ref().is_some_and(|c| !c.exact()) && info.need == TeacherNeed::Logits && !info.accepts_top_k {
+            bail!("method `{}` needs the teacher's full logits; a top-k teacher cache cannot serve it (drop --cache-top-k)", info.name);
         }
+        let (t, train): (Option<&dyn Teacher>, &dyn BatchSource) = match (info.need, use_cache) {
+            (TeacherNeed::Nothing, _) => (None, &student_data.train),
+            (_, Some(c)) => (Some(c), &pool),
+            _ => (teacher.map(|t| t as &dyn Teacher), &student_data.train),
+        };
+        let teacher_name = t.map(|t| t.describe()).unwrap_or_else(|| "-".into());
+        bench.student(StudentRun {
+            planned: p,
+            data: student_data,
+            train,
+            method: info,
+            spec: &p.student_spec,
+            teacher: t,
+            teacher_name: &teacher_name,
+            config: &p.student_config,
+            seed,
+            teacher_cache: use_cache.is_some(),
+            counted: true,
+        })?;
     }
-    let suite = |name: &str| suites.iter().any(|s| s == name) && (name == "methods" || args.methods.is_none());
-    if seeds.is_empty() || datasets.is_empty() || chosen.as_ref().is_some_and(|c| c.is_empty()) {
-        bail!("--seeds, --datasets and --methods need at least one value each");
-    }
-    let (device, backend) = open_device(&args.backend)?;
-    let ctx = RunContext { device, backend, cache_dir: args.cache.clone(), progress: true };
+    Ok(())
+}
 
-    // Load everything first: bad names fail before any training, and the plan is known.
-    let mut plan = Vec::new();
-    for name in &datasets {
-        let info = kd::data::registry::dataset_info(name, &LoadOptions::default())?;
-        let image = info.input_shape[1] * info.input_shape[2] > 1;
-        // Small images (the 8x8 digits) hold the convolutional pair: the whole (small) split.
-        let small = small_images(info.input_shape);
-        let options = LoadOptions {
-            train_limit: if image && !small { args.train_limit.or(preset.image_train_limit) } else { args.train_limit },
-            test_limit: if image && !small { preset.test_limit } else { None },
-            ..Default::default()
-        };
-        let data = kd::data::load_dataset(name, &options)?;
-        data.print_warnings();
-        let all = kd::methods::methods()?;
-        // The convolutional pair trains the logit and hint methods only (CNN epochs are slow on
-        // a CPU); --methods chooses freely.
-        let candidates: Vec<MethodInfo> = match &chosen {
-            Some(c) => c.clone(),
-            None if small => all.iter().copied().filter(|m| CONV_PAIR_METHODS.contains(&m.name)).collect(),
-            None => all,
-        };
-        let methods = applicable(&candidates, data.train.num_classes());
-        if methods.is_empty() {
-            eprintln!("bench: no chosen method applies to {name} ({} classes); skipped", data.train.num_classes());
-            continue;
-        }
-        let epochs = args.epochs.unwrap_or(match (image, small) {
-            (true, true) => preset.conv_teacher_epochs,
-            (true, false) => preset.epochs,
-            _ => preset.tabular_epochs,
-        });
-        let student_epochs = args.student_epochs.or(args.epochs).unwrap_or(if image { preset.student_epochs } else { epochs });
-        let per_class = args
-            .student_per_class
-            .or(if small { Some(preset.conv_student_per_class) } else { preset.student_per_class })
-            .filter(|&n| image && n > 0);
-        let student_data = match per_class {
-            Some(n) => per_class_subset(&data, n)?,
-            None => data.clone(),
-        };
-        plan.push(Planned {
-            data,
-            student_data,
-            methods,
-            config: recipe(epochs),
-            student_config: recipe(student_epochs),
-            options,
-            source: name.clone(),
-        });
-    }
-    let pretrained = args.files.teacher_weights.as_ref().map(|path| WeightsFile {
-        path: path.clone(),
-        key: args.files.teacher_key.clone(),
-        remap: Vec::new(),
-    });
-    if let Some(weights) = &pretrained {
-        if plan.len() != 1 {
-            bail!("--teacher-weights gives one teacher, for one task: choose its dataset with --datasets (the plan has {})", plan.len());
-        }
-        weights.format()?;
-    }
-    if let Some(dir) = &args.export_data {
-        for p in &plan {
-            let (teacher, student) = default_models(&p.data);
-            let teacher = args.teacher.clone().unwrap_or_else(|| teacher.into());
-            let student = args.student.clone().unwrap_or_else(|| student.into());
-            let out = dir.join(sanitize(&p.data.name));
-            export_plan(&out, p, &teacher, &student)?;
-            eprintln!("bench: {} written to {}", p.data.name, out.display());
-        }
-        return Ok(());
-    }
-    let total_runs: usize = if suite("methods") { plan.iter().map(|p| p.methods.len() * seeds.len()).sum() } else { 0 };
-    eprintln!("bench: {} dataset(s), {} seed(s), {total_runs} student runs, backend {}", plan.len(), seeds.len(), args.backend);
+/// The teacher's stored outputs on the students' augmentation draws (built once, then reopened).
+fn teacher_outputs(
+    bench: &Bench<'_>,
+    p: &Planned,
+    data: &DatasetSplits,
+    teacher: &FrozenTeacher<AnyModel>,
+    tag: &str,
+    pool: &DrawPool<'_>,
+) -> Result<TeacherCache> {
+    let content = bench.args.cache_top_k.map(|k| CacheContent::TopK { k }).unwrap_or_default();
+    let path = bench.args.cache.join(format!("{}-{}-{tag}.outputs", sanitize(&data.name), sanitize(&p.teacher_spec)));
+    let built = Instant::now();
+    let cache = TeacherCache::open_or_build(&path, teacher, pool, content, p.config.eval_batch_size, &bench.ctx.device, true)?;
+    eprintln!(
+        "teacher cache {}: {:.1} MB, ready in {:.2} s",
+        path.display(),
+        cache.stored_bytes() as f64 / 1e6,
+        built.elapsed().as_secs_f64()
+    );
+    Ok(cache)
+}
 
-    let mut records: Vec<Record> = Vec::new();
-    let mut done = 0usize;
-    for Planned { data, student_data, methods, config, student_config, options, source } in plan.iter().filter(|_| suite("methods")) {
-        let (default_teacher, default_student) = default_models(data);
-        let teacher_spec = args.teacher.clone().unwrap_or_else(|| default_teacher.into());
-        let student_spec = args.student.clone().unwrap_or_else(|| default_student.into());
-        let needs_teacher = methods.iter().any(|m| m.need != TeacherNeed::Nothing);
-        // A loaded teacher is the same for every seed: loaded, evaluated and listed once.
-        let loaded = match (&pretrained, needs_teacher) {
-            (Some(weights), true) => {
-                let (t, r) = ctx.pretrained_teacher(data, &teacher_spec, weights)?;
-                println!("{}", r.summary_line());
-                records.push(r.with_data(source, options, data));
-                Some((t, weights_tag(weights)?))
-            }
-            _ => None,
-        };
-        for &seed in &seeds {
-            // Every seed draws its own augmentations (and trains its own teacher from them).
-            let data = &data.for_run_seed(seed);
-            let student_data = &student_data.for_run_seed(seed);
-            let trained;
-            let (teacher, teacher_tag) = match (&loaded, needs_teacher) {
-                // The same loaded teacher sees other augmentation draws under another seed.
-                (Some((t, tag)), _) if data.train.augmented() => (Some(t), format!("{tag}-seed{seed}")),
-                (Some((t, tag)), _) => (Some(t), tag.clone()),
-                (None, true) => {
-                    let (t, r) = ctx.teacher(data, &teacher_spec, config, seed)?;
-                    println!("{}", r.summary_line());
-                    records.push(r.with_data(source, options, data));
-                    trained = t;
-                    (Some(&trained), format!("seed{seed}"))
-                }
-                (None, false) => (None, String::new()),
-            };
-            let pool = DrawPool::new(&student_data.train, args.cache_draws)?;
-            let cache = match (teacher, args.teacher_cache) {
-                (Some(t), true) => {
-                    let content = args.cache_top_k.map(|k| CacheContent::TopK { k }).unwrap_or_default();
-                    let path = args.cache.join(format!("{}-{}-{teacher_tag}.outputs", sanitize(&data.name), sanitize(&teacher_spec)));
-                    let built = Instant::now();
-                    let cache = TeacherCache::open_or_build(&path, t, &pool, content, 500, &ctx.device, true)?;
-                    eprintln!(
-                        "teacher cache {}: {:.1} MB, ready in {:.2} s",
-                        path.display(),
-                        cache.stored_bytes() as f64 / 1e6,
-                        built.elapsed().as_secs_f64()
-                    );
-                    Some(cache)
-                }
-                _ => None,
-            };
-            for info in methods {
-                let use_cache = cache.as_ref().filter(|c| info.need == TeacherNeed::Logits && (c.exact() || info.accepts_top_k));
-                if cache.as_ref().is_some_and(|c| !c.exact()) && info.need == TeacherNeed::Logits && !info.accepts_top_k {
-                    bail!(
-                        "method `{}` needs the teacher's full logits; a top-k teacher cache cannot serve it (drop --cache-top-k)",
-                        info.name
-                    );
-                }
-                let (t, train): (Option<&dyn Teacher>, &dyn BatchSource) = match (info.need, use_cache) {
-                    (TeacherNeed::Nothing, _) => (None, &student_data.train),
-                    (_, Some(c)) => (Some(c), &pool),
-                    _ => (teacher.map(|t| t as &dyn Teacher), &student_data.train),
-                };
-                // One method failing (a diverged run) is reported, and the bench goes on.
-                // The papers warm the distillation terms up over 20 of 240 epochs; a short bench
-                // schedule keeps that proportion (at least one epoch).
-                let method_config =
-                    info.has_warmup.then(|| serde_json::json!({ "warmup_epochs": (student_config.epochs * 20).div_ceil(240).max(1) }));
-                let r =
-                    match ctx.student(student_data, info.name, method_config.as_ref(), &student_spec, t, train, student_config, seed, None)
-                    {
-                        Ok((r, student)) => {
-                            if args.files.save_students {
-                                let dir = save_student_run(&args.out.join("students"), &r, &student, source, options, student_data)?;
-                                eprintln!("student written to {}", dir.display());
-                            }
-                            r
-                        }
-                        Err(e) => {
-                            let teacher_name = t.map(|t| t.describe()).unwrap_or_else(|| "-".into());
-                            Record::failed(
-                                &data.name,
-                                info.name,
-                                &teacher_name,
-                                &student_spec,
-                                seed,
-                                &ctx.backend,
-                                student_config,
-                                format!("{e:#}"),
-                            )
-                            .with_method_config(info.name, method_config.as_ref())
-                        }
-                    };
-                let mut r = r.with_data(source, options, student_data);
-                r.teacher_cache = use_cache.is_some();
-                r.warnings = data.warnings.clone();
-                done += 1;
-                let elapsed = started.elapsed().as_secs_f64();
-                println!(
-                    "{}   [{done}/{total_runs}, {elapsed:.0} s elapsed, ~{:.0} s left]",
-                    r.summary_line(),
-                    elapsed / done as f64 * (total_runs - done) as f64
-                );
-                records.push(r);
-                write_results(&args.out, &records)?;
+/// The biased-teacher suite: de-biased KD where it has something to correct. On each
+/// two-class dataset with enough positives the teacher trains with most positives left out, so
+/// its prior is shifted; the students train on the whole split and calibrate on the (unshifted)
+/// validation split.
+fn suite_biased_teacher(bench: &mut Bench<'_>, plan: &[Planned], seeds: &[u64]) -> Result<()> {
+    let scenario = &bench.recipes.biased_teacher;
+    let keep = scenario.keep_one_positive_in;
+    let methods: Vec<MethodInfo> = kd::methods::methods()?.into_iter().filter(|m| m.in_suite(Suite::BiasedTeacher)).collect();
+    let enough_positives = |p: &&Planned| {
+        let train = &p.data.train;
+        let positives = (0..train.len()).filter(|&i| train.label(i) == 1).count();
+        train.num_classes() == 2 && positives * 100 >= train.len() * scenario.min_positive_percent
+    };
+    for p in plan.iter().filter(enough_positives) {
+        let scenario_name = format!("{} (teacher on 1/{keep} of the positives)", p.data.name);
+        for &seed in seeds {
+            let scenario = DatasetSplits { name: scenario_name.clone(), ..p.data.for_run_seed(seed) };
+            let teacher_data = fewer_positives(&scenario, keep)?;
+            let (teacher, r) = bench.ctx.teacher(&teacher_data, &p.teacher_spec, &p.config, seed)?;
+            let mut r = r.with_data(&p.source, &p.options, &teacher_data);
+            r.teacher = format!("{} on 1/{keep} of the positives", p.teacher_spec);
+            println!("{}", r.summary_line());
+            bench.records.push(r);
+            for info in &methods {
+                bench.student(StudentRun {
+                    planned: p,
+                    data: &scenario,
+                    train: &scenario.train,
+                    method: info,
+                    spec: &p.student_spec,
+                    teacher: (info.need != TeacherNeed::Nothing).then_some(&teacher as &dyn Teacher),
+                    teacher_name: &p.teacher_spec,
+                    config: &p.config,
+                    seed,
+                    teacher_cache: false,
+                    counted: false,
+                })?;
             }
         }
     }
-    // De-biased KD where it has something to correct: the teacher is trained on the training
-    // split with 3 of every 4 positives left out, so its prior is shifted; the students train on
-    // the whole split and calibrate on the (unshifted) validation split.
-    if suite("biased-teacher") {
-        let registered = kd::methods::method_names();
-        let methods: Vec<&str> = BIASED_TEACHER_METHODS.into_iter().filter(|m| registered.contains(m)).collect();
-        // A quarter of the positives of a set that has few (isl-default: 3.3 %) leaves too few
-        // to learn from: the scenario runs where at least 10 % of the training split is positive.
-        let enough_positives = |p: &&Planned| {
-            let train = &p.data.train;
-            let positives = (0..train.len()).filter(|&i| train.label(i) == 1).count();
-            train.num_classes() == 2 && positives * 10 >= train.len()
-        };
-        for Planned { data, config, options, source, .. } in plan.iter().filter(enough_positives) {
-            let (default_teacher, default_student) = default_models(data);
-            let teacher_spec = args.teacher.clone().unwrap_or_else(|| default_teacher.into());
-            let student_spec = args.student.clone().unwrap_or_else(|| default_student.into());
-            let scenario_name = format!("{} (teacher on 1/4 of the positives)", data.name);
-            for &seed in &seeds {
-                let seeded = data.for_run_seed(seed);
-                let scenario = DatasetSplits { name: scenario_name.clone(), ..seeded };
-                let teacher_data = fewer_positives(&scenario, 4)?;
-                let (teacher, r) = ctx.teacher(&teacher_data, &teacher_spec, config, seed)?;
-                let mut r = r.with_data(source, options, &teacher_data);
-                r.teacher = format!("{teacher_spec} on 1/4 of the positives");
-                println!("{}", r.summary_line());
-                records.push(r);
-                for &method in &methods {
-                    let t = (method != "ce").then_some(&teacher as &dyn Teacher);
-                    let r = match ctx.student(&scenario, method, None, &student_spec, t, &scenario.train, config, seed, None) {
-                        Ok((r, _)) => r,
-                        Err(e) => Record::failed(
-                            &scenario.name,
-                            method,
-                            &teacher_spec,
-                            &student_spec,
-                            seed,
-                            &ctx.backend,
-                            config,
-                            format!("{e:#}"),
-                        )
-                        .with_method_config(method, None),
-                    };
-                    let r = r.with_data(source, options, &scenario);
-                    println!("{}", r.summary_line());
-                    records.push(r);
-                    write_results(&args.out, &records)?;
-                }
-            }
-        }
-    }
+    Ok(())
+}
 
-    if suite("backbones") {
-        // Self-distillation (no teacher) on an MLP, a plain CNN and a ResNet, on the small-image
-        // dataset's students' data (10 per class: where a regulariser has room to help; the
-        // whole split puts every method at 98-99 %), convolutions being cheap on 8x8 images.
-        let image = plan.iter().find(|p| p.data.train.num_classes() > 2 && small_images(p.data.train.input_shape()));
-        if let Some(Planned { student_data: sub, options, source, .. }) = image {
-            let epochs = if args.quick {
-                5
-            } else if args.full {
-                60
-            } else {
-                30
-            };
-            // One seed unless --full or --seeds asks for more: CNN epochs are slow on a CPU.
-            let backbone_seeds: Vec<u64> = if args.full || args.seeds.is_some() { seeds.clone() } else { vec![seeds[0]] };
-            let sub = DatasetSplits { name: format!("{} (backbones)", sub.name), ..sub.clone() };
-            let config = recipe(args.student_epochs.or(args.epochs).unwrap_or(epochs));
-            // The methods that need no teacher (CE, and the self-distillation methods).
-            let self_distillers: Vec<&str> =
-                kd::methods::methods()?.iter().filter(|m| m.need == TeacherNeed::Nothing && m.applies_to(10)).map(|m| m.name).collect();
-            for backbone in ["mlp-64-64", "plane2", "resnet8"] {
-                for &seed in &backbone_seeds {
-                    let sub = &sub.for_run_seed(seed);
-                    for method in &self_distillers {
-                        let r = match ctx.student(sub, method, None, backbone, None, &sub.train, &config, seed, None) {
-                            Ok((r, student)) => {
-                                if args.files.save_students {
-                                    let dir = save_student_run(&args.out.join("students"), &r, &student, source, options, sub)?;
-                                    eprintln!("student written to {}", dir.display());
-                                }
-                                r
-                            }
-                            Err(e) => Record::failed(&sub.name, method, "-", backbone, seed, &ctx.backend, &config, format!("{e:#}"))
-                                .with_method_config(method, None),
-                        };
-                        let r = r.with_data(source, options, sub);
-                        println!("{}", r.summary_line());
-                        records.push(r);
-                        write_results(&args.out, &records)?;
-                    }
-                }
+/// The backbones suite: the methods that need no teacher (CE and the self-distillation
+/// methods) on each backbone of the recipes, on the small-image dataset's students' data (few
+/// per class: where a regulariser has room to help; the whole split puts every method at
+/// 98-99 %).
+fn suite_backbones(bench: &mut Bench<'_>, plan: &[Planned], seeds: &[u64], preset: &Preset) -> Result<()> {
+    let Some(p) = plan.iter().find(|p| p.data.train.num_classes() > 2 && p.kind == InputKind::SmallImages) else { return Ok(()) };
+    let sizes = &preset.backbones;
+    let seeds = if sizes.all_seeds || bench.args.seeds.is_some() { seeds } else { &seeds[..1] };
+    let recipes = bench.recipes;
+    let config = recipes.train.with_epochs(bench.args.student_epochs.or(bench.args.epochs).unwrap_or(sizes.epochs));
+    let sub = DatasetSplits { name: format!("{} (backbones)", p.student_data.name), ..p.student_data.clone() };
+    let classes = sub.train.num_classes();
+    let methods: Vec<MethodInfo> =
+        kd::methods::methods()?.into_iter().filter(|m| m.need == TeacherNeed::Nothing && m.applies_to(classes)).collect();
+    for backbone in &recipes.backbones.models {
+        for &seed in seeds {
+            let sub = &sub.for_run_seed(seed);
+            for info in &methods {
+                bench.student(StudentRun {
+                    planned: p,
+                    data: sub,
+                    train: &sub.train,
+                    method: info,
+                    spec: backbone,
+                    teacher: None,
+                    teacher_name: "-",
+                    config: &config,
+                    seed,
+                    teacher_cache: false,
+                    counted: false,
+                })?;
             }
         }
     }
+    Ok(())
+}
 
-    let mut chain_records = Vec::new();
-    let mut chains_md = String::new();
-    if suite("chains") {
-        let config = recipe(args.epochs.unwrap_or(preset.chain_epochs));
-        let config = &config;
-        // The MLP family's chains on the larger images (not on the 8x8 digits).
-        let chained =
-            |p: &&Planned| p.data.train.num_classes() > 2 && p.data.train.input_shape()[1] > 1 && !small_images(p.data.train.input_shape());
-        for Planned { data, .. } in plan.iter().filter(chained) {
-            // The chains train every model of the family on the first samples of the split.
-            let data = &match preset.chain_train_limit.filter(|&n| n < data.train.len()) {
-                Some(n) => DatasetSplits {
-                    train: data.train.subset(&(0..n).collect::<Vec<_>>(), format!("{} (first {n})", data.train.name()))?,
-                    ..data.clone()
-                },
-                None => data.clone(),
-            };
-            for &seed in &seeds {
-                let dir = args.cache.join("chains").join(format!("{}-seed{seed}-{}", sanitize(&data.name), config.epochs));
-                chain_records.extend(crate::chains::run(data, config, seed, args.stop_control_fraction, &ctx.device, &dir)?);
-                chains_md = crate::chains::write(&args.out, &chain_records)?;
-                write_results_with(&args.out, &records, &chains_md)?;
-            }
+/// The chains suite: the MLP family's teacher-assistant chains on the larger images, every
+/// model on the first samples of the training split.
+fn suite_chains(bench: &mut Bench<'_>, plan: &[Planned], seeds: &[u64], preset: &Preset) -> Result<()> {
+    let config = bench.recipes.train.with_epochs(bench.args.epochs.unwrap_or(preset.chains.epochs));
+    for p in plan.iter().filter(|p| p.data.train.num_classes() > 2 && p.kind == InputKind::Images) {
+        let data = &first_samples(&p.data, preset.chains.train_limit)?;
+        for &seed in seeds {
+            let dir = bench.args.cache.join("chains").join(format!("{}-seed{seed}-{}", sanitize(&data.name), config.epochs));
+            let records = crate::chains::run(data, &config, seed, bench.args.stop_control_fraction, &bench.ctx.device, &dir)?;
+            bench.chains.extend(records);
+            bench.chains_md = crate::chains::write(&bench.args.out, &bench.chains)?;
+            write_results_with(&bench.args.out, &bench.records, &bench.chains_md)?;
         }
-    }
-    write_results_with(&args.out, &records, &chains_md)?;
-    crate::plots::write_plots(&args.out, &records)?;
-    println!();
-    println!("{}{chains_md}", markdown(&records));
-    println!("wall time {:.1} s; results, tables and plots in {}", started.elapsed().as_secs_f64(), args.out.display());
-    let failed: Vec<&Record> = records.iter().filter(|r| r.error.is_some()).collect();
-    if !failed.is_empty() {
-        let names: Vec<String> = failed.iter().take(5).map(|r| format!("{} {} seed {}", r.dataset, r.method, r.seed)).collect();
-        bail!(
-            "{} of {} runs failed ({}{}); the tables list them with their errors",
-            failed.len(),
-            records.len(),
-            names.join(", "),
-            if failed.len() > names.len() { ", ..." } else { "" }
-        );
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
+    use kd::data::registry::{LoadOptions, dataset_info};
 
     use super::*;
 
-    #[derive(Parser)]
-    struct Wrapper {
-        #[command(flatten)]
-        bench: BenchArgs,
-    }
-
-    /// Every registered method runs in the quick bench: on some default dataset it applies to.
+    /// Every registered method runs in the quick bench: on some dataset of its preset it
+    /// applies to.
     #[test]
     fn every_registered_method_is_in_the_quick_bench() {
-        let args = Wrapper::parse_from(["bench", "--quick"]).bench;
-        let preset = Preset::new(&args);
+        let preset = Preset::load(&files::dir().join("quick.toml"), &SUITES).unwrap();
+        let all = kd::methods::methods().unwrap();
         let mut planned: Vec<&str> = Vec::new();
         for name in &preset.datasets {
-            let classes = kd::data::registry::dataset_info(name, &LoadOptions::default()).unwrap().classes;
-            planned.extend(applicable(&kd::methods::methods().unwrap(), classes).iter().map(|m| m.name));
+            let classes = dataset_info(name, &LoadOptions::default()).unwrap().classes;
+            planned.extend(all.iter().filter(|m| m.applies_to(classes)).map(|m| m.name));
         }
         for name in kd::methods::method_names() {
             assert!(planned.contains(&name), "method `{name}` applies to none of the quick bench's datasets {:?}", preset.datasets);

@@ -261,26 +261,9 @@ impl RunContext {
         Ok((teacher, Record::pretrained(&data.name, spec, &path, &self.backend, &test, valid.as_ref())))
     }
 
-    /// A student trained with `method`, and the trained student (its last epoch).
-    #[allow(clippy::too_many_arguments)]
-    pub fn student(
-        &self,
-        data: &DatasetSplits,
-        method: &str,
-        method_config: Option<&serde_json::Value>,
-        spec: &str,
-        teacher: Option<&dyn Teacher>,
-        train: &dyn BatchSource,
-        config: &TrainConfig,
-        seed: u64,
-        checkpoints: Option<RunFolder<'_>>,
-    ) -> Result<(Record, AnyModel)> {
-        let prepared = kd::methods::prepare::<AnyModel>(method, method_config)?;
-        self.prepared_student(data, prepared, spec, teacher, train, config, seed, checkpoints)
-    }
-
-    /// [`RunContext::student`] with the method already resolved ([`kd::methods::prepare`]):
-    /// its effective configuration is what the record keeps.
+    /// A student trained with a method resolved once ([`kd::methods::prepare`]), and the
+    /// trained student (its last epoch); the method's effective configuration is what the
+    /// record keeps.
     #[allow(clippy::too_many_arguments)]
     pub fn prepared_student(
         &self,

@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use kd_baselines::{FitNetConfig, RkdConfig};
+use kd_core::Warmup;
 use kd_core::check;
 use kd_core::registry::Value;
 use kd_core::{KdError, Result};
@@ -326,8 +327,9 @@ pub struct DckdConfig {
     pub beta: f64,
     /// Softmax temperature T of TCKD* and NCKD.
     pub temperature: f64,
-    /// Epochs W of the linear warm-up `min(epoch / W, 1)` of the distillation terms; 0: none.
-    pub warmup_epochs: usize,
+    /// Epochs W of the linear warm-up `min(epoch / W, 1)` of the distillation terms: a number
+    /// of epochs or a fraction of the schedule ([`Warmup`]); 0: none.
+    pub warmup_epochs: Warmup,
     /// How the target-class binary of TCKD* is built.
     pub target_mode: TargetMode,
     /// The feature or relational loss merged with the logit terms.
@@ -347,7 +349,7 @@ impl Default for DckdConfig {
             alpha: 1.0,
             beta: 8.0,
             temperature: 4.0,
-            warmup_epochs: 20,
+            warmup_epochs: Warmup::Epochs(20),
             target_mode: TargetMode::Max,
             companion: Companion::default(),
             gamma: None,

@@ -109,7 +109,7 @@ impl Distiller<DckdAux> for Dckd {
         let (student, labels) = (step.student, &step.batch.labels);
         let teacher = step.logit_teacher(name)?;
         let c = &self.config;
-        let warm = step.ctx.warmup_factor(c.warmup_epochs);
+        let warm = c.warmup_epochs.factor(&step.ctx);
 
         let ce = cross_entropy_mean(student.logits.clone(), labels.clone()).mul_scalar(c.ce_weight);
         let params = DckdLogitParams { alpha: c.alpha, beta: c.beta, temperature: c.temperature, mode: c.target_mode };

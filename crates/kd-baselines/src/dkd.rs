@@ -15,7 +15,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
 use kd_core::check;
 use kd_core::loss::{binary_log_split, cross_entropy_mean, kl_from_log_probs, label_mask};
-use kd_core::{Distiller, LossTerms, Result, Step};
+use kd_core::{Distiller, LossTerms, Result, Step, Warmup};
 use serde::{Deserialize, Serialize};
 
 use kd_core::Student;
@@ -46,15 +46,16 @@ pub struct DkdConfig {
     pub beta: f64,
     /// Softmax temperature T of both terms.
     pub temperature: f64,
-    /// Epochs W of the linear warm-up of the distillation term, `min(epoch / W, 1)`; 0: none.
-    pub warmup_epochs: usize,
+    /// Epochs W of the linear warm-up of the distillation term, `min(epoch / W, 1)`: a number of
+    /// epochs or a fraction of the schedule ([`Warmup`]); 0: none.
+    pub warmup_epochs: Warmup,
     /// Logit standardization applied to both logit sets inside the distillation term.
     pub logit_stand: Option<LogitStandardization>,
 }
 
 impl Default for DkdConfig {
     fn default() -> Self {
-        DkdConfig { ce_weight: 1.0, alpha: 1.0, beta: 8.0, temperature: 4.0, warmup_epochs: 20, logit_stand: None }
+        DkdConfig { ce_weight: 1.0, alpha: 1.0, beta: 8.0, temperature: 4.0, warmup_epochs: Warmup::Epochs(20), logit_stand: None }
     }
 }
 
@@ -159,7 +160,7 @@ impl Distiller for Dkd {
     fn loss(&mut self, step: &Step) -> Result<LossTerms> {
         let teacher = step.logit_teacher(self.name())?;
         let (c, student, labels) = (&self.config, &step.student.logits, &step.batch.labels);
-        let warm = step.ctx.warmup_factor(c.warmup_epochs);
+        let warm = c.warmup_epochs.factor(&step.ctx);
         let ce = cross_entropy_mean(student.clone(), labels.clone()).mul_scalar(c.ce_weight);
         let (tckd, nckd) = dkd_terms(student.clone(), teacher.logits.clone(), labels.clone(), &c.params());
         Ok(LossTerms::new().with("ce", ce).with("tckd", tckd.mul_scalar(warm)).with("nckd", nckd.mul_scalar(warm)))

@@ -11,6 +11,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use kd_core::Student;
+use kd_core::Warmup;
 use kd_core::check;
 use kd_core::loss::{cross_entropy_mean, kd_kl_mean, mse_mean};
 use kd_core::model::feature_shape;
@@ -41,14 +42,22 @@ pub struct FitNetConfig {
     /// Temperature of the added KD term.
     pub kd_temperature: f64,
     /// Epochs `W` of a linear warm-up `min(epoch / W, 1)` of the hint and KD terms, as DKD and
-    /// DCKD warm theirs up; 0 (mdistiller's FitNet): full weight from the first step. The bench
-    /// gives FitNet and FitNet+KD the warm-up it gives DCKD+FitNet, so the comparison is fair.
-    pub warmup_epochs: usize,
+    /// DCKD warm theirs up: a number of epochs or a fraction of the schedule ([`Warmup`]); 0
+    /// (mdistiller's FitNet): full weight from the first step. The bench gives FitNet and
+    /// FitNet+KD the warm-up it gives DCKD+FitNet, so the comparison is fair.
+    pub warmup_epochs: Warmup,
 }
 
 impl Default for FitNetConfig {
     fn default() -> Self {
-        FitNetConfig { hint_layer: 2, ce_weight: 1.0, hint_weight: 100.0, kd_weight: 0.0, kd_temperature: 4.0, warmup_epochs: 0 }
+        FitNetConfig {
+            hint_layer: 2,
+            ce_weight: 1.0,
+            hint_weight: 100.0,
+            kd_weight: 0.0,
+            kd_temperature: 4.0,
+            warmup_epochs: Warmup::Epochs(0),
+        }
     }
 }
 
@@ -211,7 +220,7 @@ impl Distiller<HintRegressor> for FitNet {
     fn loss(&mut self, step: &Step<'_, HintRegressor>) -> Result<LossTerms> {
         let teacher = step.teacher(self.name(), "features")?;
         let (c, student) = (&self.config, step.student);
-        let warm = step.ctx.warmup_factor(c.warmup_epochs);
+        let warm = c.warmup_epochs.factor(&step.ctx);
         let s = student.feature(c.hint_layer, "FitNet", "student")?;
         let t = teacher.feature(c.hint_layer, "FitNet", "teacher")?;
         let hint = hint_loss(step.aux, s.clone(), t.clone())?.mul_scalar(c.hint_weight * warm);
@@ -333,7 +342,8 @@ mod tests {
         assert!(total.is_finite() && total > 0.0);
 
         // A warm-up of 4 epochs scales the hint and KD terms by 1/4 in epoch 1, not the CE.
-        let mut warm = FitNet::new(FitNetConfig { hint_layer: 0, kd_weight: 0.5, warmup_epochs: 4, ..Default::default() }).unwrap();
+        let mut warm =
+            FitNet::new(FitNetConfig { hint_layer: 0, kd_weight: 0.5, warmup_epochs: Warmup::Epochs(4), ..Default::default() }).unwrap();
         let warm_terms = step_without_update(&mut warm, &Step::new(ctx, &batch, &s, Some(&t)).with_aux(&aux)).unwrap();
         let value = |terms: &LossTerms, name: &str| {
             terms.terms().iter().find(|(n, _)| n == name).map(|(_, v)| v.clone().into_scalar::<f32>()).unwrap()

@@ -27,6 +27,7 @@ pub mod side_models;
 pub mod state;
 pub mod teacher_cache;
 pub mod train;
+pub mod warmup;
 
 pub use burn;
 pub use data::{Batch, BatchSource};
@@ -38,3 +39,4 @@ pub use optim::{LrSchedule, OptimizerConfig};
 pub use side_models::{NoSideModels, SideModels};
 pub use teacher_cache::{CacheContent, DrawPool, TeacherCache};
 pub use train::{DivergenceCheck, EpochRecord, EvalMetrics, RunOptions, TrainConfig, TrainOutcome, Trainer, evaluate};
+pub use warmup::Warmup;

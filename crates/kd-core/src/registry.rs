@@ -121,8 +121,9 @@ pub struct MethodInfo {
     pub accepts_top_k: bool,
     /// What it needs from a teacher (asked of its distiller).
     pub need: TeacherNeed,
-    /// Whether its configuration has `warmup_epochs` (a warm-up of the distillation terms in
-    /// epochs: short schedules scale it down).
+    /// Whether its configuration has a warm-up of its distillation terms (the field
+    /// [`crate::warmup::CONFIG_FIELD`], a [`crate::Warmup`]): a caller may set it, as the bench
+    /// sets a fraction of each schedule.
     pub has_warmup: bool,
 }
 
@@ -255,7 +256,7 @@ impl<S: Student> MethodEntry<S> {
             suites: s.suites,
             accepts_top_k: prepared.accepts_top_k(),
             need: prepared.need(),
-            has_warmup: prepared.config().get("warmup_epochs").is_some(),
+            has_warmup: prepared.config().get(crate::warmup::CONFIG_FIELD).is_some(),
         })
     }
 }

@@ -3,7 +3,7 @@
 use kd_core::check;
 use kd_core::logit_stand::LogitStandardization;
 use kd_core::loss::cross_entropy_mean;
-use kd_core::{Distiller, LossTerms, Result, Step};
+use kd_core::{Distiller, LossTerms, Result, Step, Warmup};
 use serde::{Deserialize, Serialize};
 
 use crate::loss::{RldParams, rld_terms};
@@ -33,15 +33,24 @@ pub struct RldConfig {
     pub temperature: f64,
     /// Temperature T_alpha of SCD; `None`: the same as `temperature`.
     pub alpha_temperature: Option<f64>,
-    /// Epochs W of the linear warm-up of the distillation term, `min(epoch / W, 1)`; 0: none.
-    pub warmup_epochs: usize,
+    /// Epochs W of the linear warm-up of the distillation term, `min(epoch / W, 1)`: a number of
+    /// epochs or a fraction of the schedule ([`Warmup`]); 0: none.
+    pub warmup_epochs: Warmup,
     /// Logit standardization applied to both logit sets inside the distillation term.
     pub logit_stand: Option<LogitStandardization>,
 }
 
 impl Default for RldConfig {
     fn default() -> Self {
-        RldConfig { ce_weight: 1.0, alpha: 1.0, beta: 8.0, temperature: 4.0, alpha_temperature: None, warmup_epochs: 20, logit_stand: None }
+        RldConfig {
+            ce_weight: 1.0,
+            alpha: 1.0,
+            beta: 8.0,
+            temperature: 4.0,
+            alpha_temperature: None,
+            warmup_epochs: Warmup::Epochs(20),
+            logit_stand: None,
+        }
     }
 }
 
@@ -125,7 +134,7 @@ impl Distiller for Rld {
     fn loss(&mut self, step: &Step) -> Result<LossTerms> {
         let teacher = step.logit_teacher(self.name())?;
         let (c, student, labels) = (&self.config, &step.student.logits, &step.batch.labels);
-        let warm = step.ctx.warmup_factor(c.warmup_epochs);
+        let warm = c.warmup_epochs.factor(&step.ctx);
         let ce = cross_entropy_mean(student.clone(), labels.clone()).mul_scalar(c.ce_weight);
         let (scd, mcd) = rld_terms(student.clone(), teacher.logits.clone(), labels.clone(), &c.params());
         Ok(LossTerms::new().with("ce", ce).with("scd", scd.mul_scalar(warm)).with("mcd", mcd.mul_scalar(warm)))
@@ -139,7 +148,7 @@ mod tests {
     #[test]
     fn defaults_and_recipes() {
         let d = RldConfig::default();
-        assert_eq!((d.ce_weight, d.alpha, d.beta, d.temperature, d.warmup_epochs), (1.0, 1.0, 8.0, 4.0, 20));
+        assert_eq!((d.ce_weight, d.alpha, d.beta, d.temperature, d.warmup_epochs), (1.0, 1.0, 8.0, 4.0, Warmup::Epochs(20)));
         assert_eq!(d.effective_alpha_temperature(), 4.0);
         assert_eq!(RldConfig::code_defaults().effective_alpha_temperature(), 1.0);
         let ls = RldConfig::logit_stand_defaults();

@@ -1,0 +1,193 @@
+//! The bench's plan: every dataset loaded, with its recipes, architectures and methods, before
+//! anything trains (bad names fail first); the data subsets the suites train on; and the plan
+//! written out for a reference implementation (`--export-data`).
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use kd::data::DatasetSplits;
+use kd::data::registry::LoadOptions;
+use kd::methods::{MethodInfo, Suite};
+use kd::prelude::*;
+
+use super::files::{InputKind, Preset, Recipes};
+use super::{BenchArgs, Selection};
+use crate::experiment::sanitize;
+use crate::npy::write_npy;
+
+/// The method whose effective configuration `--export-data` writes into `plan.json`: the one
+/// `xtask/pytorch/train_parity.py` trains in PyTorch.
+const PARITY_METHOD: &str = kd::baselines::kd::NAME;
+
+/// One dataset of the bench, loaded, with what runs on it.
+pub struct Planned {
+    /// The teacher's data.
+    pub data: DatasetSplits,
+    /// The students' data: the teacher's, or fewer labelled samples of it.
+    pub student_data: DatasetSplits,
+    /// What kind of input it is (which architectures and sizes apply).
+    pub kind: InputKind,
+    /// The methods of the methods suite on it.
+    pub methods: Vec<MethodInfo>,
+    /// The teacher's architecture.
+    pub teacher_spec: String,
+    /// The students' architecture.
+    pub student_spec: String,
+    /// The teacher's recipe.
+    pub config: TrainConfig,
+    /// The students' recipe.
+    pub student_config: TrainConfig,
+    /// How it was loaded: the name given and the options (what a saved student records).
+    pub options: LoadOptions,
+    /// The dataset's name as given (`--datasets` or the preset).
+    pub source: String,
+}
+
+/// Loads every selected dataset with its recipes; a dataset no chosen method applies to is
+/// left out (and said so).
+pub fn plan(args: &BenchArgs, recipes: &Recipes, preset: &Preset, selection: &Selection) -> Result<Vec<Planned>> {
+    let all = kd::methods::methods()?;
+    let mut plan = Vec::new();
+    for name in &selection.datasets {
+        let info = kd::data::registry::dataset_info(name, &LoadOptions::default())?;
+        let kind = recipes.kind(info.input_shape);
+        let sizes = preset.sizes(kind);
+        let mut options = sizes.data.clone();
+        if args.train_limit.is_some() {
+            options.train_limit = args.train_limit;
+        }
+        let data = kd::data::load_dataset(name, &options)?;
+        data.print_warnings();
+        let candidates: Vec<MethodInfo> = match (&selection.chosen, kind) {
+            (Some(chosen), _) => chosen.clone(),
+            (None, InputKind::SmallImages) => all.iter().copied().filter(|m| m.in_suite(Suite::ConvPair)).collect(),
+            (None, _) => all.clone(),
+        };
+        let classes = data.train.num_classes();
+        let methods: Vec<MethodInfo> = candidates.into_iter().filter(|m| m.applies_to(classes)).collect();
+        if methods.is_empty() {
+            eprintln!("bench: no chosen method applies to {name} ({classes} classes); skipped");
+            continue;
+        }
+        let epochs = args.epochs.unwrap_or(sizes.teacher_epochs);
+        let student_epochs = args.student_epochs.or(args.epochs).unwrap_or(sizes.student_epochs);
+        // `--student-per-class` is for images; tables train the students on the teacher's data.
+        let per_class = match kind {
+            InputKind::Tables => sizes.student_per_class,
+            _ => args.student_per_class.or(sizes.student_per_class),
+        };
+        let student_data = match per_class.filter(|&n| n > 0) {
+            Some(n) => per_class_subset(&data, n)?,
+            None => data.clone(),
+        };
+        let (teacher, student) = recipes.models(kind);
+        plan.push(Planned {
+            data,
+            student_data,
+            kind,
+            methods,
+            teacher_spec: args.teacher.clone().unwrap_or_else(|| teacher.into()),
+            student_spec: args.student.clone().unwrap_or_else(|| student.into()),
+            config: recipes.train.with_epochs(epochs),
+            student_config: recipes.train.with_epochs(student_epochs),
+            options,
+            source: name.clone(),
+        });
+    }
+    Ok(plan)
+}
+
+/// The first `per_class` samples of each class of `data`'s training split (in the split's
+/// order), the whole validation and test splits: the students' data when they see fewer
+/// labelled samples than the teacher (KD's transfer-set setting).
+fn per_class_subset(data: &DatasetSplits, per_class: usize) -> Result<DatasetSplits> {
+    let train = &data.train;
+    let mut taken = vec![0usize; train.num_classes()];
+    let positions: Vec<usize> = (0..train.len())
+        .filter(|&i| {
+            let c = train.label(i);
+            taken[c] += 1;
+            taken[c] <= per_class
+        })
+        .collect();
+    if let Some(c) = taken.iter().position(|&n| n < per_class) {
+        bail!("{}: class {c} has {} training samples, fewer than the {per_class} per class asked for the students", data.name, taken[c]);
+    }
+    let train = train.subset(&positions, format!("{} ({per_class} per class)", train.name()))?;
+    Ok(DatasetSplits { train, ..data.clone() })
+}
+
+/// Of every `keep`-th positive (class 1) sample of the training split, one is kept, and every
+/// negative: a teacher trained on it believes positives are `keep` times rarer than they are.
+pub fn fewer_positives(data: &DatasetSplits, keep: usize) -> Result<DatasetSplits> {
+    let train = &data.train;
+    let mut positives = 0usize;
+    let positions: Vec<usize> = (0..train.len())
+        .filter(|&i| {
+            if train.label(i) != 1 {
+                return true;
+            }
+            positives += 1;
+            (positives - 1).is_multiple_of(keep)
+        })
+        .collect();
+    let train = train.subset(&positions, format!("{} (1/{keep} of the positives)", train.name()))?;
+    Ok(DatasetSplits { train, ..data.clone() })
+}
+
+/// The first `limit` samples of the training split (`None`, or no fewer samples: all of it).
+pub fn first_samples(data: &DatasetSplits, limit: Option<usize>) -> Result<DatasetSplits> {
+    Ok(match limit.filter(|&n| n < data.train.len()) {
+        Some(n) => DatasetSplits {
+            train: data.train.subset(&(0..n).collect::<Vec<_>>(), format!("{} (first {n})", data.train.name()))?,
+            ..data.clone()
+        },
+        None => data.clone(),
+    })
+}
+
+/// Writes every planned dataset (and its recipes and models) into a folder of its own under `dir`.
+pub fn export(dir: &Path, plan: &[Planned]) -> Result<()> {
+    for p in plan {
+        let out = dir.join(sanitize(&p.data.name));
+        export_plan(&out, p)?;
+        eprintln!("bench: {} written to {}", p.data.name, out.display());
+    }
+    Ok(())
+}
+
+/// Writes one split's inputs (un-augmented, normalised) and labels as `NAME_x.npy`, `NAME_y.npy`.
+fn export_split(dir: &Path, name: &str, split: &kd::data::InMemoryDataset) -> Result<usize> {
+    let all: Vec<usize> = (0..split.len()).collect();
+    let batch = split.host_batch(&all, 0, 0)?;
+    write_npy(&dir.join(format!("{name}_x.npy")), &batch.shape, &batch.inputs)?;
+    let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
+    write_npy(&dir.join(format!("{name}_y.npy")), &[labels.len()], &labels)?;
+    Ok(split.len())
+}
+
+/// The data and recipes of one planned dataset, for a reference implementation to train on.
+fn export_plan(dir: &Path, p: &Planned) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let valid = p.data.valid.as_ref().ok_or_else(|| anyhow::anyhow!("{} has no validation split to export", p.data.name))?;
+    let sizes = serde_json::json!({
+        "teacher_train": export_split(dir, "teacher_train", &p.data.train)?,
+        "student_train": export_split(dir, "student_train", &p.student_data.train)?,
+        "valid": export_split(dir, "valid", valid)?,
+        "test": export_split(dir, "test", &p.data.test)?,
+    });
+    let plan = serde_json::json!({
+        "dataset": p.data.name,
+        "classes": p.data.train.num_classes(),
+        "input_shape": p.data.train.input_shape(),
+        "teacher": p.teacher_spec,
+        "student": p.student_spec,
+        "teacher_recipe": p.config,
+        "student_recipe": p.student_config,
+        PARITY_METHOD: kd::methods::effective_config(PARITY_METHOD, None)?,
+        "sizes": sizes,
+        "commit": crate::report::Provenance::new(None).commit,
+    });
+    kd::core::checkpoint::write_atomic(&dir.join("plan.json"), serde_json::to_string_pretty(&plan)?.as_bytes())?;
+    Ok(())
+}
