@@ -1,4 +1,4 @@
-//! The golden cases: KD, DKD, RLD, PS-KD, DLB and DGKD against numbers computed in float64 by
+//! The golden cases: KD, DKD, RLD, DIST, PS-KD, DLB and DGKD against numbers computed in float64 by
 //! the authors' reference code (tests/golden/README.md). Every `*.json` of the folder is
 //! checked, the project's copy by default or the folder named by `KD_GOLDEN_DIR`, on flex and on
 //! every other backend of the build (`crate::backends::parity_backends`).
@@ -35,7 +35,7 @@ struct Case {
     labels: Vec<i64>,
     loss: f64,
     grad_student_logits: Vec<Vec<f64>>,
-    /// kd, dkd, rld.
+    /// kd, dkd, rld, dist.
     teacher_logits: Option<Vec<Vec<f64>>>,
     /// pskd: the dataset index of each row, the table rows before the step, the expected
     /// `alpha_t`, soft targets and table rows after the step.
@@ -59,6 +59,8 @@ struct Params {
     logit_stand: bool,
     alpha: Option<f64>,
     beta: Option<f64>,
+    /// dist: the intra-class weight.
+    gamma: Option<f64>,
     alpha_temperature: Option<f64>,
     #[serde(rename = "alpha_T")]
     alpha_final: Option<f64>,
@@ -296,6 +298,12 @@ fn logit_case(case: &Case, s: Tensor<2>, y: Tensor<1, Int>, device: &Device) -> 
                 logit_stand: stand,
             };
             kd::rld::rld_loss(s, t, y, &params)
+        }
+        "dist" => {
+            let config =
+                kd::baselines::DistConfig { temperature, beta: param(p.beta, "beta")?, gamma: param(p.gamma, "gamma")?, ce_weight: 0.0 };
+            let (inter, intra) = kd::baselines::dist_terms(s, t, &config);
+            inter + intra
         }
         other => return Err(format!("unknown method `{other}`")),
     })

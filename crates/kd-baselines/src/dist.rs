@@ -10,7 +10,8 @@
 //! the label loss, as the official loss and training code set them). A row or column whose
 //! values are all equal has no direction: its correlation is 0 (the `eps`), and its gradient 0,
 //! as PyTorch's `norm` gives; the norms here add 1e-30 under the square root for that, which
-//! moves no value above 1e-15.
+//! moves no value above 1e-15. A relation over single values (the intra-class term of a batch
+//! of one) is the constant 1, as in the reference, without computing it.
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
@@ -57,6 +58,13 @@ impl DistConfig {
 /// `1 - mean_i rho(a_i, b_i)`, the mean Pearson correlation of the rows of `a` and `b`
 /// (`[rows, n]`) subtracted from 1; `[1]`.
 pub fn relation_loss(a: Tensor<2>, b: Tensor<2>) -> Tensor<1> {
+    let [_, n] = a.dims();
+    if n < 2 {
+        // One value per row: centred, it is 0, so the correlation is 0 and the term a constant
+        // 1 (the reference's value and gradient). Computed, the centring can leave rounding
+        // noise (fused kernels recompute the values), which `eps` would amplify.
+        return Tensor::ones([1], &a.device());
+    }
     let centre = |x: Tensor<2>| x.clone() - x.mean_dim(1);
     let (a, b) = (centre(a), centre(b));
     let norm = |x: &Tensor<2>| x.clone().powi_scalar(2).sum_dim(1).add_scalar(1e-30).sqrt();
