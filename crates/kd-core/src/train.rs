@@ -273,16 +273,22 @@ impl<'a> Trainer<'a> {
         &self.device
     }
 
-    fn check_setup<S: Student>(&self, student: &S, teacher: &dyn Teacher, need: TeacherNeed, method: (&str, bool)) -> Result<()> {
+    fn check_setup<S: Student, A: AuxModule, D: Distiller<A>>(
+        &self,
+        student: &S,
+        teacher: &dyn Teacher,
+        need: TeacherNeed,
+        distiller: &D,
+    ) -> Result<()> {
         self.config.validate()?;
-        let (method, accepts_top_k) = method;
         if need != TeacherNeed::Nothing
-            && !accepts_top_k
+            && !distiller.accepts_top_k()
             && let Some(k) = teacher.top_k()
         {
             return Err(KdError::InvalidConfig(format!(
-                "method `{method}` needs the teacher's exact logits, but the teacher `{}` gives approximate outputs recovered from \
+                "method `{}` needs the teacher's exact logits, but the teacher `{}` gives approximate outputs recovered from \
                  its top-{k} probabilities (use a cache of full logits, or the teacher itself)",
+                distiller.name(),
                 teacher.describe()
             )));
         }
@@ -312,6 +318,13 @@ impl<'a> Trainer<'a> {
             return Err(KdError::ClassCountMismatch { teacher: t, student: classes });
         }
         Ok(())
+    }
+
+    /// Steps in every epoch: the same count [`Trainer::epoch_batches`] gives, without drawing
+    /// an order.
+    fn steps_per_epoch(&self) -> usize {
+        let (n, b) = (self.train.len(), self.config.batch_size);
+        if self.config.drop_last { n / b } else { n.div_ceil(b) }
     }
 
     fn epoch_batches(&self, epoch: usize) -> Vec<Vec<usize>> {
@@ -344,7 +357,7 @@ impl<'a> Trainer<'a> {
         side: &mut dyn SideModels,
     ) -> Result<TrainOutcome<S, A>> {
         let need = distiller.teacher_need().union(side.teacher_need());
-        self.check_setup(&student, teacher, need, (distiller.name(), distiller.accepts_top_k()))?;
+        self.check_setup(&student, teacher, need, distiller)?;
         let cfg = &self.config;
         let aux = self.init_aux(&student, distiller, teacher, need)?;
         side.start(student.num_classes(), &self.device)?;
@@ -358,7 +371,7 @@ impl<'a> Trainer<'a> {
         model = self.resume(&run, model, &mut progress, distiller, side)?;
         let start_epoch = progress.history.len() + 1;
 
-        let steps_per_epoch = self.epoch_batches(1).len();
+        let steps_per_epoch = self.steps_per_epoch();
         let bar = self.progress_bar(steps_per_epoch, start_epoch);
         let mut finished = true;
         for (epochs_this_call, epoch) in (start_epoch..=cfg.epochs).enumerate() {
@@ -473,7 +486,7 @@ impl<'a> Trainer<'a> {
         bar: &ProgressBar,
     ) -> Result<((S, A), EpochSteps)> {
         let cfg = &self.config;
-        let steps_per_epoch = self.epoch_batches(1).len();
+        let steps_per_epoch = self.steps_per_epoch();
         let mut sums = EpochSteps { all_zero: true, ..Default::default() };
         // The next batch is assembled (read, augmented, normalised, sent to the device) on a
         // worker while this one trains: batches are pure functions of (indices, epoch, view),

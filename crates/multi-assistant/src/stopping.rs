@@ -371,15 +371,29 @@ impl ControlStudents {
     /// Restores only the stopping rule from bytes [`SideModels::save_state`] wrote (a chain
     /// reads whether a stage already stopped before resuming it).
     pub fn restore_rule(&mut self, bytes: &[u8]) -> Result<()> {
+        self.rule = self.read_state(bytes)?.0;
+        Ok(())
+    }
+
+    /// The parts of a saved state: the rule (checked against this configuration), the
+    /// controls' parameters and their optimiser's state.
+    fn read_state<'b>(&self, bytes: &'b [u8]) -> Result<(StoppingRule, &'b [u8], &'b [u8])> {
+        if bytes.is_empty() {
+            return Err(self.missing("the control students' state, which the checkpoint does not hold (written by an older version)"));
+        }
         let mut r = StateReader::new(bytes, "control students");
         r.magic(STATE_MAGIC)?;
-        let len = r.usize()?;
-        let rule: StoppingRule = serde_json::from_slice(r.take(len)?).map_err(|e| r.error(format!("stopping rule: {e}")))?;
+        let mut part = || -> Result<&'b [u8]> {
+            let len = r.usize()?;
+            r.take(len)
+        };
+        let (rule, models, optim) = (part()?, part()?, part()?);
+        r.finish()?;
+        let rule: StoppingRule = serde_json::from_slice(rule).map_err(|e| r.error(format!("stopping rule: {e}")))?;
         if rule.config != self.config {
             return Err(KdError::InvalidConfig("cannot resume: the checkpoint's stopping rule has another configuration".into()));
         }
-        self.rule = rule;
-        Ok(())
+        Ok((rule, models, optim))
     }
 
     fn missing(&self, what: &str) -> KdError {
@@ -427,31 +441,32 @@ impl SideModels for ControlStudents {
             (Some(t), true) => t.outputs(&part, TeacherNeed::Logits)?.map(|o| o.logits),
             (None, true) => teacher.map(|o| o.logits.clone().narrow(0, 0, rows)),
         };
-        let (controls, optim) = self.trained.take().ok_or_else(|| self.missing("its control students (start was not called)"))?;
+        if names.iter().any(|n| n == "kd") && kd_teacher_logits.is_none() {
+            return Err(self.missing("a teacher for the KD control"));
+        }
+        let not_started = self.missing("its control students (start was not called)");
+        let (controls, optim) = self.trained.as_mut().ok_or(not_started)?;
         let mut total: Option<Tensor<1>> = None;
-        for (name, control) in names.iter().zip(&controls) {
+        for (name, control) in names.iter().zip(controls.iter()) {
             let logits = kd_core::Classifier::forward(control, part.inputs.clone()).logits;
-            let value = if name == "kd" {
-                let teacher_logits = kd_teacher_logits.clone().ok_or_else(|| self.missing("a teacher for the KD control"))?;
+            let value = match (name.as_str(), &kd_teacher_logits) {
                 // Direct KD with the chain's stage loss.
-                let (ce, kd) = stage_loss_terms(logits, part.labels.clone(), &[teacher_logits], &self.kd_loss)?;
-                ce + kd
-            } else {
-                cross_entropy_mean(logits, part.labels.clone())
+                ("kd", Some(teacher_logits)) => {
+                    let (ce, kd) = stage_loss_terms(logits, part.labels.clone(), std::slice::from_ref(teacher_logits), &self.kd_loss)?;
+                    ce + kd
+                }
+                _ => cross_entropy_mean(logits, part.labels.clone()),
             };
             total = Some(match total {
                 None => value,
                 Some(t) => t + value,
             });
         }
-        let Some(total) = total else {
-            self.trained = Some((controls, optim));
-            return Ok(());
-        };
-        let mut optim = optim;
-        let grads = GradientsParams::from_grads(total.backward(), &controls);
-        let controls = optim.step(lr, controls, grads);
-        self.trained = Some((controls, optim));
+        if let Some(total) = total {
+            let grads = GradientsParams::from_grads(total.backward(), &*controls);
+            // Taken, not cloned: the update may then reuse the parameters' buffers.
+            *controls = optim.step(lr, std::mem::take(controls), grads);
+        }
         Ok(())
     }
 
@@ -480,25 +495,16 @@ impl SideModels for ControlStudents {
     }
 
     fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
-        if bytes.is_empty() {
-            return Err(self.missing("the control students' state, which the checkpoint does not hold (written by an older version)"));
-        }
-        self.restore_rule(bytes)?;
-        let mut r = StateReader::new(bytes, "control students");
-        r.magic(STATE_MAGIC)?;
-        let len = r.usize()?;
-        r.take(len)?;
-        let len = r.usize()?;
-        let models = r.take(len)?;
-        let len = r.usize()?;
-        let optim_bytes = r.take(len)?;
-        r.finish()?;
-        let (controls, optim) = self.trained.take().ok_or_else(|| self.missing("its control students (start was not called)"))?;
-        let controls = load_module(controls, models)?;
-        let optim = optim
+        let (rule, models, optim_bytes) = self.read_state(bytes)?;
+        let not_started = self.missing("its control students (start was not called)");
+        let (controls, optim) = self.trained.as_mut().ok_or(not_started)?;
+        *controls = load_module(std::mem::take(controls), models)?;
+        *optim = self
+            .optimizer
+            .build()
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(optim_bytes.to_vec()))
             .map_err(|e| KdError::Record(format!("control optimiser: {e:?}")))?;
-        self.trained = Some((controls, optim));
+        self.rule = rule;
         Ok(())
     }
 }
