@@ -1,5 +1,6 @@
 //! End-to-end tests of the facade (one binary: each test binary links all of Burn).
 
+mod backend_kernels;
 mod backends;
 mod common;
 mod golden;

@@ -68,6 +68,7 @@ fn record(epoch: usize, train_loss: f64, top1: f64, chance: f64, predicted_class
         valid: None,
         test: eval,
         train_seconds: 0.0,
+        phases: None,
     }
 }
 

@@ -9,6 +9,11 @@ synthetic uniform [-1, 1) dataset of `batch * steps` samples held in memory, as 
 does. One untimed epoch of `steps` steps warms up (allocations, kernel choice); the next epoch
 is timed. Each step reads the loss and the number of correct predictions back to the host,
 as the Rust trainer does.
+
+With `--phases`, the device is synchronised between the phases of each timed step and their
+mean seconds are printed under the Rust trainer's names (assemble, teacher, forward, loss,
+read_back, backward, optimizer), with the number of ATen kernels (leaf operators, the ones that
+do the work) one more step runs under the profiler.
 """
 
 import argparse
@@ -40,6 +45,7 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--phases", action="store_true", help="time each phase of a step and count its kernels")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -57,38 +63,77 @@ def main():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    phases = {name: 0.0 for name in ("assemble", "teacher", "forward", "loss", "read_back", "backward", "optimizer")}
+    lap = {"at": 0.0}
+
+    def mark(name):
+        """Ends phase `name` here (only with --phases)."""
+        if args.phases:
+            sync()
+            now = time.perf_counter()
+            phases[name] += now - lap["at"]
+            lap["at"] = now
+
+    def step(order, s):
+        idx = order[s * args.batch:(s + 1) * args.batch]
+        x, y = data[idx], labels[idx]
+        mark("assemble")
+        t = None
+        if teacher is not None:
+            with torch.no_grad():
+                t = teacher(x)
+        mark("teacher")
+        logits = student(x)
+        mark("forward")
+        loss = F.cross_entropy(logits, y) if t is None else kd_loss(logits, t, y)
+        hits = (logits.detach().argmax(1) == y).sum().float()
+        mark("loss")
+        # Like the Rust trainer: the loss and the count of correct predictions come to the
+        # host every step, in one transfer.
+        torch.stack([loss.detach(), hits]).tolist()
+        mark("read_back")
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        mark("backward")
+        optim.step()
+        mark("optimizer")
+
     def epoch(seed):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(device)
+        lap["at"] = time.perf_counter()
         for s in range(args.steps):
-            idx = order[s * args.batch:(s + 1) * args.batch]
-            x, y = data[idx], labels[idx]
-            logits = student(x)
-            if teacher is None:
-                loss = F.cross_entropy(logits, y)
-            else:
-                with torch.no_grad():
-                    t = teacher(x)
-                loss = kd_loss(logits, t, y)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            # Like the Rust trainer: the loss and the count of correct predictions come to the
-            # host every step, in one transfer.
-            torch.stack([loss.detach(), (logits.detach().argmax(1) == y).sum().float()]).tolist()
+            step(order, s)
 
     epoch(0)
+    for name in phases:
+        phases[name] = 0.0
     sync()
     start = time.perf_counter()
     epoch(1)
     sync()
     seconds = (time.perf_counter() - start) / args.steps
-    print(json.dumps({
+    result = {
         "images_per_second": args.batch / seconds,
         "seconds_per_step": seconds,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-    }))
+    }
+    if args.phases:
+        result["phases"] = {name: total / args.steps for name, total in phases.items()}
+        result["kernels_per_step"] = count_kernels(lambda: step(torch.arange(n, device=device), 0))
+    print(json.dumps(result))
+
+
+def count_kernels(run_step):
+    """ATen operators one step runs that call no other ATen operator: the kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run_step()
+    events = [e for e in prof.events() if e.name.startswith("aten::")]
+    parents = {id(e.cpu_parent) for e in events if e.cpu_parent is not None}
+    return sum(1 for e in events if id(e) not in parents)
 
 
 if __name__ == "__main__":

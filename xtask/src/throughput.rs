@@ -1,6 +1,7 @@
 //! `cargo xtask throughput`: training images per second of one distillation step (teacher
 //! forward, student forward and backward, optimiser step) for each method.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use kd::data::{DatasetSplits, InMemoryDataset, Values};
 use kd::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use kd::core::{CacheContent, DrawPool, TeacherCache};
+use kd::core::{CacheContent, DrawPool, RunOptions, StepPhases, TeacherCache};
 
 use crate::experiment::{build_model, open_device, sanitize};
 use crate::report::BackendTag;
@@ -44,6 +45,12 @@ pub struct ThroughputArgs {
     /// setups become the CIFAR KD step and the MNIST bench cells, methods ce and kd.
     #[arg(long, value_name = "PYTHON")]
     vs_pytorch: Option<String>,
+    /// Also split each step into its phases (batch assembly, teacher, student forward, loss,
+    /// read-back, backward, optimiser, after-step), synchronising the device between phases,
+    /// and print them as milliseconds per step; under --vs-pytorch, PyTorch's same phases and
+    /// the number of ATen kernels its step runs, beside them.
+    #[arg(long)]
+    phases: bool,
     /// Measurements per method, alternating with PyTorch under --vs-pytorch; the best is kept.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
@@ -69,6 +76,15 @@ struct Measurement {
     pytorch: Option<String>,
     /// This project's images per second over PyTorch's (above 1: faster).
     ratio_vs_pytorch: Option<f64>,
+    /// Seconds per step in each phase (`--phases`), from the fastest round.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phases: Option<StepPhases>,
+    /// PyTorch's seconds per step in the same phases, from its fastest round.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pytorch_phases: Option<BTreeMap<String, f64>>,
+    /// ATen kernels (leaf operators) one PyTorch step runs, counted by its profiler.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pytorch_kernels_per_step: Option<usize>,
 }
 
 fn synthetic(shape: [usize; 3], classes: usize, n: usize, seed: u64) -> Result<InMemoryDataset> {
@@ -161,15 +177,18 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
                 };
                 // Rounds alternate this project and PyTorch, so that both see the same machine
                 // state; the best round of each is kept.
-                let mut ours: Option<f64> = None;
+                let mut ours: Option<(f64, Option<StepPhases>)> = None;
                 let mut theirs: Option<TorchStep> = None;
                 for _ in 0..args.rounds {
                     // A method that cannot run on this setup (FitNet's hint layer missing,
                     // de-biased KD without a validation split) is reported and skipped.
-                    let Some(seconds) = time_steps(&args, method, train, &data, &device, &student_spec, batch, source, setup)? else {
+                    let Some(timed) = time_steps(&args, method, train, &data, &device, &student_spec, batch, source, setup)? else {
                         break;
                     };
-                    ours = Some(ours.map_or(seconds, |o: f64| o.min(seconds)));
+                    ours = match ours {
+                        Some(best) if best.0 <= timed.0 => Some(best),
+                        _ => Some(timed),
+                    };
                     if let (Some(torch), false) = (&reference, cached) {
                         let step = torch.time(&teacher_spec, &student_spec, shape, classes, method, batch, threads)?;
                         theirs = Some(match theirs {
@@ -178,7 +197,7 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
                         });
                     }
                 }
-                let Some(seconds) = ours else { continue };
+                let Some((seconds, phases)) = ours else { continue };
                 rows.push(Measurement {
                     setup: setup.clone(),
                     method: method.clone(),
@@ -191,8 +210,11 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
                     overhead_vs_kd: None,
                     teacher_cache: cached,
                     pytorch_images_per_second: theirs.as_ref().map(|t| t.images_per_second),
-                    pytorch: theirs.map(|t| format!("PyTorch {} on {} ({} threads)", t.torch, t.device, t.threads)),
+                    pytorch: theirs.as_ref().map(|t| format!("PyTorch {} on {} ({} threads)", t.torch, t.device, t.threads)),
                     ratio_vs_pytorch: None,
+                    phases,
+                    pytorch_kernels_per_step: theirs.as_ref().and_then(|t| t.kernels_per_step),
+                    pytorch_phases: theirs.and_then(|t| t.phases),
                 });
             }
             // Overhead of each method over plain KD on the same setup and batch.
@@ -209,6 +231,9 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
         bail!("throughput measured nothing: every method was skipped on every setup (the reasons are printed above)");
     }
     print_table(&rows, &backend);
+    if args.phases {
+        print_phases(&rows);
+    }
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -217,8 +242,9 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
     Ok(())
 }
 
-/// Seconds per training step of `method`: one untimed epoch of `--steps` steps (kernel
-/// selection, allocation), then one timed epoch. `None` when the method cannot run here.
+/// Seconds per training step of `method`, and with `--phases` their split: one untimed epoch
+/// of `--steps` steps (kernel selection, allocation), then one timed epoch. `None` when the
+/// method cannot run here.
 #[allow(clippy::too_many_arguments)]
 fn time_steps(
     args: &ThroughputArgs,
@@ -230,7 +256,7 @@ fn time_steps(
     batch: usize,
     teacher: &dyn Teacher,
     setup: &str,
-) -> Result<Option<f64>> {
+) -> Result<Option<(f64, Option<StepPhases>)>> {
     let config = TrainConfig {
         epochs: 2,
         batch_size: batch,
@@ -241,10 +267,14 @@ fn time_steps(
         drop_last: true,
         eval_batch_size: batch,
     };
-    let trainer = Trainer::new(config, train, &data.test, device.clone());
+    let options = RunOptions { time_phases: args.phases, ..RunOptions::default() };
+    let trainer = Trainer::new(config, train, &data.test, device.clone()).with_options(options);
     let student = build_model(student_spec, data, device, 2)?;
     match kd::methods::train_method(method, None, &trainer, student, teacher) {
-        Ok(out) => Ok(Some(out.history[1].train_seconds / args.steps as f64)),
+        Ok(out) => {
+            let timed = &out.history[1];
+            Ok(Some((timed.train_seconds / args.steps as f64, timed.phases)))
+        }
         Err(e) => {
             eprintln!("throughput: {method} skipped on {setup}: {e}");
             Ok(None)
@@ -279,6 +309,35 @@ fn print_table(rows: &[Measurement], backend: &BackendTag) {
     }
 }
 
+/// The phase table of `--phases`: milliseconds per step, this project's beside PyTorch's.
+fn print_phases(rows: &[Measurement]) {
+    println!("\nmilliseconds per step by phase (ours / PyTorch's where measured)");
+    let names: Vec<&str> = StepPhases::default().named().iter().map(|(n, _)| *n).collect();
+    println!("| setup | method | batch | {} | total | PyTorch kernels |", names.join(" | "));
+    println!("|---|---|---|{}---|---|", "---|".repeat(names.len()));
+    for m in rows {
+        let Some(ours) = &m.phases else { continue };
+        let cell = |name: &str, seconds: f64| match m.pytorch_phases.as_ref().and_then(|p| p.get(name)) {
+            Some(theirs) => format!("{:.2} / {:.2}", 1e3 * seconds, 1e3 * theirs),
+            None => format!("{:.2}", 1e3 * seconds),
+        };
+        let cells: Vec<String> = ours.named().iter().map(|(name, s)| cell(name, *s)).collect();
+        let total = match &m.pytorch_phases {
+            Some(p) => format!("{:.2} / {:.2}", 1e3 * ours.total(), 1e3 * p.values().sum::<f64>()),
+            None => format!("{:.2}", 1e3 * ours.total()),
+        };
+        let kernels = m.pytorch_kernels_per_step.map_or("-".into(), |k| k.to_string());
+        println!(
+            "| {} | {}{} | {} | {} | {total} | {kernels} |",
+            m.setup,
+            m.method,
+            if m.teacher_cache { " (teacher cache)" } else { "" },
+            m.batch,
+            cells.join(" | ")
+        );
+    }
+}
+
 /// One measurement of the PyTorch reference (`xtask/pytorch/throughput.py`).
 #[derive(Deserialize)]
 struct TorchStep {
@@ -287,6 +346,12 @@ struct TorchStep {
     threads: usize,
     torch: String,
     device: String,
+    /// Seconds per step by phase, under `--phases`.
+    #[serde(default)]
+    phases: Option<BTreeMap<String, f64>>,
+    /// ATen kernels per step, under `--phases`.
+    #[serde(default)]
+    kernels_per_step: Option<usize>,
 }
 
 /// The PyTorch reference program, run with the user's Python.
@@ -295,6 +360,7 @@ struct PyTorch {
     script: PathBuf,
     steps: usize,
     device: String,
+    phases: bool,
 }
 
 impl PyTorch {
@@ -315,7 +381,7 @@ impl PyTorch {
             Ok(out) => bail!("--vs-pytorch {python}: `import torch` failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
             Err(e) => bail!("--vs-pytorch {python}: cannot run it: {e}"),
         }
-        Ok(PyTorch { python: python.into(), script, steps: args.steps, device })
+        Ok(PyTorch { python: python.into(), script, steps: args.steps, device, phases: args.phases })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -336,6 +402,7 @@ impl PyTorch {
             .args(["--teacher", teacher, "--student", student, "--shape", &shape, "--method", method, "--device", &self.device])
             .args(["--classes", &classes.to_string(), "--batch", &batch.to_string(), "--steps", &self.steps.to_string()])
             .args(["--threads", &threads.to_string()])
+            .args(self.phases.then_some("--phases"))
             .output()
             .with_context(|| format!("running {}", self.script.display()))?;
         if !out.status.success() {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::BinaryMetrics;
+use crate::phases::StepPhases;
 
 /// Evaluation of a model on a data split.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -50,4 +51,9 @@ pub struct EpochRecord {
     pub test: EvalMetrics,
     /// Wall time of the epoch's training steps, seconds.
     pub train_seconds: f64,
+    /// Where the steps' time went, per step (only when [`RunOptions::time_phases`] was on).
+    ///
+    /// [`RunOptions::time_phases`]: crate::RunOptions::time_phases
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<StepPhases>,
 }

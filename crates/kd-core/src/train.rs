@@ -21,6 +21,7 @@ use crate::loss::{cross_entropy, topk_correct};
 use crate::metrics::{SelectBy, binary_metrics};
 use crate::model::{Classifier, ModelOutput, Student, Teacher, TeacherNeed};
 use crate::optim::{LrSchedule, OptimizerConfig};
+use crate::phases::{Phase, PhaseClock, StepPhases};
 pub use crate::record::{EpochRecord, EvalMetrics};
 use crate::rng::permutation;
 pub use crate::run_files::SavedRun;
@@ -99,6 +100,9 @@ pub struct RunOptions {
     pub stop_after_epochs: Option<usize>,
     /// The metric that selects the best epoch (on the validation split when there is one).
     pub select_by: SelectBy,
+    /// Time each phase of every training step into [`EpochRecord::phases`], synchronising the
+    /// device between phases (which slows a GPU a little; CPU backends are unaffected).
+    pub time_phases: bool,
 }
 
 /// When a run counts as diverged. Checked at the end of every epoch; a diverged run ends with
@@ -223,6 +227,8 @@ struct EpochSteps {
     all_zero: bool,
     /// Time spent on the side models, left out of the student's training time.
     side_seconds: f64,
+    /// Where the steps' time went, when timed.
+    phases: Option<StepPhases>,
 }
 
 /// Runs a training stage: a student, a distiller, a teacher, and the data.
@@ -493,6 +499,7 @@ impl<'a> Trainer<'a> {
         // so the order of work changes nothing in the numbers.
         let batches = self.epoch_batches(epoch);
         let (train, device) = (self.train, &self.device);
+        let mut clock = PhaseClock::new(device, self.options.time_phases);
         let model = std::thread::scope(|scope| -> Result<(S, A)> {
             let (ready, next) = std::sync::mpsc::sync_channel::<Result<crate::Batch>>(1);
             scope.spawn(move || {
@@ -512,11 +519,14 @@ impl<'a> Trainer<'a> {
                 };
                 let batch = distiller.prepare_batch(&ctx, batch?, self.train, &self.device)?;
                 batch.check_labels(model.0.num_classes())?;
+                clock.lap(Phase::Assemble)?;
                 let teacher_out = teacher.outputs(&batch, need)?;
+                clock.lap(Phase::Teacher)?;
                 let student_out = model.0.forward(batch.inputs.clone());
                 if sums.steps == 0 && first_of_call {
                     check_outputs(&student_out, teacher_out.as_ref())?;
                 }
+                clock.lap(Phase::Forward)?;
                 let step = Step { ctx, batch: &batch, student: &student_out, teacher: teacher_out.as_ref(), aux: &model.1 };
                 let terms = distiller.loss(&step)?;
                 let total = terms.total()?;
@@ -526,6 +536,7 @@ impl<'a> Trainer<'a> {
                 let hits = student_out.logits.clone().without_autodiff().argmax(1).squeeze_dim::<1>(1).equal(batch.labels.clone());
                 let mut values: Vec<Tensor<1>> = terms.terms().iter().map(|(_, t)| t.clone()).collect();
                 values.push(hits.float().sum());
+                clock.lap(Phase::Loss)?;
                 let mut values = scalars(values)?;
                 let top1 = values.pop().unwrap_or_default() as usize;
                 if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
@@ -541,20 +552,25 @@ impl<'a> Trainer<'a> {
                 sums.correct += top1;
                 sums.seen += batch.len();
                 sums.steps += 1;
+                clock.lap(Phase::ReadBack)?;
 
                 // The outputs as the loss saw them, for the method's bookkeeping after the update.
                 let detached = student_out.detached();
                 let grads = GradientsParams::from_grads(total.backward(), &model);
+                clock.lap(Phase::Backward)?;
                 model = progress.optim.step(lr, model, grads);
+                clock.lap(Phase::Optimizer)?;
                 let done = StepDone { ctx, batch: &batch, student: &detached, teacher: teacher_out.as_ref(), kept: terms.kept() };
                 distiller.after_step(&done)?;
                 let side_started = Instant::now();
                 side.step(&ctx, &batch, teacher_out.as_ref(), lr)?;
                 sums.side_seconds += side_started.elapsed().as_secs_f64();
                 bar.inc(1);
+                clock.lap(Phase::AfterStep)?;
             }
             Ok(model)
         })?;
+        sums.phases = clock.finish();
         Ok((model, sums))
     }
 
@@ -583,6 +599,7 @@ impl<'a> Trainer<'a> {
             valid,
             test,
             train_seconds,
+            phases: steps.phases,
         })
     }
 

@@ -34,6 +34,8 @@
 pub mod layers;
 pub mod mlp;
 pub mod mobilenetv2;
+#[cfg(feature = "tch")]
+mod native;
 pub mod plane;
 pub mod resnet;
 pub mod shufflenetv2;
@@ -48,7 +50,7 @@ pub mod import;
 #[cfg(test)]
 mod tests;
 
-pub use layers::trainable_params;
+pub use layers::{batch_norm_forward, conv2d_forward, trainable_params};
 pub use mlp::Mlp;
 pub use mobilenetv2::MobileNetV2;
 pub use plane::PlaneCnn;

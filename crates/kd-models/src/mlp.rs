@@ -2,9 +2,10 @@
 
 use burn::module::Module;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use kd_core::{Classifier, KdError, ModelOutput, Result};
+
+use crate::layers::{batch_norm_forward, relu};
 
 /// An MLP: `Linear -> ReLU` (or `Linear -> BatchNorm -> ReLU`) for each hidden width, then a
 /// linear classifier.
@@ -57,7 +58,7 @@ impl Classifier for Mlp {
         for (i, layer) in self.hidden.iter().enumerate() {
             let z = layer.forward(x);
             x = relu(match self.norms.get(i) {
-                Some(bn) => bn.forward(z),
+                Some(bn) => batch_norm_forward(bn, z),
                 None => z,
             });
             let width = x.dims()[1];

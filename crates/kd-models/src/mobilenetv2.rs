@@ -10,7 +10,7 @@ use burn::nn::{BatchNorm, Linear, Relu};
 use burn::tensor::{Device, Tensor};
 use kd_core::{Classifier, KdError, ModelOutput, Result};
 
-use crate::layers::{ConvInit, LinearInit, bn, conv1x1, conv2d, global_pool, linear};
+use crate::layers::{ConvInit, LinearInit, batch_norm_forward, bn, conv1x1, conv2d, conv2d_forward, global_pool, linear, relu};
 use crate::summary::Tracer;
 
 /// Expansion ratio of `mobile_half`.
@@ -89,10 +89,10 @@ impl InvertedResidual {
 
     /// The block's output (linear: no activation after the projection).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let (c0, b1, r2, c3, b4, r5, c6, b7) = &self.conv;
-        let out = r2.forward(b1.forward(c0.forward(x.clone())));
-        let out = r5.forward(b4.forward(c3.forward(out)));
-        let out = b7.forward(c6.forward(out));
+        let (c0, b1, _, c3, b4, _, c6, b7) = &self.conv;
+        let out = relu(batch_norm_forward(b1, conv2d_forward(c0, x.clone())));
+        let out = relu(batch_norm_forward(b4, conv2d_forward(c3, out)));
+        let out = batch_norm_forward(b7, conv2d_forward(c6, out));
         if self.use_res_connect { x + out } else { out }
     }
 }
@@ -145,8 +145,8 @@ impl MobileNetV2 {
 
 impl Classifier for MobileNetV2 {
     fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
-        let (c, b, r) = &self.conv1;
-        let mut x = r.forward(b.forward(c.forward(inputs)));
+        let (c, b, _) = &self.conv1;
+        let mut x = relu(batch_norm_forward(b, conv2d_forward(c, inputs)));
         let mut features = vec![x.clone()];
         for (g, group) in self.blocks.iter().enumerate() {
             for block in group {
@@ -156,8 +156,8 @@ impl Classifier for MobileNetV2 {
                 features.push(x.clone());
             }
         }
-        let (c, b, r) = &self.conv2;
-        let x = r.forward(b.forward(c.forward(x)));
+        let (c, b, _) = &self.conv2;
+        let x = relu(batch_norm_forward(b, conv2d_forward(c, x)));
         let embedding = global_pool(x);
         // `classifier` always holds exactly one layer (built in `new`).
         let logits = self.classifier.iter().fold(embedding.clone(), |z, l| l.forward(z));

@@ -9,7 +9,7 @@ use burn::nn::Relu;
 use burn::tensor::{Device, Tensor};
 use kd_core::{Classifier, KdError, ModelOutput, Result};
 
-use crate::layers::{ConvInit, FcLayer, LinearInit, SeqLayer, bn, conv2d, linear, max_pool2};
+use crate::layers::{ConvInit, FcLayer, LinearInit, SeqLayer, bn, conv2d, linear, max_pool2, relu};
 use crate::summary::Tracer;
 
 /// One entry of a TAKD layer book.
@@ -145,7 +145,7 @@ impl Classifier for PlaneCnn {
                     embedding = z.clone();
                     z = l.forward(z);
                 }
-                FcLayer::Relu(r) => z = r.forward(z),
+                FcLayer::Relu(_) => z = relu(z),
             }
         }
         ModelOutput { logits: z, features, embedding: Some(embedding) }

@@ -8,11 +8,10 @@
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use kd_core::{Classifier, KdError, ModelOutput, Result};
 
-use crate::layers::{ConvInit, LinearInit, bn, conv1x1, conv3x3, global_pool, linear};
+use crate::layers::{ConvInit, LinearInit, batch_norm_forward, bn, conv1x1, conv2d_forward, conv3x3, global_pool, linear, relu};
 use crate::summary::Tracer;
 
 /// Filters of `resnet8` ... `resnet110`.
@@ -88,11 +87,11 @@ impl BasicBlock {
     /// The block's output (after the final ReLU).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let residual = match &self.downsample {
-            Some((conv, norm)) => norm.forward(conv.forward(x.clone())),
+            Some((conv, norm)) => batch_norm_forward(norm, conv2d_forward(conv, x.clone())),
             None => x.clone(),
         };
-        let out = relu(self.bn1.forward(self.conv1.forward(x)));
-        let out = self.bn2.forward(self.conv2.forward(out));
+        let out = relu(batch_norm_forward(&self.bn1, conv2d_forward(&self.conv1, x)));
+        let out = batch_norm_forward(&self.bn2, conv2d_forward(&self.conv2, out));
         relu(out + residual)
     }
 }
@@ -156,7 +155,7 @@ impl ResNet {
 
 impl Classifier for ResNet {
     fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(inputs)));
+        let mut x = relu(batch_norm_forward(&self.bn1, conv2d_forward(&self.conv1, inputs)));
         let mut features = vec![x.clone()];
         for stage in [&self.layer1, &self.layer2, &self.layer3] {
             for block in stage {

@@ -7,11 +7,10 @@
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use kd_core::{Classifier, KdError, ModelOutput, Result};
 
-use crate::layers::{ConvInit, LinearInit, bn, conv1x1, conv2d, global_pool, linear};
+use crate::layers::{ConvInit, LinearInit, batch_norm_forward, bn, conv1x1, conv2d, conv2d_forward, global_pool, linear, relu};
 use crate::summary::Tracer;
 
 /// Stage widths and the last conv's width of net size 1.
@@ -106,9 +105,9 @@ impl ShuffleBlock {
         let keep = c / 2;
         let x1 = x.clone().narrow(1, 0, keep);
         let x2 = x.narrow(1, keep, c - keep);
-        let out = relu(self.bn1.forward(self.conv1.forward(x2)));
-        let out = self.bn2.forward(self.conv2.forward(out));
-        let out = relu(self.bn3.forward(self.conv3.forward(out)));
+        let out = relu(batch_norm_forward(&self.bn1, conv2d_forward(&self.conv1, x2)));
+        let out = batch_norm_forward(&self.bn2, conv2d_forward(&self.conv2, out));
+        let out = relu(batch_norm_forward(&self.bn3, conv2d_forward(&self.conv3, out)));
         channel_shuffle(Tensor::cat(vec![x1, out], 1))
     }
 }
@@ -156,11 +155,11 @@ impl DownBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let left = self.bn1.forward(self.conv1.forward(x.clone()));
-        let left = relu(self.bn2.forward(self.conv2.forward(left)));
-        let right = relu(self.bn3.forward(self.conv3.forward(x)));
-        let right = self.bn4.forward(self.conv4.forward(right));
-        let right = relu(self.bn5.forward(self.conv5.forward(right)));
+        let left = batch_norm_forward(&self.bn1, conv2d_forward(&self.conv1, x.clone()));
+        let left = relu(batch_norm_forward(&self.bn2, conv2d_forward(&self.conv2, left)));
+        let right = relu(batch_norm_forward(&self.bn3, conv2d_forward(&self.conv3, x)));
+        let right = batch_norm_forward(&self.bn4, conv2d_forward(&self.conv4, right));
+        let right = relu(batch_norm_forward(&self.bn5, conv2d_forward(&self.conv5, right)));
         channel_shuffle(Tensor::cat(vec![left, right], 1))
     }
 }
@@ -247,7 +246,7 @@ impl ShuffleNetV2 {
 
 impl Classifier for ShuffleNetV2 {
     fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(inputs)));
+        let mut x = relu(batch_norm_forward(&self.bn1, conv2d_forward(&self.conv1, inputs)));
         let mut features = vec![x.clone()];
         for stage in [&self.layer1, &self.layer2, &self.layer3] {
             for unit in stage {
@@ -255,7 +254,7 @@ impl Classifier for ShuffleNetV2 {
             }
             features.push(x.clone());
         }
-        let x = relu(self.bn2.forward(self.conv2.forward(x)));
+        let x = relu(batch_norm_forward(&self.bn2, conv2d_forward(&self.conv2, x)));
         let embedding = global_pool(x);
         ModelOutput { logits: self.linear.forward(embedding.clone()), features, embedding: Some(embedding) }
     }

@@ -8,11 +8,10 @@
 use burn::module::Module;
 use burn::nn::pool::MaxPool2d;
 use burn::nn::{Linear, Relu};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use kd_core::{Classifier, KdError, ModelOutput, Result};
 
-use crate::layers::{ConvInit, LinearInit, SeqLayer, bn, conv2d, global_pool, linear, max_pool2, run_seq};
+use crate::layers::{ConvInit, LinearInit, SeqLayer, bn, conv2d, global_pool, linear, max_pool2, relu, run_seq};
 use crate::summary::Tracer;
 
 /// Input height from which the pooling after block 3 is applied.

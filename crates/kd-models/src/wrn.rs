@@ -11,11 +11,10 @@
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use kd_core::{Classifier, KdError, ModelOutput, Result};
 
-use crate::layers::{ConvInit, LinearInit, bn, conv1x1, conv3x3, global_pool, linear};
+use crate::layers::{ConvInit, LinearInit, batch_norm_forward, bn, conv1x1, conv2d_forward, conv3x3, global_pool, linear, relu};
 use crate::summary::Tracer;
 
 /// Blocks per group of a WRN of this depth, after checking the width.
@@ -94,13 +93,13 @@ impl WrnBlock {
     /// The activation is returned because it is the network's "after activation" view of the
     /// previous stage (what `wrn.py` exposes as the pre-activation feature, plus the ReLU).
     pub fn forward_with_activation(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-        let act = relu(self.bn1.forward(x.clone()));
-        let out = relu(self.bn2.forward(self.conv1.forward(act.clone())));
-        let out = self.conv2.forward(out);
+        let act = relu(batch_norm_forward(&self.bn1, x.clone()));
+        let out = relu(batch_norm_forward(&self.bn2, conv2d_forward(&self.conv1, act.clone())));
+        let out = conv2d_forward(&self.conv2, out);
         // With equal widths the identity shortcut takes the raw input; otherwise the projection
         // reads the activated one, as in the original.
         let shortcut = match &self.convShortcut {
-            Some(conv) => conv.forward(act.clone()),
+            Some(conv) => conv2d_forward(conv, act.clone()),
             None => x,
         };
         (out + shortcut, act)
@@ -167,7 +166,7 @@ impl WideResNet {
 
 impl Classifier for WideResNet {
     fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
-        let mut x = self.conv1.forward(inputs);
+        let mut x = conv2d_forward(&self.conv1, inputs);
         let mut features = Vec::with_capacity(4);
         for group in [&self.block1, &self.block2, &self.block3] {
             for (i, block) in group.layer.iter().enumerate() {
@@ -178,7 +177,7 @@ impl Classifier for WideResNet {
                 x = out;
             }
         }
-        let x = relu(self.bn1.forward(x));
+        let x = relu(batch_norm_forward(&self.bn1, x));
         features.push(x.clone());
         let embedding = global_pool(x);
         ModelOutput { logits: self.fc.forward(embedding.clone()), features, embedding: Some(embedding) }

@@ -282,6 +282,7 @@ impl<'a> ChainRunner<'a> {
             select_by: self.options.select_by,
             run_config: None,
             divergence: self.options.divergence,
+            time_phases: self.options.time_phases,
         };
         let mut trainer = Trainer::new(config.clone(), &self.data.train, &self.data.test, self.device.clone()).with_options(options);
         if let Some(v) = &self.data.valid {
