@@ -42,6 +42,9 @@ pub struct ModelArgs {
     backend: String,
 }
 
+/// The most values one input sample may hold (`C*H*W`): a 4096x4096 RGB image is 50 M.
+pub const MAX_SAMPLE_VALUES: usize = 1 << 28;
+
 /// `CxHxW` as three positive sizes.
 pub fn parse_shape(text: &str) -> Result<[usize; 3]> {
     let dims: Vec<usize> = text
@@ -50,7 +53,14 @@ pub fn parse_shape(text: &str) -> Result<[usize; 3]> {
         .collect::<std::result::Result<_, _>>()
         .map_err(|_| anyhow::anyhow!("input shape `{text}`: expected CxHxW with positive integers, such as 3x32x32"))?;
     match dims[..] {
-        [c, h, w] if c > 0 && h > 0 && w > 0 => Ok([c, h, w]),
+        [c, h, w] if c > 0 && h > 0 && w > 0 => {
+            // One sample must be an allocation that exists (and whose size fits the arithmetic).
+            let values = c.checked_mul(h).and_then(|v| v.checked_mul(w)).filter(|&v| v <= MAX_SAMPLE_VALUES);
+            match values {
+                Some(_) => Ok([c, h, w]),
+                None => bail!("input shape `{text}`: more than {MAX_SAMPLE_VALUES} values per sample"),
+            }
+        }
         _ => bail!("input shape `{text}`: expected CxHxW with positive integers, such as 3x32x32"),
     }
 }

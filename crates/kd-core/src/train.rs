@@ -27,6 +27,12 @@ pub use crate::run_files::SavedRun;
 use crate::run_files::{CheckpointMeta, RunIdentity};
 use crate::side_models::{NoSideModels, SideModels};
 
+/// The most epochs a stage may have: far beyond any recipe, and small enough that every count
+/// derived from it (steps, schedule positions, records) fits the arithmetic.
+pub const MAX_EPOCHS: usize = 100_000;
+/// The largest batch size (a batch is one allocation of `size x sample` floats).
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+
 /// The recipe of one training stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,10 +73,25 @@ impl TrainConfig {
         if self.epochs == 0 {
             return Err(KdError::InvalidConfig("epochs must be at least 1".into()));
         }
+        if self.epochs > MAX_EPOCHS {
+            return Err(KdError::InvalidConfig(format!("epochs: {} is above the limit of {MAX_EPOCHS}", self.epochs)));
+        }
         if self.batch_size == 0 || self.eval_batch_size == 0 {
             return Err(KdError::InvalidConfig("batch sizes must be at least 1".into()));
         }
-        self.optimizer.validate()
+        for (field, size) in [("batch_size", self.batch_size), ("eval_batch_size", self.eval_batch_size)] {
+            if size > MAX_BATCH_SIZE {
+                return Err(KdError::InvalidConfig(format!("{field}: {size} is above the limit of {MAX_BATCH_SIZE}")));
+            }
+        }
+        if self.lr_warmup_epochs > self.epochs {
+            return Err(KdError::InvalidConfig(format!(
+                "lr_warmup_epochs: a warm-up of {} epochs is longer than the run of {} epochs",
+                self.lr_warmup_epochs, self.epochs
+            )));
+        }
+        self.optimizer.validate()?;
+        self.schedule.validate(self.optimizer.lr())
     }
 }
 
@@ -843,4 +864,40 @@ pub fn parameter_values<M: Module>(module: &M) -> Vec<f32> {
     let mut c = Collect(Vec::new());
     module.visit(&mut c);
     c.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_batches_and_warmup_are_bounded_and_named() {
+        let base = TrainConfig {
+            epochs: 10,
+            batch_size: 64,
+            optimizer: OptimizerConfig::sgd(0.05),
+            schedule: LrSchedule::Cosine { min_lr: 0.0 },
+            lr_warmup_epochs: 0,
+            seed: 0,
+            drop_last: false,
+            eval_batch_size: 256,
+        };
+        assert!(base.validate().is_ok());
+        let cases = [
+            (TrainConfig { epochs: MAX_EPOCHS + 1, ..base.clone() }, "epochs: 100001 is above the limit of 100000"),
+            (TrainConfig { epochs: usize::MAX, ..base.clone() }, "is above the limit"),
+            (TrainConfig { batch_size: usize::MAX, ..base.clone() }, "batch_size: 18446744073709551615 is above the limit"),
+            (TrainConfig { eval_batch_size: MAX_BATCH_SIZE + 1, ..base.clone() }, "eval_batch_size"),
+            (
+                TrainConfig { lr_warmup_epochs: 11, ..base.clone() },
+                "lr_warmup_epochs: a warm-up of 11 epochs is longer than the run of 10 epochs",
+            ),
+            (TrainConfig { schedule: LrSchedule::Cosine { min_lr: 1.0 }, ..base.clone() }, "schedule.min_lr (1) is above"),
+        ];
+        for (config, want) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        assert!(TrainConfig { lr_warmup_epochs: 10, ..base }.validate().is_ok());
+    }
 }

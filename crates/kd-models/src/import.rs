@@ -122,6 +122,14 @@ impl WeightsFile {
         if self.path.is_dir() { self.path.join("best.ckpt") } else { self.path.clone() }
     }
 
+    /// Checks that the file exists, is a regular file (a run folder: holds `best.ckpt`) and has
+    /// a known format, before anything is trained: a missing teacher file is an error even
+    /// where a run would not reach it.
+    pub fn check(&self) -> Result<()> {
+        self.format()?;
+        kd_core::files::check_regular(&self.resolved())
+    }
+
     /// The format, from the file name.
     pub fn format(&self) -> Result<WeightsFormat> {
         let path = self.resolved();
