@@ -144,7 +144,7 @@ impl Experiment {
                 )));
             }
             #[cfg(feature = "import")]
-            self.teacher_weights_file().map(|w| w.check()).transpose()?;
+            self.teacher_weights_file().map(|w| w.format()).transpose()?;
             #[cfg(not(feature = "import"))]
             return Err(KdError::InvalidConfig("`teacher_weights` needs the facade's `import` feature".into()));
         }

@@ -22,6 +22,11 @@
 //! | `@write PATH TEXT` | writes TEXT (`\n` for line breaks) to PATH, creating its folder |
 //! | `@mkdir PATH` | creates a folder |
 //! | `@symlink TARGET LINK` | creates a symbolic link |
+//! | `@retype SRC DST DTYPE [KEY]` | copies a safetensors file with its float32 tensors (or only KEY) stored as DTYPE (`F16`, `BF16`, `F64`, `I64`) |
+//! | `@dup-key SRC DST KEY NEW` | copies a safetensors file with tensor KEY stored a second time under the name NEW |
+//!
+//! A case whose command must succeed (the fault is a panic or a crash it must not have) says
+//! `succeed = true` instead of an expected error or warning.
 
 use std::path::{Path, PathBuf};
 
@@ -52,6 +57,9 @@ struct Case {
     expect_warning: Option<String>,
     #[serde(default)]
     results: Option<String>,
+    /// The last step must succeed (no error, no panic).
+    #[serde(default)]
+    succeed: bool,
 }
 
 fn corpus_dir() -> PathBuf {
@@ -163,8 +171,77 @@ fn prepare(args: &[String], tmp: &Path, files: &Path) -> Result<()> {
             #[cfg(unix)]
             std::os::unix::fs::symlink(path(1)?, path(2)?)?;
         }
+        "@retype" => {
+            let dtype = match args.get(3).map(String::as_str) {
+                Some("F16") => burn::tensor::DType::F16,
+                Some("BF16") => burn::tensor::DType::BF16,
+                Some("F64") => burn::tensor::DType::F64,
+                Some("I64") => burn::tensor::DType::I64,
+                other => bail!("@retype: unknown dtype {other:?}"),
+            };
+            let only = args.get(4).map(String::as_str);
+            let tensors = read_safetensors(&path(1)?)?
+                .into_iter()
+                .map(|(name, kind, shape, bytes)| {
+                    if kind != "F32" || only.is_some_and(|k| k != name) {
+                        return (name, kind, shape, bytes);
+                    }
+                    let values: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                    let data = burn::tensor::TensorData::new(values, shape.clone()).convert_dtype(dtype);
+                    (name, format!("{dtype:?}"), shape, data.into_bytes().to_vec())
+                })
+                .collect();
+            write_safetensors(&path(2)?, tensors)?;
+        }
+        "@dup-key" => {
+            let mut tensors = read_safetensors(&path(1)?)?;
+            let (key, new) = (&args[3], &args[4]);
+            let copy = tensors.iter().find(|t| &t.0 == key).cloned().with_context(|| format!("@dup-key: no tensor `{key}`"))?;
+            tensors.push((new.clone(), copy.1, copy.2, copy.3));
+            write_safetensors(&path(2)?, tensors)?;
+        }
         other => bail!("unknown preparation step `{other}`"),
     }
+    Ok(())
+}
+
+/// A safetensors tensor: name, dtype (`F32`...), shape, bytes.
+type RawTensor = (String, String, Vec<usize>, Vec<u8>);
+
+/// The tensors of a safetensors file, in the file's order.
+fn read_safetensors(path: &Path) -> Result<Vec<RawTensor>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let n = u64::from_le_bytes(bytes.get(..8).context("a safetensors header")?.try_into()?) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n])?;
+    let data = &bytes[8 + n..];
+    let mut tensors: Vec<(usize, RawTensor)> = Vec::new();
+    for (name, info) in header.into_iter().filter(|(k, _)| k != "__metadata__") {
+        let shape: Vec<usize> = serde_json::from_value(info["shape"].clone())?;
+        let [start, end]: [usize; 2] = serde_json::from_value(info["data_offsets"].clone())?;
+        let dtype = info["dtype"].as_str().context("a dtype")?.to_string();
+        tensors.push((start, (name, dtype, shape, data[start..end].to_vec())));
+    }
+    tensors.sort_by_key(|(start, _)| *start);
+    Ok(tensors.into_iter().map(|(_, t)| t).collect())
+}
+
+/// Writes `tensors` as a safetensors file.
+fn write_safetensors(path: &Path, tensors: Vec<RawTensor>) -> Result<()> {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let start = data.len();
+        data.extend_from_slice(&bytes);
+        header.insert(name, serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [start, data.len()] }));
+    }
+    let mut text = serde_json::to_vec(&header)?;
+    while text.len() % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text);
+    out.extend(data);
+    std::fs::write(path, out)?;
     Ok(())
 }
 
@@ -198,6 +275,7 @@ fn run_case(case: &Case) -> Result<()> {
     // Expectations may name files of the case's folder.
     let expect_error = case.expect_error.as_deref().map(|e| expand(e, tmp.path(), &files));
     match (&expect_error, &case.expect_warning) {
+        (None, None) if case.succeed => outcome.context("should succeed")?,
         (Some(expected), None) => match outcome {
             Ok(()) => bail!("succeeded, but should fail with `{expected}`"),
             Err(e) => {
@@ -220,7 +298,7 @@ fn run_case(case: &Case) -> Result<()> {
                 bail!("no record of {results} carries a warning containing `{expected}`");
             }
         }
-        _ => bail!("a case expects exactly one of `expect_error` and `expect_warning`"),
+        _ => bail!("a case expects exactly one of `expect_error`, `expect_warning` and `succeed = true`"),
     }
     Ok(())
 }

@@ -53,6 +53,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
         exp.validate().with_context(|| format!("{} with --teacher-weights", args.config.display()))?;
     }
+    // A teacher file that does not exist fails here, before the data loads or a seed trains
+    // (the experiment's own check reads only its name, so that a file can be checked before
+    // its weights are downloaded).
+    if let Some(weights) = exp.teacher_weights_file() {
+        weights.check().context("teacher_weights")?;
+    }
     let (device, backend) = open_device(&exp.backend)?;
     let data = kd::data::load_dataset(&exp.dataset, &exp.data)?;
     data.print_warnings();
