@@ -24,6 +24,11 @@
 //! | `@symlink TARGET LINK` | creates a symbolic link |
 //! | `@retype SRC DST DTYPE [KEY]` | copies a safetensors file with its float32 tensors (or only KEY) stored as DTYPE (`F16`, `BF16`, `F64`, `I64`) |
 //! | `@dup-key SRC DST KEY NEW` | copies a safetensors file with tensor KEY stored a second time under the name NEW |
+//! | `@copy SRC DST` | copies a file byte for byte |
+//! | `@append PATH TEXT` | appends TEXT (no line break added) |
+//! | `@lock DIR` | takes DIR's writer lock for the rest of the corpus (another writer holding it) |
+//! | `@absent PATH` | fails if PATH exists |
+//! | `@lacks PATH TEXT` | fails if the file PATH contains TEXT |
 //!
 //! A case whose command must succeed (the fault is a panic or a crash it must not have) says
 //! `succeed = true` instead of an expected error or warning.
@@ -199,6 +204,29 @@ fn prepare(args: &[String], tmp: &Path, files: &Path) -> Result<()> {
             let copy = tensors.iter().find(|t| &t.0 == key).cloned().with_context(|| format!("@dup-key: no tensor `{key}`"))?;
             tensors.push((new.clone(), copy.1, copy.2, copy.3));
             write_safetensors(&path(2)?, tensors)?;
+        }
+        "@copy" => {
+            std::fs::copy(path(1)?, path(2)?)?;
+        }
+        "@append" => {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new().append(true).open(path(1)?)?;
+            file.write_all(args[2].as_bytes())?;
+        }
+        "@lock" => {
+            // Held until the process ends, as another process's lock would be.
+            std::mem::forget(kd::core::lock::FolderLock::acquire(&path(1)?, "bad-input case")?);
+        }
+        "@absent" => {
+            if path(1)?.exists() {
+                bail!("{} exists", args[1]);
+            }
+        }
+        "@lacks" => {
+            let text = std::fs::read_to_string(path(1)?)?;
+            if text.contains(args[2].as_str()) {
+                bail!("{} contains `{}`", args[1], args[2]);
+            }
         }
         other => bail!("unknown preparation step `{other}`"),
     }

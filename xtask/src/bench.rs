@@ -205,6 +205,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(dir) = &args.export_data {
         return plan::export(dir, &plan);
     }
+    // One writer per output folder: a second bench into it fails here, naming the holder.
+    let _lock = kd::core::lock::FolderLock::acquire(&args.out, "bench")?;
     let seeds = &selection.seeds;
     let total_runs = if selection.runs("methods") { plan.iter().map(|p| p.methods.len() * seeds.len()).sum() } else { 0 };
     eprintln!("bench: {} dataset(s), {} seed(s), {total_runs} student runs, backend {}", plan.len(), seeds.len(), args.backend);

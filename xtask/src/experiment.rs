@@ -59,6 +59,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if let Some(weights) = exp.teacher_weights_file() {
         weights.check().context("teacher_weights")?;
     }
+    // One writer per output folder: a second `train` into it fails here, naming the holder.
+    let _lock = kd::core::lock::FolderLock::acquire(&args.out, "train")?;
     let (device, backend) = open_device(&exp.backend)?;
     let data = kd::data::load_dataset(&exp.dataset, &exp.data)?;
     data.print_warnings();
@@ -236,6 +238,9 @@ impl RunContext {
                 Err(e) => eprintln!("ignoring unreadable teacher cache {}: {e}", path.display()),
             }
         }
+        // One process trains and writes a cache entry; another one asking for it meanwhile fails
+        // at once naming the holder.
+        let _lock = kd::core::lock::FolderLock::for_file(&path, "teacher cache")?;
         let started = Instant::now();
         let trainer = self.trainer(data, &data.train, &config, format!("teacher {spec} seed {seed}"));
         let out = kd::methods::train_method(kd::baselines::ce::NAME, None, &trainer, model, &NoTeacher)?;

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
+use kd::core::atomic::refuse_overwriting_input;
 use kd::core::checkpoint::write_atomic;
 
 use crate::csv::csv_field;
-use crate::loaded_model::{ModelArgs, dataset_inputs, preparation, softmax_rows};
+use crate::loaded_model::{LoadedModel, ModelArgs, dataset_inputs, preparation, softmax_rows};
 use crate::npy::{read_npy_inputs, write_npy};
 
 #[derive(Args, Debug)]
@@ -47,6 +48,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         bail!("--input: several values are image files or folders only; {} is not one", args.input.join(", "));
     };
     let loaded = args.model.load()?;
+    refuse_overwriting_inputs(&args, &loaded)?;
     let (inputs, n) = if input.to_ascii_lowercase().ends_with(".npy") {
         read_npy_inputs(Path::new(input), loaded.card.input_shape)?
     } else {
@@ -83,10 +85,19 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     Ok(())
 }
 
+/// An `--output` that is one of the inputs (a `--input` file, the weights) is refused before
+/// anything is written.
+fn refuse_overwriting_inputs(args: &PredictArgs, loaded: &LoadedModel) -> Result<()> {
+    let weights = loaded.weights.resolved();
+    let inputs = args.input.iter().map(|i| ("input", Path::new(i.as_str()))).chain([("weights file", weights.as_path())]);
+    Ok(refuse_overwriting_input(&args.output, inputs)?)
+}
+
 /// `predict --input` with image files or folders: each file's predicted class and probabilities.
 fn predict_images(args: &PredictArgs, ext: &str) -> Result<()> {
     ensure!(matches!(ext, "csv" | "json" | "npy"), "--output {}: write `.csv`, `.json` or `.npy` (probabilities)", args.output.display());
     let loaded = args.model.load()?;
+    refuse_overwriting_inputs(args, &loaded)?;
     let card = &loaded.card;
     let [c, h, w] = card.input_shape;
     ensure!(c == 1 || c == 3, "the model takes {c} input channels; image files give 1 (grey) or 3 (RGB)");

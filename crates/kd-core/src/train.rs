@@ -17,6 +17,7 @@ pub use crate::checkpoint::{load_checkpoint_model, load_module, module_bytes};
 use crate::data::BatchSource;
 use crate::distiller::{AuxModule, Distiller, Step, StepContext, StepDone};
 use crate::error::{KdError, Result};
+use crate::lock::FolderLock;
 use crate::loss::{cross_entropy, topk_correct};
 use crate::metrics::{SelectBy, binary_metrics};
 use crate::model::{Classifier, ModelOutput, Student, Teacher, TeacherNeed};
@@ -389,6 +390,8 @@ impl<'a> Trainer<'a> {
             recipe: cfg.clone(),
             experiment: self.options.run_config.clone().unwrap_or(serde_json::Value::Null),
         };
+        // One writer per checkpoint folder, for the whole run (released on return or exit).
+        let _lock = self.options.checkpoint_dir.as_deref().map(|dir| FolderLock::acquire(dir, "training")).transpose()?;
         model = self.resume(&run, model, &mut progress, distiller, side)?;
         let start_epoch = progress.history.len() + 1;
 
@@ -711,22 +714,35 @@ impl<'a> Trainer<'a> {
     }
 
     /// Drops the log lines of this run's epochs after `epochs` (written after the checkpoint
-    /// the run resumes from), so that the log holds each epoch once.
+    /// the run resumes from), so that the log holds each epoch once; a line that is not a JSON
+    /// record (the last one, torn by a crash during its write) is dropped with a warning.
     fn trim_log(&self, epochs: usize) -> Result<()> {
         let Some(path) = self.options.log_file.as_ref().filter(|p| p.exists()) else { return Ok(()) };
         let text = crate::files::read_regular_text(path)?;
         let kept: Vec<&str> = text
             .lines()
-            .filter(|line| {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { return true };
+            .enumerate()
+            .filter(|(i, line)| {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    eprintln!(
+                        "warning: {} line {}: not a whole JSON record ({} bytes; a write cut short by a crash), dropped",
+                        path.display(),
+                        i + 1,
+                        line.len()
+                    );
+                    return false;
+                };
                 let ours = v["label"].as_str() == Some(self.options.label.as_str());
                 !(ours && v["record"]["epoch"].as_u64().is_some_and(|e| e as usize > epochs))
             })
+            .map(|(_, line)| line)
             .collect();
-        if kept.len() != text.lines().count() {
+        if kept.len() != text.lines().count() || (!text.is_empty() && !text.ends_with('\n')) {
             let mut out = kept.join("\n");
-            out.push('\n');
-            crate::checkpoint::write_atomic(path, out.as_bytes())?;
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            crate::atomic::write_atomic(path, out.as_bytes())?;
         }
         Ok(())
     }
@@ -736,9 +752,11 @@ impl<'a> Trainer<'a> {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| KdError::io("creating folder", dir, e))?;
         }
-        let line = serde_json::json!({"label": self.options.label, "method": method, "record": record});
+        // The whole line in one write to a file opened for appending: writers of one log never
+        // interleave inside a record.
+        let line = format!("{}\n", serde_json::json!({"label": self.options.label, "method": method, "record": record}));
         let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| KdError::io("opening log", path, e))?;
-        writeln!(file, "{line}").map_err(|e| KdError::io("writing log", path, e))
+        file.write_all(line.as_bytes()).map_err(|e| KdError::io("writing log", path, e))
     }
 }
 
