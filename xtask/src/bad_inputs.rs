@@ -29,6 +29,8 @@
 //! | `@lock DIR` | takes DIR's writer lock for the rest of the corpus (another writer holding it) |
 //! | `@absent PATH` | fails if PATH exists |
 //! | `@lacks PATH TEXT` | fails if the file PATH contains TEXT |
+//! | `@contains PATH TEXT` | fails unless the file PATH contains TEXT |
+//! | `@count DIR N` | fails unless the folder DIR holds N entries |
 //!
 //! A case whose command must succeed (the fault is a panic or a crash it must not have) says
 //! `succeed = true` instead of an expected error or warning.
@@ -226,6 +228,18 @@ fn prepare(args: &[String], tmp: &Path, files: &Path) -> Result<()> {
             let text = std::fs::read_to_string(path(1)?)?;
             if text.contains(args[2].as_str()) {
                 bail!("{} contains `{}`", args[1], args[2]);
+            }
+        }
+        "@contains" => {
+            let text = std::fs::read_to_string(path(1)?)?;
+            if !text.contains(args[2].as_str()) {
+                bail!("{} does not contain `{}`", args[1], args[2]);
+            }
+        }
+        "@count" => {
+            let n = std::fs::read_dir(path(1)?)?.count();
+            if n != number(args, 2)? {
+                bail!("{} holds {n} entries, not {}", args[1], args[2]);
             }
         }
         other => bail!("unknown preparation step `{other}`"),

@@ -144,6 +144,17 @@ pub fn save_student_run(
         normalization: Some((data.train.normalization().0.to_vec(), data.train.normalization().1.to_vec())),
         class_names: data.train.class_names().map(<[String]>::to_vec),
     };
+    // A folder of another dataset's student under the same name is never overwritten.
+    if let Ok(text) = std::fs::read_to_string(dir.join(crate::model_files::STUDENT_CARD))
+        && let Ok(old) = serde_json::from_str::<ModelCard>(&text)
+        && old.dataset.as_deref().is_some_and(|d| d != dataset)
+    {
+        bail!(
+            "{} holds a student of dataset `{}`; this one is of `{dataset}`: write it into another --out",
+            dir.display(),
+            old.dataset.unwrap_or_default()
+        );
+    }
     save_student(&dir, student, &card)?;
     Ok(dir)
 }
