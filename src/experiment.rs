@@ -193,6 +193,7 @@ impl Experiment {
             student: self.student.clone(),
             backend: self.backend.clone(),
             seed,
+            data_files: Vec::new(),
         }
     }
 }
@@ -237,6 +238,11 @@ pub struct RunConfig {
     pub backend: String,
     /// The seed.
     pub seed: u64,
+    /// The data files as the run read them (size, time, content hash), so that a resume on
+    /// other content is refused naming the file; set by the caller that loaded the data (empty
+    /// in runs written before they were recorded).
+    #[serde(default)]
+    pub data_files: Vec<kd_core::files::FileFingerprint>,
 }
 
 impl RunConfig {

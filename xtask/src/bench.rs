@@ -492,7 +492,9 @@ fn teacher_outputs(
     pool: &DrawPool<'_>,
 ) -> Result<TeacherCache> {
     let content = bench.args.cache_top_k.map(|k| CacheContent::TopK { k }).unwrap_or_default();
-    let path = bench.args.cache.join(format!("{}-{}-{tag}.outputs", sanitize(&data.name), sanitize(&p.teacher_spec)));
+    // Keyed by the data files' content too: a replaced file never reopens the old outputs.
+    let files = hash_str(&serde_json::to_string(&data.files.iter().map(|f| (&f.path, f.size, &f.hash)).collect::<Vec<_>>())?);
+    let path = bench.args.cache.join(format!("{}-{}-{tag}-{files:08x}.outputs", sanitize(&data.name), sanitize(&p.teacher_spec)));
     let built = Instant::now();
     let cache = TeacherCache::open_or_build(&path, teacher, pool, content, p.config.eval_batch_size, &bench.ctx.device, true)?;
     eprintln!(

@@ -51,6 +51,10 @@ pub struct ModelCard {
     /// The names of its classes, where the dataset has them.
     #[serde(default)]
     pub class_names: Option<Vec<String>>,
+    /// The data files it was trained on, as they were (size, time, content hash): `eval` and
+    /// `predict` on its recorded dataset refuse other content, naming the file.
+    #[serde(default)]
+    pub data_files: Vec<kd::core::files::FileFingerprint>,
 }
 
 /// Writes `model` to `dir` as `student.safetensors` (PyTorch's layout) with its card.
@@ -96,6 +100,7 @@ pub fn read_model_folder(dir: &Path) -> Result<(ModelCard, WeightsFile)> {
         test_top1: None,
         normalization: Some((mean.to_vec(), std.to_vec())),
         class_names: loaded.train.class_names().map(<[String]>::to_vec),
+        data_files: experiment.data_files,
     };
     Ok((card, WeightsFile::new(weights)))
 }

@@ -52,7 +52,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     let (inputs, n) = if input.to_ascii_lowercase().ends_with(".npy") {
         read_npy_inputs(Path::new(input), loaded.card.input_shape)?
     } else {
-        let (inputs, labels, _) = dataset_inputs(input, &loaded.card)?;
+        let (inputs, labels, _) = dataset_inputs(input, &loaded.card, false)?;
         (inputs, labels.len())
     };
     let classes = loaded.card.classes;

@@ -134,6 +134,9 @@ pub struct DatasetSplits {
     pub warnings: Vec<String>,
     /// What an `images:DIR` folder held and how it was read (layout, counts, sizes, cache).
     pub image_folder: Option<Arc<ImageFolderReport>>,
+    /// The data files as they were read (size, time, content hash): what a run records so
+    /// that it is bound to this content, not only to the name (empty for data made in memory).
+    pub files: Vec<kd_core::files::FileFingerprint>,
 }
 
 impl DatasetSplits {
@@ -386,6 +389,7 @@ struct Recipe {
 pub fn load_dataset(name: &str, options: &LoadOptions) -> Result<DatasetSplits> {
     let resolved = checked_name(name, options)?;
     let canonical = resolved.canonical(options.cifar_labels);
+    let roots = resolved.roots();
     let recipe = match resolved {
         DatasetName::Images(dir) => image_folder_recipe(dir, canonical, options)?,
         DatasetName::Cifar10(path) => {
@@ -420,7 +424,9 @@ pub fn load_dataset(name: &str, options: &LoadOptions) -> Result<DatasetSplits> 
         }
         DatasetName::Registered(entry) => registered(entry)?,
     };
-    finish(recipe, options)
+    let mut splits = finish(recipe, options)?;
+    splits.files = kd_core::files::fingerprint_paths(&roots)?;
+    Ok(splits)
 }
 
 fn image_recipe(name: &str, train: InMemoryDataset, test: InMemoryDataset, norm: Norm, default_augment: Augment) -> Recipe {
@@ -578,7 +584,7 @@ fn finish(recipe: Recipe, options: &LoadOptions) -> Result<DatasetSplits> {
     let train = train.with_normalization(mean.clone(), std.clone())?.with_augment(augment, options.seed);
     let valid = valid.map(|v| v.with_normalization(mean.clone(), std.clone())).transpose()?;
     let test = test.with_normalization(mean, std)?;
-    Ok(DatasetSplits { name, train, valid, test, warnings, image_folder })
+    Ok(DatasetSplits { name, train, valid, test, warnings, image_folder, files: Vec::new() })
 }
 
 /// The class's name for messages: its index, and its label value where that differs.
