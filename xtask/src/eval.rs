@@ -119,6 +119,12 @@ fn confusion_matrix(labels: &[usize], predicted: &[usize], classes: usize) -> Ve
 
 pub fn eval(args: EvalArgs) -> Result<()> {
     ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    ensure!(
+        args.batch_size <= kd::core::train::MAX_BATCH_SIZE,
+        "--batch-size {} is above the limit of {}",
+        args.batch_size,
+        kd::core::train::MAX_BATCH_SIZE
+    );
     let loaded = args.model.load()?;
     let dataset = match args.dataset.clone().or(loaded.card.dataset.clone()) {
         Some(d) => d,

@@ -36,6 +36,12 @@ pub struct PredictArgs {
 pub fn predict(args: PredictArgs) -> Result<()> {
     let ext = args.output.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
     ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    ensure!(
+        args.batch_size <= kd::core::train::MAX_BATCH_SIZE,
+        "--batch-size {} is above the limit of {}",
+        args.batch_size,
+        kd::core::train::MAX_BATCH_SIZE
+    );
     let images = args.input.iter().all(|i| {
         let path = Path::new(i);
         path.is_dir() || kd::data::images::is_image_name(&path.file_name().unwrap_or_default().to_string_lossy())
