@@ -22,6 +22,9 @@ pub const DEFAULT_VALID_FRACTION: f64 = 0.2;
 /// Default test fraction of a dataset with no official split (of all samples).
 pub const DEFAULT_TEST_FRACTION: f64 = 0.2;
 
+/// The largest `image_size` (a side in pixels) that [`LoadOptions`] accepts.
+pub const MAX_IMAGE_SIDE: usize = 8192;
+
 /// How to load a dataset. Every field has a default, so a config file may give any subset.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -98,6 +101,15 @@ impl LoadOptions {
         }
         if self.std.is_some() != self.mean.is_some() {
             return Err(KdError::InvalidConfig("mean and std are given together (or neither: training statistics)".into()));
+        }
+        if let Some(side) = self.image_size.filter(|&s| s > MAX_IMAGE_SIDE) {
+            return Err(KdError::InvalidConfig(format!("image_size {side} is above the limit of {MAX_IMAGE_SIDE} pixels")));
+        }
+        if let Some(m) = self.mean.iter().flatten().find(|v| !v.is_finite()) {
+            return Err(KdError::InvalidConfig(format!("mean: every value must be finite, got {m}")));
+        }
+        if let Some(s) = self.std.iter().flatten().find(|v| !(v.is_finite() && **v > 0.0)) {
+            return Err(KdError::InvalidConfig(format!("std: every value must be finite and > 0, got {s}")));
         }
         Ok(())
     }
