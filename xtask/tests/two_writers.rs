@@ -11,7 +11,7 @@ fn experiment(dir: &Path) -> std::path::PathBuf {
     let config = dir.join("long.toml");
     // Long enough (a few seconds) for the second process to start while the first trains.
     let text = format!(
-        "method = \"ce\"\ndataset = \"csv:{}\"\nstudent = \"mlp-16\"\nseeds = [0]\n\n[train]\nepochs = 200\nbatch_size = 8\noptimizer = {{ kind = \"sgd\", lr = 0.01 }}\n",
+        "method = \"ce\"\ndataset = \"csv:{}\"\nstudent = \"mlp-16\"\nseeds = [0]\n\n[train]\nepochs = 400\nbatch_size = 8\noptimizer = {{ kind = \"sgd\", lr = 0.01 }}\n",
         data.display()
     );
     std::fs::write(&config, text).unwrap();
@@ -56,7 +56,7 @@ fn a_second_writer_into_a_run_folder_fails_at_once_naming_the_holder() {
     assert!(log.ends_with('\n'));
     let epochs: Vec<u64> =
         log.lines().map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["record"]["epoch"].as_u64().unwrap()).collect();
-    assert_eq!(epochs, (1..=200).collect::<Vec<u64>>(), "each epoch once, in order");
+    assert_eq!(epochs, (1..=400).collect::<Vec<u64>>(), "each epoch once, in order");
     let leftovers: Vec<String> = std::fs::read_dir(&run)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
