@@ -267,21 +267,33 @@ impl RunContext {
             hash_str(&serde_json::to_string(&data.files.iter().map(|f| (&f.path, f.size, &f.hash)).collect::<Vec<_>>())?),
         ]);
         let path = self.cache_dir.join(format!("{}-{}-{key:016x}.ckpt", sanitize(&data.name), sanitize(spec)));
-        let model = build_model(spec, data, &self.device, seed)?;
-        if path.exists() {
+        let reuse = || -> Result<Option<(FrozenTeacher<AnyModel>, Record)>> {
+            if !path.exists() {
+                return Ok(None);
+            }
             match Checkpoint::load(&path) {
                 Ok(ckpt) => {
                     let record: Record = serde_json::from_value(ckpt.meta["record"].clone())?;
-                    let model = load_module(model, ckpt.section("model")?)?;
+                    let model = load_module(build_model(spec, data, &self.device, seed)?, ckpt.section("model")?)?;
                     eprintln!("teacher {spec} on {}: reused from {}", data.name, path.display());
-                    return Ok((FrozenTeacher::new(model, spec), Record { cached: true, ..record }));
+                    Ok(Some((FrozenTeacher::new(model, spec), Record { cached: true, ..record })))
                 }
-                Err(e) => eprintln!("ignoring unreadable teacher cache {}: {e}", path.display()),
+                Err(e) => {
+                    eprintln!("ignoring unreadable teacher cache {}: {e}", path.display());
+                    Ok(None)
+                }
             }
+        };
+        if let Some(cached) = reuse()? {
+            return Ok(cached);
         }
         // One process trains and writes a cache entry; another one asking for it meanwhile fails
-        // at once naming the holder.
+        // at once naming the holder (and one that finds it written once it holds the lock reads it).
         let _lock = kd::core::lock::FolderLock::for_file(&path, "teacher cache")?;
+        if let Some(cached) = reuse()? {
+            return Ok(cached);
+        }
+        let model = build_model(spec, data, &self.device, seed)?;
         let started = Instant::now();
         let trainer = self.trainer(data, &data.train, &config, format!("teacher {spec} seed {seed}"));
         let out = kd::methods::train_method(kd::baselines::ce::NAME, None, &trainer, model, &NoTeacher)?;
