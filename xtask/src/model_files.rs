@@ -58,10 +58,15 @@ pub struct ModelCard {
 }
 
 /// Writes `model` to `dir` as `student.safetensors` (PyTorch's layout) with its card.
+///
+/// The folder is written whole ([`kd::core::atomic::write_folder_atomic`]): weights and card of
+/// one write, never the weights of one and the card of another.
 pub fn save_student<M: kd::core::burn::module::Module>(dir: &Path, model: &M, card: &ModelCard) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    save_safetensors(model, dir.join(&card.weights))?;
-    write_atomic(&dir.join(STUDENT_CARD), &serde_json::to_vec_pretty(card)?)?;
+    let card_bytes = serde_json::to_vec_pretty(card)?;
+    kd::core::atomic::write_folder_atomic(dir, |tmp| {
+        save_safetensors(model, tmp.join(&card.weights))?;
+        write_atomic(&tmp.join(STUDENT_CARD), &card_bytes)
+    })?;
     Ok(())
 }
 

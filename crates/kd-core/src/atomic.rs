@@ -55,7 +55,13 @@ pub fn remove_stale_temps(path: &Path) -> usize {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = name.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else { continue };
-        if !process_alive(pid) && fs::remove_file(entry.path()).is_ok() {
+        if process_alive(pid) {
+            continue;
+        }
+        // A folder written whole (a student folder) is a temporary folder.
+        let gone =
+            if entry.file_type().is_ok_and(|t| t.is_dir()) { fs::remove_dir_all(entry.path()) } else { fs::remove_file(entry.path()) };
+        if gone.is_ok() {
             removed += 1;
         }
     }
@@ -123,6 +129,35 @@ impl Drop for AtomicFile {
             let _ = fs::remove_file(&self.tmp);
         }
     }
+}
+
+/// Writes the folder `dir` whole: `fill` writes its files into a temporary folder beside it,
+/// which then replaces `dir` (the old folder is moved aside, the new one renamed into place, the
+/// old one removed), so that a folder never mixes files of two writes. A temporary folder of a
+/// dead process is removed by the next write of the same folder.
+pub fn write_folder_atomic(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let parent = folder_of(dir);
+    fs::create_dir_all(parent).map_err(|e| KdError::io("creating folder", parent, e))?;
+    remove_stale_temps(dir);
+    let tmp = temp_path(dir);
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(|e| KdError::io("removing", &tmp, e))?;
+    }
+    fs::create_dir_all(&tmp).map_err(|e| KdError::io("creating folder", &tmp, e))?;
+    if let Err(e) = fill(&tmp) {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let old = folder_of(dir).join(format!("{}old-{}", temp_prefix(dir), std::process::id()));
+    let had_old = dir.exists();
+    if had_old {
+        fs::rename(dir, &old).map_err(|e| KdError::io("moving aside", dir, e))?;
+    }
+    fs::rename(&tmp, dir).map_err(|e| KdError::io("renaming into place", dir, e))?;
+    if had_old {
+        let _ = fs::remove_dir_all(&old);
+    }
+    Ok(())
 }
 
 /// Whether `a` and `b` name the same existing file (the same inode on Unix, through links and
@@ -213,5 +248,33 @@ mod tests {
             assert!(refuse_overwriting_input(&link, [("input", input.as_path())]).is_err());
         }
         assert!(refuse_overwriting_input(&dir.path().join("y.npy"), [("input", input.as_path())]).is_ok());
+    }
+
+    #[test]
+    fn a_folder_is_replaced_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("student");
+        write_folder_atomic(&dir, |d| {
+            fs::write(d.join("a"), "1").unwrap();
+            fs::write(d.join("old-only"), "x").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        // A failed write leaves the folder as it was.
+        let failed = write_folder_atomic(&dir, |d| {
+            fs::write(d.join("a"), "2").unwrap();
+            Err(KdError::InvalidConfig("disk full".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(fs::read_to_string(dir.join("a")).unwrap(), "1");
+        write_folder_atomic(&dir, |d| {
+            fs::write(d.join("a"), "3").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(fs::read_to_string(dir.join("a")).unwrap(), "3");
+        assert!(!dir.join("old-only").exists(), "nothing of the previous write is mixed in");
+        let names: Vec<String> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["student"]);
     }
 }
