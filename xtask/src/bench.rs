@@ -272,6 +272,9 @@ fn check_used(args: &BenchArgs, selection: &Selection, plan: &[Planned]) -> Resu
     if args.teacher.is_some() && !any_teacher && !biased {
         unused("--teacher", "no run of the selected suites has a teacher")?;
     }
+    if args.student.is_some() && !methods_suite && !biased {
+        unused("--student", "only the methods and biased-teacher suites train it (the backbones and chains have their own models)")?;
+    }
     if args.teacher_cache && !any_logits {
         unused("--teacher-cache", "no method of the methods suite reads the teacher's logits")?;
     }
