@@ -102,6 +102,9 @@ fn refuse_overwriting_inputs(args: &PredictArgs, loaded: &LoadedModel) -> Result
 /// `predict --input` with image files or folders: each file's predicted class and probabilities.
 fn predict_images(args: &PredictArgs, ext: &str) -> Result<()> {
     ensure!(matches!(ext, "csv" | "json" | "npy"), "--output {}: write `.csv`, `.json` or `.npy` (probabilities)", args.output.display());
+    if args.probabilities {
+        eprintln!("warning: --probabilities is not used: image files always give probabilities");
+    }
     let loaded = args.model.load()?;
     refuse_overwriting_inputs(args, &loaded)?;
     let card = &loaded.card;
