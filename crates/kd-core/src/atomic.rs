@@ -68,6 +68,23 @@ pub fn remove_stale_temps(path: &Path) -> usize {
     removed
 }
 
+/// Removes every temporary file or folder in `dir` (`.NAME.tmp-PID`, any target) whose process
+/// is no longer running; returns how many. The holder of a folder's lock calls it, so that the
+/// leftovers of a target that is never written again (a `best.ckpt` whose epoch never comes
+/// back) do not stay either.
+pub fn remove_dead_temps(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((target, _pid)) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp-")) else { continue };
+        if !target.is_empty() {
+            removed += remove_stale_temps(&dir.join(target));
+        }
+    }
+    removed
+}
+
 /// Writes `bytes` to `path` atomically (temporary file in the same folder, fsync, rename),
 /// creating the folder, and removes the target's temporary files of dead processes.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -276,5 +293,23 @@ mod tests {
         assert!(!dir.join("old-only").exists(), "nothing of the previous write is mixed in");
         let names: Vec<String> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert_eq!(names, ["student"]);
+    }
+
+    #[test]
+    fn the_lock_holder_removes_every_dead_leftover_of_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [".best.ckpt.tmp-4194999", ".log.jsonl.tmp-4194998"] {
+            fs::write(dir.path().join(name), "left by a kill").unwrap();
+        }
+        let live = dir.path().join(format!(".last.ckpt.tmp-{}", std::process::id()));
+        fs::write(&live, "being written").unwrap();
+        fs::write(dir.path().join("best.ckpt"), "kept").unwrap();
+        if Path::new("/proc/self").exists() {
+            assert_eq!(remove_dead_temps(dir.path()), 2);
+            let names: Vec<String> =
+                fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            assert_eq!(names.len(), 2, "{names:?}");
+            assert!(dir.path().join("best.ckpt").exists() && live.exists(), "{names:?}");
+        }
     }
 }

@@ -82,6 +82,10 @@ impl FolderLock {
             .and_then(|_| file.write_all(line.as_bytes()))
             .and_then(|_| file.sync_all());
         written.map_err(|e| KdError::io("writing lock file", &path, e))?;
+        // The folder is ours: leftovers of killed writers go.
+        if guarded.is_dir() {
+            crate::atomic::remove_dead_temps(guarded);
+        }
         Ok(FolderLock { path, file: Some(file) })
     }
 
