@@ -34,6 +34,23 @@ fn holder(text: &str) -> String {
     if text.is_empty() { "a process that left no id".into() } else { format!("process {text}") }
 }
 
+/// Whether the open `file` is the one at `path` (not one removed since it was opened).
+fn still_at(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
+    }
+}
+
 impl FolderLock {
     /// Takes the lock of `dir` (created if needed) for `purpose` (`train`, `bench`...: written
     /// into the file beside the pid), or fails at once naming the folder and the holder.
@@ -52,22 +69,31 @@ impl FolderLock {
     }
 
     fn take(guarded: &Path, path: PathBuf, purpose: &str) -> Result<Self> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| KdError::io("opening lock file", &path, e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                return Err(KdError::Locked { path: guarded.to_path_buf(), holder: holder(&text), lock: path });
+        // A holder removes the file when it lets go: a lock taken on a file that was removed
+        // meanwhile guards nothing, so it is taken again on the file now at the path.
+        let mut tries = 0;
+        let mut file = loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| KdError::io("opening lock file", &path, e))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    let mut text = String::new();
+                    let _ = (&file).read_to_string(&mut text);
+                    return Err(KdError::Locked { path: guarded.to_path_buf(), holder: holder(&text), lock: path });
+                }
+                Err(TryLockError::Error(e)) => return Err(KdError::io("locking", &path, e)),
             }
-            Err(TryLockError::Error(e)) => return Err(KdError::io("locking", &path, e)),
-        }
+            tries += 1;
+            if still_at(&file, &path) || tries >= 100 {
+                break file;
+            }
+        };
         // Ours now. Anything in the file is a holder that died without removing it.
         let mut previous = String::new();
         let _ = file.read_to_string(&mut previous);
