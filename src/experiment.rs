@@ -98,7 +98,13 @@ impl Experiment {
     }
 
     /// The method configuration as JSON (what the method registry reads).
+    ///
+    /// JSON has no NaN or infinity (serde would write them as `null`, then read "invalid type:
+    /// null"): such a value is an error naming its key.
     pub fn method_config_json(&self) -> Result<Option<serde_json::Value>> {
+        if let Some(config) = &self.method_config {
+            finite_numbers("method_config", config)?;
+        }
         self.method_config.as_ref().map(serde_json::to_value).transpose().map_err(|e| KdError::InvalidConfig(format!("method_config: {e}")))
     }
 
@@ -187,7 +193,20 @@ impl Experiment {
             student: self.student.clone(),
             backend: self.backend.clone(),
             seed,
+            data_files: Vec::new(),
         }
+    }
+}
+
+/// Every float of `value` (at `path`) is finite, or an error naming the first key that is not.
+fn finite_numbers(path: &str, value: &toml::Value) -> Result<()> {
+    match value {
+        toml::Value::Float(f) if !f.is_finite() => {
+            Err(KdError::InvalidConfig(format!("{path} is {f}: every number of a method configuration must be finite")))
+        }
+        toml::Value::Table(t) => t.iter().try_for_each(|(k, v)| finite_numbers(&format!("{path}.{k}"), v)),
+        toml::Value::Array(a) => a.iter().enumerate().try_for_each(|(i, v)| finite_numbers(&format!("{path}[{i}]"), v)),
+        _ => Ok(()),
     }
 }
 
@@ -219,6 +238,11 @@ pub struct RunConfig {
     pub backend: String,
     /// The seed.
     pub seed: u64,
+    /// The data files as the run read them (size, time, content hash), so that a resume on
+    /// other content is refused naming the file; set by the caller that loaded the data (empty
+    /// in runs written before they were recorded).
+    #[serde(default)]
+    pub data_files: Vec<kd_core::files::FileFingerprint>,
 }
 
 impl RunConfig {

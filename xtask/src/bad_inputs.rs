@@ -22,6 +22,18 @@
 //! | `@write PATH TEXT` | writes TEXT (`\n` for line breaks) to PATH, creating its folder |
 //! | `@mkdir PATH` | creates a folder |
 //! | `@symlink TARGET LINK` | creates a symbolic link |
+//! | `@retype SRC DST DTYPE [KEY]` | copies a safetensors file with its float32 tensors (or only KEY) stored as DTYPE (`F16`, `BF16`, `F64`, `I64`) |
+//! | `@dup-key SRC DST KEY NEW` | copies a safetensors file with tensor KEY stored a second time under the name NEW |
+//! | `@copy SRC DST` | copies a file byte for byte |
+//! | `@append PATH TEXT` | appends TEXT (no line break added) |
+//! | `@lock DIR` | takes DIR's writer lock for the rest of the corpus (another writer holding it) |
+//! | `@absent PATH` | fails if PATH exists |
+//! | `@lacks PATH TEXT` | fails if the file PATH contains TEXT |
+//! | `@contains PATH TEXT` | fails unless the file PATH contains TEXT |
+//! | `@count DIR N` | fails unless the folder DIR holds N entries |
+//!
+//! A case whose command must succeed (the fault is a panic or a crash it must not have) says
+//! `succeed = true` instead of an expected error or warning.
 
 use std::path::{Path, PathBuf};
 
@@ -52,6 +64,9 @@ struct Case {
     expect_warning: Option<String>,
     #[serde(default)]
     results: Option<String>,
+    /// The last step must succeed (no error, no panic).
+    #[serde(default)]
+    succeed: bool,
 }
 
 fn corpus_dir() -> PathBuf {
@@ -163,8 +178,112 @@ fn prepare(args: &[String], tmp: &Path, files: &Path) -> Result<()> {
             #[cfg(unix)]
             std::os::unix::fs::symlink(path(1)?, path(2)?)?;
         }
+        "@retype" => {
+            let dtype = match args.get(3).map(String::as_str) {
+                Some("F16") => burn::tensor::DType::F16,
+                Some("BF16") => burn::tensor::DType::BF16,
+                Some("F64") => burn::tensor::DType::F64,
+                Some("I64") => burn::tensor::DType::I64,
+                other => bail!("@retype: unknown dtype {other:?}"),
+            };
+            let only = args.get(4).map(String::as_str);
+            let tensors = read_safetensors(&path(1)?)?
+                .into_iter()
+                .map(|(name, kind, shape, bytes)| {
+                    if kind != "F32" || only.is_some_and(|k| k != name) {
+                        return (name, kind, shape, bytes);
+                    }
+                    let values: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                    let data = burn::tensor::TensorData::new(values, shape.clone()).convert_dtype(dtype);
+                    (name, format!("{dtype:?}"), shape, data.into_bytes().to_vec())
+                })
+                .collect();
+            write_safetensors(&path(2)?, tensors)?;
+        }
+        "@dup-key" => {
+            let mut tensors = read_safetensors(&path(1)?)?;
+            let (key, new) = (&args[3], &args[4]);
+            let copy = tensors.iter().find(|t| &t.0 == key).cloned().with_context(|| format!("@dup-key: no tensor `{key}`"))?;
+            tensors.push((new.clone(), copy.1, copy.2, copy.3));
+            write_safetensors(&path(2)?, tensors)?;
+        }
+        "@copy" => {
+            std::fs::copy(path(1)?, path(2)?)?;
+        }
+        "@append" => {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new().append(true).open(path(1)?)?;
+            file.write_all(args[2].as_bytes())?;
+        }
+        "@lock" => {
+            // Held until the process ends, as another process's lock would be.
+            std::mem::forget(kd::core::lock::FolderLock::acquire(&path(1)?, "bad-input case")?);
+        }
+        "@absent" => {
+            if path(1)?.exists() {
+                bail!("{} exists", args[1]);
+            }
+        }
+        "@lacks" => {
+            let text = std::fs::read_to_string(path(1)?)?;
+            if text.contains(args[2].as_str()) {
+                bail!("{} contains `{}`", args[1], args[2]);
+            }
+        }
+        "@contains" => {
+            let text = std::fs::read_to_string(path(1)?)?;
+            if !text.contains(args[2].as_str()) {
+                bail!("{} does not contain `{}`", args[1], args[2]);
+            }
+        }
+        "@count" => {
+            let n = std::fs::read_dir(path(1)?)?.count();
+            if n != number(args, 2)? {
+                bail!("{} holds {n} entries, not {}", args[1], args[2]);
+            }
+        }
         other => bail!("unknown preparation step `{other}`"),
     }
+    Ok(())
+}
+
+/// A safetensors tensor: name, dtype (`F32`...), shape, bytes.
+type RawTensor = (String, String, Vec<usize>, Vec<u8>);
+
+/// The tensors of a safetensors file, in the file's order.
+fn read_safetensors(path: &Path) -> Result<Vec<RawTensor>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let n = u64::from_le_bytes(bytes.get(..8).context("a safetensors header")?.try_into()?) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n])?;
+    let data = &bytes[8 + n..];
+    let mut tensors: Vec<(usize, RawTensor)> = Vec::new();
+    for (name, info) in header.into_iter().filter(|(k, _)| k != "__metadata__") {
+        let shape: Vec<usize> = serde_json::from_value(info["shape"].clone())?;
+        let [start, end]: [usize; 2] = serde_json::from_value(info["data_offsets"].clone())?;
+        let dtype = info["dtype"].as_str().context("a dtype")?.to_string();
+        tensors.push((start, (name, dtype, shape, data[start..end].to_vec())));
+    }
+    tensors.sort_by_key(|(start, _)| *start);
+    Ok(tensors.into_iter().map(|(_, t)| t).collect())
+}
+
+/// Writes `tensors` as a safetensors file.
+fn write_safetensors(path: &Path, tensors: Vec<RawTensor>) -> Result<()> {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let start = data.len();
+        data.extend_from_slice(&bytes);
+        header.insert(name, serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [start, data.len()] }));
+    }
+    let mut text = serde_json::to_vec(&header)?;
+    while text.len() % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text);
+    out.extend(data);
+    std::fs::write(path, out)?;
     Ok(())
 }
 
@@ -198,6 +317,7 @@ fn run_case(case: &Case) -> Result<()> {
     // Expectations may name files of the case's folder.
     let expect_error = case.expect_error.as_deref().map(|e| expand(e, tmp.path(), &files));
     match (&expect_error, &case.expect_warning) {
+        (None, None) if case.succeed => outcome.context("should succeed")?,
         (Some(expected), None) => match outcome {
             Ok(()) => bail!("succeeded, but should fail with `{expected}`"),
             Err(e) => {
@@ -220,7 +340,7 @@ fn run_case(case: &Case) -> Result<()> {
                 bail!("no record of {results} carries a warning containing `{expected}`");
             }
         }
-        _ => bail!("a case expects exactly one of `expect_error` and `expect_warning`"),
+        _ => bail!("a case expects exactly one of `expect_error`, `expect_warning` and `succeed = true`"),
     }
     Ok(())
 }
@@ -231,7 +351,11 @@ fn every_bad_input_gets_its_exact_error_or_warning() {
     let corpus: Corpus = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let mut failures = Vec::new();
     let mut classes: std::collections::BTreeMap<&str, usize> = Default::default();
-    for case in &corpus.case {
+    // `BAD_INPUTS=name,...` runs only the cases whose name contains one of the words (while
+    // working on some); the whole corpus runs otherwise.
+    let only: Option<Vec<String>> = std::env::var("BAD_INPUTS").ok().map(|v| v.split(',').map(str::to_string).collect());
+    let chosen = |case: &Case| only.as_ref().is_none_or(|words| words.iter().any(|w| case.name.contains(w.as_str())));
+    for case in corpus.case.iter().filter(|c| chosen(c)) {
         *classes.entry(case.class.as_str()).or_default() += 1;
         if let Err(e) = run_case(case) {
             failures.push(format!("{}: {e:#}", case.name));

@@ -14,7 +14,7 @@ mod plan;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use kd::core::warmup::CONFIG_FIELD as WARMUP_FIELD;
 use kd::core::{CacheContent, DrawPool, TeacherCache};
@@ -90,9 +90,10 @@ pub struct BenchArgs {
     /// every step, for the methods that read only the teacher's logits.
     #[arg(long)]
     teacher_cache: bool,
-    /// Augmentation draws stored per sample by the teacher cache (augmented data only).
-    #[arg(long, default_value_t = 4)]
-    cache_draws: usize,
+    /// Augmentation draws stored per sample by the teacher cache (augmented data only; default
+    /// 4).
+    #[arg(long, requires = "teacher_cache")]
+    cache_draws: Option<usize>,
     /// Parts of the bench to run: `methods` (every method on every dataset), `biased-teacher`
     /// (the binary methods distilling from a teacher trained on a quarter of the positives),
     /// `backbones` (self-distillation on an MLP, a plain CNN and a ResNet), `chains`
@@ -101,9 +102,9 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     suites: Option<Vec<String>>,
     /// The share of each batch the dynamic-stopping control students of the chains train on
-    /// (`StoppingConfig::control_batch_fraction`; 1: whole batches).
-    #[arg(long, default_value_t = StoppingConfig::default().control_batch_fraction)]
-    stop_control_fraction: f64,
+    /// (`StoppingConfig::control_batch_fraction`; 1: whole batches; default 0.25).
+    #[arg(long)]
+    stop_control_fraction: Option<f64>,
     /// Write every planned dataset as the methods suite trains on it (the teacher's training
     /// split, the students', validation, test: normalised float32 NCHW inputs and int64 labels,
     /// `.npy`) with the recipes and models (`plan.json`) into this folder, and stop before
@@ -112,9 +113,14 @@ pub struct BenchArgs {
     export_data: Option<PathBuf>,
     /// Store only the top-k teacher probabilities (FKD's marginal smoothing); only methods that
     /// accept approximate outputs (kd) may use it.
-    #[arg(long)]
+    #[arg(long, requires = "teacher_cache")]
     cache_top_k: Option<usize>,
 }
+
+/// Augmentation draws per sample of the teacher cache without `--cache-draws`.
+const DEFAULT_CACHE_DRAWS: usize = 4;
+/// The most augmentation draws per sample `--cache-draws` accepts (the pool holds them all).
+const MAX_CACHE_DRAWS: usize = 1024;
 
 impl BenchArgs {
     /// The preset file the arguments choose.
@@ -189,11 +195,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let selection = Selection::new(&args, &preset)?;
     let (device, backend) = open_device(&args.backend)?;
     // Load everything first: bad names fail before any training, and the plan is known.
+    check_numbers(&args, &recipes)?;
     let plan = plan::plan(&args, &recipes, &preset, &selection)?;
+    if plan.is_empty() {
+        bail!("nothing to run: no chosen method applies to any of the datasets ({})", selection.datasets.join(", "));
+    }
+    check_used(&args, &selection, &plan)?;
     let pretrained = teacher_file(&args, plan.len())?;
     if let Some(dir) = &args.export_data {
         return plan::export(dir, &plan);
     }
+    // One writer per output folder: a second bench into it fails here, naming the holder.
+    let _lock = kd::core::lock::FolderLock::acquire(&args.out, "bench")?;
     let seeds = &selection.seeds;
     let total_runs = if selection.runs("methods") { plan.iter().map(|p| p.methods.len() * seeds.len()).sum() } else { 0 };
     eprintln!("bench: {} dataset(s), {} seed(s), {total_runs} student runs, backend {}", plan.len(), seeds.len(), args.backend);
@@ -205,6 +218,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         started,
         total_runs,
         done: 0,
+        students: 0,
         records: Vec::new(),
         chains: Vec::new(),
         chains_md: String::new(),
@@ -224,6 +238,55 @@ pub fn run(args: BenchArgs) -> Result<()> {
     bench.finish()
 }
 
+/// The numbers of the command line, checked before anything loads: each error names its
+/// option.
+fn check_numbers(args: &BenchArgs, recipes: &Recipes) -> Result<()> {
+    for (option, epochs) in [("--epochs", args.epochs), ("--student-epochs", args.student_epochs)] {
+        if let Some(e) = epochs {
+            recipes.train.with_epochs(e).validate().with_context(|| format!("{option} {e}"))?;
+        }
+    }
+    if let Some(d) = args.cache_draws.filter(|d| !(1..=MAX_CACHE_DRAWS).contains(d)) {
+        bail!("--cache-draws {d}: give 1 to {MAX_CACHE_DRAWS} draws per sample");
+    }
+    if args.cache_top_k == Some(0) {
+        bail!("--cache-top-k 0: keep at least one class");
+    }
+    if let Some(f) = args.stop_control_fraction.filter(|f| !(f.is_finite() && *f > 0.0 && *f <= 1.0)) {
+        bail!("--stop-control-fraction {f}: give a share of the batch in (0, 1]");
+    }
+    Ok(())
+}
+
+/// An option that nothing of this bench would read is an error naming it (a silent no-op would
+/// let a user believe it applied).
+fn check_used(args: &BenchArgs, selection: &Selection, plan: &[Planned]) -> Result<()> {
+    let methods_suite = selection.runs("methods");
+    let any_teacher = methods_suite && plan.iter().any(|p| p.methods.iter().any(|m| m.need != TeacherNeed::Nothing));
+    let any_logits = methods_suite && plan.iter().any(|p| p.methods.iter().any(|m| m.need == TeacherNeed::Logits));
+    let biased = selection.runs("biased-teacher") && plan.iter().any(|p| p.data.train.num_classes() == 2);
+    let unused = |option: &str, why: &str| -> Result<()> { bail!("{option} is not used by this bench: {why}") };
+    if args.files.teacher_weights.is_some() && !any_teacher {
+        unused("--teacher-weights", "no method of the methods suite distils from a teacher")?;
+    }
+    if args.teacher.is_some() && !any_teacher && !biased {
+        unused("--teacher", "no run of the selected suites has a teacher")?;
+    }
+    if args.student.is_some() && !methods_suite && !biased {
+        unused("--student", "only the methods and biased-teacher suites train it (the backbones and chains have their own models)")?;
+    }
+    if args.teacher_cache && !any_logits {
+        unused("--teacher-cache", "no method of the methods suite reads the teacher's logits")?;
+    }
+    if args.student_per_class.is_some() && !plan.iter().any(|p| p.kind != InputKind::Tables) {
+        unused("--student-per-class", "it applies to image data, and every dataset of the plan is a table")?;
+    }
+    if args.stop_control_fraction.is_some() && !selection.runs("chains") {
+        unused("--stop-control-fraction", "it applies to the chains suite, which does not run (add `--suites chains`)")?;
+    }
+    Ok(())
+}
+
 /// The teacher file `--teacher-weights` gives (one teacher: the plan must hold one dataset).
 fn teacher_file(args: &BenchArgs, planned: usize) -> Result<Option<WeightsFile>> {
     let Some(path) = &args.files.teacher_weights else { return Ok(None) };
@@ -231,7 +294,7 @@ fn teacher_file(args: &BenchArgs, planned: usize) -> Result<Option<WeightsFile>>
         bail!("--teacher-weights gives one teacher, for one task: choose its dataset with --datasets (the plan has {planned})");
     }
     let weights = WeightsFile { path: path.clone(), key: args.files.teacher_key.clone(), remap: Vec::new() };
-    weights.format()?;
+    weights.check().context("--teacher-weights")?;
     Ok(Some(weights))
 }
 
@@ -252,6 +315,8 @@ struct Bench<'a> {
     /// The methods suite's student runs, planned and done (for its progress line).
     total_runs: usize,
     done: usize,
+    /// Every student run of every suite, done or failed.
+    students: usize,
     records: Vec<Record>,
     chains: Vec<ChainRecord>,
     /// The chains' tables, written after the method tables.
@@ -284,6 +349,7 @@ impl Bench<'_> {
     /// writes the results so far.
     fn student(&mut self, run: StudentRun<'_>) -> Result<()> {
         let name = run.method.name;
+        self.students += 1;
         // The recipes' warm-up (a fraction of each schedule) for every method that has one.
         let method_config = run.method.has_warmup.then(|| serde_json::json!({ WARMUP_FIELD: self.recipes.warmup_epochs }));
         let (source, options) = (&run.planned.source, &run.planned.options);
@@ -327,6 +393,9 @@ impl Bench<'_> {
         println!();
         println!("{}{}", markdown(&self.records), self.chains_md);
         println!("wall time {:.1} s; results, tables and plots in {}", self.started.elapsed().as_secs_f64(), out.display());
+        if self.students == 0 && self.chains.is_empty() {
+            bail!("the bench ran nothing: no suite of the selection has a run on its datasets (see the lines above for what was skipped)");
+        }
         let failed: Vec<&Record> = self.records.iter().filter(|r| r.error.is_some()).collect();
         if !failed.is_empty() {
             let names: Vec<String> = failed.iter().take(5).map(|r| format!("{} {} seed {}", r.dataset, r.method, r.seed)).collect();
@@ -383,7 +452,7 @@ fn methods_for_seed(bench: &mut Bench<'_>, p: &Planned, seed: u64, loaded: Optio
         }
         (None, false) => (None, String::new()),
     };
-    let pool = DrawPool::new(&student_data.train, bench.args.cache_draws)?;
+    let pool = DrawPool::new(&student_data.train, bench.args.cache_draws.unwrap_or(DEFAULT_CACHE_DRAWS))?;
     let cache = match (teacher, bench.args.teacher_cache) {
         (Some(t), true) => Some(teacher_outputs(bench, p, data, t, &teacher_tag, &pool)?),
         _ => None,
@@ -426,7 +495,9 @@ fn teacher_outputs(
     pool: &DrawPool<'_>,
 ) -> Result<TeacherCache> {
     let content = bench.args.cache_top_k.map(|k| CacheContent::TopK { k }).unwrap_or_default();
-    let path = bench.args.cache.join(format!("{}-{}-{tag}.outputs", sanitize(&data.name), sanitize(&p.teacher_spec)));
+    // Keyed by the data files' content too: a replaced file never reopens the old outputs.
+    let files = hash_str(&serde_json::to_string(&data.files.iter().map(|f| (&f.path, f.size, &f.hash)).collect::<Vec<_>>())?);
+    let path = bench.args.cache.join(format!("{}-{}-{tag}-{files:08x}.outputs", sanitize(&data.name), sanitize(&p.teacher_spec)));
     let built = Instant::now();
     let cache = TeacherCache::open_or_build(&path, teacher, pool, content, p.config.eval_batch_size, &bench.ctx.device, true)?;
     eprintln!(
@@ -526,7 +597,14 @@ fn suite_chains(bench: &mut Bench<'_>, plan: &[Planned], seeds: &[u64], preset: 
         let data = &first_samples(&p.data, preset.chains.train_limit)?;
         for &seed in seeds {
             let dir = bench.args.cache.join("chains").join(format!("{}-seed{seed}-{}", sanitize(&data.name), config.epochs));
-            let records = crate::chains::run(data, &config, seed, bench.args.stop_control_fraction, &bench.ctx.device, &dir)?;
+            let records = crate::chains::run(
+                data,
+                &config,
+                seed,
+                bench.args.stop_control_fraction.unwrap_or(StoppingConfig::default().control_batch_fraction),
+                &bench.ctx.device,
+                &dir,
+            )?;
             bench.chains.extend(records);
             bench.chains_md = crate::chains::write(&bench.args.out, &bench.chains)?;
             write_results_with(&bench.args.out, &bench.records, &bench.chains_md)?;

@@ -27,6 +27,10 @@ pub struct EvalArgs {
     /// Folder for `eval.json`, `confusion.csv` and `confusion.svg`.
     #[arg(long, default_value = "target/kd-eval")]
     out: PathBuf,
+    /// Evaluate on the model's own dataset even when its files changed since it was trained
+    /// (a warning instead of the error).
+    #[arg(long)]
+    allow_changed_data: bool,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -115,12 +119,18 @@ fn confusion_matrix(labels: &[usize], predicted: &[usize], classes: usize) -> Ve
 
 pub fn eval(args: EvalArgs) -> Result<()> {
     ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    ensure!(
+        args.batch_size <= kd::core::train::MAX_BATCH_SIZE,
+        "--batch-size {} is above the limit of {}",
+        args.batch_size,
+        kd::core::train::MAX_BATCH_SIZE
+    );
     let loaded = args.model.load()?;
     let dataset = match args.dataset.clone().or(loaded.card.dataset.clone()) {
         Some(d) => d,
         None => bail!("name the dataset to evaluate on: --dataset NAME (`cargo xtask datasets` lists them)"),
     };
-    let (inputs, labels, split) = dataset_inputs(&dataset, &loaded.card)?;
+    let (inputs, labels, split) = dataset_inputs(&dataset, &loaded.card, args.allow_changed_data)?;
     let classes = loaded.card.classes;
     let values = loaded.logits(&inputs, labels.len(), args.batch_size)?;
     let scores = evaluation(&values, &labels, classes)?;

@@ -13,7 +13,7 @@ use kd::core::rng::hash_key;
 use kd::core::train::{load_module, module_bytes};
 use kd::data::DatasetSplits;
 use kd::data::registry::LoadOptions;
-use kd::experiment::Experiment;
+use kd::experiment::{Experiment, RunConfig};
 use kd::methods::Prepared;
 use kd::models::import::{WeightsFile, load_weights};
 use kd::prelude::*;
@@ -53,6 +53,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
         exp.validate().with_context(|| format!("{} with --teacher-weights", args.config.display()))?;
     }
+    // A teacher file that does not exist fails here, before the data loads or a seed trains
+    // (the experiment's own check reads only its name, so that a file can be checked before
+    // its weights are downloaded).
+    if let Some(weights) = exp.teacher_weights_file() {
+        weights.check().context("teacher_weights")?;
+    }
+    // One writer per output folder: a second `train` into it fails here, naming the holder.
+    let _lock = kd::core::lock::FolderLock::acquire(&args.out, "train")?;
     let (device, backend) = open_device(&exp.backend)?;
     let data = kd::data::load_dataset(&exp.dataset, &exp.data)?;
     data.print_warnings();
@@ -63,7 +71,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let ctx = RunContext { device: device.clone(), backend: backend.clone(), cache_dir: args.out.join("teachers"), progress: true };
         // The method resolved once per seed: its need, the configuration the run records, the training.
         let prepared = exp.prepare::<AnyModel>()?;
-        let run_config = exp.run_config(seed, prepared.config()).to_value()?;
+        let run_dir = args.out.join(format!("{}-{}-seed{seed}", exp.method, sanitize(&exp.student)));
+        let run_config = bound_to_data(exp.run_config(seed, prepared.config()), data, &run_dir, args.resume)?.to_value()?;
         let teacher = match prepared.need() {
             TeacherNeed::Nothing => None,
             _ => {
@@ -82,7 +91,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 Some(teacher)
             }
         };
-        let run_dir = args.out.join(format!("{}-{}-seed{seed}", exp.method, sanitize(&exp.student)));
         if args.resume && !run_dir.join("last.ckpt").exists() && !run_dir.exists() {
             eprintln!("resume: {} holds no run yet; starting seed {seed}", run_dir.display());
         }
@@ -107,6 +115,33 @@ pub fn run(args: TrainArgs) -> Result<()> {
     write_results(&args.out, &records)?;
     println!("results written to {}", args.out.display());
     Ok(())
+}
+
+/// The run's configuration with the data files it reads. On `--resume` the files the run
+/// recorded must hold the same content (a replaced or edited file is refused, naming it); the
+/// recorded fingerprints are then kept, so that a file only touched resumes.
+fn bound_to_data(mut config: RunConfig, data: &DatasetSplits, run_dir: &Path, resume: bool) -> Result<RunConfig> {
+    config.data_files = data.files.clone();
+    if !resume {
+        return Ok(config);
+    }
+    let recorded = kd::core::run_files::RunIdentity::read(run_dir)
+        .ok()
+        .and_then(|identity| serde_json::from_value::<RunConfig>(identity.experiment).ok());
+    // Another dataset or other options are a difference of the configuration, which the
+    // trainer names; the files are compared for the same dataset.
+    if let Some(recorded) = recorded.filter(|r| r.dataset == config.dataset && r.data == config.data) {
+        if let Some(change) = kd::core::files::changed_file(&recorded.data_files, &config.data_files) {
+            bail!(
+                "cannot resume {}: the data changed since the run started: {change}; restore it, or start a new run in another folder",
+                run_dir.display()
+            );
+        }
+        if !recorded.data_files.is_empty() {
+            config.data_files = recorded.data_files;
+        }
+    }
+    Ok(config)
 }
 
 /// Writes a trained student to `root/<dataset>-<method>-<student>-seed<N>/` (weights and card;
@@ -135,7 +170,19 @@ pub fn save_student_run(
         test_top1: Some(record.last_acc),
         normalization: Some((data.train.normalization().0.to_vec(), data.train.normalization().1.to_vec())),
         class_names: data.train.class_names().map(<[String]>::to_vec),
+        data_files: data.files.clone(),
     };
+    // A folder of another dataset's student under the same name is never overwritten.
+    if let Ok(text) = std::fs::read_to_string(dir.join(crate::model_files::STUDENT_CARD))
+        && let Ok(old) = serde_json::from_str::<ModelCard>(&text)
+        && old.dataset.as_deref().is_some_and(|d| d != dataset)
+    {
+        bail!(
+            "{} holds a student of dataset `{}`; this one is of `{dataset}`: write it into another --out",
+            dir.display(),
+            old.dataset.unwrap_or_default()
+        );
+    }
     save_student(&dir, student, &card)?;
     Ok(dir)
 }
@@ -216,20 +263,37 @@ impl RunContext {
             hash_str(&serde_json::to_string(&config)?),
             hash_str(&self.backend.name),
             hash_str(&data.name),
+            // The data's content (a replaced file is another entry, never the stale teacher).
+            hash_str(&serde_json::to_string(&data.files.iter().map(|f| (&f.path, f.size, &f.hash)).collect::<Vec<_>>())?),
         ]);
         let path = self.cache_dir.join(format!("{}-{}-{key:016x}.ckpt", sanitize(&data.name), sanitize(spec)));
-        let model = build_model(spec, data, &self.device, seed)?;
-        if path.exists() {
+        let reuse = || -> Result<Option<(FrozenTeacher<AnyModel>, Record)>> {
+            if !path.exists() {
+                return Ok(None);
+            }
             match Checkpoint::load(&path) {
                 Ok(ckpt) => {
                     let record: Record = serde_json::from_value(ckpt.meta["record"].clone())?;
-                    let model = load_module(model, ckpt.section("model")?)?;
+                    let model = load_module(build_model(spec, data, &self.device, seed)?, ckpt.section("model")?)?;
                     eprintln!("teacher {spec} on {}: reused from {}", data.name, path.display());
-                    return Ok((FrozenTeacher::new(model, spec), Record { cached: true, ..record }));
+                    Ok(Some((FrozenTeacher::new(model, spec), Record { cached: true, ..record })))
                 }
-                Err(e) => eprintln!("ignoring unreadable teacher cache {}: {e}", path.display()),
+                Err(e) => {
+                    eprintln!("ignoring unreadable teacher cache {}: {e}", path.display());
+                    Ok(None)
+                }
             }
+        };
+        if let Some(cached) = reuse()? {
+            return Ok(cached);
         }
+        // One process trains and writes a cache entry; another one asking for it meanwhile fails
+        // at once naming the holder (and one that finds it written once it holds the lock reads it).
+        let _lock = kd::core::lock::FolderLock::for_file(&path, "teacher cache")?;
+        if let Some(cached) = reuse()? {
+            return Ok(cached);
+        }
+        let model = build_model(spec, data, &self.device, seed)?;
         let started = Instant::now();
         let trainer = self.trainer(data, &data.train, &config, format!("teacher {spec} seed {seed}"));
         let out = kd::methods::train_method(kd::baselines::ce::NAME, None, &trainer, model, &NoTeacher)?;

@@ -25,6 +25,7 @@ pub fn export(args: ExportArgs) -> Result<()> {
         args.output.display()
     );
     let loaded = args.model.load()?;
+    kd::core::atomic::refuse_overwriting_input(&args.output, [("weights file", loaded.weights.resolved().as_path())])?;
     if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

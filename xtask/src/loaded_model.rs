@@ -42,6 +42,9 @@ pub struct ModelArgs {
     backend: String,
 }
 
+/// The most values one input sample may hold (`C*H*W`): a 4096x4096 RGB image is 50 M.
+pub const MAX_SAMPLE_VALUES: usize = 1 << 28;
+
 /// `CxHxW` as three positive sizes.
 pub fn parse_shape(text: &str) -> Result<[usize; 3]> {
     let dims: Vec<usize> = text
@@ -50,7 +53,14 @@ pub fn parse_shape(text: &str) -> Result<[usize; 3]> {
         .collect::<std::result::Result<_, _>>()
         .map_err(|_| anyhow::anyhow!("input shape `{text}`: expected CxHxW with positive integers, such as 3x32x32"))?;
     match dims[..] {
-        [c, h, w] if c > 0 && h > 0 && w > 0 => Ok([c, h, w]),
+        [c, h, w] if c > 0 && h > 0 && w > 0 => {
+            // One sample must be an allocation that exists (and whose size fits the arithmetic).
+            let values = c.checked_mul(h).and_then(|v| v.checked_mul(w)).filter(|&v| v <= MAX_SAMPLE_VALUES);
+            match values {
+                Some(_) => Ok([c, h, w]),
+                None => bail!("input shape `{text}`: more than {MAX_SAMPLE_VALUES} values per sample"),
+            }
+        }
         _ => bail!("input shape `{text}`: expected CxHxW with positive integers, such as 3x32x32"),
     }
 }
@@ -86,6 +96,7 @@ impl ModelArgs {
             test_top1: None,
             normalization: None,
             class_names: None,
+            data_files: Vec::new(),
         };
         Ok((card, WeightsFile { path: weights.clone(), key: self.weights_key.clone(), remap: Vec::new() }))
     }
@@ -125,7 +136,9 @@ impl LoadedModel {
 }
 
 /// Inputs and labels of a dataset's test split, prepared as in training.
-pub fn dataset_inputs(name: &str, card: &ModelCard) -> Result<(Vec<f32>, Vec<usize>, String)> {
+/// On the model's own dataset, other content than it was trained on is an error naming the file
+/// (`allow_changed`: a warning); another dataset, chosen on purpose, is said.
+pub fn dataset_inputs(name: &str, card: &ModelCard, allow_changed: bool) -> Result<(Vec<f32>, Vec<usize>, String)> {
     // The run's own options when the dataset is the one it trained on: the same normalisation.
     let options = match (&card.dataset, &card.data) {
         (Some(d), Some(o)) if d == name => o.clone(),
@@ -147,6 +160,20 @@ pub fn dataset_inputs(name: &str, card: &ModelCard) -> Result<(Vec<f32>, Vec<usi
     };
     let data = kd::data::load_dataset(name, &options)?;
     data.print_warnings();
+    match &card.dataset {
+        Some(trained_on) if trained_on == name => {
+            if let Some(change) = kd::core::files::changed_file(&card.data_files, &data.files) {
+                ensure!(
+                    allow_changed,
+                    "{name}: the data changed since the model was trained: {change}; its recorded accuracy does not apply to it \
+                     (evaluate on it anyway with --allow-changed-data)"
+                );
+                eprintln!("warning: {name} changed since the model was trained ({change}); evaluated anyway (--allow-changed-data)");
+            }
+        }
+        Some(trained_on) => eprintln!("note: evaluating on {name}, not on {trained_on}, the dataset the model was trained on"),
+        None => {}
+    }
     if let (Some(model_names), Some(data_names)) = (&card.class_names, data.test.class_names()) {
         ensure!(
             model_names.as_slice() == data_names,

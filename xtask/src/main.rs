@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train and compare methods on the bundled data; print a table, write results.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Run one experiment described by a TOML file.
     Train(experiment::TrainArgs),
     /// Images per second of one distillation step, per method and batch size.
@@ -80,7 +80,7 @@ fn main() -> std::process::ExitCode {
 /// Runs one parsed command line (the tests drive the jobs through it too).
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
         Command::Train(args) => experiment::run(args),
         Command::Throughput(args) => throughput::run(args),
         Command::Predict(args) => predict::predict(args),

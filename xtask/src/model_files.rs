@@ -51,13 +51,22 @@ pub struct ModelCard {
     /// The names of its classes, where the dataset has them.
     #[serde(default)]
     pub class_names: Option<Vec<String>>,
+    /// The data files it was trained on, as they were (size, time, content hash): `eval` and
+    /// `predict` on its recorded dataset refuse other content, naming the file.
+    #[serde(default)]
+    pub data_files: Vec<kd::core::files::FileFingerprint>,
 }
 
 /// Writes `model` to `dir` as `student.safetensors` (PyTorch's layout) with its card.
+///
+/// The folder is written whole ([`kd::core::atomic::write_folder_atomic`]): weights and card of
+/// one write, never the weights of one and the card of another.
 pub fn save_student<M: kd::core::burn::module::Module>(dir: &Path, model: &M, card: &ModelCard) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    save_safetensors(model, dir.join(&card.weights))?;
-    write_atomic(&dir.join(STUDENT_CARD), &serde_json::to_vec_pretty(card)?)?;
+    let card_bytes = serde_json::to_vec_pretty(card)?;
+    kd::core::atomic::write_folder_atomic(dir, |tmp| {
+        save_safetensors(model, tmp.join(&card.weights))?;
+        write_atomic(&tmp.join(STUDENT_CARD), &card_bytes)
+    })?;
     Ok(())
 }
 
@@ -96,6 +105,7 @@ pub fn read_model_folder(dir: &Path) -> Result<(ModelCard, WeightsFile)> {
         test_top1: None,
         normalization: Some((mean.to_vec(), std.to_vec())),
         class_names: loaded.train.class_names().map(<[String]>::to_vec),
+        data_files: experiment.data_files,
     };
     Ok((card, WeightsFile::new(weights)))
 }

@@ -2,10 +2,11 @@
 //! and the arrays `predict` and the bench's split export write.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::BufReader;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
+use kd::core::atomic::AtomicFile;
 use npyz::WriterBuilder;
 
 /// Reads a float32 `.npy` of shape `[n, c, h, w]` matching the model's input.
@@ -36,15 +37,17 @@ pub fn read_npy_inputs(path: &Path, shape: [usize; 3]) -> Result<(Vec<f32>, usiz
 /// Writes `values` as a C-ordered `.npy` array of `shape` (f32, i64, ...).
 pub fn write_npy<T: npyz::Serialize + npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], values: &[T]) -> Result<()> {
     ensure!(shape.iter().product::<usize>() == values.len(), "{}: {} values for shape {shape:?}", path.display(), values.len());
-    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    // Written atomically: a full disk or a kill leaves the previous file, never half of one.
+    let mut file = AtomicFile::create(path)?;
     let dims: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
     let mut writer = npyz::WriteOptions::<T>::new()
         .default_dtype()
         .shape(&dims)
-        .writer(BufWriter::new(file))
+        .writer(&mut file)
         .begin_nd()
         .with_context(|| format!("writing {}", path.display()))?;
     writer.extend(values.iter().copied()).with_context(|| format!("writing {}", path.display()))?;
     writer.finish().with_context(|| format!("writing {}", path.display()))?;
+    file.commit()?;
     Ok(())
 }

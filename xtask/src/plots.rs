@@ -27,12 +27,28 @@ const PALETTE: [RGBColor; 10] = [
 pub fn write_plots(out: &Path, records: &[Record]) -> Result<()> {
     for (dataset, rows) in summarize(records) {
         let file = out.join(format!("accuracy-{}.svg", sanitize(&dataset)));
-        accuracy_plot(&file, &dataset, &rows).with_context(|| format!("drawing {}", file.display()))?;
+        atomically(&file, |tmp| accuracy_plot(tmp, &dataset, &rows)).with_context(|| format!("drawing {}", file.display()))?;
         let file = out.join(format!("curves-{}.svg", sanitize(&dataset)));
         let of_dataset: Vec<&Record> = records.iter().filter(|r| r.dataset == dataset).collect();
-        curves_plot(&file, &dataset, &of_dataset).with_context(|| format!("drawing {}", file.display()))?;
+        atomically(&file, |tmp| curves_plot(tmp, &dataset, &of_dataset)).with_context(|| format!("drawing {}", file.display()))?;
     }
     Ok(())
+}
+
+/// Draws `file` through its temporary file (plotters writes the SVG where it is told), then
+/// renames it into place: a plot is replaced whole or not at all.
+fn atomically(file: &Path, draw: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    kd::core::atomic::remove_stale_temps(file);
+    let tmp = kd::core::atomic::temp_path(file);
+    let drawn = draw(&tmp).and_then(|()| {
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, file)?;
+        Ok(())
+    });
+    if drawn.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    drawn
 }
 
 fn accuracy_plot(file: &Path, dataset: &str, rows: &[crate::report::Row]) -> Result<()> {
@@ -136,6 +152,10 @@ fn curves_plot(file: &Path, dataset: &str, records: &[&Record]) -> Result<()> {
 /// A confusion matrix (`confusion[true][predicted]`) as a heatmap, each row shaded by the
 /// fraction of its class; the axes name the classes by `class_name`.
 pub fn confusion_heatmap(path: &Path, title: &str, confusion: &[Vec<usize>], class_name: &dyn Fn(usize) -> String) -> Result<()> {
+    atomically(path, |tmp| draw_confusion(tmp, title, confusion, class_name))
+}
+
+fn draw_confusion(path: &Path, title: &str, confusion: &[Vec<usize>], class_name: &dyn Fn(usize) -> String) -> Result<()> {
     let k = confusion.len();
     let cell = (600 / k.max(1)).clamp(4, 48) as u32;
     let side = cell * k as u32;

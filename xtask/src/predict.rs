@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
+use kd::core::atomic::refuse_overwriting_input;
 use kd::core::checkpoint::write_atomic;
 
 use crate::csv::csv_field;
-use crate::loaded_model::{ModelArgs, dataset_inputs, preparation, softmax_rows};
+use crate::loaded_model::{LoadedModel, ModelArgs, dataset_inputs, preparation, softmax_rows};
 use crate::npy::{read_npy_inputs, write_npy};
 
 #[derive(Args, Debug)]
@@ -35,6 +36,12 @@ pub struct PredictArgs {
 pub fn predict(args: PredictArgs) -> Result<()> {
     let ext = args.output.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
     ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    ensure!(
+        args.batch_size <= kd::core::train::MAX_BATCH_SIZE,
+        "--batch-size {} is above the limit of {}",
+        args.batch_size,
+        kd::core::train::MAX_BATCH_SIZE
+    );
     let images = args.input.iter().all(|i| {
         let path = Path::new(i);
         path.is_dir() || kd::data::images::is_image_name(&path.file_name().unwrap_or_default().to_string_lossy())
@@ -47,10 +54,11 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         bail!("--input: several values are image files or folders only; {} is not one", args.input.join(", "));
     };
     let loaded = args.model.load()?;
+    refuse_overwriting_inputs(&args, &loaded)?;
     let (inputs, n) = if input.to_ascii_lowercase().ends_with(".npy") {
         read_npy_inputs(Path::new(input), loaded.card.input_shape)?
     } else {
-        let (inputs, labels, _) = dataset_inputs(input, &loaded.card)?;
+        let (inputs, labels, _) = dataset_inputs(input, &loaded.card, false)?;
         (inputs, labels.len())
     };
     let classes = loaded.card.classes;
@@ -83,10 +91,22 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     Ok(())
 }
 
+/// An `--output` that is one of the inputs (a `--input` file, the weights) is refused before
+/// anything is written.
+fn refuse_overwriting_inputs(args: &PredictArgs, loaded: &LoadedModel) -> Result<()> {
+    let weights = loaded.weights.resolved();
+    let inputs = args.input.iter().map(|i| ("input", Path::new(i.as_str()))).chain([("weights file", weights.as_path())]);
+    Ok(refuse_overwriting_input(&args.output, inputs)?)
+}
+
 /// `predict --input` with image files or folders: each file's predicted class and probabilities.
 fn predict_images(args: &PredictArgs, ext: &str) -> Result<()> {
     ensure!(matches!(ext, "csv" | "json" | "npy"), "--output {}: write `.csv`, `.json` or `.npy` (probabilities)", args.output.display());
+    if args.probabilities {
+        eprintln!("warning: --probabilities is not used: image files always give probabilities");
+    }
     let loaded = args.model.load()?;
+    refuse_overwriting_inputs(args, &loaded)?;
     let card = &loaded.card;
     let [c, h, w] = card.input_shape;
     ensure!(c == 1 || c == 3, "the model takes {c} input channels; image files give 1 (grey) or 3 (RGB)");

@@ -150,7 +150,15 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
         for &batch in &args.batches {
             let train = synthetic(shape, classes, batch * args.steps, 1)?;
             let test = synthetic(shape, classes, batch.min(64), 2)?;
-            let data = DatasetSplits { name: "synthetic".into(), train, valid: None, test, warnings: Vec::new(), image_folder: None };
+            let data = DatasetSplits {
+                name: "synthetic".into(),
+                train,
+                valid: None,
+                test,
+                warnings: Vec::new(),
+                image_folder: None,
+                files: Vec::new(),
+            };
             let teacher = FrozenTeacher::new(build_model(&teacher_spec, &data, &device, 1)?, teacher_spec.clone());
             let pool = DrawPool::new(&data.train, 1)?;
             let cache_dir = std::env::temp_dir().join(format!("kd-throughput-{}", std::process::id()));

@@ -79,7 +79,8 @@ impl DkdConfig {
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
         check::positive("DKD", &[("temperature", self.temperature)])?;
-        check::non_negative("DKD", &[("ce_weight", self.ce_weight), ("alpha", self.alpha), ("beta", self.beta)])
+        check::non_negative("DKD", &[("ce_weight", self.ce_weight), ("alpha", self.alpha), ("beta", self.beta)])?;
+        LogitStandardization::validate_optional(self.logit_stand.as_ref(), "DKD")
     }
 }
 

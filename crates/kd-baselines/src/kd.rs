@@ -41,7 +41,8 @@ impl KdConfig {
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
         check::positive("KD", &[("temperature", self.temperature)])?;
-        check::non_negative("KD", &[("ce_weight", self.ce_weight), ("kd_weight", self.kd_weight)])
+        check::non_negative("KD", &[("ce_weight", self.ce_weight), ("kd_weight", self.kd_weight)])?;
+        LogitStandardization::validate_optional(self.logit_stand.as_ref(), "KD")
     }
 }
 

@@ -7,8 +7,6 @@
 //! the same folder, flushed to disk and renamed, so a reader sees the old file or the new one,
 //! never half of one.
 
-use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use burn::module::Module;
@@ -23,20 +21,7 @@ const MAGIC: &[u8; 8] = b"KDCKPT02";
 /// The magic of the first format, whose checksum left the header out.
 const MAGIC_V1: &[u8; 8] = b"KDCKPT01";
 
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| KdError::io("creating folder", dir, e))?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into());
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    {
-        let mut file = fs::File::create(&tmp).map_err(|e| KdError::io("creating", &tmp, e))?;
-        file.write_all(bytes).map_err(|e| KdError::io("writing", &tmp, e))?;
-        file.sync_all().map_err(|e| KdError::io("syncing", &tmp, e))?;
-    }
-    fs::rename(&tmp, path).map_err(|e| KdError::io("renaming into place", path, e))?;
-    Ok(())
-}
+pub use crate::atomic::write_atomic;
 
 /// A module's parameters as bytes (burnpack): what a checkpoint's model sections hold.
 pub fn module_bytes<M: Module>(module: &M) -> Result<Vec<u8>> {
@@ -164,6 +149,7 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn round_trip_and_truncation_is_detected() {

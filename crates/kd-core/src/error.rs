@@ -80,6 +80,16 @@ pub enum KdError {
         /// Which signal showed it.
         reason: String,
     },
+    /// A folder or file another process is writing (its lock is held).
+    #[error("{path} is in use by another writer: {holder} holds its lock {lock}; wait for it to finish, or choose another output")]
+    Locked {
+        /// The folder or file guarded.
+        path: PathBuf,
+        /// The holder as its lock file names it (`process PID (command)`).
+        holder: String,
+        /// The lock file.
+        lock: PathBuf,
+    },
     /// A checkpoint folder that holds another run, or no run to resume.
     #[error("run folder {path}: {reason}")]
     RunFolder {

@@ -6,6 +6,7 @@
 //! checkpoints and resume. It knows no method: each method crate implements [`Distiller`].
 #![warn(missing_docs)]
 
+pub mod atomic;
 pub mod check;
 pub mod checkpoint;
 pub mod data;
@@ -13,6 +14,7 @@ pub mod distiller;
 pub mod error;
 pub mod files;
 pub mod init;
+pub mod lock;
 pub mod logit_stand;
 pub mod loss;
 pub mod metrics;

@@ -24,6 +24,17 @@ impl Default for LogitStandardization {
 }
 
 impl LogitStandardization {
+    /// Checks the epsilon: finite and above 0 (a std of 0, constant logits, would otherwise
+    /// divide by zero). The error names `method` and the field `logit_stand.eps`.
+    pub fn validate(&self, method: &str) -> crate::Result<()> {
+        crate::check::positive(method, &[("logit_stand.eps", self.eps)])
+    }
+
+    /// [`LogitStandardization::validate`] for an optional standardization.
+    pub fn validate_optional(stand: Option<&Self>, method: &str) -> crate::Result<()> {
+        stand.map_or(Ok(()), |s| s.validate(method))
+    }
+
     /// Standardizes each row of logits.
     pub fn apply(&self, logits: Tensor<2>) -> Tensor<2> {
         z_score(logits, self.std, self.eps)
@@ -36,5 +47,21 @@ pub fn standardize_pair(stand: Option<&LogitStandardization>, student: Tensor<2>
     match stand {
         Some(s) => (s.apply(student), s.apply(teacher)),
         None => (student, teacher),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_epsilon_is_checked_and_named() {
+        assert!(LogitStandardization::default().validate("KD").is_ok());
+        assert!(LogitStandardization::validate_optional(None, "KD").is_ok());
+        for eps in [0.0, -1e-7, f64::NAN, f64::INFINITY] {
+            let stand = LogitStandardization { eps, ..Default::default() };
+            let err = LogitStandardization::validate_optional(Some(&stand), "DKD").unwrap_err().to_string();
+            assert!(err.contains("DKD logit_stand.eps must be finite and > 0"), "{err}");
+        }
     }
 }

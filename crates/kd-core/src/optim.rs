@@ -73,30 +73,45 @@ impl OptimizerConfig {
         }
     }
 
-    /// Checks the values.
+    /// Checks the values: every number finite and in its range, each error naming its field
+    /// (`optimizer.weight_decay`...).
     pub fn validate(&self) -> Result<()> {
         let lr = self.lr();
         if !(lr.is_finite() && lr > 0.0) {
-            return Err(KdError::InvalidConfig(format!("learning rate must be positive and finite, got {lr}")));
+            return Err(KdError::InvalidConfig(format!("optimizer.lr: learning rate must be positive and finite, got {lr}")));
         }
+        let in_unit = |field: &str, v: f64| -> Result<()> {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(KdError::InvalidConfig(format!("optimizer.{field} must be in [0, 1), got {v}")))
+            }
+        };
+        let decay = |v: f64| -> Result<()> {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(KdError::InvalidConfig(format!("optimizer.weight_decay: weight decay must be finite and >= 0, got {v}")))
+            }
+        };
         match self {
             OptimizerConfig::Sgd { momentum, weight_decay, nesterov, .. } => {
-                if !(0.0..1.0).contains(momentum) {
-                    return Err(KdError::InvalidConfig(format!("SGD momentum must be in [0, 1), got {momentum}")));
-                }
+                in_unit("momentum", *momentum)
+                    .map_err(|_| KdError::InvalidConfig(format!("optimizer.momentum: SGD momentum must be in [0, 1), got {momentum}")))?;
                 if *nesterov && *momentum == 0.0 {
-                    return Err(KdError::InvalidConfig("Nesterov momentum needs momentum > 0".into()));
+                    return Err(KdError::InvalidConfig("optimizer.nesterov: Nesterov momentum needs momentum > 0".into()));
                 }
-                if *weight_decay < 0.0 {
-                    return Err(KdError::InvalidConfig(format!("weight decay must be >= 0, got {weight_decay}")));
-                }
+                decay(*weight_decay)?;
             }
-            OptimizerConfig::AdamW { beta1, beta2, weight_decay, .. } => {
-                if !(0.0..1.0).contains(beta1) || !(0.0..1.0).contains(beta2) {
-                    return Err(KdError::InvalidConfig(format!("AdamW betas must be in [0, 1), got {beta1}, {beta2}")));
-                }
-                if *weight_decay < 0.0 {
-                    return Err(KdError::InvalidConfig(format!("weight decay must be >= 0, got {weight_decay}")));
+            OptimizerConfig::AdamW { beta1, beta2, weight_decay, eps, .. } => {
+                in_unit("beta1", *beta1)?;
+                in_unit("beta2", *beta2)?;
+                decay(*weight_decay)?;
+                // Burn keeps epsilon in f32: a value that rounds to 0 there divides by zero.
+                if !(eps.is_finite() && *eps > 0.0 && (*eps as f32) > 0.0 && *eps <= 1.0) {
+                    return Err(KdError::InvalidConfig(format!(
+                        "optimizer.eps: AdamW's epsilon must be finite, in (0, 1] and representable in float32, got {eps}"
+                    )));
                 }
             }
         }
@@ -152,6 +167,41 @@ fn default_gamma() -> f64 {
 }
 
 impl LrSchedule {
+    /// Checks the values against the base learning rate `lr`: decay factors finite and in
+    /// (0, 1], milestones strictly increasing (a repeated one would decay twice; one beyond the
+    /// run is never reached, which a shortened run may want), a minimum rate finite, >= 0 and at
+    /// most the base rate. Each error names its field (`schedule.gamma`...).
+    pub fn validate(&self, lr: f64) -> Result<()> {
+        match self {
+            LrSchedule::Constant => Ok(()),
+            LrSchedule::MultiStep { milestones, gamma } => {
+                if !(gamma.is_finite() && *gamma > 0.0 && *gamma <= 1.0) {
+                    return Err(KdError::InvalidConfig(format!(
+                        "schedule.gamma: the decay factor must be finite and in (0, 1], got {gamma}"
+                    )));
+                }
+                if let Some(pair) = milestones.windows(2).find(|w| w[0] >= w[1]) {
+                    return Err(KdError::InvalidConfig(format!(
+                        "schedule.milestones must be strictly increasing, got {} then {}",
+                        pair[0], pair[1]
+                    )));
+                }
+                Ok(())
+            }
+            LrSchedule::Cosine { min_lr } => {
+                if !(min_lr.is_finite() && *min_lr >= 0.0) {
+                    return Err(KdError::InvalidConfig(format!("schedule.min_lr must be finite and >= 0, got {min_lr}")));
+                }
+                if *min_lr > lr {
+                    return Err(KdError::InvalidConfig(format!(
+                        "schedule.min_lr ({min_lr}) is above the learning rate ({lr}): a cosine schedule anneals down to it"
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// The rate for `epoch` (from 1) of `total` epochs, after `warmup_epochs` of linear warm-up
     /// (epoch `e <= W` runs at `base * e / W`).
     pub fn lr_at(&self, base: f64, epoch: usize, total: usize, warmup_epochs: usize) -> f64 {
@@ -190,5 +240,53 @@ mod tests {
         assert!((s.lr_at(0.1, 10, 10, 0) - 0.1 * (1.0 + (0.9 * std::f64::consts::PI).cos()) / 2.0).abs() < 1e-12);
         assert!(s.lr_at(0.1, 10, 10, 0) > 0.0);
         assert!((LrSchedule::Constant.lr_at(0.1, 1, 10, 4) - 0.025).abs() < 1e-12);
+    }
+
+    #[test]
+    fn every_optimizer_number_is_checked_and_named() {
+        let sgd = |weight_decay: f64, momentum: f64| OptimizerConfig::Sgd { lr: 0.1, momentum, nesterov: false, weight_decay };
+        let adamw = |eps: f64, weight_decay: f64, beta1: f64| OptimizerConfig::AdamW { lr: 0.1, weight_decay, beta1, beta2: 0.999, eps };
+        assert!(sgd(5e-4, 0.9).validate().is_ok());
+        assert!(adamw(1e-8, 1e-2, 0.9).validate().is_ok());
+        let cases = [
+            (sgd(f64::NAN, 0.9), "optimizer.weight_decay: weight decay must be finite and >= 0, got NaN"),
+            (sgd(f64::INFINITY, 0.9), "optimizer.weight_decay: weight decay must be finite and >= 0, got inf"),
+            (sgd(-1.0, 0.9), "optimizer.weight_decay"),
+            (sgd(0.0, f64::NAN), "optimizer.momentum: SGD momentum must be in [0, 1), got NaN"),
+            (adamw(f64::NAN, 0.0, 0.9), "optimizer.eps: AdamW's epsilon must be finite"),
+            (adamw(0.0, 0.0, 0.9), "optimizer.eps"),
+            (adamw(1e-50, 0.0, 0.9), "representable in float32, got 0.0000"),
+            (adamw(f64::INFINITY, 0.0, 0.9), "optimizer.eps"),
+            (adamw(1e-8, f64::NAN, 0.9), "optimizer.weight_decay"),
+            (adamw(1e-8, 0.0, f64::NAN), "optimizer.beta1 must be in [0, 1), got NaN"),
+            (OptimizerConfig::sgd(f64::INFINITY), "optimizer.lr: learning rate must be positive and finite, got inf"),
+        ];
+        for (config, want) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{config:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_schedule_number_is_checked_and_named() {
+        assert!(LrSchedule::MultiStep { milestones: vec![150, 180, 210], gamma: 0.1 }.validate(0.05).is_ok());
+        assert!(LrSchedule::Cosine { min_lr: 0.0 }.validate(0.05).is_ok());
+        let cases = [
+            (
+                LrSchedule::MultiStep { milestones: vec![1], gamma: 0.0 },
+                "schedule.gamma: the decay factor must be finite and in (0, 1], got 0",
+            ),
+            (LrSchedule::MultiStep { milestones: vec![1], gamma: -0.5 }, "schedule.gamma"),
+            (LrSchedule::MultiStep { milestones: vec![1], gamma: f64::NAN }, "schedule.gamma"),
+            (LrSchedule::MultiStep { milestones: vec![1], gamma: 10.0 }, "schedule.gamma"),
+            (LrSchedule::MultiStep { milestones: vec![5, 5], gamma: 0.1 }, "schedule.milestones must be strictly increasing, got 5 then 5"),
+            (LrSchedule::Cosine { min_lr: -1e-3 }, "schedule.min_lr must be finite and >= 0, got -0.001"),
+            (LrSchedule::Cosine { min_lr: f64::NAN }, "schedule.min_lr"),
+            (LrSchedule::Cosine { min_lr: 0.5 }, "schedule.min_lr (0.5) is above the learning rate (0.05)"),
+        ];
+        for (schedule, want) in cases {
+            let err = schedule.validate(0.05).unwrap_err().to_string();
+            assert!(err.contains(want), "{schedule:?}: {err}");
+        }
     }
 }

@@ -267,16 +267,34 @@ impl<S: Student> MethodEntry<S> {
 pub fn method_config<C: Serialize + DeserializeOwned>(method: &str, defaults: C, user: Option<&serde_json::Value>) -> Result<C> {
     let bad = |e: serde_json::Error| KdError::InvalidConfig(format!("configuration of method `{method}`: {e}"));
     let Some(user) = user else { return Ok(defaults) };
+    // An array would be read positionally into the fields (serde accepts a sequence for a
+    // struct): `[4.0, 0.1]` silently meaning a temperature and a weight.
+    let Some(u) = user.as_object() else {
+        return Err(KdError::InvalidConfig(format!(
+            "configuration of method `{method}` must be a table of named fields (`[method_config]` or `{{ temperature = 4.0 }}`), got {}",
+            json_kind(user)
+        )));
+    };
     let mut base = serde_json::to_value(defaults).map_err(bad)?;
-    match (base.as_object_mut(), user.as_object()) {
-        (Some(b), Some(u)) => {
+    match base.as_object_mut() {
+        Some(b) => {
             for (k, v) in u {
                 b.insert(k.clone(), v.clone());
             }
         }
-        _ => base = user.clone(),
+        None => base = user.clone(),
     }
     serde_json::from_value(base).map_err(bad)
+}
+
+/// The kind of a JSON value in words, for errors.
+fn json_kind(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Array(_) => format!("an array ({v})"),
+        serde_json::Value::Object(_) => "a table".into(),
+        serde_json::Value::Null => "nothing".into(),
+        other => format!("the value {other}"),
+    }
 }
 
 /// A method without configuration fields: `None` or `{}` only.
@@ -295,4 +313,30 @@ pub fn find<'a, S>(entries: &'a [MethodEntry<S>], method: &str) -> Result<&'a Me
         let names: Vec<&str> = entries.iter().map(|e| e.spec.name).collect();
         KdError::InvalidConfig(format!("unknown method `{method}`; known: {}", names.join(", ")))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Config {
+        temperature: f64,
+        weight: f64,
+    }
+
+    #[test]
+    fn a_method_configuration_must_be_a_table() {
+        let defaults = || Config { temperature: 4.0, weight: 1.0 };
+        let got = method_config("kd", defaults(), Some(&serde_json::json!({ "weight": 2.0 }))).unwrap();
+        assert_eq!(got, Config { temperature: 4.0, weight: 2.0 });
+        // An array is not read positionally; a number or a string is not a configuration.
+        for user in [serde_json::json!([1.0, 2.0]), serde_json::json!(3.0), serde_json::json!("t")] {
+            let err = method_config("kd", defaults(), Some(&user)).unwrap_err().to_string();
+            assert!(err.contains("configuration of method `kd` must be a table of named fields"), "{err}");
+        }
+        let err = method_config("kd", defaults(), Some(&serde_json::json!([1.0, 2.0]))).unwrap_err().to_string();
+        assert!(err.contains("got an array ([1.0,2.0])"), "{err}");
+    }
 }

@@ -156,6 +156,14 @@ impl TeacherCache {
         if let TeacherCacheContentCheck::Bad(reason) = check_content(content, key.classes) {
             return Err(KdError::InvalidConfig(reason));
         }
+        // A complete file (renamed into place whole) is read without a lock.
+        if path.exists()
+            && let Ok(cache) = Self::load(path, &key, device)
+        {
+            return Ok(cache);
+        }
+        // One writer per cache file: a second process building it fails at once naming the holder.
+        let _lock = crate::lock::FolderLock::for_file(path, "teacher cache")?;
         if path.exists() {
             match Self::load(path, &key, device) {
                 Ok(cache) => return Ok(cache),

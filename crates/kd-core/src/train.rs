@@ -17,6 +17,7 @@ pub use crate::checkpoint::{load_checkpoint_model, load_module, module_bytes};
 use crate::data::BatchSource;
 use crate::distiller::{AuxModule, Distiller, Step, StepContext, StepDone};
 use crate::error::{KdError, Result};
+use crate::lock::FolderLock;
 use crate::loss::{cross_entropy, topk_correct};
 use crate::metrics::{SelectBy, binary_metrics};
 use crate::model::{Classifier, ModelOutput, Student, Teacher, TeacherNeed};
@@ -27,6 +28,12 @@ use crate::rng::permutation;
 pub use crate::run_files::SavedRun;
 use crate::run_files::{CheckpointMeta, RunIdentity};
 use crate::side_models::{NoSideModels, SideModels};
+
+/// The most epochs a stage may have: far beyond any recipe, and small enough that every count
+/// derived from it (steps, schedule positions, records) fits the arithmetic.
+pub const MAX_EPOCHS: usize = 100_000;
+/// The largest batch size (a batch is one allocation of `size x sample` floats).
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
 
 /// The recipe of one training stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,10 +75,25 @@ impl TrainConfig {
         if self.epochs == 0 {
             return Err(KdError::InvalidConfig("epochs must be at least 1".into()));
         }
+        if self.epochs > MAX_EPOCHS {
+            return Err(KdError::InvalidConfig(format!("epochs: {} is above the limit of {MAX_EPOCHS}", self.epochs)));
+        }
         if self.batch_size == 0 || self.eval_batch_size == 0 {
             return Err(KdError::InvalidConfig("batch sizes must be at least 1".into()));
         }
-        self.optimizer.validate()
+        for (field, size) in [("batch_size", self.batch_size), ("eval_batch_size", self.eval_batch_size)] {
+            if size > MAX_BATCH_SIZE {
+                return Err(KdError::InvalidConfig(format!("{field}: {size} is above the limit of {MAX_BATCH_SIZE}")));
+            }
+        }
+        if self.lr_warmup_epochs > self.epochs {
+            return Err(KdError::InvalidConfig(format!(
+                "lr_warmup_epochs: a warm-up of {} epochs is longer than the run of {} epochs",
+                self.lr_warmup_epochs, self.epochs
+            )));
+        }
+        self.optimizer.validate()?;
+        self.schedule.validate(self.optimizer.lr())
     }
 }
 
@@ -374,6 +396,8 @@ impl<'a> Trainer<'a> {
             recipe: cfg.clone(),
             experiment: self.options.run_config.clone().unwrap_or(serde_json::Value::Null),
         };
+        // One writer per checkpoint folder, for the whole run (released on return or exit).
+        let _lock = self.options.checkpoint_dir.as_deref().map(|dir| FolderLock::acquire(dir, "training")).transpose()?;
         model = self.resume(&run, model, &mut progress, distiller, side)?;
         let start_epoch = progress.history.len() + 1;
 
@@ -707,22 +731,35 @@ impl<'a> Trainer<'a> {
     }
 
     /// Drops the log lines of this run's epochs after `epochs` (written after the checkpoint
-    /// the run resumes from), so that the log holds each epoch once.
+    /// the run resumes from), so that the log holds each epoch once; a line that is not a JSON
+    /// record (the last one, torn by a crash during its write) is dropped with a warning.
     fn trim_log(&self, epochs: usize) -> Result<()> {
         let Some(path) = self.options.log_file.as_ref().filter(|p| p.exists()) else { return Ok(()) };
         let text = crate::files::read_regular_text(path)?;
         let kept: Vec<&str> = text
             .lines()
-            .filter(|line| {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { return true };
+            .enumerate()
+            .filter(|(i, line)| {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    eprintln!(
+                        "warning: {} line {}: not a whole JSON record ({} bytes; a write cut short by a crash), dropped",
+                        path.display(),
+                        i + 1,
+                        line.len()
+                    );
+                    return false;
+                };
                 let ours = v["label"].as_str() == Some(self.options.label.as_str());
                 !(ours && v["record"]["epoch"].as_u64().is_some_and(|e| e as usize > epochs))
             })
+            .map(|(_, line)| line)
             .collect();
-        if kept.len() != text.lines().count() {
+        if kept.len() != text.lines().count() || (!text.is_empty() && !text.ends_with('\n')) {
             let mut out = kept.join("\n");
-            out.push('\n');
-            crate::checkpoint::write_atomic(path, out.as_bytes())?;
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            crate::atomic::write_atomic(path, out.as_bytes())?;
         }
         Ok(())
     }
@@ -732,9 +769,11 @@ impl<'a> Trainer<'a> {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| KdError::io("creating folder", dir, e))?;
         }
-        let line = serde_json::json!({"label": self.options.label, "method": method, "record": record});
+        // The whole line in one write to a file opened for appending: writers of one log never
+        // interleave inside a record.
+        let line = format!("{}\n", serde_json::json!({"label": self.options.label, "method": method, "record": record}));
         let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| KdError::io("opening log", path, e))?;
-        writeln!(file, "{line}").map_err(|e| KdError::io("writing log", path, e))
+        file.write_all(line.as_bytes()).map_err(|e| KdError::io("writing log", path, e))
     }
 }
 
@@ -860,4 +899,40 @@ pub fn parameter_values<M: Module>(module: &M) -> Vec<f32> {
     let mut c = Collect(Vec::new());
     module.visit(&mut c);
     c.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_batches_and_warmup_are_bounded_and_named() {
+        let base = TrainConfig {
+            epochs: 10,
+            batch_size: 64,
+            optimizer: OptimizerConfig::sgd(0.05),
+            schedule: LrSchedule::Cosine { min_lr: 0.0 },
+            lr_warmup_epochs: 0,
+            seed: 0,
+            drop_last: false,
+            eval_batch_size: 256,
+        };
+        assert!(base.validate().is_ok());
+        let cases = [
+            (TrainConfig { epochs: MAX_EPOCHS + 1, ..base.clone() }, "epochs: 100001 is above the limit of 100000"),
+            (TrainConfig { epochs: usize::MAX, ..base.clone() }, "is above the limit"),
+            (TrainConfig { batch_size: usize::MAX, ..base.clone() }, "batch_size: 18446744073709551615 is above the limit"),
+            (TrainConfig { eval_batch_size: MAX_BATCH_SIZE + 1, ..base.clone() }, "eval_batch_size"),
+            (
+                TrainConfig { lr_warmup_epochs: 11, ..base.clone() },
+                "lr_warmup_epochs: a warm-up of 11 epochs is longer than the run of 10 epochs",
+            ),
+            (TrainConfig { schedule: LrSchedule::Cosine { min_lr: 1.0 }, ..base.clone() }, "schedule.min_lr (1) is above"),
+        ];
+        for (config, want) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        assert!(TrainConfig { lr_warmup_epochs: 10, ..base }.validate().is_ok());
+    }
 }

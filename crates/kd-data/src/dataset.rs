@@ -48,6 +48,9 @@ impl Values {
     }
 }
 
+/// The largest crop padding [`Augment::check`] accepts, in pixels.
+pub const MAX_CROP_PADDING: usize = 1024;
+
 /// Image augmentation drawn per sample from `(seed, epoch, view, index)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -100,8 +103,15 @@ impl Augment {
         if parts.is_empty() { "none".into() } else { parts.join("+") }
     }
 
-    /// Checks that the parts can be combined.
+    /// Checks that the parts can be combined and the padding is a size (at most
+    /// [`MAX_CROP_PADDING`] pixels: a padded side must fit the arithmetic and memory).
     pub fn check(&self) -> Result<()> {
+        if self.crop_padding > MAX_CROP_PADDING {
+            return Err(KdError::InvalidConfig(format!(
+                "augment.crop_padding: {} pixels is above the limit of {MAX_CROP_PADDING}",
+                self.crop_padding
+            )));
+        }
         if self.random_resized_crop && self.crop_padding > 0 {
             return Err(KdError::InvalidConfig(
                 "augment: random_resized_crop and crop_padding are two crops; choose one (ImageNet's recipe: random_resized_crop; \

@@ -693,8 +693,9 @@ fn decode_to_file(split: &SplitFiles, spec: &DecodeSpec, folder: &Path, budget: 
     let per = spec.bytes_per_image();
     let chunk = (budget / 4 / per).max(1);
     let path = folder.join(format!("{}.u8", split.split));
-    let tmp = folder.join(format!("{}.u8.tmp{}", split.split, std::process::id()));
-    let mut file = fs::File::create(&tmp).map_err(|e| KdError::io("creating", &tmp, e))?;
+    // Through kd_core's atomic writer: a kill mid-way leaves a temporary file that the next
+    // build of this cache removes.
+    let mut file = kd_core::atomic::AtomicFile::create(&path)?;
     let mut sizes = Sizes::new();
     let mut buffer = vec![0u8; chunk * per];
     for files in split.files.chunks(chunk) {
@@ -702,10 +703,9 @@ fn decode_to_file(split: &SplitFiles, spec: &DecodeSpec, folder: &Path, budget: 
         for (k, n) in decode_into(files, spec, out)? {
             *sizes.entry(k).or_insert(0) += n;
         }
-        file.write_all(out).map_err(|e| KdError::io("writing", &tmp, e))?;
+        file.write_all(out).map_err(|e| KdError::io("writing", &path, e))?;
     }
-    file.sync_all().map_err(|e| KdError::io("writing", &tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| KdError::io("renaming", &tmp, e))?;
+    file.commit()?;
     Ok((map_file(&path, split.files.len() * per)?, sizes))
 }
 

@@ -35,12 +35,17 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
 use burn::module::Module;
+use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::pytorch_reader::PytorchReader;
 use burn::store::{
-    ApplyResult, BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, PytorchStoreError,
-    SafetensorsStore, SafetensorsStoreError,
+    ApplyResult, BurnToPyTorchAdapter, FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
+    SafetensorsStore, SafetensorsStoreError, bridge,
 };
+use burn::tensor::DType;
 use kd_core::checkpoint::{Checkpoint, write_atomic};
 use kd_core::train::load_module;
 use kd_core::{KdError, Result};
@@ -122,6 +127,14 @@ impl WeightsFile {
         if self.path.is_dir() { self.path.join("best.ckpt") } else { self.path.clone() }
     }
 
+    /// Checks that the file exists, is a regular file (a run folder: holds `best.ckpt`) and has
+    /// a known format, before anything is trained: a missing teacher file is an error even
+    /// where a run would not reach it.
+    pub fn check(&self) -> Result<()> {
+        self.format()?;
+        kd_core::files::check_regular(&self.resolved())
+    }
+
     /// The format, from the file name.
     pub fn format(&self) -> Result<WeightsFormat> {
         let path = self.resolved();
@@ -201,43 +214,153 @@ fn load_checkpoint_weights<M: Module>(model: M, path: &Path) -> Result<M> {
 /// Loads `model`'s weights from a safetensors file in PyTorch's layout (as written by
 /// [`save_safetensors`] or by `safetensors.torch.save_file(model.state_dict(), p)`).
 ///
-/// `remap` renames the file's keys (`(regex, replacement)`, applied in order) before matching.
+/// `remap` renames the file's keys (`(regex, replacement)`, applied in order) before matching;
+/// two keys that become one are an error listing them. Float tensors of another precision
+/// (float16, bfloat16, float64) are converted to the model's float32, which is said once on
+/// stderr; an integer or boolean tensor where the model has floats is an error naming the key.
 /// On error the model is dropped rather than returned half-loaded.
 pub fn load_safetensors<M: Module>(model: M, path: impl AsRef<Path>, remap: &[(&str, &str)]) -> Result<M> {
     let path = path.as_ref();
-    ensure_readable(path)?;
-    let mut store = SafetensorsStore::from_file(path)
+    let remapper = remapper(remap)?;
+    let bytes = kd_core::files::read_regular(path)?;
+    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| malformed(path, format!("not a safetensors file: {e}")))?;
+    let mut keys: Vec<(String, DType)> = metadata.tensors().into_iter().map(|(name, info)| (name, safetensors_dtype(info.dtype))).collect();
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    renamed_keys(path, keys.iter().map(|(k, _)| k.as_str()), &remapper)?;
+    let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .skip_enum_variants(true)
-        .with_from_adapter(PyTorchToBurnAdapter)
+        .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(MODEL_DTYPE)))
         .allow_partial(true)
         .validate(false)
-        .remap(remapper(remap)?);
+        .remap(remapper);
     let mut model = model;
     let result = model.load_from(&mut store).map_err(|e| match e {
         SafetensorsStoreError::Io(source) => KdError::io("reading", path, source),
         other => malformed(path, other.to_string()),
     })?;
     check(path, &result)?;
+    say_conversions(path, keys.iter().map(|(_, d)| *d));
     Ok(model)
 }
 
 /// Loads `model`'s weights from a PyTorch checkpoint (`torch.save` of a state dict, or of a dict
 /// holding one under `top_level_key`, such as RepDistiller's `"model"`).
 ///
-/// `remap` renames the file's keys (`(regex, replacement)`, applied in order) before matching.
-/// Sequential indices are kept as they are (the zoo's structs reproduce them, gaps included).
-/// On error the model is dropped rather than returned half-loaded.
+/// `remap` renames the file's keys (`(regex, replacement)`, applied in order) before matching;
+/// two keys that become one are an error listing them. Sequential indices are kept as they are
+/// (the zoo's structs reproduce them, gaps included). Precision as [`load_safetensors`]: half,
+/// bfloat16 and double storages are converted to float32 (said once), integer or boolean
+/// tensors where floats belong are an error naming the key. On error the model is dropped
+/// rather than returned half-loaded.
 pub fn load_pytorch<M: Module>(model: M, path: impl AsRef<Path>, top_level_key: Option<&str>, remap: &[(&str, &str)]) -> Result<M> {
     let path = path.as_ref();
+    let remapper = remapper(remap)?;
     ensure_readable(path)?;
-    let mut store = PytorchStore::from_file(path).allow_partial(true).validate(false).map_indices_contiguous(false).remap(remapper(remap)?);
-    if let Some(key) = top_level_key {
-        store = store.with_top_level_key(key);
+    let reader = match top_level_key {
+        Some(key) => PytorchReader::with_top_level_key(path, key),
+        None => PytorchReader::new(path),
+    }
+    .map_err(|e| malformed(path, e.to_string()))?;
+    // In the order of the names, not of the reader's hash map: loading is deterministic.
+    let mut tensors: Vec<PackTensor> = reader.into_tensors().into_values().map(bridge::from_pytorch).collect();
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let names = renamed_keys(path, tensors.iter().map(|t| t.name.as_str()), &remapper)?;
+    let dtypes: Vec<DType> = tensors.iter().map(|t| t.dtype).collect();
+    for (tensor, name) in tensors.iter_mut().zip(names) {
+        tensor.name = name;
     }
     let mut model = model;
-    let result = model.load_from(&mut store).map_err(|e: PytorchStoreError| malformed(path, e.to_string()))?;
+    let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(MODEL_DTYPE));
+    let result = model.apply(tensors, None, Some(Box::new(adapter)), true);
     check(path, &result)?;
+    say_conversions(path, dtypes);
     Ok(model)
+}
+
+/// The precision of every model of the zoo.
+const MODEL_DTYPE: DType = DType::F32;
+
+/// burn's name of a safetensors element type (what the conversion note and the checks read).
+fn safetensors_dtype(dtype: Dtype) -> DType {
+    match dtype {
+        Dtype::F64 => DType::F64,
+        Dtype::F32 => DType::F32,
+        Dtype::F16 => DType::F16,
+        Dtype::BF16 => DType::BF16,
+        Dtype::I64 => DType::I64,
+        Dtype::I32 => DType::I32,
+        Dtype::I16 => DType::I16,
+        Dtype::I8 => DType::I8,
+        Dtype::U64 => DType::U64,
+        Dtype::U32 => DType::U32,
+        Dtype::U16 => DType::U16,
+        Dtype::BOOL => DType::Bool(burn::tensor::BoolStore::Native),
+        // Everything else (8-bit floats, sub-byte types) is refused by the loader by name.
+        _ => DType::U8,
+    }
+}
+
+/// The files whose conversion was already said (once per file and process).
+static SAID: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Says on stderr, once per file, which float tensors were converted to the model's precision.
+fn say_conversions(path: &Path, dtypes: impl IntoIterator<Item = DType>) {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for dtype in dtypes {
+        let name = match dtype {
+            DType::F16 => "float16",
+            DType::BF16 => "bfloat16",
+            DType::F64 => "float64",
+            _ => continue,
+        };
+        *counts.entry(name).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return;
+    }
+    let first_time = SAID.lock().map(|mut said| said.insert(path.to_path_buf())).unwrap_or(true);
+    if first_time {
+        let parts: Vec<String> = counts.iter().map(|(name, n)| format!("{n} {name}")).collect();
+        eprintln!("{}: {} tensor(s) converted to float32, the model's precision", path.display(), parts.join(" and "));
+    }
+}
+
+/// The model key each of the file's `keys` becomes (the `module.` strip, then the renames, as
+/// burn-store applies them), in order; two keys that become one are an error listing them
+/// (burn-store would keep one of them, which one depending on the process).
+fn renamed_keys<'a>(path: &Path, keys: impl Iterator<Item = &'a str>, remapper: &KeyRemapper) -> Result<Vec<String>> {
+    let patterns = remapper.to_regex_pairs();
+    let mut sources: BTreeMap<String, Vec<&'a str>> = BTreeMap::new();
+    let mut renamed = Vec::new();
+    for key in keys {
+        let mut name = key.to_string();
+        for (pattern, replacement) in &patterns {
+            if pattern.is_match(&name) {
+                name = pattern.replace_all(&name, replacement.as_str()).into_owned();
+            }
+        }
+        sources.entry(name.clone()).or_default().push(key);
+        renamed.push(name);
+    }
+    let collisions: Vec<String> = sources
+        .iter()
+        .filter(|(_, from)| from.len() > 1)
+        .map(|(to, from)| format!("{} all become `{to}`", from.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")))
+        .collect();
+    if collisions.is_empty() {
+        return Ok(renamed);
+    }
+    let mut shown = collisions.iter().take(NAMES_SHOWN).cloned().collect::<Vec<_>>().join("; ");
+    if collisions.len() > NAMES_SHOWN {
+        shown.push_str(&format!("; and {} more", collisions.len() - NAMES_SHOWN));
+    }
+    Err(malformed(
+        path,
+        format!(
+            "{} model key(s) would come from more than one tensor of the file after the `module.` strip and the renames: {shown}; rename or remove the duplicates",
+            collisions.len()
+        ),
+    ))
 }
 
 /// A missing file (or a folder, a pipe) gets an error naming it, before burn-store's less
@@ -394,5 +517,154 @@ mod tests {
         let fresh = ModelSpec::parse("resnet8").unwrap().build([3, 32, 32], 10, &device).unwrap();
         let err = load_pytorch(fresh, "/nonexistent/ckpt.pth", Some("model"), &[]).unwrap_err();
         assert!(matches!(err, KdError::Io { .. }), "{err}");
+    }
+
+    /// The plane2 fixture's input and reference logits (fixtures/make_plane2_pth.py).
+    fn plane2_reference(device: &Device) -> (Tensor<4>, Vec<f32>) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let image: Vec<f32> = (0..64).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+        let text = std::fs::read_to_string(dir.join("plane2.logits.txt")).unwrap();
+        (Tensor::from_data(TensorData::new(image, [1, 1, 8, 8]), device), text.split_whitespace().map(|v| v.parse().unwrap()).collect())
+    }
+
+    fn logits(model: &crate::AnyModel, x: Tensor<4>) -> Vec<f32> {
+        model.forward(x).logits.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn pytorch_checkpoints_of_every_float_precision_load_as_float32() {
+        // fixtures/make_precision_pth.py: plane2.pth saved by torch in half, bfloat16, double.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let device = Device::flex();
+        let (x, want) = plane2_reference(&device);
+        for (file, tolerance) in [("plane2-f64.pth", 1e-4), ("plane2-f16.pth", 2e-2), ("plane2-bf16.pth", 1.5e-1)] {
+            let model = ModelSpec::parse("plane2").unwrap().build([1, 8, 8], 3, &device).unwrap();
+            let model = load_weights(model, &WeightsFile::new(dir.join(file))).unwrap_or_else(|e| panic!("{file}: {e}"));
+            // The forward pass runs (no dtype mismatch inside Burn) and gives the reference.
+            let got = logits(&model, x.clone());
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= tolerance * w.abs().max(1.0), "{file}: logits {got:?}, reference {want:?}");
+            }
+        }
+        // An int64 tensor where the model has floats is an error naming the key.
+        let model = ModelSpec::parse("plane2").unwrap().build([1, 8, 8], 3, &device).unwrap();
+        let err = load_weights(model, &WeightsFile::new(dir.join("plane2-int.pth"))).unwrap_err().to_string();
+        assert!(err.contains("fc_layers.0.weight") && err.contains("expected F32, found I64"), "{err}");
+    }
+
+    /// A safetensors file holding `tensors` (name, dtype, shape, f32 values converted to dtype).
+    fn write_safetensors(path: &Path, tensors: &[(String, DType, Vec<usize>, Vec<f32>)]) {
+        let data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
+            .iter()
+            .map(|(name, dtype, shape, values)| {
+                let bytes = TensorData::new(values.clone(), shape.clone()).convert_dtype(*dtype).into_bytes().to_vec();
+                let st = match dtype {
+                    DType::F64 => Dtype::F64,
+                    DType::F32 => Dtype::F32,
+                    DType::F16 => Dtype::F16,
+                    DType::BF16 => Dtype::BF16,
+                    DType::I64 => Dtype::I64,
+                    other => panic!("{other:?}"),
+                };
+                (name.clone(), st, shape.clone(), bytes)
+            })
+            .collect();
+        let views: Vec<(String, TensorView<'_>)> =
+            data.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+        std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+    }
+
+    /// The tensors of a safetensors file as f32 values.
+    fn read_safetensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>, bool)> {
+        let bytes = std::fs::read(path).unwrap();
+        let file = SafeTensors::deserialize(&bytes).unwrap();
+        let mut out: Vec<_> = file
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let is_float = view.dtype() == Dtype::F32;
+                let values: Vec<f32> = if is_float {
+                    view.data().chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+                } else {
+                    Vec::new()
+                };
+                (name, view.shape().to_vec(), values, is_float)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    #[test]
+    fn safetensors_of_every_float_precision_load_as_float32() {
+        let device = Device::flex();
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ModelSpec::parse("resnet8").unwrap();
+        let model = spec.build([3, 32, 32], 10, &device).unwrap();
+        let f32_file = dir.path().join("resnet8.safetensors");
+        save_safetensors(&model, &f32_file).unwrap();
+        let want = logits(&model, input(&device));
+        let tensors = read_safetensors(&f32_file);
+        for (dtype, tolerance) in [(DType::F64, 1e-5), (DType::F16, 5e-2), (DType::BF16, 3e-1)] {
+            let file = dir.path().join(format!("resnet8-{dtype:?}.safetensors"));
+            // The float tensors in `dtype`; BatchNorm's int64 counters as they are.
+            let converted: Vec<_> = tensors
+                .iter()
+                .filter(|t| t.3)
+                .map(|(name, shape, values, _)| (name.clone(), dtype, shape.clone(), values.clone()))
+                .collect();
+            write_safetensors(&file, &converted);
+            let fresh = spec.build([3, 32, 32], 10, &device).unwrap();
+            let loaded = load_safetensors(fresh, &file, &[]).unwrap_or_else(|e| panic!("{dtype:?}: {e}"));
+            let got = logits(&loaded, input(&device));
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= tolerance * w.abs().max(1.0), "{dtype:?}: logits {got:?}, float32 {want:?}");
+            }
+        }
+        // An int64 tensor where the model has floats: an error naming the key.
+        let file = dir.path().join("resnet8-int.safetensors");
+        let with_int: Vec<_> = tensors
+            .iter()
+            .filter(|t| t.3)
+            .map(|(name, shape, values, _)| {
+                (name.clone(), if name == "fc.weight" { DType::I64 } else { DType::F32 }, shape.clone(), values.clone())
+            })
+            .collect();
+        write_safetensors(&file, &with_int);
+        let err = load_safetensors(spec.build([3, 32, 32], 10, &device).unwrap(), &file, &[]).unwrap_err().to_string();
+        assert!(err.contains("'fc.weight': expected F32, found I64"), "{err}");
+    }
+
+    #[test]
+    fn keys_that_collide_after_the_strip_or_a_rename_are_an_error_listing_them() {
+        let device = Device::flex();
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ModelSpec::parse("mlp-4").unwrap();
+        let model = spec.build([2, 1, 1], 3, &device).unwrap();
+        let file = dir.path().join("mlp.safetensors");
+        save_safetensors(&model, &file).unwrap();
+        let mut tensors: Vec<_> =
+            read_safetensors(&file).into_iter().map(|(name, shape, values, _)| (name, DType::F32, shape, values)).collect();
+        let first = tensors[0].clone();
+        // The same key with DataParallel's prefix: both become one model key.
+        tensors.push((format!("module.{}", first.0), DType::F32, first.2.clone(), first.3.iter().map(|v| v + 1.0).collect()));
+        let doubled = dir.path().join("doubled.safetensors");
+        write_safetensors(&doubled, &tensors);
+        let err = load_safetensors(spec.build([2, 1, 1], 3, &device).unwrap(), &doubled, &[]).unwrap_err().to_string();
+        let want = format!(
+            "1 model key(s) would come from more than one tensor of the file after the `module.` strip and the renames: `{0}`, `module.{0}` all become `{0}`",
+            first.0
+        );
+        assert!(err.contains(&want), "{err}");
+
+        // A rename that maps two keys onto one.
+        let err = load_safetensors(spec.build([2, 1, 1], 3, &device).unwrap(), &file, &[(r"\.bias$", ".weight")]).unwrap_err().to_string();
+        assert!(err.contains("all become") && err.contains(".bias`, `"), "{err}");
+
+        // The same in a PyTorch file (fixtures/plane2.pth: a rename folding a bias onto its weight).
+        let pth = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/plane2.pth");
+        let plane = ModelSpec::parse("plane2").unwrap().build([1, 8, 8], 3, &device).unwrap();
+        let err = load_pytorch(plane, &pth, Some("model"), &[(r"fc_layers\.0\.bias", "fc_layers.0.weight")]).unwrap_err().to_string();
+        assert!(err.contains("`module.fc_layers.0.bias`, `module.fc_layers.0.weight` all become `fc_layers.0.weight`"), "{err}");
     }
 }

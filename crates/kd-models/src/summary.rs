@@ -22,6 +22,10 @@ pub struct ModelSummary {
     pub mult_adds: u64,
 }
 
+/// The most parameters a network may have ([`model_summary`] refuses more, before anything is
+/// allocated: an absurd width would otherwise abort the process on a failed allocation).
+pub const MAX_PARAMS: usize = 1 << 30;
+
 /// Parameter count and multiply-adds of `spec` for inputs `[channels, height, width]` and
 /// `classes` outputs.
 ///
@@ -33,6 +37,12 @@ pub fn model_summary(spec: &ModelSpec, input: [usize; 3], classes: usize) -> Res
     }
     let mut t = Tracer::new(&name, input)?;
     spec.trace(&mut t, classes)?;
+    if t.params > MAX_PARAMS {
+        return Err(KdError::InvalidConfig(format!(
+            "{name} for inputs {input:?} and {classes} classes has {} parameters, above the limit of {MAX_PARAMS} (2^30: 4 GiB of float32 weights)",
+            if t.params == usize::MAX { "more than 2^64".to_string() } else { t.params.to_string() }
+        )));
+    }
     Ok(ModelSummary { name, params: t.params, mult_adds: t.mult_adds })
 }
 
@@ -70,15 +80,17 @@ impl Tracer {
         let (Some(ho), Some(wo)) = (out(h), out(w)) else {
             return Err(self.too_small(&format!("a {kernel}x{kernel} convolution")));
         };
-        self.params += cout * (cin / groups) * kernel * kernel + if bias { cout } else { 0 };
-        self.mult_adds += (cout * ho * wo * (cin / groups) * kernel * kernel) as u64;
+        // Saturating: an absurd width is refused by its count (`MAX_PARAMS`), not an overflow.
+        let weights = cout.saturating_mul(cin / groups).saturating_mul(kernel * kernel);
+        self.params = self.params.saturating_add(weights).saturating_add(if bias { cout } else { 0 });
+        self.mult_adds = self.mult_adds.saturating_add(weights.saturating_mul(ho).saturating_mul(wo) as u64);
         self.shape = [cout, ho, wo];
         Ok(())
     }
 
     /// Batch normalisation over the current channels (γ and β).
     pub fn bn(&mut self) {
-        self.params += 2 * self.shape[0];
+        self.params = self.params.saturating_add(self.shape[0].saturating_mul(2));
     }
 
     /// 2x2 max pooling, stride 2.
@@ -98,7 +110,7 @@ impl Tracer {
 
     /// Flattens the activation; returns its length.
     pub fn flatten(&mut self) -> usize {
-        let n = self.shape.iter().product();
+        let n = self.shape.iter().fold(1usize, |a, &d| a.saturating_mul(d));
         self.shape = [n, 1, 1];
         n
     }
@@ -106,8 +118,8 @@ impl Tracer {
     /// A linear layer from the (flat) current activation to `outputs`.
     pub fn linear(&mut self, outputs: usize) {
         let inputs = self.flatten();
-        self.params += inputs * outputs + outputs;
-        self.mult_adds += (inputs * outputs) as u64;
+        self.params = self.params.saturating_add(inputs.saturating_mul(outputs)).saturating_add(outputs);
+        self.mult_adds = self.mult_adds.saturating_add(inputs.saturating_mul(outputs) as u64);
         self.shape = [outputs, 1, 1];
     }
 

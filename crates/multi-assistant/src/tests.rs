@@ -18,6 +18,7 @@ fn splits() -> DatasetSplits {
         test: blobs(48, 3, "blobs/test"),
         warnings: Vec::new(),
         image_folder: None,
+        files: Vec::new(),
     }
 }
 

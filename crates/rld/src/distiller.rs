@@ -99,10 +99,7 @@ impl RldConfig {
     pub fn validate(&self) -> Result<()> {
         check::positive("RLD", &[("temperature", self.temperature), ("alpha_temperature", self.effective_alpha_temperature())])?;
         check::non_negative("RLD", &[("ce_weight", self.ce_weight), ("alpha", self.alpha), ("beta", self.beta)])?;
-        match &self.logit_stand {
-            Some(s) => check::non_negative("RLD", &[("logit_stand.eps", s.eps)]),
-            None => Ok(()),
-        }
+        kd_core::logit_stand::LogitStandardization::validate_optional(self.logit_stand.as_ref(), "RLD")
     }
 }
 

@@ -94,7 +94,52 @@ pub fn plan(args: &BenchArgs, recipes: &Recipes, preset: &Preset, selection: &Se
             source: name.clone(),
         });
     }
+    disambiguate(&mut plan)?;
     Ok(plan)
+}
+
+/// The file or folder a dataset name points at (`csv:PATH`, `images:DIR`...), if any.
+fn source_path(source: &str) -> Option<&Path> {
+    source.split_once(':').map(|(_, path)| Path::new(path)).filter(|p| p.exists())
+}
+
+/// Two datasets of the plan that load under one name (datasets given by path are named by their
+/// file stem or folder: `csv:a/blobs.csv` and `csv:b/blobs.csv` are both `csv:blobs`) would be
+/// averaged as seeds of one dataset and their saved students would overwrite each other: each
+/// gets the stem plus a short disambiguator of its path (`csv:blobs@3f2a9c`), which the tables
+/// show. The same file given twice under two spellings is an error.
+fn disambiguate(plan: &mut [Planned]) -> Result<()> {
+    let mut by_name: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for (i, p) in plan.iter().enumerate() {
+        by_name.entry(p.data.name.clone()).or_default().push(i);
+    }
+    for (name, shared) in by_name.into_iter().filter(|(_, v)| v.len() > 1) {
+        for (k, &i) in shared.iter().enumerate() {
+            for &j in &shared[..k] {
+                if let (Some(a), Some(b)) = (source_path(&plan[i].source), source_path(&plan[j].source))
+                    && (kd::core::atomic::same_file(a, b) || std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok())
+                {
+                    bail!(
+                        "--datasets names one file twice (`{}` and `{}`): it would be averaged with itself",
+                        plan[j].source,
+                        plan[i].source
+                    );
+                }
+            }
+        }
+        let mut said = Vec::new();
+        for &i in &shared {
+            let source = &plan[i].source;
+            let canonical = source_path(source).and_then(|p| std::fs::canonicalize(p).ok()).map(|p| p.display().to_string());
+            let tag = crate::experiment::hash_str(canonical.as_deref().unwrap_or(source)) & 0xff_ffff;
+            let renamed = format!("{name}@{tag:06x}");
+            said.push(format!("{source} is {renamed}"));
+            plan[i].data.name = renamed.clone();
+            plan[i].student_data.name = renamed;
+        }
+        eprintln!("bench: {} datasets share the name {name}: {}", shared.len(), said.join(", "));
+    }
+    Ok(())
 }
 
 /// The first `per_class` samples of each class of `data`'s training split (in the split's

@@ -250,6 +250,26 @@ impl<'a> DatasetName<'a> {
         if coarse { CifarLabels::Coarse } else { chosen }
     }
 
+    /// The files and folders the samples are read from: what a run fingerprints
+    /// ([`kd_core::files::fingerprint_paths`]) to be bound to its data's content.
+    pub(crate) fn roots(&self) -> Vec<PathBuf> {
+        match *self {
+            DatasetName::Images(p)
+            | DatasetName::Cifar10(p)
+            | DatasetName::Cifar100 { path: p, .. }
+            | DatasetName::Idx(p)
+            | DatasetName::Csv(p) => {
+                vec![p.to_path_buf()]
+            }
+            DatasetName::Registered(entry) => match entry.source {
+                Source::Idx { folder, .. } => vec![datasets_dir().join(folder)],
+                Source::SystemFashionMnist => vec![fashion_mnist_full_dir()],
+                Source::CsvPool { file, .. } => vec![datasets_dir().join(file)],
+                Source::CsvOfficial { train, test } => vec![datasets_dir().join(train), datasets_dir().join(test)],
+            },
+        }
+    }
+
     /// The canonical name the loaded splits carry (`cifar_labels`: the options' choice).
     pub(crate) fn canonical(&self, cifar_labels: CifarLabels) -> String {
         match *self {

@@ -22,6 +22,9 @@ pub const DEFAULT_VALID_FRACTION: f64 = 0.2;
 /// Default test fraction of a dataset with no official split (of all samples).
 pub const DEFAULT_TEST_FRACTION: f64 = 0.2;
 
+/// The largest `image_size` (a side in pixels) that [`LoadOptions`] accepts.
+pub const MAX_IMAGE_SIDE: usize = 8192;
+
 /// How to load a dataset. Every field has a default, so a config file may give any subset.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -99,6 +102,15 @@ impl LoadOptions {
         if self.std.is_some() != self.mean.is_some() {
             return Err(KdError::InvalidConfig("mean and std are given together (or neither: training statistics)".into()));
         }
+        if let Some(side) = self.image_size.filter(|&s| s > MAX_IMAGE_SIDE) {
+            return Err(KdError::InvalidConfig(format!("image_size {side} is above the limit of {MAX_IMAGE_SIDE} pixels")));
+        }
+        if let Some(m) = self.mean.iter().flatten().find(|v| !v.is_finite()) {
+            return Err(KdError::InvalidConfig(format!("mean: every value must be finite, got {m}")));
+        }
+        if let Some(s) = self.std.iter().flatten().find(|v| !(v.is_finite() && **v > 0.0)) {
+            return Err(KdError::InvalidConfig(format!("std: every value must be finite and > 0, got {s}")));
+        }
         Ok(())
     }
 
@@ -134,6 +146,9 @@ pub struct DatasetSplits {
     pub warnings: Vec<String>,
     /// What an `images:DIR` folder held and how it was read (layout, counts, sizes, cache).
     pub image_folder: Option<Arc<ImageFolderReport>>,
+    /// The data files as they were read (size, time, content hash): what a run records so
+    /// that it is bound to this content, not only to the name (empty for data made in memory).
+    pub files: Vec<kd_core::files::FileFingerprint>,
 }
 
 impl DatasetSplits {
@@ -386,6 +401,7 @@ struct Recipe {
 pub fn load_dataset(name: &str, options: &LoadOptions) -> Result<DatasetSplits> {
     let resolved = checked_name(name, options)?;
     let canonical = resolved.canonical(options.cifar_labels);
+    let roots = resolved.roots();
     let recipe = match resolved {
         DatasetName::Images(dir) => image_folder_recipe(dir, canonical, options)?,
         DatasetName::Cifar10(path) => {
@@ -420,7 +436,9 @@ pub fn load_dataset(name: &str, options: &LoadOptions) -> Result<DatasetSplits> 
         }
         DatasetName::Registered(entry) => registered(entry)?,
     };
-    finish(recipe, options)
+    let mut splits = finish(recipe, options)?;
+    splits.files = kd_core::files::fingerprint_paths(&roots)?;
+    Ok(splits)
 }
 
 fn image_recipe(name: &str, train: InMemoryDataset, test: InMemoryDataset, norm: Norm, default_augment: Augment) -> Recipe {
@@ -578,7 +596,7 @@ fn finish(recipe: Recipe, options: &LoadOptions) -> Result<DatasetSplits> {
     let train = train.with_normalization(mean.clone(), std.clone())?.with_augment(augment, options.seed);
     let valid = valid.map(|v| v.with_normalization(mean.clone(), std.clone())).transpose()?;
     let test = test.with_normalization(mean, std)?;
-    Ok(DatasetSplits { name, train, valid, test, warnings, image_folder })
+    Ok(DatasetSplits { name, train, valid, test, warnings, image_folder, files: Vec::new() })
 }
 
 /// The class's name for messages: its index, and its label value where that differs.
