@@ -142,7 +142,7 @@ mod tests {
 
     #[test]
     fn an_off_clock_records_nothing_and_an_on_clock_averages_per_step() {
-        let device = Device::default();
+        let device = Device::flex();
         let mut off = PhaseClock::new(&device, false);
         off.lap(Phase::Forward).unwrap();
         assert_eq!(off.finish(), None);

@@ -93,13 +93,11 @@ pub fn uses_libtorch_kernels<const D: usize>(tensor: &Tensor<D>) -> bool {
 /// forward and backward (see `native.rs`), elsewhere Burn's [`Conv2d::forward`].
 pub fn conv2d_forward(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "tch")]
-    let x = match crate::native::on_libtorch(&x) {
-        true => match crate::native::conv2d(layer, x) {
-            Ok(output) => return output,
-            Err(x) => x,
-        },
-        false => x,
-    };
+    if crate::native::on_libtorch(&x)
+        && let Some(padding) = crate::native::symmetric_padding(layer)
+    {
+        return crate::native::conv2d(layer, x, padding);
+    }
     layer.forward(x)
 }
 

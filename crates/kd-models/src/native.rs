@@ -77,14 +77,19 @@ pub trait TorchKernels: burn::backend::Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// [`Conv2d::forward`] on libtorch's kernels; the input back for padding other than explicit and
-/// symmetric (what every model of the zoo uses), which Burn's own path handles.
-pub(crate) fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
-    let padding = match layer.padding {
-        PaddingConfig2d::Valid => [0, 0],
-        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => [top, left],
-        _ => return Err(x),
-    };
+/// The `[height, width]` padding of `layer` when it is one libtorch's convolution takes:
+/// explicit and symmetric (what every model of the zoo uses), or none. Other padding runs on
+/// Burn's own path.
+pub(crate) fn symmetric_padding(layer: &Conv2d) -> Option<[usize; 2]> {
+    match layer.padding {
+        PaddingConfig2d::Valid => Some([0, 0]),
+        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => Some([top, left]),
+        _ => None,
+    }
+}
+
+/// [`Conv2d::forward`] on libtorch's kernels, with `padding` from [`symmetric_padding`].
+pub(crate) fn conv2d(layer: &Conv2d, x: Tensor<4>, padding: [usize; 2]) -> Tensor<4> {
     let (stride, dilation, groups) = (layer.stride, layer.dilation, layer.groups);
     let weight = layer.weight.val().into_dispatch();
     let output = match &layer.bias {
@@ -99,7 +104,7 @@ pub(crate) fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4
         ),
         None => <Dispatch as TorchKernels>::torch_conv2d(x.into_dispatch(), weight, stride, padding, dilation, groups),
     };
-    Ok(Tensor::from_dispatch(output))
+    Tensor::from_dispatch(output)
 }
 
 /// ReLU on libtorch's kernels (its backward is one `threshold_backward`, where Burn's is a
@@ -239,11 +244,11 @@ struct TorchGraph {
 impl TorchGraph {
     /// Runs `forward` on leaf aliases of `inputs` (sharing their storage), those where `tracked`
     /// says so requiring gradients, with libtorch's autograd recording.
-    fn record(inputs: &[&TchTensor], tracked: &[bool], forward: impl FnOnce(&[tch::Tensor]) -> tch::Tensor) -> Self {
+    fn record<E>(inputs: &[&TchTensor], tracked: &[bool], forward: impl FnOnce(&[tch::Tensor]) -> (tch::Tensor, E)) -> (Self, E) {
         let aliases: Vec<tch::Tensor> = inputs.iter().zip(tracked).map(|(t, &track)| t.tensor.detach().set_requires_grad(track)).collect();
-        let output = tch::with_grad(|| forward(&aliases));
+        let (output, extra) = tch::with_grad(|| forward(&aliases));
         let leaves = aliases.into_iter().zip(tracked).map(|(alias, &track)| track.then_some(alias)).collect();
-        TorchGraph { output, leaves, held: inputs.iter().map(|t| (*t).clone()).collect() }
+        (TorchGraph { output, leaves, held: inputs.iter().map(|t| (*t).clone()).collect() }, extra)
     }
 
     /// The output for Burn: the same values, outside libtorch's graph.
@@ -320,23 +325,26 @@ impl Backward<LibTorch, 1> for ReluBackward {
 
 /// Runs `forward` on libtorch with its autograd recording where Burn tracks an input, as one
 /// Burn autodiff node.
-fn bridged<const N: usize, C: CheckpointStrategy>(
+/// `forward` may return values beside the output (batch norm's statistics); they come back as
+/// they are.
+fn bridged<const N: usize, C: CheckpointStrategy, E>(
     inputs: [&FloatTensor<Autodiff<LibTorch, C>>; N],
-    forward: impl FnOnce(&[tch::Tensor]) -> tch::Tensor,
-) -> FloatTensor<Autodiff<LibTorch, C>> {
+    forward: impl FnOnce(&[tch::Tensor]) -> (tch::Tensor, E),
+) -> (FloatTensor<Autodiff<LibTorch, C>>, E) {
     let primitives: Vec<&TchTensor> = inputs.iter().map(|t| t.primitive()).collect();
     match Bridged::<N>.prepare::<C>(inputs.map(|t| t.node())).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
             let tracked: Vec<bool> = inputs.iter().map(|t| t.is_tracked()).collect();
-            let mut graph = TorchGraph::record(&primitives, &tracked, forward);
+            let (mut graph, extra) = TorchGraph::record(&primitives, &tracked, forward);
             let output = graph.output();
-            // Held too: libtorch's backward of some operations (ReLU) reads the output.
+            // Held too, so that Burn never overwrites it in place while the graph lives.
             graph.held.push(output.clone());
-            prep.finish(graph, output)
+            (prep.finish(graph, output), extra)
         }
         OpsKind::UnTracked(prep) => {
             let plain: Vec<tch::Tensor> = primitives.iter().map(|t| t.tensor.shallow_clone()).collect();
-            prep.finish(TchTensor::new(tch::no_grad(|| forward(&plain))))
+            let (output, extra) = tch::no_grad(|| forward(&plain));
+            (prep.finish(TchTensor::new(output)), extra)
         }
     }
 }
@@ -351,7 +359,7 @@ impl<C: CheckpointStrategy> TorchKernels for Autodiff<LibTorch, C> {
         groups: usize,
     ) -> FloatTensor<Self> {
         let geometry = ConvGeometry { stride, padding, dilation, groups };
-        bridged::<2, C>([&x, &weight], |t| conv(&t[0], &t[1], None, &geometry))
+        bridged::<2, C, ()>([&x, &weight], |t| (conv(&t[0], &t[1], None, &geometry), ())).0
     }
 
     fn torch_conv2d_bias(
@@ -364,7 +372,7 @@ impl<C: CheckpointStrategy> TorchKernels for Autodiff<LibTorch, C> {
         groups: usize,
     ) -> FloatTensor<Self> {
         let geometry = ConvGeometry { stride, padding, dilation, groups };
-        bridged::<3, C>([&x, &weight, &bias], |t| conv(&t[0], &t[1], Some(&t[2]), &geometry))
+        bridged::<3, C, ()>([&x, &weight, &bias], |t| (conv(&t[0], &t[1], Some(&t[2]), &geometry), ())).0
     }
 
     fn torch_batch_norm_train(
@@ -373,13 +381,10 @@ impl<C: CheckpointStrategy> TorchKernels for Autodiff<LibTorch, C> {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let mut statistics = None;
-        let output = bridged::<3, C>([&x, &gamma, &beta], |t| {
+        let (output, (mean, variance)) = bridged::<3, C, _>([&x, &gamma, &beta], |t| {
             let (output, mean, variance) = batch_norm_train(&t[0], &t[1], &t[2], epsilon);
-            statistics = Some((mean, variance));
-            output
+            (output, (mean, variance))
         });
-        let (mean, variance) = statistics.expect("the forward pass ran");
         let untracked = |t: tch::Tensor| FloatTensor::<Self>::new(TchTensor::new(t.detach()));
         (output, untracked(mean), untracked(variance))
     }
@@ -401,6 +406,6 @@ impl<C: CheckpointStrategy> TorchKernels for Autodiff<LibTorch, C> {
         variance: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        bridged::<5, C>([&x, &gamma, &beta, &mean, &variance], |t| batch_norm_given(&t[0], &t[1], &t[2], &t[3], &t[4], epsilon))
+        bridged::<5, C, ()>([&x, &gamma, &beta, &mean, &variance], |t| (batch_norm_given(&t[0], &t[1], &t[2], &t[3], &t[4], epsilon), ())).0
     }
 }
