@@ -350,8 +350,18 @@ impl Bench<'_> {
     fn student(&mut self, run: StudentRun<'_>) -> Result<()> {
         let name = run.method.name;
         self.students += 1;
-        // The recipes' warm-up (a fraction of each schedule) for every method that has one.
-        let method_config = run.method.has_warmup.then(|| serde_json::json!({ WARMUP_FIELD: self.recipes.warmup_epochs }));
+        // The recipes' warm-up (a fraction of each schedule) for every method that has one, and
+        // the recipes' settings of this method on this kind of input.
+        let mut settings = serde_json::Map::new();
+        if run.method.has_warmup {
+            settings.insert(WARMUP_FIELD.into(), serde_json::json!(self.recipes.warmup_epochs));
+        }
+        if let Some(table) = self.recipes.methods.of(run.planned.kind, name) {
+            for (field, value) in table {
+                settings.insert(field.clone(), serde_json::to_value(value)?);
+            }
+        }
+        let method_config = (!settings.is_empty()).then_some(serde_json::Value::Object(settings));
         let (source, options) = (&run.planned.source, &run.planned.options);
         // The method resolved once: a configuration that does not resolve is a failed run too.
         let trained = kd::methods::prepare::<AnyModel>(name, method_config.as_ref()).map_err(anyhow::Error::from).and_then(|prepared| {

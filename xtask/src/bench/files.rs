@@ -56,6 +56,35 @@ pub struct Recipes {
     pub biased_teacher: BiasedTeacher,
     /// The backbones suite.
     pub backbones: Backbones,
+    /// Method settings that differ from the methods' defaults, by input kind.
+    #[serde(default)]
+    pub methods: MethodSettings,
+}
+
+/// Per input kind, the settings of some methods that differ from their defaults (the reference
+/// code's CIFAR values), merged over those defaults: `method name -> { field = value }`. A field
+/// the method does not have is an error when the method is prepared.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodSettings {
+    #[serde(default)]
+    pub small_images: std::collections::BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    pub images: std::collections::BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    pub tables: std::collections::BTreeMap<String, toml::Table>,
+}
+
+impl MethodSettings {
+    /// The settings of `method` on inputs of `kind` (empty when the recipes give none).
+    pub fn of(&self, kind: InputKind, method: &str) -> Option<&toml::Table> {
+        match kind {
+            InputKind::SmallImages => &self.small_images,
+            InputKind::Images => &self.images,
+            InputKind::Tables => &self.tables,
+        }
+        .get(method)
+    }
 }
 
 /// The experiment files' `[train]` recipe without `epochs` (each preset gives them per role)
@@ -154,6 +183,20 @@ impl Recipes {
         }
         if r.backbones.models.is_empty() {
             return Err(bad("backbones.models", "is empty"));
+        }
+        let known: Vec<&str> = kd::methods::methods().map_err(anyhow::Error::from)?.iter().map(|m| m.name).collect();
+        for (kind, table) in [("small_images", &r.methods.small_images), ("images", &r.methods.images), ("tables", &r.methods.tables)] {
+            for (name, settings) in table {
+                let field = format!("methods.{kind}.{name}");
+                if !known.contains(&name.as_str()) {
+                    return Err(bad(&field, &format!("names no method; known: {}", known.join(", "))));
+                }
+                // Resolved now, so that a misspelt or out-of-range setting stops the bench before
+                // anything trains.
+                let settings = serde_json::to_value(settings)?;
+                kd::methods::prepare::<AnyModel>(name, Some(&settings))
+                    .map_err(|e| bad(&field, &format!("is not a valid setting: {e}")))?;
+            }
         }
         Ok(r)
     }
@@ -313,5 +356,26 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let err = Recipes::load(&path).unwrap_err().to_string();
         assert!(err.contains("typo.toml") && err.contains("warmup_epochs") && err.contains("300/240"), "{err}");
+    }
+
+    /// A method setting names a registered method and a field it has, with a valid value.
+    #[test]
+    fn method_settings_are_checked_when_the_recipes_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.toml");
+        let recipes = std::fs::read_to_string(super::dir().join("recipes.toml")).unwrap();
+        for (from, to, expected) in [
+            ("fitnet = { hint_weight = 1.0 }", "fitnett = { hint_weight = 1.0 }", "methods.tables.fitnett"),
+            ("fitnet = { hint_weight = 1.0 }", "fitnet = { hint_wieght = 1.0 }", "hint_wieght"),
+            ("fitnet = { hint_weight = 1.0 }", "fitnet = { hint_weight = -1.0 }", "hint_weight"),
+        ] {
+            assert!(recipes.contains(from), "recipes.toml no longer has `{from}`");
+            std::fs::write(&path, recipes.replace(from, to)).unwrap();
+            let err = format!("{:#}", Recipes::load(&path).unwrap_err());
+            assert!(err.contains("settings.toml") && err.contains(expected), "{err}");
+        }
+        let r = Recipes::load(&super::dir().join("recipes.toml")).unwrap();
+        assert_eq!(r.methods.of(InputKind::Tables, "fitnet").and_then(|t| t.get("hint_weight")), Some(&toml::Value::Float(1.0)));
+        assert!(r.methods.of(InputKind::Images, "fitnet").is_none());
     }
 }
