@@ -127,7 +127,7 @@ impl Crd {
                 self.warned = true;
                 eprintln!(
                     "warning: crd: nce_k is {} but a class of {} has only {fewest} negatives: they are drawn with replacement \
-                     (as RepDistiller's sampler does); set nce_k below {fewest} for distinct negatives",
+                     (as RepDistiller's sampler does); set nce_k to at most {fewest} for distinct negatives",
                     self.config.nce_k,
                     data.name()
                 );
