@@ -13,8 +13,6 @@
 //! `replace = k > len(cls_negative[target])`). Each sample's draw is a pure function of
 //! `(seed, epoch, index, view)` ([`kd_core::rng::KeyedRng`]), so a resumed run draws the same.
 
-use std::collections::HashSet;
-
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use kd_core::rng::KeyedRng;
 use kd_core::state::{StateReader, put_f32s, put_u64, put_usize};
@@ -25,7 +23,7 @@ use crate::loss::momentum_update;
 const STATE_MAGIC: &[u8] = b"KDCRDMEM1";
 /// Key words of the two random streams (the banks' initial values, the negatives).
 const INIT_STREAM: u64 = 0xC2D0_0001;
-const DRAW_STREAM: u64 = 0xC2D0_0002;
+pub(crate) const DRAW_STREAM: u64 = 0xC2D0_0002;
 
 /// The banks, on a device or (restored from a checkpoint before any step) on the host.
 #[derive(Debug, Clone)]
@@ -306,12 +304,12 @@ impl NegativeSampler {
         if k > m {
             out.extend((0..k).map(|_| self.nth_negative(class, rng.below(m))));
         } else {
-            // Floyd's algorithm: k distinct positions of 0..m in O(k).
-            let mut seen = HashSet::with_capacity(k);
+            // Floyd's algorithm: k distinct positions of 0..m with k draws.
+            let mut seen = vec![false; m];
             for j in m - k..m {
                 let t = rng.below(j + 1);
-                let pick = if seen.insert(t) { t } else { j };
-                seen.insert(pick);
+                let pick = if seen[t] { j } else { t };
+                seen[pick] = true;
                 out.push(self.nth_negative(class, pick));
             }
         }
@@ -320,13 +318,50 @@ impl NegativeSampler {
 
     /// The contrast indices of a batch, `[B * (k+1)]` row-major: sample `indices[r]` (label
     /// `labels[r]`, augmentation view `views[r]`) in epoch `epoch` of the run of `seed`.
+    /// Rows are drawn on up to 8 threads (each row's draw is its own key's, so the result does
+    /// not depend on how they are shared out).
     pub fn draw_batch(&self, indices: &[usize], labels: &[usize], views: &[u64], k: usize, seed: u64, epoch: usize) -> Result<Vec<usize>> {
-        let mut out = Vec::with_capacity(indices.len() * (k + 1));
-        for ((&index, &class), &view) in indices.iter().zip(labels).zip(views) {
-            if index >= self.n {
-                return Err(KdError::InvalidConfig(format!("CRD: sample index {index} is outside the training set of {} samples", self.n)));
+        let b = indices.len();
+        if labels.len() != b || views.len() != b {
+            return Err(KdError::ShapeMismatch {
+                what: "CRD batch labels and views vs indices".into(),
+                expected: vec![b, b],
+                actual: vec![labels.len(), views.len()],
+            });
+        }
+        let rows = |range: std::ops::Range<usize>| -> Result<Vec<usize>> {
+            let mut out = Vec::with_capacity(range.len() * (k + 1));
+            for r in range {
+                let (index, class, view) = (indices[r], labels[r], views[r]);
+                if index >= self.n {
+                    return Err(KdError::InvalidConfig(format!(
+                        "CRD: sample index {index} is outside the training set of {} samples",
+                        self.n
+                    )));
+                }
+                out.extend(self.draw(index, class, k, &[seed, DRAW_STREAM, epoch as u64, index as u64, view])?);
             }
-            out.extend(self.draw(index, class, k, &[seed, DRAW_STREAM, epoch as u64, index as u64, view])?);
+            Ok(out)
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(b.max(1));
+        if threads == 1 || b * k < 1 << 16 {
+            return rows(0..b);
+        }
+        let chunk = b.div_ceil(threads);
+        let parts: Vec<Result<Vec<usize>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..b).step_by(chunk).map(|start| scope.spawn(move || rows(start..(start + chunk).min(b)))).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(KdError::Protocol { method: "crd".into(), reason: "a thread drawing negatives panicked".into() })
+                    })
+                })
+                .collect()
+        });
+        let mut out = Vec::with_capacity(b * (k + 1));
+        for part in parts {
+            out.extend(part?);
         }
         Ok(out)
     }

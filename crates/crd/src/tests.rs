@@ -255,3 +255,19 @@ fn trains_through_the_trainer_and_resumes_exactly() {
     assert_eq!(parameter_values(&resumed.student), parameter_values(&straight.student));
     assert_eq!(resumed.history.last().unwrap().train_terms, straight.history.last().unwrap().train_terms);
 }
+
+#[test]
+fn a_large_batch_draws_the_same_on_threads_as_row_by_row() {
+    // CIFAR-100's shape: 50 000 samples of 100 classes, the default nce_k (shared out on threads).
+    let labels: Vec<usize> = (0..50_000).map(|i| (i * 7) % 100).collect();
+    let sampler = NegativeSampler::new(&labels);
+    let indices: Vec<usize> = (0..8).map(|i| i * 6007).collect();
+    let classes: Vec<usize> = indices.iter().map(|&i| labels[i]).collect();
+    let views = [3u64; 8];
+    let batch = sampler.draw_batch(&indices, &classes, &views, 16384, 11, 4).unwrap();
+    for (r, chunk) in batch.chunks(16385).enumerate() {
+        let key = [11, super::memory::DRAW_STREAM, 4, indices[r] as u64, 3];
+        assert_eq!(chunk, sampler.draw(indices[r], classes[r], 16384, &key).unwrap().as_slice(), "row {r}");
+    }
+    assert!(sampler.draw_batch(&indices, &classes[..2], &views, 4, 0, 1).is_err());
+}
