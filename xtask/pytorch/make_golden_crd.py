@@ -141,6 +141,12 @@ def cases(crd_class):
         # More negatives than a class has: drawn with replacement, as the reference's sampler.
         run_case(crd_class, "replacement_k_over_negatives", 4, n_data=12, classes=2, s_dim=3, t_dim=8, feat_dim=6, nce_k=9,
                  nce_t=0.1, nce_m=0.5, batch=3, calls=2),
+        # A batch of one sample.
+        run_case(crd_class, "batch_of_one", 5, n_data=10, classes=2, s_dim=4, t_dim=5, feat_dim=3, nce_k=4, nce_t=0.07,
+                 nce_m=0.5, batch=1, calls=2),
+        # Wider: 10 classes, feat_dim 16, 40 negatives of 72, the reference's T and momentum.
+        run_case(crd_class, "wider_ten_classes", 6, n_data=80, classes=10, s_dim=12, t_dim=20, feat_dim=16, nce_k=40,
+                 nce_t=0.07, nce_m=0.5, batch=8, calls=2),
     ]
 
 
