@@ -8,9 +8,13 @@
 //! on the penultimate embeddings ([`ModelOutput::embedding`], mdistiller's `pooled_feat`).
 //!
 //! Memory: the two banks hold `N * feat_dim * 2` floats for the run (CIFAR-100, `N = 50000`,
-//! `feat_dim = 128`: 12.8 M floats, 51 MB), and each step gathers `B * (nce_k + 1) * feat_dim`
-//! floats per bank (batch 64, `nce_k = 16384`: 134 M floats, 537 MB per bank, twice that for
-//! both sides, plus the scores' gradients); lower `nce_k` where that does not fit.
+//! `feat_dim = 128`: 12.8 M floats, 51 MB). Per step, the reference gathers the rows of every
+//! sample's positive and negatives, `B * (nce_k + 1) * feat_dim` floats per bank (batch 64,
+//! `nce_k = 16384`: 134 M floats, 537 MB per bank, twice that for both sides). Here that is the
+//! cost when `N * 8 > (nce_k + 1) * feat_dim`; on smaller training sets (CIFAR-100 with the
+//! defaults among them) the scores come from the whole bank instead, `B * N` dot products per
+//! bank (3.2 M floats, 13 MB), the same numbers ([`ContrastMemory::scores`]). On the host,
+//! `B * nce_k` draws per step.
 
 use burn::tensor::{Device, Tensor};
 use kd_core::loss::cross_entropy_mean;
@@ -20,7 +24,7 @@ use kd_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::loss::{CrdHeads, CrdParams, crd_loss, normalisation_constants};
+use crate::loss::{CrdHeads, CrdParams, crd_loss_from_scores, normalisation_from_scores};
 use crate::memory::{ContrastMemory, NegativeSampler, index_tensor};
 
 /// The method's name.
@@ -200,17 +204,17 @@ impl Distiller<CrdHeads> for Crd {
         let f_s = heads.student(s_emb.clone());
         let t_emb = if s_emb.is_autodiff() { t_emb.clone().autodiff() } else { t_emb.clone() };
         let f_t = heads.teacher(t_emb);
-        let (rows_s, rows_t) = memory.rows(&draws.contrast, b)?;
+        let (s_scores, t_scores) = memory.scores(f_s.clone(), f_t.clone(), &draws.contrast, c.nce_t)?;
         let n_data = memory.len();
         let z = match memory.z() {
             Some(z) => z,
             None => {
-                let z = normalisation_constants(f_s.clone(), f_t.clone(), rows_s.clone(), rows_t.clone(), c.nce_t, n_data)?;
+                let z = normalisation_from_scores(s_scores.clone(), t_scores.clone(), n_data);
                 memory.set_z(z);
                 z
             }
         };
-        let contrast = crd_loss(f_s.clone(), f_t.clone(), rows_s, rows_t, &CrdParams { z, temperature: c.nce_t, n_data })?;
+        let contrast = crd_loss_from_scores(s_scores, t_scores, &CrdParams { z, temperature: c.nce_t, n_data });
         let ce = cross_entropy_mean(step.student.logits.clone(), step.batch.labels.clone());
         let width = c.feat_dim;
         Ok(LossTerms::new()

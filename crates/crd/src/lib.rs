@@ -7,7 +7,10 @@ pub mod memory;
 pub mod registry;
 
 pub use distiller::{Crd, CrdConfig};
-pub use loss::{CrdHeads, CrdParams, contrast_loss, contrast_scores, crd_loss, l2_normalize, momentum_update, normalisation_constants};
+pub use loss::{
+    CrdHeads, CrdParams, contrast_loss, contrast_scores, contrast_scores_from_bank, crd_loss, crd_loss_from_scores, l2_normalize,
+    momentum_update, normalisation_constants, normalisation_from_scores,
+};
 pub use memory::{ContrastMemory, NegativeSampler};
 
 #[cfg(test)]

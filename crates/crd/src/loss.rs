@@ -18,7 +18,7 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 use kd_core::{AuxModule, KdError, Result};
 
 /// The `eps` of the reference's `ContrastLoss`.
@@ -111,11 +111,15 @@ pub fn normalisation_constants(
     temperature: f64,
     n_data: usize,
 ) -> Result<[f64; 2]> {
-    let mean = |anchor: Tensor<2>, rows: Tensor<3>| -> Result<f64> {
-        let scores = contrast_scores(anchor.without_autodiff(), rows, temperature)?;
-        Ok(f64::from(scores.mean().into_scalar::<f32>()) * n_data as f64)
-    };
-    Ok([mean(f_s, rows_t)?, mean(f_t, rows_s)?])
+    let s = contrast_scores(f_s.without_autodiff(), rows_t, temperature)?;
+    let t = contrast_scores(f_t.without_autodiff(), rows_s, temperature)?;
+    Ok(normalisation_from_scores(s, t, n_data))
+}
+
+/// [`normalisation_constants`] from the unnormalised scores of both directions, `[B, K+1]`.
+pub fn normalisation_from_scores(s_scores: Tensor<2>, t_scores: Tensor<2>, n_data: usize) -> [f64; 2] {
+    let z = |scores: Tensor<2>| f64::from(scores.without_autodiff().mean().into_scalar::<f32>()) * n_data as f64;
+    [z(s_scores), z(t_scores)]
 }
 
 /// The parameters of [`crd_loss`] besides the tensors.
@@ -133,9 +137,35 @@ pub struct CrdParams {
 /// `f_s`, `f_t` `[B, feat_dim]` and the memory rows of each sample's positive and negatives,
 /// `rows_s` (student-side memory) and `rows_t` (teacher-side), `[B, K+1, feat_dim]`.
 pub fn crd_loss(f_s: Tensor<2>, f_t: Tensor<2>, rows_s: Tensor<3>, rows_t: Tensor<3>, params: &CrdParams) -> Result<Tensor<1>> {
-    let h_s = contrast_scores(f_s, rows_t, params.temperature)?.div_scalar(params.z[0]);
-    let h_t = contrast_scores(f_t, rows_s, params.temperature)?.div_scalar(params.z[1]);
-    Ok(contrast_loss(h_s, params.n_data) + contrast_loss(h_t, params.n_data))
+    let s_scores = contrast_scores(f_s, rows_t, params.temperature)?;
+    let t_scores = contrast_scores(f_t, rows_s, params.temperature)?;
+    Ok(crd_loss_from_scores(s_scores, t_scores, params))
+}
+
+/// [`crd_loss`] from the unnormalised scores of both directions, `[B, K+1]` (student anchor
+/// against the teacher-side memory, teacher anchor against the student-side memory).
+pub fn crd_loss_from_scores(s_scores: Tensor<2>, t_scores: Tensor<2>, params: &CrdParams) -> Tensor<1> {
+    contrast_loss(s_scores.div_scalar(params.z[0]), params.n_data) + contrast_loss(t_scores.div_scalar(params.z[1]), params.n_data)
+}
+
+/// [`contrast_scores`] from the whole bank `[N, D]` and the drawn indices `[B, K+1]`: the
+/// anchors' dot products with every row (`[B, N]`), then the drawn ones. The same numbers as
+/// gathering the rows (`[B, K+1, D]`) first, with `B * N` values in place of `B * (K+1) * D`.
+pub fn contrast_scores_from_bank(anchor: Tensor<2>, bank: Tensor<2>, contrast: Tensor<2, Int>, temperature: f64) -> Result<Tensor<2>> {
+    let [b, d] = anchor.dims();
+    let [_, bd] = bank.dims();
+    let [cb, k1] = contrast.dims();
+    if bd != d || cb != b || k1 < 2 {
+        return Err(KdError::ShapeMismatch {
+            what: "CRD memory [N, feat_dim] and contrast indices [batch, nce_k + 1] vs embedding [batch, feat_dim]".into(),
+            expected: vec![d, b, k1.max(2)],
+            actual: vec![bd, cb, k1],
+        });
+    }
+    let contrast = if anchor.is_autodiff() { contrast.autodiff() } else { contrast };
+    let bank = alongside(bank, &anchor);
+    let all = anchor.matmul(bank.transpose());
+    Ok(all.gather(1, contrast).div_scalar(temperature).exp())
 }
 
 /// The momentum update of memory rows: `normalize(m * rows + (1 - m) * f)`, `[B, D]` each.

@@ -18,7 +18,7 @@ use kd_core::rng::KeyedRng;
 use kd_core::state::{StateReader, put_f32s, put_u64, put_usize};
 use kd_core::{KdError, Result};
 
-use crate::loss::momentum_update;
+use crate::loss::{contrast_scores, contrast_scores_from_bank, momentum_update};
 
 const STATE_MAGIC: &[u8] = b"KDCRDMEM1";
 /// Key words of the two random streams (the banks' initial values, the negatives).
@@ -124,16 +124,31 @@ impl ContrastMemory {
     /// positive first): `(student-side, teacher-side)`, `[B, K+1, dim]` each.
     pub fn rows(&self, contrast: &Tensor<1, Int>, batch: usize) -> Result<(Tensor<3>, Tensor<3>)> {
         let (student, teacher) = self.device_banks()?;
-        let total = contrast.dims()[0];
-        if batch == 0 || !total.is_multiple_of(batch) {
-            return Err(KdError::ShapeMismatch {
-                what: "CRD contrast indices vs batch".into(),
-                expected: vec![batch],
-                actual: vec![total],
-            });
-        }
-        let gather = |bank: &Tensor<2>| bank.clone().select(0, contrast.clone()).reshape([batch, total / batch, self.dim]);
+        let k1 = per_sample(contrast, batch)?;
+        let gather = |bank: &Tensor<2>| bank.clone().select(0, contrast.clone()).reshape([batch, k1, self.dim]);
         Ok((gather(student), gather(teacher)))
+    }
+
+    /// The unnormalised scores of both directions, `[B, K+1]` each: the student's embeddings
+    /// `f_s` against the teacher-side rows at `contrast` (`[B * (K+1)]`, as [`ContrastMemory::rows`]
+    /// takes them) and the teacher's `f_t` against the student-side rows. When `N * 8 <= (K+1) *
+    /// dim` (CIFAR-100 with the defaults: 400 000 against 2 097 280) from the whole bank
+    /// ([`contrast_scores_from_bank`]: `B * N` dot products, no `[B, K+1, dim]` copy), else from
+    /// the gathered rows ([`contrast_scores`], as the reference).
+    pub fn scores(&self, f_s: Tensor<2>, f_t: Tensor<2>, contrast: &Tensor<1, Int>, temperature: f64) -> Result<(Tensor<2>, Tensor<2>)> {
+        let batch = f_s.dims()[0];
+        let k1 = per_sample(contrast, batch)?;
+        if self.n.saturating_mul(8) <= k1.saturating_mul(self.dim) {
+            let (student, teacher) = self.device_banks()?;
+            let contrast = contrast.clone().reshape([batch, k1]);
+            Ok((
+                contrast_scores_from_bank(f_s, teacher.clone(), contrast.clone(), temperature)?,
+                contrast_scores_from_bank(f_t, student.clone(), contrast, temperature)?,
+            ))
+        } else {
+            let (rows_s, rows_t) = self.rows(contrast, batch)?;
+            Ok((contrast_scores(f_s, rows_t, temperature)?, contrast_scores(f_t, rows_s, temperature)?))
+        }
     }
 
     /// The momentum update of the rows `indices` with the step's normalised embeddings `f_s`,
@@ -222,6 +237,15 @@ impl ContrastMemory {
         r.finish()?;
         ContrastMemory::from_host(n, dim, student, teacher, z)
     }
+}
+
+/// How many contrast indices each of the `batch` samples has (`K + 1`).
+fn per_sample(contrast: &Tensor<1, Int>, batch: usize) -> Result<usize> {
+    let total = contrast.dims()[0];
+    if batch == 0 || !total.is_multiple_of(batch) {
+        return Err(KdError::ShapeMismatch { what: "CRD contrast indices vs batch".into(), expected: vec![batch], actual: vec![total] });
+    }
+    Ok(total / batch)
 }
 
 fn check_size(n: usize, dim: usize) -> Result<()> {

@@ -230,30 +230,33 @@ fn trains_through_the_trainer_and_resumes_exactly() {
     let (train, test) = (noisy(12), noisy(6));
     let teacher = FrozenTeacher::new(TinyConv::new(3, 1, &device), "tiny");
     let student = TinyConv::new(2, 1, &device.clone().autodiff());
-    let config = || CrdConfig { feat_dim: 4, nce_k: 6, ..Default::default() };
-    let straight = Trainer::new(recipe(2, 4, 0.05, 3), &train, &test, device.clone())
-        .fit(student.clone(), &mut Crd::new(config()).unwrap(), &teacher)
-        .unwrap();
-    assert!(straight.history.iter().all(|r| r.train_terms["crd"].is_finite() && r.train_terms["crd"] > 0.0));
+    // Scores from the gathered rows (12 * 8 > 7 * 4) and from the whole bank (12 * 8 <= 7 * 16).
+    for feat_dim in [4, 16] {
+        let config = || CrdConfig { feat_dim, nce_k: 6, ..Default::default() };
+        let straight = Trainer::new(recipe(2, 4, 0.05, 3), &train, &test, device.clone())
+            .fit(student.clone(), &mut Crd::new(config()).unwrap(), &teacher)
+            .unwrap();
+        assert!(straight.history.iter().all(|r| r.train_terms["crd"].is_finite() && r.train_terms["crd"] > 0.0));
 
-    let dir = temp_dir();
-    let options =
-        RunOptions { checkpoint_dir: Some(dir.path().to_path_buf()), resume: true, stop_after_epochs: Some(1), ..Default::default() };
-    let run = |student: TinyConv| {
-        Trainer::new(recipe(2, 4, 0.05, 3), &train, &test, device.clone())
-            .with_options(options.clone())
-            .fit(student, &mut Crd::new(config()).unwrap(), &teacher)
-            .unwrap()
-    };
-    let first = run(student.clone());
-    assert!(!first.finished);
-    let resumed = run(student);
-    assert!(resumed.finished);
-    // Heads, student and losses as if the run had not stopped: the memory, Z and the draws
-    // were restored or drawn again exactly.
-    assert_eq!(parameter_values(&resumed.aux), parameter_values(&straight.aux));
-    assert_eq!(parameter_values(&resumed.student), parameter_values(&straight.student));
-    assert_eq!(resumed.history.last().unwrap().train_terms, straight.history.last().unwrap().train_terms);
+        let dir = temp_dir();
+        let options =
+            RunOptions { checkpoint_dir: Some(dir.path().to_path_buf()), resume: true, stop_after_epochs: Some(1), ..Default::default() };
+        let run = |student: TinyConv| {
+            Trainer::new(recipe(2, 4, 0.05, 3), &train, &test, device.clone())
+                .with_options(options.clone())
+                .fit(student, &mut Crd::new(config()).unwrap(), &teacher)
+                .unwrap()
+        };
+        let first = run(student.clone());
+        assert!(!first.finished);
+        let resumed = run(student.clone());
+        assert!(resumed.finished);
+        // Heads, student and losses as if the run had not stopped: the memory, Z and the draws
+        // were restored or drawn again exactly.
+        assert_eq!(parameter_values(&resumed.aux), parameter_values(&straight.aux));
+        assert_eq!(parameter_values(&resumed.student), parameter_values(&straight.student));
+        assert_eq!(resumed.history.last().unwrap().train_terms, straight.history.last().unwrap().train_terms);
+    }
 }
 
 #[test]
@@ -270,4 +273,34 @@ fn a_large_batch_draws_the_same_on_threads_as_row_by_row() {
         assert_eq!(chunk, sampler.draw(indices[r], classes[r], 16384, &key).unwrap().as_slice(), "row {r}");
     }
     assert!(sampler.draw_batch(&indices, &classes[..2], &views, 4, 0, 1).is_err());
+}
+
+#[test]
+fn scores_from_the_bank_equal_scores_from_the_rows() {
+    use crate::loss::{contrast_scores, contrast_scores_from_bank};
+    let device = Device::flex();
+    let labels: Vec<usize> = (0..10).map(|i| i % 2).collect();
+    let sampler = NegativeSampler::new(&labels);
+    // N * 8 = 80 <= (K+1) * dim = 10 * 8: `scores` takes the bank path.
+    let mut memory = ContrastMemory::init(10, 8, 3).unwrap();
+    memory.to_device(&device);
+    let contrast = sampler.draw_batch(&[1, 4, 6], &[1, 0, 0], &[0; 3], 9, 0, 1).unwrap();
+    let contrast = crate::memory::index_tensor(&contrast, &device);
+    let f = |seed: u64| {
+        crate::loss::l2_normalize(Tensor::<2>::from_data(
+            TensorData::new((0..24).map(|i| ((i as u64 * 37 + seed) % 11) as f32 - 5.0).collect::<Vec<_>>(), [3, 8]),
+            &device,
+        ))
+    };
+    let (s_bank, t_bank) = memory.scores(f(1), f(2), &contrast, 0.07).unwrap();
+    let (rows_s, rows_t) = memory.rows(&contrast, 3).unwrap();
+    let (s_rows, t_rows) = (contrast_scores(f(1), rows_t, 0.07).unwrap(), contrast_scores(f(2), rows_s, 0.07).unwrap());
+    for (a, b) in [(s_bank, s_rows), (t_bank, t_rows)] {
+        let (a, b) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
+        assert_eq!(a.len(), 30);
+        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-5 * y.abs().max(1.0)), "{a:?} vs {b:?}");
+    }
+    // Shapes that cannot pair are errors naming CRD.
+    let bad = contrast_scores_from_bank(f(1), Tensor::zeros([10, 5], &device), contrast.reshape([3, 10]), 0.07).unwrap_err().to_string();
+    assert!(bad.contains("CRD memory"), "{bad}");
 }

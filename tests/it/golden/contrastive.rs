@@ -6,7 +6,10 @@
 use kd::core::burn::module::Param;
 use kd::core::burn::nn::{Linear, LinearConfig};
 use kd::core::burn::tensor::{Device, Int, Tensor, TensorData};
-use kd::crd::{ContrastMemory, CrdHeads, CrdParams, crd_loss, normalisation_constants};
+use kd::crd::{
+    ContrastMemory, CrdHeads, CrdParams, contrast_scores_from_bank, crd_loss, crd_loss_from_scores, normalisation_constants,
+    normalisation_from_scores,
+};
 
 use super::features::{Array, FeatureCase, Findings, embedding_grad, embedding_inputs};
 
@@ -28,7 +31,14 @@ fn head(case: &FeatureCase, name: &str, device: &Device) -> Result<Linear, Strin
     Ok(linear)
 }
 
+/// Both ways of computing the scores: from the gathered rows (the reference's) and from the
+/// whole bank (what the distiller uses when the bank is small against the rows).
 pub fn check(case: &FeatureCase, device: &Device) -> Result<(), String> {
+    run(case, device, false)?;
+    run(case, device, true).map_err(|e| format!("scores from the whole bank: {e}"))
+}
+
+fn run(case: &FeatureCase, device: &Device, from_bank: bool) -> Result<(), String> {
     let k = case.param_as::<usize>("nce_k")?;
     let (temperature, momentum) = (case.param("nce_t")?, case.param("nce_m")?);
     let (n, dim) = (case.param_as::<usize>("n_data")?, case.param_as::<usize>("feat_dim")?);
@@ -76,16 +86,26 @@ pub fn check(case: &FeatureCase, device: &Device) -> Result<(), String> {
 
     let f_s = heads.student(student.clone());
     let f_t = heads.teacher(teacher.autodiff());
-    let (rows_s, rows_t) = memory.rows(&contrast, b).map_err(|e| e.to_string())?;
     let mut findings = Findings::default();
-    let z = match memory.z() {
-        Some(z) => z,
-        None => {
-            normalisation_constants(f_s.clone(), f_t.clone(), rows_s.clone(), rows_t.clone(), temperature, n).map_err(|e| e.to_string())?
-        }
+    let kd_err = |e: kd::core::KdError| e.to_string();
+    let loss = if from_bank {
+        let banks =
+            (case.state("memory_v1")?.tensor::<2>("memory_v1", device)?, case.state("memory_v2")?.tensor::<2>("memory_v2", device)?);
+        let contrast = contrast.clone().reshape([b, k + 1]);
+        let s_scores = contrast_scores_from_bank(f_s.clone(), banks.1, contrast.clone(), temperature).map_err(kd_err)?;
+        let t_scores = contrast_scores_from_bank(f_t.clone(), banks.0, contrast, temperature).map_err(kd_err)?;
+        let z = memory.z().unwrap_or_else(|| normalisation_from_scores(s_scores.clone(), t_scores.clone(), n));
+        findings.values("Z", &z, &case.state("z_after")?);
+        crd_loss_from_scores(s_scores, t_scores, &CrdParams { z, temperature, n_data: n })
+    } else {
+        let (rows_s, rows_t) = memory.rows(&contrast, b).map_err(kd_err)?;
+        let z = match memory.z() {
+            Some(z) => z,
+            None => normalisation_constants(f_s.clone(), f_t.clone(), rows_s.clone(), rows_t.clone(), temperature, n).map_err(kd_err)?,
+        };
+        findings.values("Z", &z, &case.state("z_after")?);
+        crd_loss(f_s.clone(), f_t.clone(), rows_s, rows_t, &CrdParams { z, temperature, n_data: n }).map_err(kd_err)?
     };
-    findings.values("Z", &z, &case.state("z_after")?);
-    let loss = crd_loss(f_s.clone(), f_t.clone(), rows_s, rows_t, &CrdParams { z, temperature, n_data: n }).map_err(|e| e.to_string())?;
     findings.loss(&loss, case.loss)?;
     let grads = loss.backward();
     embedding_grad(&mut findings, case, &student, &grads)?;
