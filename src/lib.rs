@@ -32,6 +32,8 @@ pub use kd_models as models;
 
 #[cfg(feature = "baselines")]
 pub use kd_baselines as baselines;
+#[cfg(feature = "crd")]
+pub use kd_crd as crd;
 #[cfg(feature = "dckd")]
 pub use kd_dckd as dckd;
 #[cfg(feature = "debiased")]

@@ -8,6 +8,8 @@
 #[allow(dead_code)]
 mod features;
 
+mod contrastive;
+
 use kd::core::distiller::step_without_update;
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,14 @@
+//! CRD by name (see [`kd_core::registry`]).
+
+use kd_core::Student;
+use kd_core::registry::{MethodEntry, MethodSpec, Tasks};
+
+use crate::distiller::{NAME, prepare};
+
+const PAPER: &str = "Tian et al.: Contrastive Representation Distillation (ICLR 2020)";
+const CRATE: &str = "kd-crd";
+
+/// CRD.
+pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
+    vec![MethodEntry::new(MethodSpec::new(NAME, PAPER, CRATE, Tasks::Any), prepare::<S>)]
+}
