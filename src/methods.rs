@@ -23,6 +23,8 @@ fn registry<S: Student>() -> Vec<MethodEntry<S>> {
     all.extend(kd_toast::registry::methods::<S>());
     #[cfg(feature = "debiased")]
     all.extend(kd_debiased::registry::methods::<S>());
+    #[cfg(feature = "reviewkd")]
+    all.extend(kd_reviewkd::registry::methods::<S>());
     all
 }
 
