@@ -159,3 +159,19 @@ fn pairs_with_every_zoo_family_and_trains_an_mlp() {
     let outcome = Trainer::new(kd_testkit::recipe(2, 8, 0.05, 3), &train, &test, device.clone()).fit(student, &mut d, &teacher).unwrap();
     assert!(outcome.history.iter().all(|e| e.train_terms["review"].is_finite() && e.train_terms["review"] > 0.0));
 }
+
+#[test]
+fn the_fusion_of_resnet8x4_from_resnet32x4_has_the_readmes_parameter_count() {
+    use kd_models::ModelSpec;
+    use kd_models::layers::trainable_params;
+    let device = Device::flex();
+    let inputs = random([2, 3, 32, 32], &device);
+    let build = |name: &str| ModelSpec::parse(name).unwrap().build([3, 32, 32], 100, &device).unwrap();
+    let (student, teacher) = (build("resnet8x4"), build("resnet32x4"));
+    let d = ReviewKd::new(ReviewKdConfig::default()).unwrap();
+    let fusion = d.init_aux(&student.forward(inputs.clone()), Some(&teacher.forward(inputs)), &device).unwrap();
+    // Middle width 256; per stage (in -> out): 1x1 in*256, BN 512, 3x3 256*out*9, BN 2*out,
+    // attention (512 -> 2) 1026 but for the embedding's.
+    assert_eq!(trainable_params(&fusion), 1_808_774);
+    assert_eq!(trainable_params(&student), 1_233_540);
+}
