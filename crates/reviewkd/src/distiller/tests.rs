@@ -175,3 +175,32 @@ fn the_fusion_of_resnet8x4_from_resnet32x4_has_the_readmes_parameter_count() {
     assert_eq!(trainable_params(&fusion), 1_808_774);
     assert_eq!(trainable_params(&student), 1_233_540);
 }
+
+#[test]
+fn the_fusion_is_checkpointed_and_resumed_with_the_student() {
+    use kd_core::train::parameter_values;
+    use kd_core::{FrozenTeacher, RunOptions, Trainer};
+    use kd_models::ModelSpec;
+    let device = Device::flex();
+    let (train, test) = (kd_testkit::blobs(24, 1, "train"), kd_testkit::blobs(12, 2, "test"));
+    let spec = |n: &str| ModelSpec::parse(n).unwrap();
+    let teacher = FrozenTeacher::new(spec("mlpbn-16-16").build([1, 2, 2], 3, &device).unwrap(), "mlpbn-16-16");
+    let student = spec("mlpbn-8-8").build([1, 2, 2], 3, &device.clone().autodiff()).unwrap();
+    let dir = kd_testkit::temp_dir();
+    let options =
+        RunOptions { checkpoint_dir: Some(dir.path().to_path_buf()), resume: true, stop_after_epochs: Some(1), ..Default::default() };
+    let run = |student| {
+        let mut d = ReviewKd::new(ReviewKdConfig { warmup_epochs: Warmup::Epochs(0), ..Default::default() }).unwrap();
+        Trainer::new(kd_testkit::recipe(2, 8, 0.05, 3), &train, &test, device.clone())
+            .with_options(options.clone())
+            .fit(student, &mut d, &teacher)
+            .unwrap()
+    };
+    let first = run(student.clone());
+    assert!(!first.finished);
+    let resumed = run(student);
+    assert!(resumed.finished && resumed.history.len() == 2);
+    // The fusion (weights and BatchNorm statistics) was restored and trained on.
+    assert_eq!(parameter_values(&first.aux).len(), parameter_values(&resumed.aux).len());
+    assert_ne!(parameter_values(&first.aux), parameter_values(&resumed.aux));
+}
