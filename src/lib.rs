@@ -40,6 +40,8 @@ pub use kd_dckd as dckd;
 pub use kd_debiased as debiased;
 #[cfg(feature = "multi-assistant")]
 pub use kd_multi_assistant as multi_assistant;
+#[cfg(feature = "reviewkd")]
+pub use kd_reviewkd as reviewkd;
 #[cfg(feature = "rld")]
 pub use kd_rld as rld;
 #[cfg(feature = "toast")]

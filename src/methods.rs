@@ -25,6 +25,8 @@ fn registry<S: Student>() -> Vec<MethodEntry<S>> {
     all.extend(kd_debiased::registry::methods::<S>());
     #[cfg(feature = "crd")]
     all.extend(kd_crd::registry::methods::<S>());
+    #[cfg(feature = "reviewkd")]
+    all.extend(kd_reviewkd::registry::methods::<S>());
     all
 }
 
