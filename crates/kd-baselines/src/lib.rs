@@ -5,17 +5,25 @@
 //! ([`Kd`]), decoupled KD ([`Dkd`]), and logit standardization ([`LogitStandardization`]) as a plug-in.
 #![warn(missing_docs)]
 
+pub mod at;
+pub mod cc;
 pub mod ce;
 pub mod dist;
 pub mod dkd;
 pub mod dlb;
+pub mod feature_maps;
 pub mod fitnet;
 pub mod kd;
 pub mod label_smoothing;
+pub mod nst;
+pub mod pkt;
 pub mod pskd;
 pub mod registry;
 pub mod rkd;
+pub mod sp;
 
+pub use at::{At, AtConfig};
+pub use cc::{Cc, CcConfig, CcHeads};
 pub use ce::CrossEntropy;
 pub use dist::{Dist, DistConfig, dist_terms};
 pub use dkd::{Dkd, DkdConfig, DkdParams, dkd_loss, dkd_nckd, dkd_tckd, dkd_terms};
@@ -24,5 +32,8 @@ pub use fitnet::{FitNet, FitNetConfig, HintRegressor};
 pub use kd::{Kd, KdConfig, kd_loss};
 pub use kd_core::logit_stand::{LogitStandardization, standardize_pair};
 pub use label_smoothing::{LabelSmoothing, LabelSmoothingConfig};
+pub use nst::{Nst, NstConfig};
+pub use pkt::{Pkt, PktConfig};
 pub use pskd::{PsKd, PsKdConfig};
 pub use rkd::{Rkd, RkdConfig};
+pub use sp::{Sp, SpConfig};

@@ -85,6 +85,7 @@ impl Json {
 /// Every input a method does not read is absent.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[allow(dead_code, reason = "every field is read by some family; the families that read logits, draws and state come with their methods")]
 pub struct FeatureCase {
     pub name: String,
     pub method: String,
@@ -123,6 +124,7 @@ impl FeatureCase {
     }
 
     /// A parameter of any JSON type, deserialised.
+    #[allow(dead_code, reason = "for the families of methods still to come")]
     pub fn param_as<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, String> {
         let v = self.params.get(name).ok_or_else(|| format!("parameter `{name}` is missing"))?;
         serde_json::from_value(v.clone()).map_err(|e| format!("parameter `{name}`: {e}"))
@@ -144,10 +146,12 @@ impl FeatureCase {
         let parts = self.learnable.as_ref().ok_or_else(|| missing("learnable"))?;
         parts.get(name).ok_or_else(|| format!("learnable part `{name}` is missing"))?.array(&format!("learnable.{name}"))
     }
+    #[allow(dead_code, reason = "for the families of methods still to come")]
     pub fn draw(&self, name: &str) -> Result<Array, String> {
         let draws = self.draws.as_ref().ok_or_else(|| missing("draws"))?;
         draws.get(name).ok_or_else(|| format!("draw `{name}` is missing"))?.array(&format!("draws.{name}"))
     }
+    #[allow(dead_code, reason = "for the families of methods still to come")]
     pub fn state(&self, name: &str) -> Result<Array, String> {
         self.state.get(name).ok_or_else(|| format!("state `{name}` is missing"))?.array(&format!("state.{name}"))
     }
@@ -188,6 +192,7 @@ impl Findings {
     }
 
     /// Compares one value the step computed besides the loss (state after the step, for example).
+    #[allow(dead_code, reason = "for the families of methods still to come")]
     pub fn values(&mut self, what: &str, actual: &[f64], expected: &Array) {
         let cols = *expected.shape.last().unwrap_or(&1);
         self.problems.extend(compare(what, actual, &expected.values, cols));
@@ -248,7 +253,10 @@ pub struct Family {
 }
 
 /// Every family of feature cases; a new family adds its file and one line here.
-const FAMILIES: &[Family] = &[];
+const FAMILIES: &[Family] = &[
+    Family { methods: &["at", "nst", "sp"], check: super::feature_maps::check },
+    Family { methods: &["pkt", "cc"], check: super::embeddings::check },
+];
 
 /// Runs one raw case through its family's checker; `Err` says what did not match.
 pub fn check(raw: &Value, file_method: &str, device: &Device) -> Result<(), String> {
