@@ -105,6 +105,15 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
         ),
         MethodEntry::new(
             MethodSpec::new(
+                crate::kdsvd::NAME,
+                "Lee et al.: Self-supervised Knowledge Distillation Using Singular Value Decomposition (ECCV 2018)",
+                CRATE,
+                Tasks::Any,
+            ),
+            crate::kdsvd::prepare::<S>,
+        ),
+        MethodEntry::new(
+            MethodSpec::new(
                 crate::pskd::NAME,
                 "Kim et al.: Self-Knowledge Distillation with Progressive Refinement of Targets (ICCV 2021)",
                 CRATE,

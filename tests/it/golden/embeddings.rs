@@ -7,7 +7,8 @@ use kd::core::burn::module::Param;
 use kd::core::burn::nn::Linear;
 use kd::core::burn::tensor::{Device, Tensor};
 
-use super::features::{Array, FeatureCase, Findings, embedding_grad, embedding_inputs};
+use super::feature_maps::{scaled, unit_scale};
+use super::features::{Array, FeatureCase, Findings, embedding_inputs};
 
 /// A `[rows, cols]` array transposed (PyTorch's `[out, in]` weight to Burn's `[in, out]`).
 fn transposed(a: &Array) -> Result<Array, String> {
@@ -32,13 +33,16 @@ fn head(case: &FeatureCase, prefix: &str, device: &Device) -> Result<(Linear, Te
 pub fn check(case: &FeatureCase, device: &Device) -> Result<(), String> {
     let (student, teacher) = embedding_inputs(case, device)?;
     let mut findings = Findings::default();
-    let loss = match case.method.as_str() {
+    let embedding =
+        case.grad_student_embedding.as_ref().ok_or("field `grad_student_embedding` is missing")?.array("grad_student_embedding")?;
+    match case.method.as_str() {
         "pkt" => {
             let loss = pkt::pkt_loss(student.clone(), teacher, case.param("eps")?).map_err(|e| e.to_string())?;
             findings.loss(&loss, case.loss)?;
-            let grads = loss.backward();
-            embedding_grad(&mut findings, case, &student, &grads)?;
-            return findings.finish();
+            // Scale-free like the feature maps: see `feature_maps` for why the gradients are scaled.
+            let c = unit_scale([&embedding]);
+            let grads = loss.mul_scalar(c).backward();
+            findings.grad(&format!("gradient of student_embedding (times {c:.3e})"), &student, &grads, &scaled(&embedding, c))?;
         }
         "cc" => {
             let (ls, ws, bs) = head(case, "embed_s", device)?;
@@ -47,20 +51,14 @@ pub fn check(case: &FeatureCase, device: &Device) -> Result<(), String> {
             let loss = heads.loss(student.clone(), teacher).map_err(|e| e.to_string())?;
             findings.loss(&loss, case.loss)?;
             let grads = loss.backward();
-            embedding_grad(&mut findings, case, &student, &grads)?;
+            findings.grad("gradient of student_embedding", &student, &grads, &embedding)?;
             for (prefix, w, b) in [("embed_s", &ws, &bs), ("embed_t", &wt, &bt)] {
-                findings.grad(
-                    &format!("{prefix}.linear.weight (transposed)"),
-                    w,
-                    &grads,
-                    &transposed(&expected(case, &format!("{prefix}.linear.weight"))?)?,
-                )?;
+                let weight = transposed(&expected(case, &format!("{prefix}.linear.weight"))?)?;
+                findings.grad(&format!("{prefix}.linear.weight (transposed)"), w, &grads, &weight)?;
                 findings.grad(&format!("{prefix}.linear.bias"), b, &grads, &expected(case, &format!("{prefix}.linear.bias"))?)?;
             }
-            loss
         }
         other => return Err(format!("not an embedding method: {other}")),
-    };
-    drop(loss);
+    }
     findings.finish()
 }

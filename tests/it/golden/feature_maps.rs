@@ -1,10 +1,15 @@
-//! Golden cases of the stage-feature methods: AT, NST (mdistiller's `feats[1:]`, summed over
-//! the stages), SP (the last stage; the case holds that stage only).
+//! Golden cases of the stage-feature methods: AT, NST and KDSVD (mdistiller's `feats[1:]`,
+//! summed over the stages), SP (the last stage; the case holds that stage only).
+//!
+//! These losses are scale-free, so their gradients are small (about 1e-3, and 1e-6 for the
+//! `large` cases), where the absolute tolerance alone would pass almost anything. The gradients
+//! are therefore compared after scaling the loss and the expected gradients by the inverse of
+//! the case's largest expected gradient entry ([`unit_scale`]); the loss itself is compared as is.
 
-use kd::baselines::{at, nst, sp};
+use kd::baselines::{at, kdsvd, nst, sp};
 use kd::core::burn::tensor::{Device, Tensor};
 
-use super::features::{FeatureCase, Findings, stage_grads, stage_inputs};
+use super::features::{Array, FeatureCase, Findings, stage_inputs};
 
 fn paired(student: &[Tensor<4>], teacher: &[Tensor<4>]) -> Result<Vec<(Tensor<4>, Tensor<4>)>, String> {
     if student.len() != teacher.len() {
@@ -13,12 +18,25 @@ fn paired(student: &[Tensor<4>], teacher: &[Tensor<4>]) -> Result<Vec<(Tensor<4>
     Ok(student.iter().cloned().zip(teacher.iter().cloned()).collect())
 }
 
+/// `1 / max |entry|` over the expected gradients (1 when they are zero up to rounding, below
+/// 1e-9: a batch of one row, whose relations are constant).
+pub fn unit_scale<'a>(expected: impl IntoIterator<Item = &'a Array>) -> f64 {
+    let largest = expected.into_iter().flat_map(|a| a.values.iter()).fold(0.0f64, |m, v| m.max(v.abs()));
+    if largest > 1e-9 { 1.0 / largest } else { 1.0 }
+}
+
+/// `a` times `c`.
+pub fn scaled(a: &Array, c: f64) -> Array {
+    Array { values: a.values.iter().map(|v| v * c).collect(), shape: a.shape.clone() }
+}
+
 pub fn check(case: &FeatureCase, device: &Device) -> Result<(), String> {
     let (student, teacher) = stage_inputs(case, device)?;
     let pairs = paired(&student, &teacher)?;
     let loss = match case.method.as_str() {
         "at" => at::at_loss(pairs, case.param("p")?),
         "nst" => nst::nst_loss(pairs),
+        "kdsvd" => kdsvd::kdsvd_loss(pairs, case.param_as::<usize>("k")?),
         "sp" => {
             let [(s, t)]: [(Tensor<4>, Tensor<4>); 1] = pairs.try_into().map_err(|_| "an SP case holds one stage".to_string())?;
             sp::similarity_loss(s, t)
@@ -28,7 +46,15 @@ pub fn check(case: &FeatureCase, device: &Device) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let mut findings = Findings::default();
     findings.loss(&loss, case.loss)?;
-    let grads = loss.backward();
-    stage_grads(&mut findings, case, &student, &grads)?;
+    let expected =
+        case.grad_student_features.as_ref().ok_or("field `grad_student_features` is missing")?.stages("grad_student_features")?;
+    if expected.len() != student.len() {
+        return Err(format!("{} stage gradients for {} stages", expected.len(), student.len()));
+    }
+    let c = unit_scale(&expected);
+    let grads = loss.mul_scalar(c).backward();
+    for (i, (leaf, e)) in student.iter().zip(&expected).enumerate() {
+        findings.grad(&format!("gradient of student_features[{i}] (times {c:.3e})"), leaf, &grads, &scaled(e, c))?;
+    }
     findings.finish()
 }
