@@ -2,7 +2,10 @@
 //!
 //! The methods the papers compare against, each a [`kd_core::Distiller`] in a small file with
 //! its loss as a pure function of tensors: plain cross-entropy ([`CrossEntropy`]), vanilla KD
-//! ([`Kd`]), decoupled KD ([`Dkd`]), and logit standardization ([`LogitStandardization`]) as a plug-in.
+//! ([`Kd`]), decoupled KD ([`Dkd`]), and logit standardization ([`LogitStandardization`]) as a plug-in;
+//! the feature and relation baselines: attention transfer ([`At`]), neuron selectivity transfer
+//! ([`Nst`]), similarity preserving ([`Sp`]), probabilistic knowledge transfer ([`Pkt`]),
+//! correlation congruence ([`Cc`]) and SVD distillation ([`KdSvd`]), among others.
 #![warn(missing_docs)]
 
 pub mod at;
