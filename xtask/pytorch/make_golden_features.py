@@ -2,7 +2,7 @@
 (tests/golden/{at,nst,sp,pkt,cc,kdsvd}.json) from the reference implementations, run in float64
 on the CPU.
 
-    python3 xtask/pytorch/make_golden_features.py --mdistiller DIR --repdistiller DIR [--out tests/golden]
+    python3 xtask/pytorch/make_golden_features.py --mdistiller DIR --repdistiller DIR [--out tests/golden] [--only at cc ...]
 
 The two directories are checkouts of the reference code at the commits below, kept outside this
 repository; this program imports the loss functions from there at run time and writes only the
@@ -17,13 +17,15 @@ References:
 - mdistiller @ a08d46f, mdistiller/distillers/: `AT.py` (`at_loss(g_s, g_t, p)`), `NST.py`
   (`nst_loss(g_s, g_t)`), `SP.py` (`sp_loss(g_s, g_t)`, called with the last stage only, as the
   `SP` distiller does), `PKT.py` (`pkt_loss(f_s, f_t, eps)`), `KDSVD.py` (`kdsvd_loss(g_s, g_t,
-  k)`). Each file is loaded on its own (its `from ._base import Distiller` is served by a stub
+  k)`, with `torch.svd`'s arbitrary signs fixed by `CanonicalSvdSign`, whose docstring says
+  why). Each file is loaded on its own (its `from ._base import Distiller` is served by a stub
   module, since only the loss functions are called).
 - RepDistiller @ b84f547: `distiller_zoo/CC.py` (`Correlation`) on the outputs of two
   `models/util.py` `LinearEmbed` heads, one on the student's and one on the teacher's penultimate
   embedding, as `helper/loops.py` (distill == 'correlation') and `train_student.py` use them;
   both heads are trained, so their weights and gradients are in the case (`learnable`,
-  `grad_learnable`, PyTorch's layout: weight `[out, in]`).
+  `grad_learnable`, PyTorch's layout: weight `[out, in]`; set to rounded uniform values in
+  `+-1/sqrt(fan_in)` so that they are exact in the file).
 
 `loss` is the reference function's value, without the method's loss weight and without CE; the
 gradients are what `backward()` leaves on the float64 student leaves (and on the heads of CC).
