@@ -25,7 +25,7 @@ References:
   embedding, as `helper/loops.py` (distill == 'correlation') and `train_student.py` use them;
   both heads are trained, so their weights and gradients are in the case (`learnable`,
   `grad_learnable`, PyTorch's layout: weight `[out, in]`; set to rounded uniform values in
-  `+-1/sqrt(fan_in)` so that they are exact in the file).
+  about `+-1/sqrt(fan_in)` so that they are exact in the file).
 
 `loss` is the reference function's value, without the method's loss weight and without CE; the
 gradients are what `backward()` leaves on the float64 student leaves (and on the heads of CC).
