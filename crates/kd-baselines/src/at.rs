@@ -51,7 +51,16 @@ impl AtConfig {
 /// The normalised attention map of a stage output, `[batch, H * W]`.
 pub fn attention_map(feature: Tensor<4>, p: f64) -> Tensor<2> {
     let [b, _, h, w] = feature.dims();
-    let powered = if p == 2.0 { feature.square() } else { feature.powf_scalar(p) };
+    let powered = if p == 2.0 {
+        feature.square()
+    } else if p.fract() == 0.0 {
+        // An integer power of a negative value is defined (as in PyTorch), while `powf` may
+        // go through `exp(p log x)` and give NaN: the power of |x|, with x's sign for odd p.
+        let magnitude = feature.clone().abs().powf_scalar(p);
+        if p % 2.0 == 0.0 { magnitude } else { magnitude * feature.sign() }
+    } else {
+        feature.powf_scalar(p)
+    };
     l2_normalize(powered.mean_dim(1).reshape([b, h * w]), 1)
 }
 
@@ -135,6 +144,13 @@ mod tests {
         assert!(single_stage_at_loss(s.clone(), t.clone(), 1.0, 1).unwrap().into_scalar::<f32>() < 1e-10);
         // ... and the other way round (the teacher is pooled).
         assert!(single_stage_at_loss(t, s, 1.0, 1).unwrap().into_scalar::<f32>() < 1e-10);
+        // Integer powers of negative values: p = 3 keeps the sign, p = 4 drops it.
+        let neg = map(vec![-1.0, 2.0], [1, 1, 1, 2], &device);
+        let cubed = attention_map(neg.clone(), 3.0).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let n = 65f32.sqrt();
+        assert!((cubed[0] + 1.0 / n).abs() < 1e-6 && (cubed[1] - 8.0 / n).abs() < 1e-6, "{cubed:?}");
+        let fourth = attention_map(neg, 4.0).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        assert!(fourth.iter().all(|v| v.is_finite() && *v > 0.0), "{fourth:?}");
         // A width that cannot pair is a clear error.
         let err = single_stage_at_loss(map(vec![0.0; 6], [1, 1, 2, 3], &device), map(vec![0.0; 4], [1, 1, 2, 2], &device), 2.0, 2)
             .unwrap_err()
