@@ -69,6 +69,50 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
             crate::rkd::prepare::<S>,
         ),
         MethodEntry::new(
+            MethodSpec::new(crate::at::NAME, "Zagoruyko & Komodakis: Paying More Attention to Attention (ICLR 2017)", CRATE, Tasks::Any),
+            crate::at::prepare::<S>,
+        ),
+        MethodEntry::new(
+            MethodSpec::new(
+                crate::nst::NAME,
+                "Huang & Wang: Like What You Like: Knowledge Distill via Neuron Selectivity Transfer (2017)",
+                CRATE,
+                Tasks::Any,
+            ),
+            crate::nst::prepare::<S>,
+        ),
+        MethodEntry::new(
+            MethodSpec::new(crate::sp::NAME, "Tung & Mori: Similarity-Preserving Knowledge Distillation (ICCV 2019)", CRATE, Tasks::Any),
+            crate::sp::prepare::<S>,
+        ),
+        MethodEntry::new(
+            MethodSpec::new(
+                crate::pkt::NAME,
+                "Passalis & Tefas: Learning Deep Representations with Probabilistic Knowledge Transfer (ECCV 2018)",
+                CRATE,
+                Tasks::Any,
+            ),
+            crate::pkt::prepare::<S>,
+        ),
+        MethodEntry::new(
+            MethodSpec::new(
+                crate::cc::NAME,
+                "Peng et al.: Correlation Congruence for Knowledge Distillation (ICCV 2019)",
+                CRATE,
+                Tasks::Any,
+            ),
+            crate::cc::prepare::<S>,
+        ),
+        MethodEntry::new(
+            MethodSpec::new(
+                crate::kdsvd::NAME,
+                "Lee et al.: Self-supervised Knowledge Distillation Using Singular Value Decomposition (ECCV 2018)",
+                CRATE,
+                Tasks::Any,
+            ),
+            crate::kdsvd::prepare::<S>,
+        ),
+        MethodEntry::new(
             MethodSpec::new(
                 crate::pskd::NAME,
                 "Kim et al.: Self-Knowledge Distillation with Progressive Refinement of Targets (ICCV 2021)",

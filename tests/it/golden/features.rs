@@ -85,6 +85,7 @@ impl Json {
 /// Every input a method does not read is absent.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[allow(dead_code, reason = "the format's fields are all accepted; no family yet reads the name or the logits")]
 pub struct FeatureCase {
     pub name: String,
     pub method: String,
@@ -201,6 +202,18 @@ impl Findings {
     }
 }
 
+/// `1 / max |entry|` over the expected gradients (1 when they are zero up to rounding, below
+/// 1e-9: a batch of one row, whose relations are constant).
+pub fn unit_scale<'a>(expected: impl IntoIterator<Item = &'a Array>) -> f64 {
+    let largest = expected.into_iter().flat_map(|a| a.values.iter()).fold(0.0f64, |m, v| m.max(v.abs()));
+    if largest > 1e-9 { 1.0 / largest } else { 1.0 }
+}
+
+/// `a` times `c`.
+pub fn scaled(a: &Array, c: f64) -> Array {
+    Array { values: a.values.iter().map(|v| v * c).collect(), shape: a.shape.clone() }
+}
+
 /// Per-stage student leaves and teacher constants, for methods that read stage features.
 pub fn stage_inputs(case: &FeatureCase, device: &Device) -> Result<(Vec<Tensor<4>>, Vec<Tensor<4>>), String> {
     let (s, t) = (case.student_stages()?, case.teacher_stages()?);
@@ -209,14 +222,35 @@ pub fn stage_inputs(case: &FeatureCase, device: &Device) -> Result<(Vec<Tensor<4
     Ok((student, teacher))
 }
 
-/// Compares the gradient of every student stage with `grad_student_features`.
-pub fn stage_grads(findings: &mut Findings, case: &FeatureCase, student: &[Tensor<4>], grads: &Gradients) -> Result<(), String> {
+/// The case's `grad_student_features`, one per stage of `student`.
+pub fn expected_stage_grads(case: &FeatureCase, stages: usize) -> Result<Vec<Array>, String> {
     let expected = case.grad_student_features.as_ref().ok_or_else(|| missing("grad_student_features"))?.stages("grad_student_features")?;
-    if expected.len() != student.len() {
-        return Err(format!("{} stage gradients for {} stages", expected.len(), student.len()));
+    if expected.len() != stages {
+        return Err(format!("{} stage gradients for {stages} stages", expected.len()));
     }
-    for (i, (leaf, e)) in student.iter().zip(&expected).enumerate() {
-        findings.grad(&format!("gradient of student_features[{i}]"), leaf, grads, e)?;
+    Ok(expected)
+}
+
+/// Compares the gradient of every student stage with `expected` times `scale` (the factor the
+/// loss was multiplied by before `backward`, see [`unit_scale`]). A stage the loss does not read
+/// has no gradient, which matches an expected gradient of zeros.
+pub fn stage_grads(
+    findings: &mut Findings,
+    student: &[Tensor<4>],
+    grads: &Gradients,
+    expected: &[Array],
+    scale: f64,
+) -> Result<(), String> {
+    for (i, (leaf, e)) in student.iter().zip(expected).enumerate() {
+        let what = if scale == 1.0 {
+            format!("gradient of student_features[{i}]")
+        } else {
+            format!("gradient of student_features[{i}] (times {scale:.3e})")
+        };
+        if leaf.grad(grads).is_none() && e.values.iter().all(|&v| v == 0.0) {
+            continue;
+        }
+        findings.grad(&what, leaf, grads, &scaled(e, scale))?;
     }
     Ok(())
 }
@@ -251,6 +285,8 @@ pub struct Family {
 const FAMILIES: &[Family] = &[
     Family { methods: &["crd"], check: super::contrastive::check },
     Family { methods: &["reviewkd"], check: super::review::check },
+    Family { methods: &["at", "nst", "sp", "kdsvd"], check: super::feature_maps::check },
+    Family { methods: &["pkt", "cc"], check: super::embeddings::check },
 ];
 
 /// Runs one raw case through its family's checker; `Err` says what did not match.

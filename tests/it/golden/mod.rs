@@ -4,12 +4,11 @@
 //! every other backend of the build (`crate::backends::parity_backends`). Methods that read
 //! features, embeddings or learnable parts are checked by [`features`].
 
-// The families of feature cases are added one by one; until every helper is used, some are not.
-#[allow(dead_code)]
+mod contrastive;
+mod embeddings;
+mod feature_maps;
 mod features;
 mod review;
-
-mod contrastive;
 
 use kd::core::distiller::step_without_update;
 use std::path::{Path, PathBuf};

@@ -12,7 +12,7 @@ use kd::core::distiller::Distiller;
 use kd::core::{ModelOutput, Step, Warmup};
 use kd::reviewkd::{ReviewFusion, ReviewKd, ReviewKdConfig};
 
-use super::features::{Array, FeatureCase, Findings, embedding_grad, embedding_inputs, stage_inputs};
+use super::features::{Array, FeatureCase, Findings, embedding_grad, embedding_inputs, expected_stage_grads, stage_grads, stage_inputs};
 
 /// The parameter paths of a module (`abfs.0.conv1.weight`), as the cases name them.
 #[derive(Default)]
@@ -137,20 +137,8 @@ pub fn check(case: &FeatureCase, device: &Device) -> Result<(), String> {
     findings.loss(&review, case.loss)?;
     let grads = review.backward();
     // The stem (`features[0]`) is never read: no gradient reaches it, and the reference's is 0.
-    let expected_stages =
-        case.grad_student_features.as_ref().ok_or("field `grad_student_features` is missing")?.stages("grad_student_features")?;
-    if expected_stages.len() != s_feats.len() {
-        return Err(format!("{} stage gradients for {} stages", expected_stages.len(), s_feats.len()));
-    }
-    for (i, (leaf, e)) in s_feats.iter().zip(&expected_stages).enumerate() {
-        if i == 0 && leaf.grad(&grads).is_none() {
-            if e.values.iter().any(|&v| v != 0.0) {
-                findings.problems.push("the reference has a gradient on the stem, which ReviewKD does not read".into());
-            }
-        } else {
-            findings.grad(&format!("gradient of student_features[{i}]"), leaf, &grads, e)?;
-        }
-    }
+    let expected = expected_stage_grads(case, s_feats.len())?;
+    stage_grads(&mut findings, &s_feats, &grads, &expected, 1.0)?;
     embedding_grad(&mut findings, case, &s_emb, &grads)?;
     let expected = arrays(&case.grad_learnable, "grad_learnable")?;
     let mut compare =
