@@ -213,10 +213,11 @@ fn group(n: u64) -> String {
     out
 }
 
-/// `cargo xtask methods`: every registered method with its paper, teacher need and crate.
+/// `cargo xtask methods`: every registered method with its paper, the reference code it is
+/// checked against, teacher need and crate.
 pub fn methods() -> Result<()> {
-    println!("| method | paper | teacher | tasks | crate |");
-    println!("|---|---|---|---|---|");
+    println!("| method | paper | reference code | teacher | tasks | crate |");
+    println!("|---|---|---|---|---|---|");
     for m in kd::methods::methods()? {
         let need = match m.need {
             kd::core::TeacherNeed::Nothing => "none",
@@ -228,7 +229,8 @@ pub fn methods() -> Result<()> {
             kd::methods::Tasks::MultiClass => "multi-class",
             kd::methods::Tasks::Binary => "binary",
         };
-        println!("| {} | {} | {need} | {tasks} | {} |", m.name, m.paper, m.crate_name);
+        let reference = if m.reference.is_empty() { "–" } else { m.reference };
+        println!("| {} | {} | {reference} | {need} | {tasks} | {} |", m.name, m.paper, m.crate_name);
     }
     Ok(())
 }

@@ -10,5 +10,8 @@ const CRATE: &str = "kd-crd";
 
 /// CRD.
 pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
-    vec![MethodEntry::new(MethodSpec::new(NAME, PAPER, CRATE, Tasks::Any), prepare::<S>)]
+    vec![MethodEntry::new(
+        MethodSpec::new(NAME, PAPER, CRATE, Tasks::Any).with_reference("HobbitLong/RepDistiller b84f547 crd/"),
+        prepare::<S>,
+    )]
 }

@@ -25,18 +25,28 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
             ),
             crate::label_smoothing::prepare::<S>,
         ),
-        MethodEntry::new(MethodSpec::new(crate::kd::NAME, HINTON, CRATE, Tasks::Any).in_suites(BOTH), crate::kd::prepare::<S>),
         MethodEntry::new(
-            MethodSpec::new(crate::kd::NAME_LS, LSKD, CRATE, Tasks::MultiClass).in_suites(CONV),
+            MethodSpec::new(crate::kd::NAME, HINTON, CRATE, Tasks::Any)
+                .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/KD.py")
+                .in_suites(BOTH),
+            crate::kd::prepare::<S>,
+        ),
+        MethodEntry::new(
+            MethodSpec::new(crate::kd::NAME_LS, LSKD, CRATE, Tasks::MultiClass)
+                .with_reference("sunshangquan/logit-standardization-KD f6e5aa5")
+                .in_suites(CONV),
             crate::kd::prepare_with_logit_stand::<S>,
         ),
         MethodEntry::new(
             MethodSpec::new(crate::dkd::NAME, "Zhao et al.: Decoupled Knowledge Distillation (CVPR 2022)", CRATE, Tasks::MultiClass)
+                .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/DKD.py")
                 .in_suites(CONV),
             crate::dkd::prepare::<S>,
         ),
         MethodEntry::new(
-            MethodSpec::new(crate::dkd::NAME_LS, LSKD, CRATE, Tasks::MultiClass).in_suites(CONV),
+            MethodSpec::new(crate::dkd::NAME_LS, LSKD, CRATE, Tasks::MultiClass)
+                .with_reference("sunshangquan/logit-standardization-KD f6e5aa5")
+                .in_suites(CONV),
             crate::dkd::prepare_with_logit_stand::<S>,
         ),
         MethodEntry::new(
@@ -46,11 +56,13 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
                 CRATE,
                 Tasks::Any,
             )
+            .with_reference("hunto/image_classification_sota 6f7a70a lib/models/losses/dist_kd.py")
             .in_suites(CONV),
             crate::dist::prepare::<S>,
         ),
         MethodEntry::new(
             MethodSpec::new(crate::fitnet::NAME, "Romero et al.: FitNets: Hints for Thin Deep Nets (ICLR 2015)", CRATE, Tasks::Any)
+                .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/FitNet.py")
                 .in_suites(CONV),
             crate::fitnet::prepare::<S>,
         ),
@@ -61,15 +73,18 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
                 CRATE,
                 Tasks::MultiClass,
             )
+            .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/FitNet.py, KD.py")
             .in_suites(CONV),
             crate::fitnet::prepare_with_kd::<S>,
         ),
         MethodEntry::new(
-            MethodSpec::new(crate::rkd::NAME, "Park et al.: Relational Knowledge Distillation (CVPR 2019)", CRATE, Tasks::Any),
+            MethodSpec::new(crate::rkd::NAME, "Park et al.: Relational Knowledge Distillation (CVPR 2019)", CRATE, Tasks::Any)
+                .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/RKD.py"),
             crate::rkd::prepare::<S>,
         ),
         MethodEntry::new(
-            MethodSpec::new(crate::at::NAME, "Zagoruyko & Komodakis: Paying More Attention to Attention (ICLR 2017)", CRATE, Tasks::Any),
+            MethodSpec::new(crate::at::NAME, "Zagoruyko & Komodakis: Paying More Attention to Attention (ICLR 2017)", CRATE, Tasks::Any)
+                .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/AT.py"),
             crate::at::prepare::<S>,
         ),
         MethodEntry::new(
@@ -78,11 +93,13 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
                 "Huang & Wang: Like What You Like: Knowledge Distill via Neuron Selectivity Transfer (2017)",
                 CRATE,
                 Tasks::Any,
-            ),
+            )
+            .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/NST.py"),
             crate::nst::prepare::<S>,
         ),
         MethodEntry::new(
-            MethodSpec::new(crate::sp::NAME, "Tung & Mori: Similarity-Preserving Knowledge Distillation (ICCV 2019)", CRATE, Tasks::Any),
+            MethodSpec::new(crate::sp::NAME, "Tung & Mori: Similarity-Preserving Knowledge Distillation (ICCV 2019)", CRATE, Tasks::Any)
+                .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/SP.py"),
             crate::sp::prepare::<S>,
         ),
         MethodEntry::new(
@@ -91,7 +108,8 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
                 "Passalis & Tefas: Learning Deep Representations with Probabilistic Knowledge Transfer (ECCV 2018)",
                 CRATE,
                 Tasks::Any,
-            ),
+            )
+            .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/PKT.py"),
             crate::pkt::prepare::<S>,
         ),
         MethodEntry::new(
@@ -100,7 +118,8 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
                 "Peng et al.: Correlation Congruence for Knowledge Distillation (ICCV 2019)",
                 CRATE,
                 Tasks::Any,
-            ),
+            )
+            .with_reference("HobbitLong/RepDistiller b84f547 distiller_zoo/CC.py"),
             crate::cc::prepare::<S>,
         ),
         MethodEntry::new(
@@ -109,7 +128,8 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
                 "Lee et al.: Self-supervised Knowledge Distillation Using Singular Value Decomposition (ECCV 2018)",
                 CRATE,
                 Tasks::Any,
-            ),
+            )
+            .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/KDSVD.py"),
             crate::kdsvd::prepare::<S>,
         ),
         MethodEntry::new(
@@ -118,7 +138,8 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
                 "Kim et al.: Self-Knowledge Distillation with Progressive Refinement of Targets (ICCV 2021)",
                 CRATE,
                 Tasks::MultiClass,
-            ),
+            )
+            .with_reference("lgcnsai/PS-KD-Pytorch 9aa0828"),
             crate::pskd::prepare::<S>,
         ),
         MethodEntry::new(
@@ -127,7 +148,8 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
                 "Shen et al.: Self-Distillation from the Last Mini-Batch (CVPR 2022)",
                 CRATE,
                 Tasks::MultiClass,
-            ),
+            )
+            .with_reference("Meta-knowledge-Lab/DLB 8949a46"),
             crate::dlb::prepare::<S>,
         ),
     ]

@@ -89,12 +89,20 @@ pub struct MethodSpec {
     pub tasks: Tasks,
     /// The bench suites it joins besides the methods suite.
     pub suites: &'static [Suite],
+    /// The reference code it is checked against (repository, commit, file), or empty where the
+    /// paper has no public code.
+    pub reference: &'static str,
 }
 
 impl MethodSpec {
-    /// A method in no suite but the methods suite.
+    /// A method in no suite but the methods suite, with no reference code.
     pub const fn new(name: &'static str, paper: &'static str, crate_name: &'static str, tasks: Tasks) -> Self {
-        MethodSpec { name, paper, crate_name, tasks, suites: &[] }
+        MethodSpec { name, paper, crate_name, tasks, suites: &[], reference: "" }
+    }
+
+    /// The same method, checked against the reference code `reference` (repository, commit, file).
+    pub const fn with_reference(self, reference: &'static str) -> Self {
+        MethodSpec { reference, ..self }
     }
 
     /// The same method, joining `suites`.
@@ -116,6 +124,8 @@ pub struct MethodInfo {
     pub tasks: Tasks,
     /// The bench suites it joins besides the methods suite.
     pub suites: &'static [Suite],
+    /// The reference code it is checked against, or empty where there is none.
+    pub reference: &'static str,
     /// Whether it accepts approximate (top-k) teacher outputs from a cache (asked of its
     /// distiller).
     pub accepts_top_k: bool,
@@ -254,6 +264,7 @@ impl<S: Student> MethodEntry<S> {
             crate_name: s.crate_name,
             tasks: s.tasks,
             suites: s.suites,
+            reference: s.reference,
             accepts_top_k: prepared.accepts_top_k(),
             need: prepared.need(),
             has_warmup: prepared.config().get(crate::warmup::CONFIG_FIELD).is_some(),

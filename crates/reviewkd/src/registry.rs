@@ -9,5 +9,9 @@ const PAPER: &str = "Chen et al.: Distilling Knowledge via Knowledge Review (CVP
 
 /// ReviewKD.
 pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
-    vec![MethodEntry::new(MethodSpec::new(NAME, PAPER, "kd-reviewkd", Tasks::Any), prepare::<S>)]
+    vec![MethodEntry::new(
+        MethodSpec::new(NAME, PAPER, "kd-reviewkd", Tasks::Any)
+            .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/ReviewKD.py"),
+        prepare::<S>,
+    )]
 }

@@ -12,8 +12,14 @@ const CONV: &[Suite] = &[Suite::ConvPair];
 /// RLD and RLD with logit standardization.
 pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
     vec![
-        MethodEntry::new(MethodSpec::new(NAME, PAPER, "kd-rld", Tasks::MultiClass).in_suites(CONV), rld::<S>),
-        MethodEntry::new(MethodSpec::new(NAME_LS, PAPER, "kd-rld", Tasks::MultiClass).in_suites(CONV), rld_ls::<S>),
+        MethodEntry::new(
+            MethodSpec::new(NAME, PAPER, "kd-rld", Tasks::MultiClass).with_reference("zju-SWJ/RLD d54578f").in_suites(CONV),
+            rld::<S>,
+        ),
+        MethodEntry::new(
+            MethodSpec::new(NAME_LS, PAPER, "kd-rld", Tasks::MultiClass).with_reference("zju-SWJ/RLD d54578f").in_suites(CONV),
+            rld_ls::<S>,
+        ),
     ]
 }
 
