@@ -1,7 +1,7 @@
 //! CRD by name (see [`kd_core::registry`]).
 
 use kd_core::Student;
-use kd_core::registry::{MethodEntry, MethodSpec, Tasks};
+use kd_core::registry::{MethodEntry, MethodSpec, Suite, Tasks};
 
 use crate::distiller::{NAME, prepare};
 
@@ -11,7 +11,9 @@ const CRATE: &str = "kd-crd";
 /// CRD.
 pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
     vec![MethodEntry::new(
-        MethodSpec::new(NAME, PAPER, CRATE, Tasks::Any).with_reference("HobbitLong/RepDistiller b84f547 crd/"),
+        MethodSpec::new(NAME, PAPER, CRATE, Tasks::Any)
+            .with_reference("HobbitLong/RepDistiller b84f547 crd/")
+            .in_suites(&[Suite::ConvPair]),
         prepare::<S>,
     )]
 }

@@ -84,7 +84,9 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
         ),
         MethodEntry::new(
             MethodSpec::new(crate::at::NAME, "Zagoruyko & Komodakis: Paying More Attention to Attention (ICLR 2017)", CRATE, Tasks::Any)
-                .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/AT.py"),
+                .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/AT.py")
+                .in_suites(CONV)
+                .reads_spatial_maps(),
             crate::at::prepare::<S>,
         ),
         MethodEntry::new(
@@ -94,12 +96,15 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
                 CRATE,
                 Tasks::Any,
             )
-            .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/NST.py"),
+            .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/NST.py")
+            .in_suites(CONV)
+            .reads_spatial_maps(),
             crate::nst::prepare::<S>,
         ),
         MethodEntry::new(
             MethodSpec::new(crate::sp::NAME, "Tung & Mori: Similarity-Preserving Knowledge Distillation (ICCV 2019)", CRATE, Tasks::Any)
-                .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/SP.py"),
+                .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/SP.py")
+                .in_suites(CONV),
             crate::sp::prepare::<S>,
         ),
         MethodEntry::new(
@@ -109,7 +114,8 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
                 CRATE,
                 Tasks::Any,
             )
-            .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/PKT.py"),
+            .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/PKT.py")
+            .in_suites(CONV),
             crate::pkt::prepare::<S>,
         ),
         MethodEntry::new(
@@ -119,7 +125,8 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
                 CRATE,
                 Tasks::Any,
             )
-            .with_reference("HobbitLong/RepDistiller b84f547 distiller_zoo/CC.py"),
+            .with_reference("HobbitLong/RepDistiller b84f547 distiller_zoo/CC.py")
+            .in_suites(CONV),
             crate::cc::prepare::<S>,
         ),
         MethodEntry::new(
@@ -129,7 +136,9 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
                 CRATE,
                 Tasks::Any,
             )
-            .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/KDSVD.py"),
+            .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/KDSVD.py")
+            .in_suites(CONV)
+            .reads_spatial_maps(),
             crate::kdsvd::prepare::<S>,
         ),
         MethodEntry::new(

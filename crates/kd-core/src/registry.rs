@@ -92,17 +92,25 @@ pub struct MethodSpec {
     /// The reference code it is checked against (repository, commit, file), or empty where the
     /// paper has no public code.
     pub reference: &'static str,
+    /// Whether it compares spatial feature maps (attention maps, kernels over positions), so
+    /// that with students whose features are `[batch, width, 1, 1]` (MLPs) its term is constant.
+    pub spatial_maps: bool,
 }
 
 impl MethodSpec {
     /// A method in no suite but the methods suite, with no reference code.
     pub const fn new(name: &'static str, paper: &'static str, crate_name: &'static str, tasks: Tasks) -> Self {
-        MethodSpec { name, paper, crate_name, tasks, suites: &[], reference: "" }
+        MethodSpec { name, paper, crate_name, tasks, suites: &[], reference: "", spatial_maps: false }
     }
 
     /// The same method, checked against the reference code `reference` (repository, commit, file).
     pub const fn with_reference(self, reference: &'static str) -> Self {
         MethodSpec { reference, ..self }
+    }
+
+    /// The same method, marked as comparing spatial feature maps.
+    pub const fn reads_spatial_maps(self) -> Self {
+        MethodSpec { spatial_maps: true, ..self }
     }
 
     /// The same method, joining `suites`.
@@ -126,6 +134,8 @@ pub struct MethodInfo {
     pub suites: &'static [Suite],
     /// The reference code it is checked against, or empty where there is none.
     pub reference: &'static str,
+    /// Whether it compares spatial feature maps ([`MethodSpec::spatial_maps`]).
+    pub spatial_maps: bool,
     /// Whether it accepts approximate (top-k) teacher outputs from a cache (asked of its
     /// distiller).
     pub accepts_top_k: bool,
@@ -265,6 +275,7 @@ impl<S: Student> MethodEntry<S> {
             tasks: s.tasks,
             suites: s.suites,
             reference: s.reference,
+            spatial_maps: s.spatial_maps,
             accepts_top_k: prepared.accepts_top_k(),
             need: prepared.need(),
             has_warmup: prepared.config().get(crate::warmup::CONFIG_FIELD).is_some(),

@@ -128,6 +128,12 @@ fn check_forward(spec: &ModelSpec, input: [usize; 3], classes: usize, device: &D
         assert!(fh <= previous.0 && fw <= previous.1, "{name} {input:?}: feature {i} grows");
         previous = (fh, fw);
     }
+    // What the bench reads to skip the spatial-map methods: a CNN's first stage is a map
+    // wherever the input is one.
+    if h * w > 1 {
+        let [.., fh, fw] = out.features[0].dims();
+        assert_eq!(spec.spatial_features(), fh * fw > 1, "{name} {input:?}: spatial_features() disagrees with its stem");
+    }
     let logits: Vec<f32> = out.logits.into_data().try_to_vec::<f32>().unwrap();
     assert!(logits.iter().all(|v| v.is_finite()), "{name} {input:?}: non-finite logits");
 }

@@ -129,6 +129,12 @@ impl ModelSpec {
         all
     }
 
+    /// Whether its stage features are spatial maps (every CNN); an MLP's are `[batch, width, 1, 1]`,
+    /// on which the methods that compare spatial attention or kernels compare nothing.
+    pub fn spatial_features(&self) -> bool {
+        !matches!(self, ModelSpec::Mlp(_) | ModelSpec::MlpBn(_))
+    }
+
     /// The canonical name.
     pub fn name(&self) -> String {
         match self {

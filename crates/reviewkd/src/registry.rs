@@ -1,7 +1,7 @@
 //! ReviewKD by name (see [`kd_core::registry`]).
 
 use kd_core::Student;
-use kd_core::registry::{MethodEntry, MethodSpec, Tasks};
+use kd_core::registry::{MethodEntry, MethodSpec, Suite, Tasks};
 
 use crate::distiller::{NAME, prepare};
 
@@ -11,7 +11,8 @@ const PAPER: &str = "Chen et al.: Distilling Knowledge via Knowledge Review (CVP
 pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
     vec![MethodEntry::new(
         MethodSpec::new(NAME, PAPER, "kd-reviewkd", Tasks::Any)
-            .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/ReviewKD.py"),
+            .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/ReviewKD.py")
+            .in_suites(&[Suite::ConvPair]),
         prepare::<S>,
     )]
 }

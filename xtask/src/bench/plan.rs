@@ -81,13 +81,26 @@ pub fn plan(args: &BenchArgs, recipes: &Recipes, preset: &Preset, selection: &Se
             None => data.clone(),
         };
         let (teacher, student) = recipes.models(kind);
+        let student_spec = args.student.clone().unwrap_or_else(|| student.into());
+        // Methods that compare spatial maps compare constants on an MLP's 1x1 features: their
+        // rows would be CE's at their cost. Named methods run as asked.
+        let (methods, flat): (Vec<MethodInfo>, Vec<MethodInfo>) = methods.into_iter().partition(|m| {
+            !m.spatial_maps || selection.chosen.is_some() || ModelSpec::parse(&student_spec).map_or(true, |s| s.spatial_features())
+        });
+        if !flat.is_empty() {
+            let names: Vec<&str> = flat.iter().map(|m| m.name).collect();
+            eprintln!(
+                "bench: {} compare spatial maps, which the {student_spec} students of {name} do not have; skipped there",
+                names.join(", ")
+            );
+        }
         plan.push(Planned {
             data,
             student_data,
             kind,
             methods,
             teacher_spec: args.teacher.clone().unwrap_or_else(|| teacher.into()),
-            student_spec: args.student.clone().unwrap_or_else(|| student.into()),
+            student_spec,
             config: recipes.train.with_epochs(epochs),
             student_config: recipes.train.with_epochs(student_epochs),
             options,
