@@ -161,7 +161,7 @@ impl Classifier for MobileNetV2 {
         let embedding = global_pool(x);
         // `classifier` always holds exactly one layer (built in `new`).
         let logits = self.classifier.iter().fold(embedding.clone(), |z, l| l.forward(z));
-        ModelOutput { logits, features, embedding: Some(embedding) }
+        ModelOutput::new(logits, features, Some(embedding))
     }
 
     fn num_classes(&self) -> usize {

@@ -148,7 +148,7 @@ impl Classifier for PlaneCnn {
                 FcLayer::Relu(_) => z = relu(z),
             }
         }
-        ModelOutput { logits: z, features, embedding: Some(embedding) }
+        ModelOutput::new(z, features, Some(embedding))
     }
 
     fn num_classes(&self) -> usize {

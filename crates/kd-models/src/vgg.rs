@@ -125,7 +125,7 @@ impl Classifier for Vgg {
             }
         }
         let embedding = global_pool(x);
-        ModelOutput { logits: self.classifier.forward(embedding.clone()), features, embedding: Some(embedding) }
+        ModelOutput::new(self.classifier.forward(embedding.clone()), features, Some(embedding))
     }
 
     fn num_classes(&self) -> usize {
