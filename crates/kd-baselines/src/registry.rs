@@ -69,6 +69,19 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
             crate::rkd::prepare::<S>,
         ),
         MethodEntry::new(
+            MethodSpec::new(crate::vid::NAME, "Ahn et al.: Variational Information Distillation (CVPR 2019)", CRATE, Tasks::Any),
+            crate::vid::prepare::<S>,
+        ),
+        MethodEntry::new(
+            MethodSpec::new(
+                crate::ofd::NAME,
+                "Heo et al.: A Comprehensive Overhaul of Feature Distillation (ICCV 2019)",
+                CRATE,
+                Tasks::Any,
+            ),
+            crate::ofd::prepare::<S>,
+        ),
+        MethodEntry::new(
             MethodSpec::new(
                 crate::pskd::NAME,
                 "Kim et al.: Self-Knowledge Distillation with Progressive Refinement of Targets (ICCV 2021)",
