@@ -184,38 +184,44 @@ pub fn partial_l2(source: Tensor<4>, target: Tensor<4>, margin: Tensor<1>) -> Te
     (first + second).sum().div_scalar(b as f64).reshape([1])
 }
 
+/// The margins of the stages OFD distils from the teacher's BatchNorm parameters, `[C_t]` each
+/// (the deepest `stages`, as the teacher's features pair).
+pub fn stage_margins(teacher: &PreActivation, stages: usize) -> Result<Vec<Tensor<1>>> {
+    let bns = &teacher.bn_before_relu;
+    if bns.len() < stages {
+        return Err(KdError::InvalidConfig(format!("OFD distils {stages} stages but the teacher gives {} BatchNorms", bns.len())));
+    }
+    bns[bns.len() - stages..].iter().map(|(w, b)| margins(w, b)).collect()
+}
+
 /// The OFD term, unweighted: the connectors on the student stages, each stage's partial L2
-/// distance against the teacher's stage pooled to its size, weighted `2^-(n-1-k)`. `teacher`
-/// holds the teacher's pre-activation features and BatchNorm parameters (for the margins).
-pub fn ofd_loss(parts: &OfdParts, student: &[Tensor<4>], teacher: &PreActivation) -> Result<Tensor<1>> {
-    let (s, t) = align_last(student, &teacher.features);
-    let bns = &teacher.bn_before_relu[teacher.bn_before_relu.len().saturating_sub(t.len())..];
+/// distance against the teacher's pre-activation stage pooled to its size with its `margins`
+/// ([`stage_margins`]), weighted `2^-(n-1-k)`.
+pub fn ofd_loss(parts: &OfdParts, student: &[Tensor<4>], teacher: &[Tensor<4>], margins: &[Tensor<1>]) -> Result<Tensor<1>> {
+    let (s, t) = align_last(student, teacher);
     let n = parts.connectors.len();
-    if s.len() != n || t.len() != n || bns.len() != n || n == 0 {
+    if s.len() != n || t.len() != n || margins.len() != n || n == 0 {
         return Err(KdError::InvalidConfig(format!(
-            "OFD has {n} connectors but got {} student stages, {} teacher stages and {} teacher BatchNorms",
+            "OFD has {n} connectors but got {} student stages, {} teacher stages and {} margins",
             s.len(),
             t.len(),
-            bns.len()
+            margins.len()
         )));
     }
     let mut total: Option<Tensor<1>> = None;
-    for (k, (((connector, s), t), (w, b))) in parts.connectors.iter().zip(s).zip(t).zip(bns).enumerate() {
+    for (k, (((connector, s), t), m)) in parts.connectors.iter().zip(s).zip(t).zip(margins).enumerate() {
         let source = connector.forward(s.clone());
         let [bs, cs, hs, ws] = source.dims();
         let [bt, ct, _, _] = t.dims();
-        if bs != bt || cs != ct || w.dims() != [ct] {
+        if bs != bt || cs != ct || m.dims() != [ct] {
             return Err(KdError::ShapeMismatch {
-                what: format!(
-                    "OFD stage {k}: connector output vs teacher pre-activation feature (channels of its BatchNorm {:?})",
-                    w.dims()
-                ),
+                what: format!("OFD stage {k}: connector output vs teacher pre-activation feature ({} margins)", m.dims()[0]),
                 expected: t.dims().to_vec(),
                 actual: source.dims().to_vec(),
             });
         }
         let target = adaptive_avg_pool2d(t.clone(), [hs, ws]);
-        let l = partial_l2(source, target, margins(w, b)?).div_scalar(2f64.powi((n - 1 - k) as i32));
+        let l = partial_l2(source, target, m.clone()).div_scalar(2f64.powi((n - 1 - k) as i32));
         total = Some(match total {
             Some(acc) => acc + l,
             None => l,
@@ -228,13 +234,16 @@ pub fn ofd_loss(parts: &OfdParts, student: &[Tensor<4>], teacher: &PreActivation
 #[derive(Debug, Clone)]
 pub struct Ofd {
     config: OfdConfig,
+    /// The margins, from the frozen teacher's BatchNorms on the first step (read on the host
+    /// once, not every step).
+    margins: Option<Vec<Tensor<1>>>,
 }
 
 impl Ofd {
     /// An OFD distiller; the configuration is checked.
     pub fn new(config: OfdConfig) -> Result<Self> {
         config.validate()?;
-        Ok(Ofd { config })
+        Ok(Ofd { config, margins: None })
     }
 
     /// The configuration.
@@ -272,7 +281,13 @@ impl Distiller<OfdParts> for Ofd {
     fn loss(&mut self, step: &Step<'_, OfdParts>) -> Result<LossTerms> {
         let teacher = step.teacher(NAME, "pre-activation features")?.preact(NAME, "teacher")?;
         let student = step.student.preact(NAME, "student")?;
-        let ofd = ofd_loss(step.aux, &student.features, teacher)?.mul_scalar(self.config.feat_weight);
+        let margins = match self.margins.take() {
+            Some(m) => m,
+            None => stage_margins(teacher, step.aux.connectors.len())?,
+        };
+        let ofd = ofd_loss(step.aux, &student.features, &teacher.features, &margins);
+        self.margins = Some(margins);
+        let ofd = ofd?.mul_scalar(self.config.feat_weight);
         let ce = cross_entropy_mean(step.student.logits.clone(), step.batch.labels.clone()).mul_scalar(self.config.ce_weight);
         Ok(LossTerms::new().with("ce", ce).with("ofd", ofd))
     }
@@ -345,7 +360,8 @@ mod tests {
         let parts = d.init_aux(&s.without_autodiff(), Some(&t), &ad).unwrap();
         assert_eq!(parts.connectors.len(), 2);
         let sp = s.preact.as_ref().unwrap();
-        let loss = ofd_loss(&parts, &sp.features, t.preact.as_ref().unwrap()).unwrap();
+        let tp = t.preact.as_ref().unwrap();
+        let loss = ofd_loss(&parts, &sp.features, &tp.features, &stage_margins(tp, 2).unwrap()).unwrap();
         let grads = loss.backward();
         for c in &parts.connectors {
             assert!(c.conv.weight.val().grad(&grads).is_some() && c.bn.gamma.val().grad(&grads).is_some());

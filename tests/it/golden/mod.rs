@@ -7,6 +7,7 @@
 // The families of feature cases are added one by one; until every helper is used, some are not.
 #[allow(dead_code)]
 mod features;
+mod learned_features;
 
 use kd::core::distiller::step_without_update;
 use std::path::{Path, PathBuf};
