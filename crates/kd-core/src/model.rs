@@ -137,7 +137,7 @@ pub trait Classifier: Module + 'static {
         let _ = inputs;
         Err(KdError::InvalidConfig(format!(
             "{} does not expose pre-activation stage features and BatchNorm parameters (OFD needs them; \
-             the zoo's ResNet, WRN and MLP-with-BatchNorm do)",
+             the zoo's ResNet, WRN, VGG, MobileNetV2, plain CNNs and MLP-with-BatchNorm do)",
             std::any::type_name::<Self>().rsplit("::").next().unwrap_or("this model")
         )))
     }
