@@ -374,6 +374,8 @@ mod tests {
         let device = Device::flex();
         let ad = device.clone().autodiff();
         assert!(Ofd::new(OfdConfig { kernel_size: 2, ..Default::default() }).unwrap_err().to_string().contains("kernel_size"));
+        // An odd kernel keeps the spatial size.
+        assert_eq!(Connector::new(2, 3, 3, &device).forward(random([1, 2, 4, 5], &device)).dims(), [1, 3, 4, 5]);
         let mut d = Ofd::new(OfdConfig::default()).unwrap();
         let plain = ModelOutput::new(Tensor::zeros([2, 3], &device), vec![random([2, 3, 4, 4], &device)], None);
         let err = d.init_aux(&plain, Some(&plain), &ad).unwrap_err().to_string();
