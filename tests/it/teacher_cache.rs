@@ -58,7 +58,9 @@ fn with_augmentation_training_replays_the_stored_draws() {
     let fresh = train.batch(&[0], 3, 0, &device()).unwrap();
     assert!(cache.outputs(&fresh, TeacherNeed::Logits).unwrap_err().to_string().contains("draw pool"));
     // Features are refused.
-    assert!(cache.outputs(&batch, TeacherNeed::LogitsAndFeatures).unwrap_err().to_string().contains("logits only"));
+    for need in [TeacherNeed::LogitsAndFeatures, TeacherNeed::PreActivation] {
+        assert!(cache.outputs(&batch, need).unwrap_err().to_string().contains("logits only"));
+    }
 }
 
 #[test]
@@ -145,4 +147,31 @@ fn a_top_k_teacher_is_refused_to_a_method_that_needs_exact_logits() {
     assert!(err.contains(&cache.describe()), "{err}");
     // KD reads only the teacher's distribution, which the top-k outputs approximate.
     kd::methods::train_method("kd", None, &trainer, student(), &cache).unwrap();
+}
+
+/// Methods that read the teacher's features (VID) or pre-activation features (OFD) are refused a
+/// cache, which stores logits only; and OFD names the network that cannot give them.
+#[test]
+fn feature_methods_are_refused_a_cache_and_ofd_a_network_without_pre_activations() {
+    let train = blobs(30, 1, "blobs/train");
+    let test = blobs(12, 2, "blobs/test");
+    let dir = tempfile::tempdir().unwrap();
+    let pool = DrawPool::new(&train, 1).unwrap();
+    let teacher = trained_teacher(3);
+    let cache =
+        TeacherCache::open_or_build(&dir.path().join("full.cache"), &teacher, &pool, CacheContent::FullLogits, 16, &device(), false)
+            .unwrap();
+    let trainer = Trainer::new(config(1, 0), &pool, &test, device());
+    let student = |name: &str| kd::models::ModelSpec::parse(name).unwrap().build_seeded([1, 2, 2], 3, &device().autodiff(), 1).unwrap();
+    for method in ["vid", "ofd"] {
+        let err = kd::methods::train_method(method, None, &trainer, student("mlpbn-8-8"), &cache).unwrap_err().to_string();
+        assert!(err.contains("logits only"), "{method}: {err}");
+    }
+    // An MLP without BatchNorm has no statistics before its ReLUs: as teacher and as student.
+    let err = kd::methods::train_method("ofd", None, &trainer, student("mlpbn-8-8"), &teacher).unwrap_err().to_string();
+    assert!(err.contains("teacher `mlp-16`") && err.contains("without BatchNorm"), "{err}");
+    let bn_teacher = FrozenTeacher::new(student("mlpbn-16-16"), "bn-teacher");
+    let err = kd::methods::train_method("ofd", None, &trainer, student("mlp-8-8"), &bn_teacher).unwrap_err().to_string();
+    assert!(err.contains("student") && err.contains("without BatchNorm"), "{err}");
+    kd::methods::train_method("ofd", None, &trainer, student("mlpbn-8-8"), &bn_teacher).unwrap();
 }

@@ -223,6 +223,7 @@ pub fn methods() -> Result<()> {
             kd::core::TeacherNeed::Nothing => "none",
             kd::core::TeacherNeed::Logits => "logits",
             kd::core::TeacherNeed::LogitsAndFeatures => "logits and features",
+            kd::core::TeacherNeed::PreActivation => "logits, features and pre-activation features",
         };
         let tasks = match m.tasks {
             kd::methods::Tasks::Any => "any",

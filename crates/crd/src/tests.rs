@@ -97,16 +97,16 @@ fn outputs(indices: &[usize], salt: u64, device: &Device) -> (ModelOutput, Model
             .collect()
     };
     let ad = device.clone().autodiff();
-    let student = ModelOutput {
-        logits: Tensor::from_data(TensorData::new(values(3, 1), [b, 3]), &ad),
-        features: Vec::new(),
-        embedding: Some(Tensor::from_data(TensorData::new(values(4, 2), [b, 4]), &ad)),
-    };
-    let teacher = ModelOutput {
-        logits: Tensor::from_data(TensorData::new(values(3, 3), [b, 3]), device),
-        features: Vec::new(),
-        embedding: Some(Tensor::from_data(TensorData::new(values(6, 4), [b, 6]), device)),
-    };
+    let student = ModelOutput::new(
+        Tensor::from_data(TensorData::new(values(3, 1), [b, 3]), &ad),
+        Vec::new(),
+        Some(Tensor::from_data(TensorData::new(values(4, 2), [b, 4]), &ad)),
+    );
+    let teacher = ModelOutput::new(
+        Tensor::from_data(TensorData::new(values(3, 3), [b, 3]), device),
+        Vec::new(),
+        Some(Tensor::from_data(TensorData::new(values(6, 4), [b, 6]), device)),
+    );
     (student, teacher)
 }
 

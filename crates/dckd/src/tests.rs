@@ -45,7 +45,7 @@ fn batch(label_values: &[usize], device: &Device) -> Batch {
 }
 
 fn output(logits: Tensor<2>, features: Vec<Tensor<4>>, embedding: Tensor<2>) -> ModelOutput {
-    ModelOutput { logits, features, embedding: Some(embedding) }
+    ModelOutput::new(logits, features, Some(embedding))
 }
 
 fn close(a: f64, b: f64, rel: f64, abs: f64) -> bool {

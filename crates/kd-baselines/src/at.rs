@@ -125,7 +125,7 @@ mod tests {
 
     fn output(features: Vec<Tensor<4>>, device: &Device) -> ModelOutput {
         let b = features[0].dims()[0];
-        ModelOutput { logits: Tensor::zeros([b, 3], device), features, embedding: None }
+        ModelOutput::new(Tensor::zeros([b, 3], device), features, None)
     }
 
     #[test]

@@ -172,10 +172,12 @@ mod tests {
     fn heads_train_and_shapes_are_checked() {
         let device = Device::flex();
         let ad = device.clone().autodiff();
-        let out = |dim: usize, d: &Device| ModelOutput {
-            logits: Tensor::zeros([4, 3], d),
-            features: vec![],
-            embedding: Some(Tensor::random([4, dim], burn::tensor::Distribution::Normal(0.0, 1.0), d)),
+        let out = |dim: usize, d: &Device| {
+            ModelOutput::new(
+                Tensor::zeros([4, 3], d),
+                vec![],
+                Some(Tensor::random([4, dim], burn::tensor::Distribution::Normal(0.0, 1.0), d)),
+            )
         };
         let (s, t) = (out(5, &ad), out(7, &device));
         let mut d = Cc::new(CcConfig { feat_dim: 6, ..Default::default() }).unwrap();

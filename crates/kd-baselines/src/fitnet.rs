@@ -280,7 +280,7 @@ mod tests {
 
     fn output(features: Vec<Tensor<4>>, device: &Device) -> ModelOutput {
         let b = features[0].dims()[0];
-        ModelOutput { logits: Tensor::zeros([b, 3], device), features, embedding: None }
+        ModelOutput::new(Tensor::zeros([b, 3], device), features, None)
     }
 
     #[test]
@@ -356,29 +356,16 @@ mod tests {
 
     #[test]
     fn trains_the_regressor_through_the_trainer_and_resumes() {
+        use kd_core::FrozenTeacher;
         use kd_core::train::parameter_values;
-        use kd_core::{FrozenTeacher, RunOptions, Trainer};
-        use kd_testkit::{TinyConv, noisy, recipe, temp_dir};
+        use kd_testkit::{TinyConv, stop_and_resume};
         let device = Device::flex();
-        let (train, test) = (noisy(10), noisy(6));
         // Student hint [2, 4, 4], teacher hint [3, 2, 2]: the stride-2 regressor.
         let teacher = FrozenTeacher::new(TinyConv::new(3, 2, &device), "tiny");
-        let student = TinyConv::new(2, 1, &device.clone().autodiff());
-        let dir = temp_dir();
-        let options =
-            RunOptions { checkpoint_dir: Some(dir.path().to_path_buf()), resume: true, stop_after_epochs: Some(1), ..Default::default() };
-        let run = |student: TinyConv| {
-            let mut d = FitNet::new(FitNetConfig { hint_layer: 0, kd_weight: 0.5, ..Default::default() }).unwrap();
-            Trainer::new(recipe(2, 4, 0.05, 3), &train, &test, device.clone())
-                .with_options(options.clone())
-                .fit(student, &mut d, &teacher)
-                .unwrap()
-        };
-        let first = run(student.clone());
-        assert!(!first.finished);
+        let (first, resumed) = stop_and_resume(TinyConv::new(2, 1, &device.clone().autodiff()), &teacher, || {
+            FitNet::new(FitNetConfig { hint_layer: 0, kd_weight: 0.5, ..Default::default() }).unwrap()
+        });
         assert!(first.history[0].train_terms["hint"].is_finite() && first.history[0].train_terms["kd"] > 0.0);
-        let resumed = run(student);
-        assert!(resumed.finished);
         // The regressor (weights and BN statistics) was restored and trained on.
         assert_ne!(parameter_values(&first.aux), parameter_values(&resumed.aux));
         assert_eq!(parameter_values(&first.aux).len(), parameter_values(&resumed.aux).len());

@@ -5,7 +5,8 @@
 //! ([`Kd`]), decoupled KD ([`Dkd`]), and logit standardization ([`LogitStandardization`]) as a plug-in;
 //! the feature and relation baselines: attention transfer ([`At`]), neuron selectivity transfer
 //! ([`Nst`]), similarity preserving ([`Sp`]), probabilistic knowledge transfer ([`Pkt`]),
-//! correlation congruence ([`Cc`]) and SVD distillation ([`KdSvd`]), among others.
+//! correlation congruence ([`Cc`]), SVD distillation ([`KdSvd`]), variational information distillation
+//! ([`Vid`]) and the feature-distillation overhaul ([`Ofd`]), among others.
 #![warn(missing_docs)]
 
 pub mod at;
@@ -20,11 +21,13 @@ pub mod kd;
 pub mod kdsvd;
 pub mod label_smoothing;
 pub mod nst;
+pub mod ofd;
 pub mod pkt;
 pub mod pskd;
 pub mod registry;
 pub mod rkd;
 pub mod sp;
+pub mod vid;
 
 pub use at::{At, AtConfig};
 pub use cc::{Cc, CcConfig, CcHeads};
@@ -38,7 +41,9 @@ pub use kd_core::logit_stand::{LogitStandardization, standardize_pair};
 pub use kdsvd::{KdSvd, KdSvdConfig};
 pub use label_smoothing::{LabelSmoothing, LabelSmoothingConfig};
 pub use nst::{Nst, NstConfig};
+pub use ofd::{Ofd, OfdConfig, OfdParts};
 pub use pkt::{Pkt, PktConfig};
 pub use pskd::{PsKd, PsKdConfig};
 pub use rkd::{Rkd, RkdConfig};
 pub use sp::{Sp, SpConfig};
+pub use vid::{Vid, VidConfig, VidParts};

@@ -142,6 +142,23 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
             crate::kdsvd::prepare::<S>,
         ),
         MethodEntry::new(
+            MethodSpec::new(crate::vid::NAME, "Ahn et al.: Variational Information Distillation (CVPR 2019)", CRATE, Tasks::Any)
+                .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/VID.py")
+                .in_suites(CONV),
+            crate::vid::prepare::<S>,
+        ),
+        MethodEntry::new(
+            MethodSpec::new(
+                crate::ofd::NAME,
+                "Heo et al.: A Comprehensive Overhaul of Feature Distillation (ICCV 2019)",
+                CRATE,
+                Tasks::Any,
+            )
+            .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/OFD.py")
+            .in_suites(CONV),
+            crate::ofd::prepare::<S>,
+        ),
+        MethodEntry::new(
             MethodSpec::new(
                 crate::pskd::NAME,
                 "Kim et al.: Self-Knowledge Distillation with Progressive Refinement of Targets (ICCV 2021)",

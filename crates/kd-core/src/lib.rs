@@ -37,7 +37,7 @@ pub use data::{Batch, BatchSource};
 pub use distiller::{AuxModule, Distiller, LossTerms, NoAux, Step, StepContext, StepDone, logit_teacher, require_teacher};
 pub use error::{KdError, Result};
 pub use metrics::{BinaryMetrics, SelectBy};
-pub use model::{Classifier, FrozenTeacher, ModelOutput, NoTeacher, Student, Teacher, TeacherNeed};
+pub use model::{Classifier, FrozenTeacher, ModelOutput, NoTeacher, PreActivation, Student, Teacher, TeacherNeed};
 pub use optim::{LrSchedule, OptimizerConfig};
 pub use phases::StepPhases;
 pub use side_models::{NoSideModels, SideModels};

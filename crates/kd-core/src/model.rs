@@ -18,21 +18,65 @@ pub struct ModelOutput {
     /// outputs that have none (a teacher cache stores logits only). Read it with
     /// [`ModelOutput::embedding`], which names what is missing.
     pub embedding: Option<Tensor<2>>,
+    /// Pre-activation stage outputs and the BatchNorm before each stage's last ReLU, only from
+    /// [`Classifier::forward_preact`] (OFD reads them); `None` from [`Classifier::forward`], so
+    /// methods that do not read them pay nothing. Read it with [`ModelOutput::preact`].
+    pub preact: Option<PreActivation>,
+}
+
+/// What OFD (Heo et al., ICCV 2019) reads from a network: each stage's output before its last
+/// ReLU (mdistiller's `preact_feats[1:]`) and the affine parameters of the BatchNorm feeding
+/// that ReLU (mdistiller's `get_bn_before_relu`).
+#[derive(Debug, Clone)]
+pub struct PreActivation {
+    /// Stage outputs before the last ReLU, `[batch, channels, height, width]`, shallow to deep,
+    /// one per stage (the stages of [`ModelOutput::features`]`[1..]`; an MLP's every hidden layer).
+    pub features: Vec<Tensor<4>>,
+    /// Per stage, `(weight, bias)` of the BatchNorm before that ReLU, `[channels]` each.
+    pub bn_before_relu: Vec<(Tensor<1>, Tensor<1>)>,
+}
+
+impl PreActivation {
+    fn map(&self, f: impl Fn(&Tensor<4>) -> Tensor<4>, g: impl Fn(&Tensor<1>) -> Tensor<1>) -> Self {
+        PreActivation {
+            features: self.features.iter().map(f).collect(),
+            bn_before_relu: self.bn_before_relu.iter().map(|(w, b)| (g(w), g(b))).collect(),
+        }
+    }
 }
 
 impl ModelOutput {
+    /// Outputs of a forward pass: logits, stage features and the embedding (no pre-activation
+    /// features; add them with [`ModelOutput::with_preact`]).
+    pub fn new(logits: Tensor<2>, features: Vec<Tensor<4>>, embedding: Option<Tensor<2>>) -> Self {
+        ModelOutput { logits, features, embedding, preact: None }
+    }
+
     /// Outputs with logits only: no features, no embedding.
     pub fn logits_only(logits: Tensor<2>) -> Self {
-        ModelOutput { logits, features: Vec::new(), embedding: None }
+        Self::new(logits, Vec::new(), None)
+    }
+
+    /// The same outputs with pre-activation features and BatchNorm parameters.
+    pub fn with_preact(self, preact: PreActivation) -> Self {
+        ModelOutput { preact: Some(preact), ..self }
+    }
+
+    /// The pre-activation features, or an error saying that `method` needs them and how to get
+    /// them (a network whose forward pass gives them; a teacher cache stores logits only).
+    pub fn preact(&self, method: &str, who: &str) -> Result<&PreActivation> {
+        self.preact.as_ref().ok_or_else(|| KdError::Missing {
+            method: method.into(),
+            what: format!(
+                "the {who}'s pre-activation stage features and BatchNorm parameters, which these outputs do not have \
+                 (they come from `Classifier::forward_preact`; a teacher cache stores logits only)"
+            ),
+        })
     }
 
     /// The same outputs without their autodiff graph (the values the loss saw).
     pub fn detached(&self) -> ModelOutput {
-        ModelOutput {
-            logits: self.logits.clone().without_autodiff(),
-            features: self.features.iter().map(|f| f.clone().without_autodiff()).collect(),
-            embedding: self.embedding.as_ref().map(|e| e.clone().without_autodiff()),
-        }
+        self.without_autodiff()
     }
 
     /// The penultimate embedding, or an error saying that `method` needs one these outputs lack.
@@ -68,6 +112,7 @@ impl ModelOutput {
             logits: self.logits.clone().without_autodiff(),
             features: self.features.iter().map(|f| f.clone().without_autodiff()).collect(),
             embedding: self.embedding.as_ref().map(|e| e.clone().without_autodiff()),
+            preact: self.preact.as_ref().map(|p| p.map(|f| f.clone().without_autodiff(), |t| t.clone().without_autodiff())),
         }
     }
 }
@@ -85,6 +130,17 @@ pub fn feature_shape(t: &Tensor<4>) -> [usize; 3] {
 pub trait Classifier: Module + 'static {
     /// Runs the network.
     fn forward(&self, inputs: Tensor<4>) -> ModelOutput;
+    /// Runs the network and also returns its pre-activation stage features and the BatchNorm
+    /// before each stage's last ReLU ([`ModelOutput::preact`], which OFD reads). Default: an
+    /// error, for networks that do not expose them.
+    fn forward_preact(&self, inputs: Tensor<4>) -> Result<ModelOutput> {
+        let _ = inputs;
+        Err(KdError::InvalidConfig(format!(
+            "{} does not expose pre-activation stage features and BatchNorm parameters (OFD needs them; \
+             the zoo's ResNet, WRN, VGG, MobileNetV2, plain CNNs and MLP-with-BatchNorm do)",
+            std::any::type_name::<Self>().rsplit("::").next().unwrap_or("this model")
+        )))
+    }
     /// Number of output classes.
     fn num_classes(&self) -> usize;
 }
@@ -102,6 +158,10 @@ pub enum TeacherNeed {
     Logits,
     /// Logits and intermediate features (feature-based methods).
     LogitsAndFeatures,
+    /// Logits, features and pre-activation features with BatchNorm parameters
+    /// ([`ModelOutput::preact`], OFD). The training loop then runs the student with
+    /// [`Classifier::forward_preact`] too.
+    PreActivation,
 }
 
 impl TeacherNeed {
@@ -111,6 +171,7 @@ impl TeacherNeed {
             TeacherNeed::Nothing => 0,
             TeacherNeed::Logits => 1,
             TeacherNeed::LogitsAndFeatures => 2,
+            TeacherNeed::PreActivation => 3,
         };
         if rank(other) > rank(self) { other } else { self }
     }
@@ -165,8 +226,15 @@ impl<M: Classifier> Teacher for FrozenTeacher<M> {
         if need == TeacherNeed::Nothing {
             return Ok(None);
         }
-        let out = self.model.forward(batch.inputs.clone().without_autodiff());
-        Ok(Some(out))
+        let inputs = batch.inputs.clone().without_autodiff();
+        if need == TeacherNeed::PreActivation {
+            return self
+                .model
+                .forward_preact(inputs)
+                .map(Some)
+                .map_err(|e| KdError::InvalidConfig(format!("teacher `{}`: {e}", self.name)));
+        }
+        Ok(Some(self.model.forward(inputs)))
     }
 }
 

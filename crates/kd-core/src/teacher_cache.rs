@@ -390,7 +390,7 @@ impl Teacher for TeacherCache {
     fn outputs(&self, batch: &Batch, need: TeacherNeed) -> Result<Option<ModelOutput>> {
         match need {
             TeacherNeed::Nothing => return Ok(None),
-            TeacherNeed::LogitsAndFeatures => {
+            TeacherNeed::LogitsAndFeatures | TeacherNeed::PreActivation => {
                 return Err(KdError::Missing {
                     method: "this distiller (it reads the teacher's features)".into(),
                     what: "a live teacher: the teacher cache stores logits only; run without the cache".into(),

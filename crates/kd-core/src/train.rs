@@ -446,7 +446,7 @@ impl<'a> Trainer<'a> {
         let probe_idx: Vec<usize> = (0..self.train.len().min(self.config.batch_size.min(8))).collect();
         let probe = self.train.batch(&probe_idx, 1, 0, &self.device)?;
         let probe_teacher = teacher.outputs(&probe, need)?;
-        let probe_student = student.valid().forward(probe.inputs.clone());
+        let probe_student = student_forward(&student.valid(), probe.inputs.clone(), distiller.teacher_need())?;
         check_outputs(&probe_student, probe_teacher.as_ref())?;
         // Drawn on the host from the run's seed, so the method's learnable parts start the same
         // on every backend.
@@ -546,7 +546,7 @@ impl<'a> Trainer<'a> {
                 clock.lap(Phase::Assemble)?;
                 let teacher_out = teacher.outputs(&batch, need)?;
                 clock.lap(Phase::Teacher)?;
-                let student_out = model.0.forward(batch.inputs.clone());
+                let student_out = student_forward(&model.0, batch.inputs.clone(), distiller.teacher_need())?;
                 if sums.steps == 0 && first_of_call {
                     check_outputs(&student_out, teacher_out.as_ref())?;
                 }
@@ -858,6 +858,15 @@ fn scalars(values: Vec<Tensor<1>>) -> Result<Vec<f64>> {
 fn has_non_finite(t: &Tensor<2>) -> bool {
     let t = t.clone().without_autodiff();
     t.clone().is_nan().any().into_scalar::<bool>() || t.abs().max().into_scalar::<f64>().is_infinite()
+}
+
+/// The student's outputs: with its pre-activation features when the distiller reads the
+/// teacher's ([`TeacherNeed::PreActivation`], OFD), its plain forward pass otherwise.
+fn student_forward<S: Student>(student: &S, inputs: Tensor<4>, need: TeacherNeed) -> Result<ModelOutput> {
+    if need == TeacherNeed::PreActivation {
+        return student.forward_preact(inputs).map_err(|e| KdError::InvalidConfig(format!("student: {e}")));
+    }
+    Ok(student.forward(inputs))
 }
 
 /// Checks shapes and values of the first outputs: same class count, finite logits.

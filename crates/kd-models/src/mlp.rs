@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
-use kd_core::{Classifier, KdError, ModelOutput, Result};
+use kd_core::{Classifier, KdError, ModelOutput, PreActivation, Result};
 
 use crate::layers::{batch_norm_forward, relu};
 
@@ -50,22 +50,50 @@ impl Mlp {
     }
 }
 
-impl Classifier for Mlp {
-    fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
+impl Mlp {
+    /// The forward pass; with `preact`, also each hidden layer's BatchNorm output before its
+    /// ReLU, `[batch, width, 1, 1]`, with that BatchNorm.
+    fn run(&self, inputs: Tensor<4>, preact: bool) -> ModelOutput {
         let [b, c, h, w] = inputs.dims();
         let mut x: Tensor<2> = inputs.reshape([b, c * h * w]);
         let mut features = Vec::with_capacity(self.hidden.len());
+        let (mut pre, mut bns) = (Vec::new(), Vec::new());
         for (i, layer) in self.hidden.iter().enumerate() {
             let z = layer.forward(x);
-            x = relu(match self.norms.get(i) {
-                Some(bn) => batch_norm_forward(bn, z),
+            let z = match self.norms.get(i) {
+                Some(bn) => {
+                    let z = batch_norm_forward(bn, z);
+                    if preact {
+                        pre.push(z.clone().reshape([b, z.dims()[1], 1, 1]));
+                        bns.push((bn.gamma.val(), bn.beta.val()));
+                    }
+                    z
+                }
                 None => z,
-            });
+            };
+            x = relu(z);
             let width = x.dims()[1];
             features.push(x.clone().reshape([b, width, 1, 1]));
         }
         let logits = self.fc.forward(x.clone());
-        ModelOutput { logits, features, embedding: Some(x) }
+        let out = ModelOutput::new(logits, features, Some(x));
+        if preact { out.with_preact(PreActivation { features: pre, bn_before_relu: bns }) } else { out }
+    }
+}
+
+impl Classifier for Mlp {
+    fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
+        self.run(inputs, false)
+    }
+
+    fn forward_preact(&self, inputs: Tensor<4>) -> Result<ModelOutput> {
+        if self.norms.is_empty() {
+            return Err(KdError::InvalidConfig(
+                "an MLP without BatchNorm has no BatchNorm before its ReLUs, so no pre-activation statistics (use an `mlpbn-` model)"
+                    .into(),
+            ));
+        }
+        Ok(self.run(inputs, true))
     }
 
     fn num_classes(&self) -> usize {

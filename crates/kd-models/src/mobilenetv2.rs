@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, Relu};
 use burn::tensor::{Device, Tensor};
-use kd_core::{Classifier, KdError, ModelOutput, Result};
+use kd_core::{Classifier, KdError, ModelOutput, PreActivation, Result};
 
 use crate::layers::{ConvInit, LinearInit, batch_norm_forward, bn, conv1x1, conv2d, conv2d_forward, global_pool, linear, relu};
 use crate::summary::Tracer;
@@ -143,17 +143,24 @@ impl MobileNetV2 {
     }
 }
 
-impl Classifier for MobileNetV2 {
-    fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
+impl MobileNetV2 {
+    /// The forward pass; with `preact`, also the feature groups' outputs (linear bottlenecks: they
+    /// are the features themselves) and each group's last projection BN (`conv.7`, mdistiller's
+    /// `get_bn_before_relu`).
+    fn run(&self, inputs: Tensor<4>, preact: bool) -> ModelOutput {
         let (c, b, _) = &self.conv1;
         let mut x = relu(batch_norm_forward(b, conv2d_forward(c, inputs)));
         let mut features = vec![x.clone()];
+        let mut bns = Vec::new();
         for (g, group) in self.blocks.iter().enumerate() {
             for block in group {
                 x = block.forward(x);
             }
             if FEATURE_GROUPS.contains(&g) {
                 features.push(x.clone());
+                if let (true, Some(last)) = (preact, group.last()) {
+                    bns.push((last.conv.7.gamma.val(), last.conv.7.beta.val()));
+                }
             }
         }
         let (c, b, _) = &self.conv2;
@@ -161,7 +168,19 @@ impl Classifier for MobileNetV2 {
         let embedding = global_pool(x);
         // `classifier` always holds exactly one layer (built in `new`).
         let logits = self.classifier.iter().fold(embedding.clone(), |z, l| l.forward(z));
-        ModelOutput { logits, features, embedding: Some(embedding) }
+        let pre = if preact { features[1..].to_vec() } else { Vec::new() };
+        let out = ModelOutput::new(logits, features, Some(embedding));
+        if preact { out.with_preact(PreActivation { features: pre, bn_before_relu: bns }) } else { out }
+    }
+}
+
+impl Classifier for MobileNetV2 {
+    fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
+        self.run(inputs, false)
+    }
+
+    fn forward_preact(&self, inputs: Tensor<4>) -> Result<ModelOutput> {
+        Ok(self.run(inputs, true))
     }
 
     fn num_classes(&self) -> usize {

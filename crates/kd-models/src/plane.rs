@@ -7,7 +7,7 @@
 use burn::module::Module;
 use burn::nn::Relu;
 use burn::tensor::{Device, Tensor};
-use kd_core::{Classifier, KdError, ModelOutput, Result};
+use kd_core::{Classifier, KdError, ModelOutput, PreActivation, Result};
 
 use crate::layers::{ConvInit, FcLayer, LinearInit, SeqLayer, bn, conv2d, linear, max_pool2, relu};
 use crate::summary::Tracer;
@@ -125,12 +125,19 @@ impl PlaneCnn {
     }
 }
 
-impl Classifier for PlaneCnn {
-    fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
+impl PlaneCnn {
+    /// The forward pass; with `preact`, also every stage after the first before its last ReLU,
+    /// with the BN feeding that ReLU (as ResNet's, counting the first stage as the stem).
+    fn run(&self, inputs: Tensor<4>, preact: bool) -> ModelOutput {
         let mut x = inputs;
         let mut features = Vec::with_capacity(self.taps.len());
+        let (mut pre, mut bns) = (Vec::new(), Vec::new());
         for (i, layer) in self.conv_layers.iter().enumerate() {
             x = layer.forward(x);
+            if let (true, SeqLayer::Bn(bn)) = (preact && self.taps.iter().skip(1).any(|&t| t == i + 1), layer) {
+                pre.push(x.clone());
+                bns.push((bn.gamma.val(), bn.beta.val()));
+            }
             if self.taps.contains(&i) {
                 features.push(x.clone());
             }
@@ -148,7 +155,18 @@ impl Classifier for PlaneCnn {
                 FcLayer::Relu(_) => z = relu(z),
             }
         }
-        ModelOutput { logits: z, features, embedding: Some(embedding) }
+        let out = ModelOutput::new(z, features, Some(embedding));
+        if preact { out.with_preact(PreActivation { features: pre, bn_before_relu: bns }) } else { out }
+    }
+}
+
+impl Classifier for PlaneCnn {
+    fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
+        self.run(inputs, false)
+    }
+
+    fn forward_preact(&self, inputs: Tensor<4>) -> Result<ModelOutput> {
+        Ok(self.run(inputs, true))
     }
 
     fn num_classes(&self) -> usize {

@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
 use burn::tensor::{Device, Tensor};
-use kd_core::{Classifier, KdError, ModelOutput, Result};
+use kd_core::{Classifier, KdError, ModelOutput, PreActivation, Result};
 
 use crate::layers::{ConvInit, LinearInit, batch_norm_forward, bn, conv1x1, conv2d_forward, conv3x3, global_pool, linear, relu};
 use crate::summary::Tracer;
@@ -86,13 +86,20 @@ impl BasicBlock {
 
     /// The block's output (after the final ReLU).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_parts(x, false).0
+    }
+
+    /// The block's output and, when `keep_preact`, the sum before the final ReLU (mdistiller's
+    /// `preact`).
+    pub fn forward_parts(&self, x: Tensor<4>, keep_preact: bool) -> (Tensor<4>, Option<Tensor<4>>) {
         let residual = match &self.downsample {
             Some((conv, norm)) => batch_norm_forward(norm, conv2d_forward(conv, x.clone())),
             None => x.clone(),
         };
         let out = relu(batch_norm_forward(&self.bn1, conv2d_forward(&self.conv1, x)));
-        let out = batch_norm_forward(&self.bn2, conv2d_forward(&self.conv2, out));
-        relu(out + residual)
+        let out = batch_norm_forward(&self.bn2, conv2d_forward(&self.conv2, out)) + residual;
+        let preact = keep_preact.then(|| out.clone());
+        (relu(out), preact)
     }
 }
 
@@ -153,18 +160,37 @@ impl ResNet {
     }
 }
 
-impl Classifier for ResNet {
-    fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
+impl ResNet {
+    /// The forward pass; with `preact`, also each stage's output before its last ReLU and that
+    /// block's `bn2` (mdistiller's `preact_feats[1:]` and `get_bn_before_relu`).
+    fn run(&self, inputs: Tensor<4>, preact: bool) -> ModelOutput {
         let mut x = relu(batch_norm_forward(&self.bn1, conv2d_forward(&self.conv1, inputs)));
         let mut features = vec![x.clone()];
+        let (mut pre, mut bns) = (Vec::new(), Vec::new());
         for stage in [&self.layer1, &self.layer2, &self.layer3] {
-            for block in stage {
-                x = block.forward(x);
+            for (i, block) in stage.iter().enumerate() {
+                let (out, p) = block.forward_parts(x, preact && i + 1 == stage.len());
+                if let Some(p) = p {
+                    pre.push(p);
+                    bns.push((block.bn2.gamma.val(), block.bn2.beta.val()));
+                }
+                x = out;
             }
             features.push(x.clone());
         }
         let embedding = global_pool(x);
-        ModelOutput { logits: self.fc.forward(embedding.clone()), features, embedding: Some(embedding) }
+        let out = ModelOutput::new(self.fc.forward(embedding.clone()), features, Some(embedding));
+        if preact { out.with_preact(PreActivation { features: pre, bn_before_relu: bns }) } else { out }
+    }
+}
+
+impl Classifier for ResNet {
+    fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
+        self.run(inputs, false)
+    }
+
+    fn forward_preact(&self, inputs: Tensor<4>) -> Result<ModelOutput> {
+        Ok(self.run(inputs, true))
     }
 
     fn num_classes(&self) -> usize {

@@ -256,7 +256,7 @@ impl Classifier for ShuffleNetV2 {
         }
         let x = relu(batch_norm_forward(&self.bn2, conv2d_forward(&self.conv2, x)));
         let embedding = global_pool(x);
-        ModelOutput { logits: self.linear.forward(embedding.clone()), features, embedding: Some(embedding) }
+        ModelOutput::new(self.linear.forward(embedding.clone()), features, Some(embedding))
     }
 
     fn num_classes(&self) -> usize {

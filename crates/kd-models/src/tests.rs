@@ -230,3 +230,40 @@ fn mlp_with_batch_norm_adds_two_parameters_per_hidden_unit() {
     assert_eq!(trainable_params(&bn.build(input, 10, &device).unwrap()), b.params);
     check_forward(&bn, input, 10, &device);
 }
+
+#[test]
+fn pre_activation_features_where_the_family_has_them() {
+    let device = Device::flex();
+    let input = Tensor::<4>::random([2, 3, 32, 32], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    for name in ["resnet8", "wrn-16-1", "mlpbn-8-6", "vgg8", "mobilenetv2", "plane4", "shufflenetv2", "mlp-8"] {
+        let model = ModelSpec::parse(name).unwrap().build([3, 32, 32], 10, &device).unwrap().valid();
+        let plain = model.forward(input.clone());
+        assert!(plain.preact.is_none(), "{name}: the plain forward pass carries no pre-activation features");
+        match model.forward_preact(input.clone()) {
+            Ok(out) => {
+                let pre = out.preact.as_ref().unwrap();
+                // One per stage after the stem (an MLP: one per hidden layer), each with its BN.
+                let stages = if name.starts_with("mlp") { plain.features.len() } else { plain.features.len() - 1 };
+                assert_eq!(pre.features.len(), stages, "{name}");
+                assert_eq!(pre.bn_before_relu.len(), stages, "{name}");
+                let post = &plain.features[plain.features.len() - stages..];
+                for ((p, (w, b)), f) in pre.features.iter().zip(&pre.bn_before_relu).zip(post) {
+                    assert_eq!(p.dims(), f.dims(), "{name}");
+                    assert_eq!((w.dims()[0], b.dims()[0]), (p.dims()[1], p.dims()[1]), "{name}");
+                    // The stage output is the ReLU of its pre-activation (MobileNetV2's linear
+                    // bottlenecks: the pre-activation itself).
+                    let act = if name == "mobilenetv2" { p.clone() } else { p.clone().clamp_min(0.0) };
+                    let diff = (act - f.clone()).abs().max().into_scalar::<f32>();
+                    assert!(diff < 1e-5, "{name}: relu(preact) differs from the feature by {diff}");
+                }
+                let same = (out.logits - plain.logits).abs().max().into_scalar::<f32>();
+                assert!(same < 1e-5, "{name}");
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(["shufflenetv2", "mlp-8"].contains(&name), "{name}: {msg}");
+                assert!(msg.contains("pre-activation"), "{name}: {msg}");
+            }
+        }
+    }
+}

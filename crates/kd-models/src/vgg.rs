@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::nn::pool::MaxPool2d;
 use burn::nn::{Linear, Relu};
 use burn::tensor::{Device, Tensor};
-use kd_core::{Classifier, KdError, ModelOutput, Result};
+use kd_core::{Classifier, KdError, ModelOutput, PreActivation, Result};
 
 use crate::layers::{ConvInit, LinearInit, SeqLayer, bn, conv2d, global_pool, linear, max_pool2, relu, run_seq};
 use crate::summary::Tracer;
@@ -111,21 +111,41 @@ impl Vgg {
     }
 }
 
-impl Classifier for Vgg {
-    fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
+impl Vgg {
+    /// The forward pass; with `preact`, also blocks 1-4 before their ReLU and each block's last
+    /// BN (mdistiller's `preact_feats[1:]` and `get_bn_before_relu`).
+    fn run(&self, inputs: Tensor<4>, preact: bool) -> ModelOutput {
         let pools = pools_after(inputs.dims()[2]);
         let blocks = [&self.block0, &self.block1, &self.block2, &self.block3, &self.block4];
         let mut x = inputs;
         let mut features = Vec::with_capacity(5);
+        let (mut pre, mut bns) = (Vec::new(), Vec::new());
         for (i, block) in blocks.into_iter().enumerate() {
-            x = relu(run_seq(block, x));
+            let z = run_seq(block, x);
+            // Every block ends with its BN (`new` drops the ReLU after it).
+            if let (true, Some(SeqLayer::Bn(bn))) = (preact && i > 0, block.last()) {
+                pre.push(z.clone());
+                bns.push((bn.gamma.val(), bn.beta.val()));
+            }
+            x = relu(z);
             features.push(x.clone());
             if pools.get(i).copied().unwrap_or(false) {
                 x = self.pool.forward(x);
             }
         }
         let embedding = global_pool(x);
-        ModelOutput { logits: self.classifier.forward(embedding.clone()), features, embedding: Some(embedding) }
+        let out = ModelOutput::new(self.classifier.forward(embedding.clone()), features, Some(embedding));
+        if preact { out.with_preact(PreActivation { features: pre, bn_before_relu: bns }) } else { out }
+    }
+}
+
+impl Classifier for Vgg {
+    fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
+        self.run(inputs, false)
+    }
+
+    fn forward_preact(&self, inputs: Tensor<4>) -> Result<ModelOutput> {
+        Ok(self.run(inputs, true))
     }
 
     fn num_classes(&self) -> usize {

@@ -12,7 +12,7 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
 use burn::tensor::{Device, Tensor};
-use kd_core::{Classifier, KdError, ModelOutput, Result};
+use kd_core::{Classifier, KdError, ModelOutput, PreActivation, Result};
 
 use crate::layers::{ConvInit, LinearInit, batch_norm_forward, bn, conv1x1, conv2d_forward, conv3x3, global_pool, linear, relu};
 use crate::summary::Tracer;
@@ -93,7 +93,16 @@ impl WrnBlock {
     /// The activation is returned because it is the network's "after activation" view of the
     /// previous stage (what `wrn.py` exposes as the pre-activation feature, plus the ReLU).
     pub fn forward_with_activation(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-        let act = relu(batch_norm_forward(&self.bn1, x.clone()));
+        let (out, act, _) = self.forward_parts(x, false);
+        (out, act)
+    }
+
+    /// [`WrnBlock::forward_with_activation`] plus, when `keep_preact`, `bn1(x)` before its ReLU
+    /// (mdistiller's `f1_pre`, `f2_pre`).
+    pub fn forward_parts(&self, x: Tensor<4>, keep_preact: bool) -> (Tensor<4>, Tensor<4>, Option<Tensor<4>>) {
+        let pre = batch_norm_forward(&self.bn1, x.clone());
+        let kept = keep_preact.then(|| pre.clone());
+        let act = relu(pre);
         let out = relu(batch_norm_forward(&self.bn2, conv2d_forward(&self.conv1, act.clone())));
         let out = conv2d_forward(&self.conv2, out);
         // With equal widths the identity shortcut takes the raw input; otherwise the projection
@@ -102,7 +111,7 @@ impl WrnBlock {
             Some(conv) => conv2d_forward(conv, act.clone()),
             None => x,
         };
-        (out + shortcut, act)
+        (out + shortcut, act, kept)
     }
 }
 
@@ -164,23 +173,47 @@ impl WideResNet {
     }
 }
 
-impl Classifier for WideResNet {
-    fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
+impl WideResNet {
+    /// The forward pass; with `preact`, also the stage outputs after their BN and before its
+    /// ReLU (the second and third groups' first `bn1`, and the final `bn1`), with those BNs
+    /// (mdistiller's `preact_feats[1:]` and `get_bn_before_relu`).
+    fn run(&self, inputs: Tensor<4>, preact: bool) -> ModelOutput {
         let mut x = conv2d_forward(&self.conv1, inputs);
         let mut features = Vec::with_capacity(4);
-        for group in [&self.block1, &self.block2, &self.block3] {
+        let (mut pre, mut bns) = (Vec::new(), Vec::new());
+        for (g, group) in [&self.block1, &self.block2, &self.block3].into_iter().enumerate() {
             for (i, block) in group.layer.iter().enumerate() {
-                let (out, act) = block.forward_with_activation(x);
+                let (out, act, p) = block.forward_parts(x, preact && g > 0 && i == 0);
                 if i == 0 {
                     features.push(act);
+                }
+                if let Some(p) = p {
+                    pre.push(p);
+                    bns.push((block.bn1.gamma.val(), block.bn1.beta.val()));
                 }
                 x = out;
             }
         }
-        let x = relu(batch_norm_forward(&self.bn1, x));
+        let last = batch_norm_forward(&self.bn1, x);
+        if preact {
+            pre.push(last.clone());
+            bns.push((self.bn1.gamma.val(), self.bn1.beta.val()));
+        }
+        let x = relu(last);
         features.push(x.clone());
         let embedding = global_pool(x);
-        ModelOutput { logits: self.fc.forward(embedding.clone()), features, embedding: Some(embedding) }
+        let out = ModelOutput::new(self.fc.forward(embedding.clone()), features, Some(embedding));
+        if preact { out.with_preact(PreActivation { features: pre, bn_before_relu: bns }) } else { out }
+    }
+}
+
+impl Classifier for WideResNet {
+    fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
+        self.run(inputs, false)
+    }
+
+    fn forward_preact(&self, inputs: Tensor<4>) -> Result<ModelOutput> {
+        Ok(self.run(inputs, true))
     }
 
     fn num_classes(&self) -> usize {

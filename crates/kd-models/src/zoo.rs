@@ -247,6 +247,18 @@ impl Classifier for AnyModel {
         }
     }
 
+    fn forward_preact(&self, inputs: Tensor<4>) -> Result<ModelOutput> {
+        match self {
+            AnyModel::Mlp(m) => m.forward_preact(inputs),
+            AnyModel::Plane(m) => m.forward_preact(inputs),
+            AnyModel::ResNet(m) => m.forward_preact(inputs),
+            AnyModel::Wrn(m) => m.forward_preact(inputs),
+            AnyModel::Vgg(m) => m.forward_preact(inputs),
+            AnyModel::MobileNetV2(m) => m.forward_preact(inputs),
+            AnyModel::ShuffleNetV2(m) => m.forward_preact(inputs),
+        }
+    }
+
     fn num_classes(&self) -> usize {
         match self {
             AnyModel::Mlp(m) => m.num_classes(),

@@ -17,11 +17,14 @@ use std::sync::Arc;
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 use kd_core::rng::KeyedRng;
-use kd_core::{Batch, BatchSource, Classifier, LrSchedule, ModelOutput, OptimizerConfig, Result, StepContext, TrainConfig};
+use kd_core::{
+    AuxModule, Batch, BatchSource, Classifier, Distiller, LrSchedule, ModelOutput, OptimizerConfig, PreActivation, Result, RunOptions,
+    StepContext, Student, Teacher, TrainConfig, TrainOutcome, Trainer,
+};
 use kd_data::{InMemoryDataset, Values};
 
 // ---------------------------------------------------------------- one step by hand
@@ -175,7 +178,88 @@ impl Classifier for TinyConv {
         let f = relu(self.conv.forward(inputs));
         let [b, c, _, _] = f.dims();
         let embedding: Tensor<2> = f.clone().mean_dim(3).mean_dim(2).reshape([b, c]);
-        ModelOutput { logits: self.fc.forward(embedding.clone()), features: vec![f], embedding: Some(embedding) }
+        ModelOutput::new(self.fc.forward(embedding.clone()), vec![f], Some(embedding))
+    }
+    fn num_classes(&self) -> usize {
+        3
+    }
+}
+
+/// A run of 2 epochs on [`noisy`] data, stopped after the first and resumed from its
+/// checkpoint: the outcomes of both calls (the second trained on the restored learnable parts).
+/// Methods with learnable parts check that they round-trip through the checkpoint with it.
+pub fn stop_and_resume<S: Student + Clone, A: AuxModule, D: Distiller<A>>(
+    student: S,
+    teacher: &dyn Teacher,
+    distiller: impl Fn() -> D,
+) -> (TrainOutcome<S, A>, TrainOutcome<S, A>) {
+    let device = Device::flex();
+    let (train, test) = (noisy(10), noisy(6));
+    let dir = temp_dir();
+    let options =
+        RunOptions { checkpoint_dir: Some(dir.path().to_path_buf()), resume: true, stop_after_epochs: Some(1), ..Default::default() };
+    let run = |student: S| {
+        Trainer::new(recipe(2, 4, 0.05, 3), &train, &test, device.clone())
+            .with_options(options.clone())
+            .fit(student, &mut distiller(), teacher)
+            .unwrap()
+    };
+    let first = run(student.clone());
+    assert!(!first.finished);
+    let resumed = run(student);
+    assert!(resumed.finished);
+    (first, resumed)
+}
+
+/// [`TinyConv`] with a stem and one stage, for methods that distil the stages after the stem
+/// (VID, OFD), on [`noisy`]'s `[1, 4, 4]` inputs: conv 3x3 -> BN -> ReLU (feature 0), conv 3x3
+/// at `stride` -> BN -> ReLU (feature 1; before the ReLU, its pre-activation feature), mean
+/// pool, linear over 3 classes.
+#[derive(Module, Debug)]
+pub struct TinyStages {
+    stem: Conv2d,
+    stem_bn: BatchNorm,
+    conv: Conv2d,
+    bn: BatchNorm,
+    fc: Linear,
+}
+
+impl TinyStages {
+    /// `channels` feature maps in both layers, the stage's convolution at `stride`.
+    pub fn new(channels: usize, stride: usize, device: &Device) -> Self {
+        let conv3x3 = |cin: usize, stride: usize| {
+            Conv2dConfig::new([cin, channels], [3, 3])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device)
+        };
+        TinyStages {
+            stem: conv3x3(1, 1),
+            stem_bn: BatchNormConfig::new(channels).init(device),
+            conv: conv3x3(channels, stride),
+            bn: BatchNormConfig::new(channels).init(device),
+            fc: LinearConfig::new(channels, 3).init(device),
+        }
+    }
+
+    fn run(&self, inputs: Tensor<4>) -> (ModelOutput, Tensor<4>) {
+        let f0 = relu(self.stem_bn.forward(self.stem.forward(inputs)));
+        let pre = self.bn.forward(self.conv.forward(f0.clone()));
+        let f1 = relu(pre.clone());
+        let [b, c, _, _] = f1.dims();
+        let embedding: Tensor<2> = f1.clone().mean_dim(3).mean_dim(2).reshape([b, c]);
+        (ModelOutput::new(self.fc.forward(embedding.clone()), vec![f0, f1], Some(embedding)), pre)
+    }
+}
+
+impl Classifier for TinyStages {
+    fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
+        self.run(inputs).0
+    }
+    fn forward_preact(&self, inputs: Tensor<4>) -> Result<ModelOutput> {
+        let (out, pre) = self.run(inputs);
+        let bn_before_relu = vec![(self.bn.gamma.val(), self.bn.beta.val())];
+        Ok(out.with_preact(PreActivation { features: vec![pre], bn_before_relu }))
     }
     fn num_classes(&self) -> usize {
         3

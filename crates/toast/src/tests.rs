@@ -56,7 +56,7 @@ impl Classifier for TinyNet {
     fn forward(&self, inputs: Tensor<4>) -> ModelOutput {
         let b = inputs.dims()[0];
         let embedding: Tensor<2> = inputs.reshape([b, 16]);
-        ModelOutput { logits: self.fc.forward(embedding.clone()), features: Vec::new(), embedding: Some(embedding) }
+        ModelOutput::new(self.fc.forward(embedding.clone()), Vec::new(), Some(embedding))
     }
     fn num_classes(&self) -> usize {
         3

@@ -287,6 +287,7 @@ const FAMILIES: &[Family] = &[
     Family { methods: &["reviewkd"], check: super::review::check },
     Family { methods: &["at", "nst", "sp", "kdsvd"], check: super::feature_maps::check },
     Family { methods: &["pkt", "cc"], check: super::embeddings::check },
+    Family { methods: &["vid", "ofd"], check: super::learned_features::check },
 ];
 
 /// Runs one raw case through its family's checker; `Err` says what did not match.

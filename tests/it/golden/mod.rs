@@ -8,6 +8,7 @@ mod contrastive;
 mod embeddings;
 mod feature_maps;
 mod features;
+mod learned_features;
 mod review;
 
 use kd::core::distiller::step_without_update;

@@ -101,7 +101,7 @@ fn arrays(parts: &Option<BTreeMap<String, super::features::Json>>, what: &str) -
 
 fn outputs(features: Vec<Tensor<4>>, embedding: Tensor<2>, labels: usize, device: &Device) -> ModelOutput {
     let b = embedding.dims()[0];
-    ModelOutput { logits: Tensor::zeros([b, labels], device), features, embedding: Some(embedding) }
+    ModelOutput::new(Tensor::zeros([b, labels], device), features, Some(embedding))
 }
 
 pub fn check(case: &FeatureCase, device: &Device) -> Result<(), String> {

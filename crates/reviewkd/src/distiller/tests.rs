@@ -12,7 +12,7 @@ fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
 fn output(features: Vec<Tensor<4>>, d: usize, device: &Device) -> ModelOutput {
     let b = features[0].dims()[0];
     let embedding = Tensor::random([b, d], Distribution::Normal(0.0, 1.0), device);
-    ModelOutput { logits: Tensor::random([b, 3], Distribution::Normal(0.0, 1.0), device), features, embedding: Some(embedding) }
+    ModelOutput::new(Tensor::random([b, 3], Distribution::Normal(0.0, 1.0), device), features, Some(embedding))
 }
 
 /// The sum of absolute gradient values of each float tensor of a module, in visiting order
