@@ -11,6 +11,7 @@
 //! in `KD_PARITY_BACKENDS` (comma-separated; empty: none). `tch-cuda` is compared only when
 //! LibTorch sees a GPU. A compiled backend that cannot run (wgpu without a Vulkan driver) fails
 //! the test: install Mesa's `mesa-vulkan-drivers` or leave it out of `KD_PARITY_BACKENDS`.
+//! `KD_PARITY_METHODS` (comma-separated) narrows the methods compared, to chase one failure.
 
 use kd::core::EpochRecord;
 use kd::core::burn::module::{Module, ModuleVisitor, Param};
@@ -173,7 +174,9 @@ fn every_method_trains_the_same_on_every_backend() {
             } else {
                 [blobs(96, 1, "train"), blobs(48, 3, "valid"), blobs(48, 2, "test")]
             };
-            for info in kd::methods::methods().unwrap().into_iter().filter(|m| m.applies_to(classes)) {
+            let chosen = std::env::var("KD_PARITY_METHODS").ok();
+            let wanted = |name: &str| chosen.as_deref().is_none_or(|list| list.split(',').any(|m| m.trim() == name));
+            for info in kd::methods::methods().unwrap().into_iter().filter(|m| m.applies_to(classes) && wanted(m.name)) {
                 let name = info.name;
                 let reference = train(name, classes, &data, &crate::common::device())
                     .unwrap_or_else(|e| panic!("{name} on flex ({classes} classes): {e}"));

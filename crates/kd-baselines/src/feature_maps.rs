@@ -80,6 +80,12 @@ pub fn match_sizes(method: &str, stage: usize, student: Tensor<4>, teacher: Tens
 /// `x / max(|x|_2, 1e-12)` along `dim` (PyTorch's `F.normalize`). The floor is taken on the
 /// squared norm before the root, so a zero vector gets a zero gradient instead of 0/0.
 pub fn l2_normalize<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
+    if x.dims()[dim] == 1 {
+        // The same value and gradient without a reduction over one element, which wgpu's fused
+        // reduce kernel fails to compile (cubecl 0.11.3: "Cast element count must match"; NST
+        // on an MLP's 1x1 features).
+        return x.clone() / x.abs().clamp_min(1e-12);
+    }
     let norm = x.clone().square().sum_dim(dim).clamp_min(1e-24).sqrt();
     x / norm
 }

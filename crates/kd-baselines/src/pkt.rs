@@ -69,6 +69,11 @@ pub fn pkt_loss(student: Tensor<2>, teacher: Tensor<2>, eps: f64) -> Result<Tens
             actual: t.to_vec(),
         });
     }
+    if s[0] < 2 {
+        // One sample: both distributions are [[1]], the loss is 0 and so is its gradient. Said
+        // directly: wgpu's kernels (cubecl 0.11.3) give the 1x1 computation a wrong gradient.
+        return Ok(student.sum().mul_scalar(0.0));
+    }
     let p_s = similarity_probabilities(student, eps);
     let p_t = similarity_probabilities(teacher.detach(), eps);
     let ratio = (p_t.clone().add_scalar(eps) / p_s.add_scalar(eps)).log();

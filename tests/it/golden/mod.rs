@@ -24,7 +24,7 @@ use kd::core::{Batch, BatchSource, Distiller, ModelOutput, Step};
 const FORMAT: &str = "kd-golden-v1";
 /// Relative and absolute tolerances of the comparison, in f32 against f64 references.
 const REL_TOL: f64 = 1e-4;
-const ABS_TOL: f64 = 1e-5;
+pub(crate) const ABS_TOL: f64 = 1e-5;
 
 #[derive(Deserialize)]
 struct GoldenFile {
