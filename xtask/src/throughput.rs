@@ -13,7 +13,7 @@ use kd::data::{DatasetSplits, InMemoryDataset, Values};
 use kd::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use kd::core::{CacheContent, DrawPool, RunOptions, StepPhases, TeacherCache};
+use kd::core::{CacheContent, DivergenceCheck, DrawPool, RunOptions, StepPhases, TeacherCache};
 
 use crate::experiment::{build_model, open_device, sanitize};
 use crate::report::BackendTag;
@@ -275,7 +275,9 @@ fn time_steps(
         drop_last: true,
         eval_batch_size: batch,
     };
-    let options = RunOptions { time_phases: args.phases, ..RunOptions::default() };
+    // Time is measured, not learning: a loss that grows on random data and a random teacher
+    // (CC's heads on resnet32x4's embeddings) still costs what a step costs.
+    let options = RunOptions { time_phases: args.phases, divergence: DivergenceCheck::off(), ..RunOptions::default() };
     let trainer = Trainer::new(config, train, &data.test, device.clone()).with_options(options);
     let student = build_model(student_spec, data, device, 2)?;
     match kd::methods::train_method(method, None, &trainer, student, teacher) {
