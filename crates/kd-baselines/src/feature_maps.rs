@@ -95,3 +95,10 @@ pub fn flatten(x: Tensor<4>) -> Tensor<2> {
     let [b, c, h, w] = x.dims();
     x.reshape([b, c * h * w])
 }
+
+/// The deepest `min(n_s, n_t)` stages of each side (OFD's `_align_list`; VID's reference
+/// needs equal counts, where this is all of them).
+pub fn align_last<'a, T>(student: &'a [T], teacher: &'a [T]) -> (&'a [T], &'a [T]) {
+    let n = student.len().min(teacher.len());
+    (&student[student.len() - n..], &teacher[teacher.len() - n..])
+}

@@ -30,7 +30,7 @@ use kd_core::registry::{Prepared, Value, method_config};
 use kd_core::{AuxModule, Distiller, KdError, LossTerms, ModelOutput, PreActivation, Result, Step, TeacherNeed, require_teacher};
 use serde::{Deserialize, Serialize};
 
-use crate::vid::align_last;
+use crate::feature_maps::align_last;
 
 /// The method's name.
 pub const NAME: &str = "ofd";

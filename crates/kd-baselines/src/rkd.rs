@@ -18,6 +18,8 @@ use kd_core::registry::{Prepared, Value, method_config};
 use kd_core::{Distiller, KdError, LossTerms, Result, Step, TeacherNeed};
 use serde::{Deserialize, Serialize};
 
+use crate::feature_maps::l2_normalize;
+
 /// The method's name.
 pub const NAME: &str = "rkd";
 
@@ -96,10 +98,8 @@ pub fn rkd_distance_loss(student: Tensor<2>, teacher: Tensor<2>, squared: bool, 
 /// cosine between `e_i - e_j` and `e_k - e_j` (0 where a difference vector is 0).
 pub fn triple_angles(embedding: Tensor<2>) -> Tensor<3> {
     let diff = embedding.clone().unsqueeze_dim::<3>(0) - embedding.unsqueeze_dim::<3>(1); // [n, n, d]
-    // L2 normalisation as `F.normalize` (norm floored at 1e-12). The floor is applied to the
-    // squared norm before the root, so a zero vector gets a zero gradient instead of 0/0.
-    let norm = diff.clone().square().sum_dim(2).clamp_min(1e-24).sqrt();
-    let unit = diff / norm;
+    // `F.normalize`: a zero vector stays zero instead of 0/0.
+    let unit = l2_normalize(diff, 2);
     unit.clone().matmul(unit.swap_dims(1, 2))
 }
 

@@ -26,6 +26,8 @@ use kd_core::registry::{Prepared, Value, method_config};
 use kd_core::{AuxModule, Distiller, KdError, LossTerms, ModelOutput, Result, Step, TeacherNeed, require_teacher};
 use serde::{Deserialize, Serialize};
 
+use crate::feature_maps::align_last;
+
 /// The method's name.
 pub const NAME: &str = "vid";
 
@@ -109,13 +111,6 @@ pub struct VidParts {
 }
 
 impl AuxModule for VidParts {}
-
-/// The deepest `min(n_s, n_t)` stages of each side (OFD's `_align_list`; VID's reference
-/// needs equal counts, where this is all of them).
-pub(crate) fn align_last<'a, T>(student: &'a [T], teacher: &'a [T]) -> (&'a [T], &'a [T]) {
-    let n = student.len().min(teacher.len());
-    (&student[student.len() - n..], &teacher[teacher.len() - n..])
-}
 
 /// One stage's negative log-likelihood, `[1]`: pools the larger map to the smaller one's
 /// height (square), then the mean over `[batch, C_t, H, W]`. Errors name the stage and shapes.
