@@ -9,7 +9,7 @@ use kd_core::loss::cross_entropy_mean;
 use kd_core::model::feature_shape;
 use kd_core::{AuxModule, Distiller, KdError, LossTerms, ModelOutput, Result, Step, TeacherNeed, require_teacher};
 
-use crate::config::{Companion, DckdConfig};
+use crate::config::{Companion, DckdConfig, TargetMode};
 use crate::loss::{DckdLogitParams, dckd_logit_terms};
 
 /// DCKD alone.
@@ -20,6 +20,10 @@ pub const NAME_BETA0: &str = "dckd-beta0";
 pub const NAME_FITNET: &str = "dckd+fitnet";
 /// DCKD with RKD as its companion loss.
 pub const NAME_RKD: &str = "dckd+rkd";
+/// The control of DCKD+FitNet that differs from it in the decoupling alone: DKD's TCKD (the
+/// target-class binary is the teacher's, `target_mode = teacher`) with the same NCKD, FitNet
+/// companion, weights and warm-up.
+pub const NAME_DKD_FITNET: &str = "dkd+fitnet";
 
 /// DCKD's learnable parts: FitNet's hint regressor when the companion is `fitnet`, nothing
 /// otherwise. The trainer optimises and checkpoints it with the student.
@@ -71,6 +75,19 @@ impl Dckd {
             )));
         }
         Ok(Dckd { name: NAME_BETA0, ..Self::new(config)? })
+    }
+
+    /// DKD+FitNet ([`NAME_DKD_FITNET`]): the FitNet companion with `target_mode = teacher`, or
+    /// an error naming what differs.
+    pub fn dkd_with_fitnet(config: DckdConfig) -> Result<Self> {
+        if config.target_mode != TargetMode::Teacher || !matches!(config.companion, Companion::FitNet { .. }) {
+            return Err(KdError::InvalidConfig(format!(
+                "`{NAME_DKD_FITNET}` is DKD's target term with FitNet's hint (target_mode `teacher`, companion `fitnet`; got `{}`, `{}`)",
+                config.target_mode,
+                config.companion.kind()
+            )));
+        }
+        Ok(Dckd { name: NAME_DKD_FITNET, ..Self::new(config)? })
     }
 
     /// The configuration.

@@ -458,3 +458,52 @@ fn configuration_json_shapes() {
         assert!(e.contains(needle), "{input}: `{e}` should mention `{needle}`");
     }
 }
+
+/// DKD+FitNet differs from DCKD+FitNet in the target term alone: with the same student,
+/// teacher and regressor, their `ce`, `nckd` and `hint` terms agree, and their `tckd` terms are
+/// DKD's TCKD and DCKD's TCKD* (which leaves a student more confident than the teacher alone).
+#[test]
+fn dkd_fitnet_is_dckd_fitnet_with_dkd_s_target_term() {
+    let device = flex();
+    let ad = device.clone().autodiff();
+    let y = [1, 2];
+    // Sample 0: the student is far more confident on its label than the teacher.
+    let s_rows = [vec![0.0f32, 9.0, -1.0, 0.5], vec![0.3, -0.2, 0.1, 0.0]];
+    let s_logits = matrix(&s_rows, &ad);
+    let t_logits = matrix(&[vec![0.5f32, 1.0, 0.2, 0.0], vec![-1.0, 0.0, 6.0, 0.5]], &device);
+    let s_hint = random([2, 3, 4, 4], &ad);
+    let t_hint = random([2, 3, 4, 4], &device);
+    let student = output(s_logits.clone(), vec![s_hint.clone()], random([2, 3], &ad));
+    let teacher = output(t_logits.clone(), vec![t_hint], random([2, 3], &device));
+    let companion = Companion::FitNet { hint_layer: 0 };
+    let mut dckd = Dckd::new(DckdConfig { companion, ..Default::default() }).unwrap();
+    let mut dkd = Dckd::dkd_with_fitnet(DckdConfig { companion, target_mode: TargetMode::Teacher, ..Default::default() }).unwrap();
+    assert_eq!(dkd.name(), "dkd+fitnet");
+    let aux = dckd.init_aux(&student.without_autodiff(), Some(&teacher), &ad).unwrap();
+    let b = batch(&y, &device);
+    let terms = |d: &mut Dckd| {
+        let t = step_without_update(d, &Step::new(ctx(20), &b, &student, Some(&teacher)).with_aux(&aux)).unwrap();
+        t.terms().iter().map(|(n, v)| (n.clone(), scalar(v.clone()))).collect::<Vec<_>>()
+    };
+    let (ours, control) = (terms(&mut dckd), terms(&mut dkd));
+    for (a, b) in ours.iter().zip(&control) {
+        assert_eq!(a.0, b.0);
+        if a.0 != "tckd" {
+            assert!(close(a.1, b.1, 1e-6, 1e-7), "{}: {} vs {}", a.0, a.1, b.1);
+        }
+    }
+    let tckd = values(dkd_tckd(matrix(&s_rows, &device), t_logits, labels(&y, &device), 4.0));
+    let dkd_tckd_mean = (tckd[0] + tckd[1]) / 2.0;
+    let (ours_tckd, control_tckd) = (ours[1].1, control[1].1);
+    assert!(close(control_tckd, dkd_tckd_mean, 1e-5, 1e-7), "{control_tckd} vs DKD's {dkd_tckd_mean}");
+    assert!(ours_tckd < control_tckd - 1e-4, "DCKD's TCKD* {ours_tckd} should drop sample 0's term (DKD's {control_tckd})");
+
+    // The preset refuses anything but DKD's target with the FitNet companion.
+    for config in [
+        DckdConfig { companion, ..Default::default() },
+        DckdConfig { companion: Companion::None, target_mode: TargetMode::Teacher, ..Default::default() },
+    ] {
+        let e = Dckd::dkd_with_fitnet(config).unwrap_err().to_string();
+        assert!(e.contains("dkd+fitnet") && e.contains("target_mode"), "{e}");
+    }
+}
