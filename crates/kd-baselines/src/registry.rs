@@ -63,7 +63,7 @@ pub fn methods<S: Student>() -> Vec<MethodEntry<S>> {
         MethodEntry::new(
             MethodSpec::new(crate::fitnet::NAME, "Romero et al.: FitNets: Hints for Thin Deep Nets (ICLR 2015)", CRATE, Tasks::Any)
                 .with_reference("megvii-research/mdistiller a08d46f mdistiller/distillers/FitNet.py")
-                .in_suites(CONV),
+                .in_suites(BOTH),
             crate::fitnet::prepare::<S>,
         ),
         MethodEntry::new(
