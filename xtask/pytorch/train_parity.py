@@ -29,6 +29,21 @@ Usage:
 
 It prints one table (mean +- std over the seeds, Rust beside PyTorch) and writes the PyTorch
 records as JSON with `--out`.
+
+The CIFAR-10 suite (`cargo xtask bench --suites cifar10 --datasets images:DIR --export-data
+DIR2`) exports no teacher split but the suite's trained teacher (`teacher.safetensors`, PyTorch's
+layout), which is loaded here instead of trained, and its recipes (mdistiller's multi-step
+decay) and augmentation (`plan.json`'s `augment`: CIFAR's pad-4 crop, zero-padded in pixel
+space, and horizontal flip, drawn per sample and epoch by `torch.Generator`; the draws differ
+from Rust's, their distribution does not):
+
+    cargo xtask bench --suites cifar10 --datasets images:target/cifar10-jpg --backend tch \
+        --export-data target/parity-cifar10
+    python3 xtask/pytorch/train_parity.py --data target/parity-cifar10/images_cifar10-jpg \
+        --rust target/kd-bench/results.json --seeds 0,1,2 --threads 2
+
+Each record also has `train_seconds_per_epoch` (training steps only, as the Rust records'
+`seconds_per_epoch`), PyTorch eager with the live teacher: mdistiller's way.
 """
 
 import argparse
@@ -61,6 +76,9 @@ def lr_at(recipe, epoch):
         lr = low + 0.5 * (base - low) * (1 + math.cos(math.pi * (epoch - 1) / total))
     elif schedule["kind"] == "constant":
         lr = base
+    elif schedule["kind"] == "multi_step":
+        # lr * gamma^#{m : m < epoch}, epochs counted from 1 (mdistiller's adjust_learning_rate).
+        lr = base * schedule["gamma"] ** sum(1 for m in schedule["milestones"] if m < epoch)
     else:
         sys.exit(f"schedule {schedule['kind']} is not mirrored here")
     warm = recipe.get("lr_warmup_epochs", 0)
@@ -76,7 +94,43 @@ def accuracy(model, x, y, batch):
     return 100.0 * correct / len(x)
 
 
-def train(model, recipe, train_xy, valid_xy, test_xy, loss_fn, seed):
+class Augment:
+    """CIFAR's training augmentation on normalised NCHW batches: zero-pad the raw image by
+    `crop_padding` pixels (the value `(0 - mean) / std` once normalised) and crop back at a
+    random offset, then flip horizontally with probability 1/2; per sample, from `gen`."""
+
+    def __init__(self, plan, gen):
+        aug = plan.get("augment") or {}
+        self.pad = aug.get("crop_padding", 0)
+        self.flip = aug.get("hflip", False)
+        if aug.get("random_resized_crop"):
+            sys.exit("random_resized_crop is not mirrored here")
+        mean, std = plan.get("mean"), plan.get("std")
+        self.fill = None if mean is None else (-torch.tensor(mean) / torch.tensor(std)).view(1, -1, 1, 1)
+        self.gen = gen
+
+    def active(self):
+        return self.pad > 0 or self.flip
+
+    def __call__(self, x):
+        n, c, h, w = x.shape
+        if self.pad > 0:
+            p = self.pad
+            padded = self.fill.to(x.dtype).expand(n, c, h + 2 * p, w + 2 * p).clone()
+            padded[:, :, p : p + h, p : p + w] = x
+            dy = torch.randint(0, 2 * p + 1, (n,), generator=self.gen)
+            dx = torch.randint(0, 2 * p + 1, (n,), generator=self.gen)
+            rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).view(n, 1, h, 1).expand(n, c, h, w + 2 * p)
+            x = padded.gather(2, rows)
+            cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).view(n, 1, 1, w).expand(n, c, h, w)
+            x = x.gather(3, cols)
+        if self.flip:
+            flip = torch.rand(n, generator=self.gen) < 0.5
+            x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+        return x
+
+
+def train(model, recipe, train_xy, valid_xy, test_xy, loss_fn, seed, augment=None):
     opt = recipe["optimizer"]
     if opt["kind"] != "sgd":
         sys.exit(f"optimizer {opt['kind']} is not mirrored here")
@@ -87,20 +141,24 @@ def train(model, recipe, train_xy, valid_xy, test_xy, loss_fn, seed):
     gen = torch.Generator().manual_seed(seed)
     batch = recipe["batch_size"]
     curve = []
+    train_seconds = 0.0
     started = time.perf_counter()
     for epoch in range(1, recipe["epochs"] + 1):
         for group in optim.param_groups:
             group["lr"] = lr_at(recipe, epoch)
         model.train()
+        epoch_started = time.perf_counter()
         order = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), batch):
             idx = order[i : i + batch]
             if recipe.get("drop_last") and len(idx) < batch:
                 break
+            inputs = augment(x[idx]) if augment is not None and augment.active() else x[idx]
             optim.zero_grad(set_to_none=True)
-            loss = loss_fn(model, x[idx], y[idx])
+            loss = loss_fn(model, inputs, y[idx])
             loss.backward()
             optim.step()
+        train_seconds += time.perf_counter() - epoch_started
         valid = accuracy(model, *valid_xy, recipe["eval_batch_size"])
         test = accuracy(model, *test_xy, recipe["eval_batch_size"])
         curve.append((valid, test))
@@ -113,6 +171,7 @@ def train(model, recipe, train_xy, valid_xy, test_xy, loss_fn, seed):
         "last_acc": curve[-1][1],
         "valid_acc": best_valid,
         "seconds_per_epoch": seconds / len(curve),
+        "train_seconds_per_epoch": train_seconds / len(curve),
         "curve": [t for _, t in curve],
     }
 
@@ -156,7 +215,8 @@ def main():
     torch.set_num_threads(args.threads)
     plan = json.loads((args.data / "plan.json").read_text())
     shape, classes = tuple(plan["input_shape"]), plan["classes"]
-    teacher_xy = load_split(args.data, "teacher_train")
+    teacher_file = args.data / "teacher.safetensors"
+    teacher_xy = None if teacher_file.exists() else load_split(args.data, "teacher_train")
     student_xy = load_split(args.data, "student_train")
     valid_xy, test_xy = load_split(args.data, "valid"), load_split(args.data, "test")
     methods = args.methods.split(",")
@@ -164,18 +224,32 @@ def main():
         if m not in ("ce", "kd"):
             sys.exit(f"method {m} is not mirrored here (ce, kd)")
     records = []
+    loaded = None
+    if teacher_xy is None:
+        # The suite's one teacher, as the Rust side distils from it (eval mode).
+        from safetensors.torch import load_file
+
+        loaded = kd_models.build(plan["teacher"], shape, classes)
+        loaded.load_state_dict(load_file(teacher_file), strict=True)
+        loaded.eval()
+        test = accuracy(loaded, *test_xy, plan["teacher_recipe"]["eval_batch_size"])
+        print(f"teacher loaded from {teacher_file}: test {test:.2f} %", file=sys.stderr, flush=True)
     for seed in [int(s) for s in args.seeds.split(",")]:
         torch.manual_seed(seed)
-        teacher = kd_models.build(plan["teacher"], shape, classes)
-        r = train(teacher, plan["teacher_recipe"], teacher_xy, valid_xy, test_xy, ce_loss, seed)
-        records.append({"method": "teacher", "model": plan["teacher"], "seed": seed, **r})
-        print(f"teacher seed {seed}: selected {r['selected_acc']:.2f} %", file=sys.stderr, flush=True)
-        teacher.eval()
+        if loaded is None:
+            teacher = kd_models.build(plan["teacher"], shape, classes)
+            r = train(teacher, plan["teacher_recipe"], teacher_xy, valid_xy, test_xy, ce_loss, seed)
+            records.append({"method": "teacher", "model": plan["teacher"], "seed": seed, **r})
+            print(f"teacher seed {seed}: selected {r['selected_acc']:.2f} %", file=sys.stderr, flush=True)
+            teacher.eval()
+        else:
+            teacher = loaded
         for m in methods:
             torch.manual_seed(seed)
             student = kd_models.build(plan["student"], shape, classes)
             loss = ce_loss if m == "ce" else kd_loss_fn(teacher, plan["kd"])
-            r = train(student, plan["student_recipe"], student_xy, valid_xy, test_xy, loss, seed)
+            augment = Augment(plan, torch.Generator().manual_seed(seed + 1_000_003))
+            r = train(student, plan["student_recipe"], student_xy, valid_xy, test_xy, loss, seed, augment)
             records.append({"method": m, "model": plan["student"], "seed": seed, **r})
             print(f"{m} seed {seed}: selected {r['selected_acc']:.2f} %", file=sys.stderr, flush=True)
     if args.out:
@@ -184,16 +258,19 @@ def main():
     rust = []
     if args.rust:
         rust = [r for r in json.loads(args.rust.read_text()) if r.get("error") is None]
-    print(f"### {plan['dataset']}: this project (flex) beside PyTorch {torch.__version__}, mean ± std over seeds {args.seeds}\n")
-    print("| method | model | Rust selected | PyTorch selected | Rust best | PyTorch best | Rust last | PyTorch last |")
-    print("|---|---|---|---|---|---|---|---|")
-    for m in ["teacher"] + methods:
+    backends = sorted({r["backend"] for r in rust if r["dataset"] == plan["dataset"]}) or ["-"]
+    print(f"### {plan['dataset']}: this project ({', '.join(backends)}) beside PyTorch {torch.__version__}, mean ± std over seeds {args.seeds}\n")
+    print("| method | model | Rust selected | PyTorch selected | Rust best | PyTorch best | Rust last | PyTorch last | Rust s/epoch | PyTorch s/epoch |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for m in (["teacher"] if loaded is None else []) + methods:
         ours = [r for r in records if r["method"] == m]
         theirs = [r for r in rust if r["method"] == m and r["dataset"] == plan["dataset"]]
         row = [m, ours[0]["model"]]
         for key in ("selected_acc", "best_acc", "last_acc"):
             row.append(cell([r[key] for r in theirs]) if theirs else "-")
             row.append(cell([r[key] for r in ours]))
+        row.append(f"{statistics.mean(r['seconds_per_epoch'] for r in theirs):.2f}" if theirs else "-")
+        row.append(f"{statistics.mean(r['train_seconds_per_epoch'] for r in ours):.2f}")
         print("| " + " | ".join(row) + " |")
 
 

@@ -8,6 +8,7 @@
 //! datasets are planned by [`plan`]; each suite is one function here, and every student run
 //! goes through [`Bench::student`].
 
+mod cifar10;
 mod files;
 mod plan;
 
@@ -134,7 +135,8 @@ impl BenchArgs {
     }
 }
 
-/// The parts of the bench, in the order they run.
+/// The parts of the bench a preset runs, in the order they run. The CIFAR-10 suite
+/// ([`cifar10::NAME`]) runs alone, from its own file.
 pub const SUITES: [&str; 4] = ["methods", "biased-teacher", "backbones", "chains"];
 
 /// What the command line and the preset select.
@@ -152,12 +154,17 @@ pub struct Selection {
 impl Selection {
     /// The command line's choices over the preset's; repeats and unknown suites are errors.
     fn new(args: &BenchArgs, preset: &Preset) -> Result<Self> {
-        let datasets = args.datasets.clone().unwrap_or_else(|| preset.datasets.clone());
+        Self::over(args, &preset.datasets, &preset.seeds, &preset.suites, &SUITES)
+    }
+
+    /// The command line's choices over these defaults; `known` are the suites it may name.
+    fn over(args: &BenchArgs, datasets: &[String], seeds: &[u64], suites: &[String], known: &[&str]) -> Result<Self> {
+        let datasets = args.datasets.clone().unwrap_or_else(|| datasets.to_vec());
         let chosen = match &args.methods {
             Some(names) => Some(names.iter().map(|m| kd::methods::method_info(m)).collect::<kd::core::Result<Vec<_>>>()?),
             None => None,
         };
-        let seeds = args.seeds.clone().unwrap_or_else(|| preset.seeds.clone());
+        let seeds = args.seeds.clone().unwrap_or_else(|| seeds.to_vec());
         // Repeats would be averaged as if they were independent runs.
         if let Some(s) = first_repeat(&seeds) {
             bail!("--seeds lists {s} more than once: a repeated seed is the same run again, not another sample");
@@ -168,12 +175,12 @@ impl Selection {
         if let Some(m) = args.methods.as_deref().and_then(first_repeat) {
             bail!("--methods lists `{m}` more than once");
         }
-        let suites = args.suites.clone().unwrap_or_else(|| preset.suites.clone());
-        if let Some(s) = suites.iter().find(|s| !SUITES.contains(&s.as_str())) {
-            bail!("unknown suite `{s}`; known: {}", SUITES.join(", "));
+        let suites = args.suites.clone().unwrap_or_else(|| suites.to_vec());
+        if let Some(s) = suites.iter().find(|s| !known.contains(&s.as_str())) {
+            bail!("unknown suite `{s}`; known: {}, {}", SUITES.join(", "), cifar10::NAME);
         }
-        // With --methods, only the methods suite runs.
-        let suites = suites.into_iter().filter(|s| s == "methods" || args.methods.is_none()).collect();
+        // With --methods, only the methods suite runs (the CIFAR-10 suite's methods are chosen).
+        let suites = suites.into_iter().filter(|s| s == "methods" || s == cifar10::NAME || args.methods.is_none()).collect();
         if seeds.is_empty() || datasets.is_empty() || chosen.as_ref().is_some_and(|c| c.is_empty()) {
             bail!("--seeds, --datasets and --methods need at least one value each");
         }
@@ -191,6 +198,9 @@ impl Selection {
 pub fn run(args: BenchArgs) -> Result<()> {
     let started = Instant::now();
     let recipes = Recipes::load(&files::dir().join("recipes.toml"))?;
+    if args.suites.as_ref().is_some_and(|s| s.iter().any(|s| s == cifar10::NAME)) {
+        return run_cifar10(&args, &recipes, started);
+    }
     let preset = Preset::load(&args.preset_file(), &SUITES)?;
     let selection = Selection::new(&args, &preset)?;
     let (device, backend) = open_device(&args.backend)?;
@@ -211,18 +221,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let total_runs = if selection.runs("methods") { plan.iter().map(|p| p.methods.len() * seeds.len()).sum() } else { 0 };
     eprintln!("bench: {} dataset(s), {} seed(s), {total_runs} student runs, backend {}", plan.len(), seeds.len(), args.backend);
     let ctx = RunContext { device, backend, cache_dir: args.cache.clone(), progress: true };
-    let mut bench = Bench {
-        args: &args,
-        ctx,
-        recipes: &recipes,
-        started,
-        total_runs,
-        done: 0,
-        students: 0,
-        records: Vec::new(),
-        chains: Vec::new(),
-        chains_md: String::new(),
-    };
+    let mut bench = Bench::new(&args, ctx, &recipes, started, total_runs);
     if selection.runs("methods") {
         suite_methods(&mut bench, &plan, seeds, pretrained.as_ref())?;
     }
@@ -235,6 +234,42 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if selection.runs("chains") {
         suite_chains(&mut bench, &plan, seeds, &preset)?;
     }
+    bench.finish()
+}
+
+/// The CIFAR-10 suite, which runs alone: its file, the datasets the command line names (image
+/// folders), every chosen method for every seed, the chains.
+fn run_cifar10(args: &BenchArgs, recipes: &Recipes, started: Instant) -> Result<()> {
+    if args.suites.as_ref().is_some_and(|s| s.len() > 1) {
+        bail!("--suites {}: the {} suite runs alone (it plans image folders the other suites do not)", cifar10::NAME, cifar10::NAME);
+    }
+    if args.datasets.is_none() {
+        bail!("--suites {} needs --datasets images:DIR, a folder of CIFAR-10 class folders (configs/bench/cifar10.toml)", cifar10::NAME);
+    }
+    let file = cifar10::suite_file(args)?;
+    let suite = cifar10::Suite::load(&file, recipes)?;
+    let suites = [cifar10::NAME.to_string()];
+    let selection = Selection::over(args, &[], &suite.seeds, &suites, &[cifar10::NAME])?;
+    check_numbers(args, recipes)?;
+    let (device, backend) = open_device(&args.backend)?;
+    let plan = cifar10::plan(args, recipes, &suite, &selection.datasets, selection.chosen.as_deref())?;
+    teacher_file(args, plan.len())?;
+    let seeds = &selection.seeds;
+    let total_runs = plan.iter().map(|p| p.methods.len() * seeds.len()).sum();
+    let ctx = RunContext { device, backend, cache_dir: args.cache.clone(), progress: true };
+    if let Some(dir) = &args.export_data {
+        return cifar10::export(&mut Bench::new(args, ctx, recipes, started, total_runs), &plan, seeds, dir);
+    }
+    let _lock = kd::core::lock::FolderLock::acquire(&args.out, "bench")?;
+    eprintln!(
+        "bench {}: {} dataset(s), {} seed(s), {total_runs} student runs, backend {}",
+        cifar10::NAME,
+        plan.len(),
+        seeds.len(),
+        args.backend
+    );
+    let mut bench = Bench::new(args, ctx, recipes, started, total_runs);
+    cifar10::run(&mut bench, &plan, &suite, seeds)?;
     bench.finish()
 }
 
@@ -344,7 +379,29 @@ struct StudentRun<'a> {
     counted: bool,
 }
 
-impl Bench<'_> {
+impl<'a> Bench<'a> {
+    fn new(args: &'a BenchArgs, ctx: RunContext, recipes: &'a Recipes, started: Instant, total_runs: usize) -> Self {
+        Bench {
+            args,
+            ctx,
+            recipes,
+            started,
+            total_runs,
+            done: 0,
+            students: 0,
+            records: Vec::new(),
+            chains: Vec::new(),
+            chains_md: String::new(),
+        }
+    }
+
+    /// Records chain runs and writes the results so far.
+    fn record_chains(&mut self, records: Vec<ChainRecord>) -> Result<()> {
+        self.chains.extend(records);
+        self.chains_md = crate::chains::write(&self.args.out, &self.chains)?;
+        write_results_with(&self.args.out, &self.records, &self.chains_md)
+    }
+
     /// Trains one student, records it (a failed run with its error: the bench goes on) and
     /// writes the results so far.
     fn student(&mut self, run: StudentRun<'_>) -> Result<()> {
@@ -356,7 +413,7 @@ impl Bench<'_> {
         if run.method.has_warmup {
             settings.insert(WARMUP_FIELD.into(), serde_json::json!(self.recipes.warmup_epochs));
         }
-        if let Some(table) = self.recipes.methods.of(run.planned.kind, name) {
+        if let Some(table) = run.planned.method_settings.get(name) {
             for (field, value) in table {
                 settings.insert(field.clone(), serde_json::to_value(value)?);
             }
@@ -462,7 +519,7 @@ fn methods_for_seed(bench: &mut Bench<'_>, p: &Planned, seed: u64, loaded: Optio
         }
         (None, false) => (None, String::new()),
     };
-    let pool = DrawPool::new(&student_data.train, bench.args.cache_draws.unwrap_or(DEFAULT_CACHE_DRAWS))?;
+    let pool = DrawPool::new(&student_data.train, p.cache_draws)?;
     let cache = match (teacher, bench.args.teacher_cache) {
         (Some(t), true) => Some(teacher_outputs(bench, p, data, t, &teacher_tag, &pool)?),
         _ => None,
@@ -609,15 +666,14 @@ fn suite_chains(bench: &mut Bench<'_>, plan: &[Planned], seeds: &[u64], preset: 
             let dir = bench.args.cache.join("chains").join(format!("{}-seed{seed}-{}", sanitize(&data.name), config.epochs));
             let records = crate::chains::run(
                 data,
+                &bench.recipes.chains,
                 &config,
                 seed,
                 bench.args.stop_control_fraction.unwrap_or(StoppingConfig::default().control_batch_fraction),
                 &bench.ctx.device,
                 &dir,
             )?;
-            bench.chains.extend(records);
-            bench.chains_md = crate::chains::write(&bench.args.out, &bench.chains)?;
-            write_results_with(&bench.args.out, &bench.records, &bench.chains_md)?;
+            bench.record_chains(records)?;
         }
     }
     Ok(())

@@ -240,10 +240,21 @@ pub struct RunContext {
 }
 
 impl RunContext {
-    fn trainer<'a>(&self, data: &'a DatasetSplits, train: &'a dyn BatchSource, config: &TrainConfig, label: String) -> Trainer<'a> {
+    /// A trainer on `data`'s test (and validation) split; with `checkpoint_dir`, resumable.
+    fn trainer<'a>(
+        &self,
+        data: &'a DatasetSplits,
+        train: &'a dyn BatchSource,
+        config: &TrainConfig,
+        label: String,
+        checkpoint_dir: Option<PathBuf>,
+    ) -> Trainer<'a> {
+        let resume = checkpoint_dir.is_some();
         let mut trainer = Trainer::new(config.clone(), train, &data.test, self.device.clone()).with_options(RunOptions {
             progress: self.progress,
             label,
+            checkpoint_dir,
+            resume,
             ..Default::default()
         });
         if let Some(v) = &data.valid {
@@ -252,12 +263,11 @@ impl RunContext {
         trainer
     }
 
-    /// A teacher trained with cross-entropy, from the cache when an identical one was trained
-    /// before (keyed by data, architecture, recipe, seed and backend).
-    pub fn teacher(&self, data: &DatasetSplits, spec: &str, config: &TrainConfig, seed: u64) -> Result<(FrozenTeacher<AnyModel>, Record)> {
-        let mut config = config.clone();
-        config.seed = seed;
-        let key = hash_key(&[
+    /// The key of the teacher [`RunContext::teacher`] trains on `data` with `spec`, `config`
+    /// and `seed`: it names the cache entry, and changes with anything that changes the teacher.
+    pub fn teacher_key(&self, data: &DatasetSplits, spec: &str, config: &TrainConfig, seed: u64) -> Result<u64> {
+        let config = TrainConfig { seed, ..config.clone() };
+        Ok(hash_key(&[
             data.train.fingerprint(),
             hash_str(spec),
             hash_str(&serde_json::to_string(&config)?),
@@ -265,7 +275,15 @@ impl RunContext {
             hash_str(&data.name),
             // The data's content (a replaced file is another entry, never the stale teacher).
             hash_str(&serde_json::to_string(&data.files.iter().map(|f| (&f.path, f.size, &f.hash)).collect::<Vec<_>>())?),
-        ]);
+        ]))
+    }
+
+    /// A teacher trained with cross-entropy, from the cache when an identical one was trained
+    /// before (keyed by data, architecture, recipe, seed and backend). An interrupted training
+    /// resumes from its last epoch (the entry's `.run` folder, removed once the entry is written).
+    pub fn teacher(&self, data: &DatasetSplits, spec: &str, config: &TrainConfig, seed: u64) -> Result<(FrozenTeacher<AnyModel>, Record)> {
+        let config = TrainConfig { seed, ..config.clone() };
+        let key = self.teacher_key(data, spec, &config, seed)?;
         let path = self.cache_dir.join(format!("{}-{}-{key:016x}.ckpt", sanitize(&data.name), sanitize(spec)));
         let reuse = || -> Result<Option<(FrozenTeacher<AnyModel>, Record)>> {
             if !path.exists() {
@@ -295,13 +313,16 @@ impl RunContext {
         }
         let model = build_model(spec, data, &self.device, seed)?;
         let started = Instant::now();
-        let trainer = self.trainer(data, &data.train, &config, format!("teacher {spec} seed {seed}"));
+        let run_dir = path.with_extension("run");
+        let trainer = self.trainer(data, &data.train, &config, format!("teacher {spec} seed {seed}"), Some(run_dir.clone()));
         let out = kd::methods::train_method(kd::baselines::ce::NAME, None, &trainer, model, &NoTeacher)?;
         let record = Record::new(&data.name, "teacher", spec, spec, seed, &self.backend, &config, &out, started.elapsed().as_secs_f64())
             .with_method_config(kd::baselines::ce::NAME, None);
         let ckpt =
             Checkpoint { meta: serde_json::json!({ "record": record }), sections: vec![("model".into(), module_bytes(&out.student)?)] };
         ckpt.save(&path)?;
+        // The entry holds the teacher now; its epochs' checkpoints are no longer needed.
+        std::fs::remove_dir_all(&run_dir).with_context(|| format!("removing {}", run_dir.display()))?;
         Ok((FrozenTeacher::new(out.student, spec), record))
     }
 
@@ -344,7 +365,7 @@ impl RunContext {
         config.seed = seed;
         let method = prepared.name();
         let model = build_model(spec, data, &self.device, seed)?;
-        let mut trainer = self.trainer(data, train, &config, format!("{method} {spec} seed {seed}"));
+        let mut trainer = self.trainer(data, train, &config, format!("{method} {spec} seed {seed}"), None);
         if let Some(RunFolder { dir, resume, run_config }) = checkpoints {
             trainer = trainer.with_options(RunOptions {
                 run_config: Some(run_config),

@@ -22,7 +22,7 @@ pub fn dir() -> PathBuf {
 }
 
 /// Reads and parses one bench file; an error names the file (and, from the parser, the key).
-fn read<T: DeserializeOwned>(path: &Path) -> Result<T> {
+pub fn read<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = kd::core::files::read_regular_text(path)?;
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("bench file {}: {e}", path.display()))
 }
@@ -56,6 +56,8 @@ pub struct Recipes {
     pub biased_teacher: BiasedTeacher,
     /// The backbones suite.
     pub backbones: Backbones,
+    /// The chains suite's models.
+    pub chains: crate::chains::ChainSetup,
     /// Method settings that differ from the methods' defaults, by input kind.
     #[serde(default)]
     pub methods: MethodSettings,
@@ -76,14 +78,13 @@ pub struct MethodSettings {
 }
 
 impl MethodSettings {
-    /// The settings of `method` on inputs of `kind` (empty when the recipes give none).
-    pub fn of(&self, kind: InputKind, method: &str) -> Option<&toml::Table> {
+    /// The settings of every method with some on inputs of `kind`.
+    pub fn of(&self, kind: InputKind) -> &std::collections::BTreeMap<String, toml::Table> {
         match kind {
             InputKind::SmallImages => &self.small_images,
             InputKind::Images => &self.images,
             InputKind::Tables => &self.tables,
         }
-        .get(method)
     }
 }
 
@@ -184,19 +185,9 @@ impl Recipes {
         if r.backbones.models.is_empty() {
             return Err(bad("backbones.models", "is empty"));
         }
-        let known: Vec<&str> = kd::methods::methods().map_err(anyhow::Error::from)?.iter().map(|m| m.name).collect();
+        r.chains.validate(&r.train.with_epochs(1)).map_err(|e| bad("chains", &e.to_string()))?;
         for (kind, table) in [("small_images", &r.methods.small_images), ("images", &r.methods.images), ("tables", &r.methods.tables)] {
-            for (name, settings) in table {
-                let field = format!("methods.{kind}.{name}");
-                if !known.contains(&name.as_str()) {
-                    return Err(bad(&field, &format!("names no method; known: {}", known.join(", "))));
-                }
-                // Resolved now, so that a misspelt or out-of-range setting stops the bench before
-                // anything trains.
-                let settings = serde_json::to_value(settings)?;
-                kd::methods::prepare::<AnyModel>(name, Some(&settings))
-                    .map_err(|e| bad(&field, &format!("is not a valid setting: {e}")))?;
-            }
+            check_method_settings(table, &format!("methods.{kind}")).map_err(|(field, why)| bad(&field, &why))?;
         }
         Ok(r)
     }
@@ -221,6 +212,22 @@ impl Recipes {
             InputKind::Tables => (&self.tables.teacher, &self.tables.student),
         }
     }
+}
+
+/// Checks method settings (`METHOD = { field = value }`, under `prefix` in their file): each
+/// names a registered method and resolves with it, so that a misspelt or out-of-range setting
+/// stops the bench before anything trains. An error is the field's path and what is wrong.
+pub fn check_method_settings(settings: &std::collections::BTreeMap<String, toml::Table>, prefix: &str) -> Result<(), (String, String)> {
+    let known: Vec<&str> = kd::methods::method_names();
+    for (name, table) in settings {
+        let field = format!("{prefix}.{name}");
+        if !known.contains(&name.as_str()) {
+            return Err((field, format!("names no method; known: {}", known.join(", "))));
+        }
+        let value = serde_json::to_value(table).map_err(|e| (field.clone(), e.to_string()))?;
+        kd::methods::prepare::<AnyModel>(name, Some(&value)).map_err(|e| (field.clone(), format!("is not a valid setting: {e}")))?;
+    }
+    Ok(())
 }
 
 /// A preset file: how much the bench trains.
@@ -258,6 +265,10 @@ pub struct KindSizes {
     /// (absent: on all of it).
     #[serde(default)]
     pub student_per_class: Option<usize>,
+    /// Methods this preset leaves out on this kind of input (for time; `--methods` still runs
+    /// them). Each must be a registered method.
+    #[serde(default)]
+    pub skip_methods: Vec<String>,
 }
 
 /// The size of the backbones suite.
@@ -313,6 +324,12 @@ impl Preset {
         ];
         if let Some((field, _)) = epochs.iter().find(|(_, n)| *n == 0) {
             return Err(bad(field, "is 0: every run trains at least one epoch".into()));
+        }
+        let known = kd::methods::method_names();
+        for (kind, sizes) in [("small_images", &p.small_images), ("images", &p.images), ("tables", &p.tables)] {
+            if let Some(m) = sizes.skip_methods.iter().find(|m| !known.contains(&m.as_str())) {
+                return Err(bad(&format!("{kind}.skip_methods"), format!("names no method: `{m}`; known: {}", known.join(", "))));
+            }
         }
         if p.tables.student_per_class.is_some() {
             return Err(bad("tables.student_per_class", "is set: on tables the students train on the teacher's data".into()));
@@ -375,7 +392,7 @@ mod tests {
             assert!(err.contains("settings.toml") && err.contains(expected), "{err}");
         }
         let r = Recipes::load(&super::dir().join("recipes.toml")).unwrap();
-        assert_eq!(r.methods.of(InputKind::Tables, "fitnet").and_then(|t| t.get("hint_weight")), Some(&toml::Value::Float(1.0)));
-        assert!(r.methods.of(InputKind::Images, "fitnet").is_none());
+        assert_eq!(r.methods.of(InputKind::Tables).get("fitnet").and_then(|t| t.get("hint_weight")), Some(&toml::Value::Float(1.0)));
+        assert!(!r.methods.of(InputKind::Images).contains_key("fitnet"));
     }
 }

@@ -41,6 +41,11 @@ pub struct Planned {
     pub options: LoadOptions,
     /// The dataset's name as given (`--datasets` or the preset).
     pub source: String,
+    /// Method settings that differ from the methods' defaults on this dataset (`recipes.toml`'s
+    /// for its kind of input, or the CIFAR-10 suite's).
+    pub method_settings: std::collections::BTreeMap<String, toml::Table>,
+    /// Augmentation draws per sample of the teacher cache.
+    pub cache_draws: usize,
 }
 
 /// Loads every selected dataset with its recipes; a dataset no chosen method applies to is
@@ -64,6 +69,12 @@ pub fn plan(args: &BenchArgs, recipes: &Recipes, preset: &Preset, selection: &Se
             (None, _) => all.clone(),
         };
         let classes = data.train.num_classes();
+        let skipped = |m: &MethodInfo| selection.chosen.is_none() && sizes.skip_methods.iter().any(|s| s == m.name);
+        let (left_out, candidates): (Vec<MethodInfo>, Vec<MethodInfo>) = candidates.into_iter().partition(skipped);
+        if !left_out.is_empty() {
+            let names: Vec<&str> = left_out.iter().map(|m| m.name).collect();
+            eprintln!("bench: the preset leaves {} out on {name} (for time; `--methods` runs them)", names.join(", "));
+        }
         let methods: Vec<MethodInfo> = candidates.into_iter().filter(|m| m.applies_to(classes)).collect();
         if methods.is_empty() {
             eprintln!("bench: no chosen method applies to {name} ({classes} classes); skipped");
@@ -105,6 +116,8 @@ pub fn plan(args: &BenchArgs, recipes: &Recipes, preset: &Preset, selection: &Se
             student_config: recipes.train.with_epochs(student_epochs),
             options,
             source: name.clone(),
+            method_settings: recipes.methods.of(kind).clone(),
+            cache_draws: args.cache_draws.unwrap_or(super::DEFAULT_CACHE_DRAWS),
         });
     }
     disambiguate(&mut plan)?;
@@ -158,7 +171,7 @@ fn disambiguate(plan: &mut [Planned]) -> Result<()> {
 /// The first `per_class` samples of each class of `data`'s training split (in the split's
 /// order), the whole validation and test splits: the students' data when they see fewer
 /// labelled samples than the teacher (KD's transfer-set setting).
-fn per_class_subset(data: &DatasetSplits, per_class: usize) -> Result<DatasetSplits> {
+pub fn per_class_subset(data: &DatasetSplits, per_class: usize) -> Result<DatasetSplits> {
     let train = &data.train;
     let mut taken = vec![0usize; train.num_classes()];
     let positions: Vec<usize> = (0..train.len())
@@ -208,7 +221,7 @@ pub fn first_samples(data: &DatasetSplits, limit: Option<usize>) -> Result<Datas
 pub fn export(dir: &Path, plan: &[Planned]) -> Result<()> {
     for p in plan {
         let out = dir.join(sanitize(&p.data.name));
-        export_plan(&out, p)?;
+        export_plan(&out, p, true)?;
         eprintln!("bench: {} written to {}", p.data.name, out.display());
     }
     Ok(())
@@ -224,12 +237,15 @@ fn export_split(dir: &Path, name: &str, split: &kd::data::InMemoryDataset) -> Re
     Ok(split.len())
 }
 
-/// The data and recipes of one planned dataset, for a reference implementation to train on.
-fn export_plan(dir: &Path, p: &Planned) -> Result<()> {
+/// The data and recipes of one planned dataset, for a reference implementation to train on;
+/// the teacher's training split only with `teacher_split` (without it, the reference loads the
+/// teacher instead of training it). The inputs are written un-augmented and normalised; the
+/// load options in `plan.json` say how to augment them.
+pub fn export_plan(dir: &Path, p: &Planned, teacher_split: bool) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let valid = p.data.valid.as_ref().ok_or_else(|| anyhow::anyhow!("{} has no validation split to export", p.data.name))?;
     let sizes = serde_json::json!({
-        "teacher_train": export_split(dir, "teacher_train", &p.data.train)?,
+        "teacher_train": if teacher_split { Some(export_split(dir, "teacher_train", &p.data.train)?) } else { None },
         "student_train": export_split(dir, "student_train", &p.student_data.train)?,
         "valid": export_split(dir, "valid", valid)?,
         "test": export_split(dir, "test", &p.data.test)?,
@@ -243,6 +259,11 @@ fn export_plan(dir: &Path, p: &Planned) -> Result<()> {
         "teacher_recipe": p.config,
         "student_recipe": p.student_config,
         PARITY_METHOD: kd::methods::effective_config(PARITY_METHOD, None)?,
+        // How the training inputs are augmented (pad-and-crop pads the raw image with zeros,
+        // `(0 - mean) / std` in the normalised inputs written here) and normalised.
+        "augment": p.data.train.augment(),
+        "mean": p.data.train.normalization().0,
+        "std": p.data.train.normalization().1,
         "sizes": sizes,
         "commit": crate::report::Provenance::new(None).commit,
     });

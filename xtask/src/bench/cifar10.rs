@@ -1,0 +1,309 @@
+//! The CIFAR-10 suite (`--suites cifar10 --datasets images:DIR`): the papers' regime on real
+//! images. One teacher per dataset, trained once and cached; every method that applies on a
+//! transfer subset, for every seed; the teacher-assistant chains on TAKD's plain CNNs. What it
+//! trains is `configs/bench/cifar10.toml` (`--quick`: `cifar10-quick.toml`; `--preset FILE`: a
+//! file of one's own in that format), read strictly.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use kd::data::registry::LoadOptions;
+use kd::methods::MethodInfo;
+use kd::multi_assistant::StoppingConfig;
+use kd::prelude::*;
+use serde::Deserialize;
+
+use super::files::{self, InputKind, Recipes};
+use super::plan::{Planned, first_samples, per_class_subset};
+use super::{Bench, BenchArgs, methods_for_seed};
+use crate::chains::ChainSetup;
+use crate::experiment::sanitize;
+
+/// The suite's name, as `--suites` gives it.
+pub const NAME: &str = "cifar10";
+
+/// A CIFAR-10 suite file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Suite {
+    /// The seeds of the students and the chains (the teacher trains once, with the first).
+    pub seeds: Vec<u64>,
+    /// How the folder loads (the experiment files' `[data]`).
+    pub data: LoadOptions,
+    /// The learning-rate decay, as fractions of every run's epochs.
+    pub schedule: ScheduleShape,
+    pub teacher: TeacherSize,
+    pub students: StudentSize,
+    /// Method settings that differ from the methods' defaults (`METHOD = { field = value }`).
+    #[serde(default)]
+    pub methods: BTreeMap<String, toml::Table>,
+    pub chains: Chains,
+}
+
+/// A multi-step decay whose milestones are fractions of a run: `milestones[i] / of_epochs` of
+/// its epochs (mdistiller's 150, 180 and 210 of 240), each decaying the rate by `gamma`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleShape {
+    pub milestones: Vec<usize>,
+    pub of_epochs: usize,
+    pub gamma: f64,
+}
+
+impl ScheduleShape {
+    /// The schedule of a run of `epochs` epochs: each milestone at the nearest epoch (a
+    /// milestone that rounds to 0, or onto the one before it, is dropped).
+    pub fn for_epochs(&self, epochs: usize) -> LrSchedule {
+        let mut milestones: Vec<usize> = Vec::new();
+        for &m in &self.milestones {
+            let at = ((m * epochs) as f64 / self.of_epochs as f64).round() as usize;
+            if at > 0 && milestones.last() != Some(&at) {
+                milestones.push(at);
+            }
+        }
+        LrSchedule::MultiStep { milestones, gamma: self.gamma }
+    }
+}
+
+/// The teacher: its architecture and epochs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherSize {
+    pub model: String,
+    pub epochs: usize,
+}
+
+/// The methods' students.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudentSize {
+    pub model: String,
+    pub epochs: usize,
+    /// Images per class of the teacher's training split (0: all of it).
+    pub per_class: usize,
+    /// Augmentation draws per image the teacher cache stores (`--teacher-cache`).
+    pub cache_draws: usize,
+}
+
+/// The teacher-assistant chains.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chains {
+    /// Every model of a chain trains on this many first images of the training split (absent:
+    /// all of it).
+    #[serde(default)]
+    pub train_limit: Option<usize>,
+    /// The epochs of every stage.
+    pub epochs: usize,
+    /// The family and the chains' models.
+    pub models: ChainSetup,
+}
+
+impl Suite {
+    /// Reads and checks a suite file; every error names the file and the field.
+    pub fn load(path: &Path, recipes: &Recipes) -> Result<Self> {
+        let s: Suite = files::read(path)?;
+        let bad = |field: &str, why: String| anyhow::anyhow!("bench file {}: `{field}` {why}", path.display());
+        if s.seeds.is_empty() {
+            return Err(bad("seeds", "is empty: give at least one".into()));
+        }
+        if let Some(seed) = kd::experiment::first_repeat(&s.seeds) {
+            return Err(bad("seeds", format!("lists {seed} more than once")));
+        }
+        if s.schedule.of_epochs == 0 || s.schedule.milestones.iter().any(|&m| m == 0 || m >= s.schedule.of_epochs) {
+            return Err(bad("schedule", "needs `of_epochs` of at least 1 and milestones inside (0, of_epochs)".into()));
+        }
+        for (field, epochs) in
+            [("teacher.epochs", s.teacher.epochs), ("students.epochs", s.students.epochs), ("chains.epochs", s.chains.epochs)]
+        {
+            if epochs == 0 {
+                return Err(bad(field, "is 0: every run trains at least one epoch".into()));
+            }
+            s.recipe(recipes, epochs).validate().map_err(|e| bad("schedule", e.to_string()))?;
+        }
+        for (field, spec) in [("teacher.model", &s.teacher.model), ("students.model", &s.students.model)] {
+            ModelSpec::parse(spec).map_err(|e| bad(field, e.to_string()))?;
+        }
+        if !(1..=super::MAX_CACHE_DRAWS).contains(&s.students.cache_draws) {
+            return Err(bad("students.cache_draws", format!("is {}: give 1 to {}", s.students.cache_draws, super::MAX_CACHE_DRAWS)));
+        }
+        s.chains.models.validate(&s.recipe(recipes, s.chains.epochs)).map_err(|e| bad("chains.models", e.to_string()))?;
+        files::check_method_settings(&s.methods, "methods").map_err(|(field, why)| bad(&field, why))?;
+        Ok(s)
+    }
+
+    /// The recipes' training recipe for a run of `epochs`, with this suite's decay.
+    pub fn recipe(&self, recipes: &Recipes, epochs: usize) -> TrainConfig {
+        TrainConfig { schedule: self.schedule.for_epochs(epochs), ..recipes.train.with_epochs(epochs) }
+    }
+}
+
+/// The suite file the arguments choose: `--preset FILE`, `--quick`'s, or the default.
+pub fn suite_file(args: &BenchArgs) -> Result<PathBuf> {
+    if args.full {
+        bail!("--full has no CIFAR-10 variant: the suite's default is its full size (`--quick` for minutes)");
+    }
+    Ok(match (&args.preset, args.quick) {
+        (Some(path), _) => path.clone(),
+        (None, true) => files::dir().join("cifar10-quick.toml"),
+        (None, false) => files::dir().join("cifar10.toml"),
+    })
+}
+
+/// The options of the command line this suite has no use for: an error names the first.
+fn check_options(args: &BenchArgs) -> Result<()> {
+    let unused = [(args.cache_top_k.is_some(), "--cache-top-k", "the suite compares methods on the teacher's full outputs")];
+    if let Some((_, option, why)) = unused.iter().find(|(given, _, _)| *given) {
+        bail!("{option} is not used by the {NAME} suite: {why}");
+    }
+    Ok(())
+}
+
+/// Loads every dataset of the selection as the suite says, with what runs on it.
+pub fn plan(
+    args: &BenchArgs,
+    recipes: &Recipes,
+    suite: &Suite,
+    datasets: &[String],
+    chosen: Option<&[MethodInfo]>,
+) -> Result<Vec<Planned>> {
+    check_options(args)?;
+    let all = kd::methods::methods()?;
+    let mut plan = Vec::new();
+    for name in datasets {
+        let [_, h, w] = kd::data::registry::dataset_info(name, &LoadOptions::default())?.input_shape;
+        if h * w <= 1 {
+            bail!("the {NAME} suite trains CNNs on images; {name} is a table (one value per feature)");
+        }
+        let mut options = suite.data.clone();
+        if args.train_limit.is_some() {
+            options.train_limit = args.train_limit;
+        }
+        let data = kd::data::load_dataset(name, &options)?;
+        data.print_warnings();
+        let classes = data.train.num_classes();
+        let methods: Vec<MethodInfo> = match chosen {
+            Some(chosen) => chosen.to_vec(),
+            None => all.clone(),
+        };
+        let methods: Vec<MethodInfo> = methods.into_iter().filter(|m| m.applies_to(classes)).collect();
+        if methods.is_empty() {
+            bail!("no chosen method applies to {name} ({classes} classes)");
+        }
+        let per_class = args.student_per_class.unwrap_or(suite.students.per_class);
+        let student_data = if per_class > 0 { per_class_subset(&data, per_class)? } else { data.clone() };
+        let teacher_epochs = args.epochs.unwrap_or(suite.teacher.epochs);
+        let student_epochs = args.student_epochs.or(args.epochs).unwrap_or(suite.students.epochs);
+        plan.push(Planned {
+            data,
+            student_data,
+            kind: InputKind::Images,
+            methods,
+            teacher_spec: args.teacher.clone().unwrap_or_else(|| suite.teacher.model.clone()),
+            student_spec: args.student.clone().unwrap_or_else(|| suite.students.model.clone()),
+            config: suite.recipe(recipes, teacher_epochs),
+            student_config: suite.recipe(recipes, student_epochs),
+            options,
+            source: name.clone(),
+            method_settings: suite.methods.clone(),
+            cache_draws: args.cache_draws.unwrap_or(suite.students.cache_draws),
+        });
+    }
+    Ok(plan)
+}
+
+/// The suite's teacher of `p`: trained once, with the first seed, on the whole training split
+/// (or reopened from the cache), and recorded; with the tag its cached outputs are filed under
+/// (a retrained teacher has another key, so never reads a stale cache).
+/// With `--teacher-weights` the teacher is loaded from that file instead (one trained on another
+/// backend, or `--export-data`'s `teacher.safetensors`).
+fn teacher(bench: &mut Bench<'_>, p: &Planned, seeds: &[u64]) -> Result<(FrozenTeacher<AnyModel>, String)> {
+    if let Some(weights) = super::teacher_file(bench.args, 1)? {
+        let (teacher, r) = bench.ctx.pretrained_teacher(&p.data, &p.teacher_spec, &weights)?;
+        println!("{}", r.summary_line());
+        bench.records.push(r.with_data(&p.source, &p.options, &p.data));
+        return Ok((teacher, super::weights_tag(&weights)?));
+    }
+    let teacher_seed = seeds[0];
+    let teacher_data = p.data.for_run_seed(teacher_seed);
+    let key = bench.ctx.teacher_key(&teacher_data, &p.teacher_spec, &p.config, teacher_seed)?;
+    let (teacher, r) = bench.ctx.teacher(&teacher_data, &p.teacher_spec, &p.config, teacher_seed)?;
+    println!("{}", r.summary_line());
+    bench.records.push(r.with_data(&p.source, &p.options, &teacher_data));
+    Ok((teacher, format!("teacher{key:016x}")))
+}
+
+/// `--export-data DIR`: per dataset, the students' data, validation and test as the suite
+/// trains on them (`plan.json` with the recipes and the load options: augmentation and
+/// normalisation) and the suite's teacher in PyTorch's layout (`teacher.safetensors`, trained
+/// first when the cache does not hold it), for `xtask/pytorch/train_parity.py`.
+pub fn export(bench: &mut Bench<'_>, plan: &[Planned], seeds: &[u64], dir: &Path) -> Result<()> {
+    for p in plan {
+        let (teacher, _) = teacher(bench, p, seeds)?;
+        let out = dir.join(sanitize(&p.data.name));
+        super::plan::export_plan(&out, p, false)?;
+        let weights = out.join("teacher.safetensors");
+        kd::models::import::save_safetensors(teacher.model(), &weights)?;
+        eprintln!("bench: {} and its teacher written to {}", p.data.name, out.display());
+    }
+    Ok(())
+}
+
+/// Runs the suite: per dataset the teacher (trained with the first seed, or from the cache),
+/// then every method for every seed, then the chains.
+pub fn run(bench: &mut Bench<'_>, plan: &[Planned], suite: &Suite, seeds: &[u64]) -> Result<()> {
+    for p in plan {
+        let loaded = teacher(bench, p, seeds)?;
+        for &seed in seeds {
+            methods_for_seed(bench, p, seed, Some(&loaded))?;
+        }
+    }
+    let chains = &suite.chains;
+    let config = suite.recipe(bench.recipes, bench.args.epochs.unwrap_or(chains.epochs));
+    let control = bench.args.stop_control_fraction.unwrap_or(StoppingConfig::default().control_batch_fraction);
+    for p in plan {
+        let data = &first_samples(&p.data, chains.train_limit)?;
+        for &seed in seeds {
+            let dir = bench.args.cache.join("chains").join(format!("{}-{NAME}-seed{seed}-{}", sanitize(&data.name), config.epochs));
+            let records = crate::chains::run(data, &chains.models, &config, seed, control, &bench.ctx.device, &dir)?;
+            bench.record_chains(records)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The decay keeps mdistiller's shape at any length: 150/180/210 of 240 epochs.
+    #[test]
+    fn the_schedule_keeps_its_shape_at_every_length() {
+        let shape = ScheduleShape { milestones: vec![150, 180, 210], of_epochs: 240, gamma: 0.1 };
+        let milestones = |epochs| match shape.for_epochs(epochs) {
+            LrSchedule::MultiStep { milestones, gamma } => {
+                assert_eq!(gamma, 0.1);
+                milestones
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(milestones(240), [150, 180, 210]);
+        assert_eq!(milestones(30), [19, 23, 26]);
+        assert_eq!(milestones(15), [9, 11, 13]);
+        // Milestones that round onto one another decay once.
+        assert_eq!(milestones(2), [1, 2]);
+        assert_eq!(milestones(1), [1]);
+    }
+
+    /// The suite's files read and check, and `--quick` runs the machinery small.
+    #[test]
+    fn the_suite_files_load() {
+        let recipes = Recipes::load(&files::dir().join("recipes.toml")).unwrap();
+        let full = Suite::load(&files::dir().join("cifar10.toml"), &recipes).unwrap();
+        let quick = Suite::load(&files::dir().join("cifar10-quick.toml"), &recipes).unwrap();
+        assert!(full.seeds.len() >= 3, "the suite's claims need at least three seeds");
+        assert!(quick.students.epochs < full.students.epochs && quick.teacher.epochs < full.teacher.epochs);
+        assert_eq!(full.chains.models.family.name(), "plane");
+    }
+}
