@@ -32,6 +32,8 @@ fn a_configuration_that_makes_another_method_is_refused_with_its_name() {
     assert!(err.contains("method `kd` is the method `kd+ls`"), "{err}");
     let err = kd::methods::effective_config("dckd-beta0", Some(&serde_json::json!({"beta": 2.0}))).unwrap_err().to_string();
     assert!(err.contains("dckd-beta0") && err.contains("beta 2"), "{err}");
+    let err = kd::methods::effective_config("dkd+fitnet", Some(&serde_json::json!({"target_mode": "max"}))).unwrap_err().to_string();
+    assert!(err.contains("dkd+fitnet") && err.contains("target_mode `teacher`"), "{err}");
 }
 
 /// A new multi-class logit method cannot silently skip the CNN teacher-student pair.
@@ -42,5 +44,5 @@ fn every_multi_class_logit_method_runs_on_the_cnn_pair() {
         assert!(info.in_suite(Suite::ConvPair), "{} needs only logits on multi-class tasks but is not in the CNN-pair suite", info.name);
     }
     let biased: Vec<&str> = methods.iter().filter(|m| m.in_suite(Suite::BiasedTeacher)).map(|m| m.name).collect();
-    assert_eq!(biased, ["ce", "kd", "binary_kd", "debiased"]);
+    assert_eq!(biased, ["ce", "kd", "fitnet", "binary_kd", "debiased"]);
 }

@@ -351,6 +351,27 @@ fn binary_values(m: &BinaryMetrics) -> [f64; 6] {
     [m.accuracy, m.f1, m.roc_auc, m.pr_auc, m.brier, m.ece]
 }
 
+/// Whether the training inputs of `dataset`'s runs were augmented, and how, as one sentence.
+fn augmentation_note(records: &[Record], dataset: &str) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for r in records.iter().filter(|r| r.dataset == dataset) {
+        let how = match (r.provenance.data.get("augmented").and_then(|a| a.as_bool()), r.provenance.data.get("augment")) {
+            (Some(true), Some(serde_json::Value::String(how))) => format!("augmented ({how})"),
+            (Some(true), _) => "augmented".to_string(),
+            (Some(false), _) => "not augmented".to_string(),
+            (None, _) => continue,
+        };
+        if !seen.contains(&how) {
+            seen.push(how);
+        }
+    }
+    match seen.as_slice() {
+        [] => String::new(),
+        [one] => format!("Training inputs: {one}."),
+        many => format!("Training inputs: {} (by run).", many.join("; ")),
+    }
+}
+
 /// Rows per dataset, in the order the records came.
 pub fn summarize(records: &[Record]) -> BTreeMap<String, Vec<Row>> {
     // (dataset, method, student) -> its runs, in the order the records came.
@@ -396,8 +417,10 @@ pub fn markdown(records: &[Record]) -> String {
         md.push_str(
             "Test accuracy (mean ± std over seeds): *selected* at the epoch of highest validation accuracy \
              (the test split never chooses; = best where there is no validation split), *best* the highest over \
-             the epochs (what mdistiller reports), *last* after the last epoch.\n\n",
+             the epochs (what mdistiller reports), *last* after the last epoch. ",
         );
+        md.push_str(&augmentation_note(records, &dataset));
+        md.push_str("\n\n");
         md.push_str("| method | model | teacher | seeds | selected acc (%) | best acc (%) | last acc (%) | s/epoch | total s |\n");
         md.push_str("|---|---|---|---|---|---|---|---|---|\n");
         let students: Vec<&Row> = rows.iter().filter(|r| r.method != "teacher").collect();

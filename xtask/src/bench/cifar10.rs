@@ -251,13 +251,18 @@ pub fn export(bench: &mut Bench<'_>, plan: &[Planned], seeds: &[u64], dir: &Path
 }
 
 /// Runs the suite: per dataset the teacher (trained with the first seed, or from the cache),
-/// then every method for every seed, then the chains.
+/// then every method for every seed, then the chains (not with `--methods`).
 pub fn run(bench: &mut Bench<'_>, plan: &[Planned], suite: &Suite, seeds: &[u64]) -> Result<()> {
     for p in plan {
         let loaded = teacher(bench, p, seeds)?;
         for &seed in seeds {
             methods_for_seed(bench, p, seed, Some(&loaded))?;
         }
+    }
+    // `--methods` picks methods; the chains are not among them.
+    if bench.args.methods.is_some() {
+        eprintln!("bench {NAME}: --methods given, so the chains do not run");
+        return Ok(());
     }
     let chains = &suite.chains;
     let config = suite.recipe(bench.recipes, bench.args.epochs.unwrap_or(chains.epochs));
