@@ -16,6 +16,10 @@ const STATE_MAGIC: &[u8; 8] = b"KDTOAST1";
 
 /// The method's name.
 pub const NAME: &str = "toast";
+/// TOAST without its selection: every fresh row of a step is replayed in the next
+/// (`replay_fraction = 1` with `append` and `fresh` candidates), the ablation of the
+/// "under-trained data" choice at DLB's replay budget.
+pub const NAME_REPLAY_ALL: &str = "toast-replay-all";
 /// What the loss keeps for `after_step`: the per-row stage-1 cross-entropy and stage-2 KL.
 const CE_ROWS: &str = "ce_rows";
 const KL_ROWS: &str = "kl_rows";
@@ -23,6 +27,8 @@ const KL_ROWS: &str = "kl_rows";
 /// Two-stage self-distillation (our design of TOAST; see the crate docs). No teacher.
 #[derive(Debug, Clone)]
 pub struct Toast {
+    /// The name runs record: [`NAME`], or [`NAME_REPLAY_ALL`] for the ablation.
+    name: &'static str,
     config: ToastConfig,
     bank: MedoidBank,
     replay: Option<ReplayBuffer>,
@@ -37,7 +43,19 @@ impl Toast {
     pub fn new(config: ToastConfig) -> Result<Self> {
         config.validate()?;
         let bank = MedoidBank::new(config.bank_size, config.prefer_correct);
-        Ok(Toast { config, bank, replay: None, device: None, class_distributions: None })
+        Ok(Toast { name: NAME, config, bank, replay: None, device: None, class_distributions: None })
+    }
+
+    /// TOAST without the selection ([`NAME_REPLAY_ALL`]): `replay_fraction = 1`, `append`,
+    /// `fresh` candidates, or an error naming what differs.
+    pub fn replay_all(config: ToastConfig) -> Result<Self> {
+        if config.replay_fraction != 1.0 || config.batch_mode != BatchMode::Append || config.candidates != ReplayCandidates::Fresh {
+            return Err(KdError::InvalidConfig(format!(
+                "`{NAME_REPLAY_ALL}` replays every fresh row (replay_fraction 1, batch_mode \"append\", candidates \"fresh\"; got {}, {:?}, {:?})",
+                config.replay_fraction, config.batch_mode, config.candidates
+            )));
+        }
+        Ok(Toast { name: NAME_REPLAY_ALL, ..Self::new(config)? })
     }
 
     /// The configuration.
@@ -90,7 +108,7 @@ impl Toast {
 
 impl Distiller for Toast {
     fn name(&self) -> &str {
-        NAME
+        self.name
     }
 
     fn teacher_need(&self) -> TeacherNeed {

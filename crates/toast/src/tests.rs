@@ -573,3 +573,19 @@ fn soft_cross_entropy_matches_kd_core() {
 fn sweep_start() -> ToastConfig {
     ToastConfig { epsilon: 0.5, batch_mode: BatchMode::Displace, candidates: ReplayCandidates::All, ..Default::default() }
 }
+
+/// The selection's ablation is TOAST with every fresh row replayed, under its own name; any other
+/// replay setting is refused by name.
+#[test]
+fn replay_all_is_toast_without_the_selection() {
+    let all = Toast::replay_all(ToastConfig { replay_fraction: 1.0, ..ToastConfig::default() }).unwrap();
+    assert_eq!(all.name(), "toast-replay-all");
+    assert_eq!(all.config(), &ToastConfig { replay_fraction: 1.0, ..ToastConfig::default() });
+    assert_eq!(Toast::new(ToastConfig::default()).unwrap().name(), "toast");
+    for config in
+        [ToastConfig::default(), ToastConfig { replay_fraction: 1.0, candidates: ReplayCandidates::All, ..ToastConfig::default() }]
+    {
+        let e = Toast::replay_all(config).unwrap_err().to_string();
+        assert!(e.contains("toast-replay-all") && e.contains("replay_fraction 1"), "{e}");
+    }
+}
