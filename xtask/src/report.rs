@@ -339,6 +339,8 @@ pub struct Row {
     pub last: (f64, f64),
     pub sec_per_epoch: f64,
     pub total_seconds: f64,
+    /// Each seed's test-accuracy curve and training seconds per epoch (time to an accuracy).
+    pub curves: Vec<(Vec<f64>, f64)>,
     /// Binary metrics (mean, std) in the order of [`BINARY_COLUMNS`].
     pub binary: Option<Vec<(f64, f64)>>,
 }
@@ -372,6 +374,20 @@ fn augmentation_note(records: &[Record], dataset: &str) -> String {
     }
 }
 
+/// Training seconds until a test-accuracy curve first reaches `target`, mean over the curves
+/// that reach it: `12.3`, `12.3 (2 of 3)` when some never do, `never` when none does.
+fn time_to_accuracy(curves: &[(Vec<f64>, f64)], target: f64) -> String {
+    let reached: Vec<f64> = curves
+        .iter()
+        .filter_map(|(curve, per_epoch)| curve.iter().position(|&a| a >= target).map(|e| (e + 1) as f64 * per_epoch))
+        .collect();
+    match reached.len() {
+        0 => "never".to_string(),
+        n if n == curves.len() => format!("{:.1}", reached.iter().sum::<f64>() / n as f64),
+        n => format!("{:.1} ({n} of {})", reached.iter().sum::<f64>() / n as f64, curves.len()),
+    }
+}
+
 /// Rows per dataset, in the order the records came.
 pub fn summarize(records: &[Record]) -> BTreeMap<String, Vec<Row>> {
     // (dataset, method, student) -> its runs, in the order the records came.
@@ -399,6 +415,7 @@ pub fn summarize(records: &[Record]) -> BTreeMap<String, Vec<Row>> {
             last: mean_std(&last),
             sec_per_epoch: rs.iter().map(|r| r.seconds_per_epoch).sum::<f64>() / rs.len() as f64,
             total_seconds: rs.iter().map(|r| r.total_seconds).sum::<f64>(),
+            curves: rs.iter().map(|r| (r.curve.clone(), r.seconds_per_epoch)).collect(),
             binary: rs
                 .iter()
                 .map(|r| r.binary.map(|b| binary_values(&b)))
@@ -421,8 +438,14 @@ pub fn markdown(records: &[Record]) -> String {
         );
         md.push_str(&augmentation_note(records, &dataset));
         md.push_str("\n\n");
-        md.push_str("| method | model | teacher | seeds | selected acc (%) | best acc (%) | last acc (%) | s/epoch | total s |\n");
-        md.push_str("|---|---|---|---|---|---|---|---|---|\n");
+        md.push_str(
+            "*to CE's acc*: training seconds until the test accuracy first reaches the mean selected accuracy of CE \
+             (the same student alone), mean over the seeds that reach it.\n\n",
+        );
+        md.push_str(
+            "| method | model | teacher | seeds | selected acc (%) | best acc (%) | last acc (%) | s/epoch | to CE's acc (s) | total s |\n",
+        );
+        md.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
         let students: Vec<&Row> = rows.iter().filter(|r| r.method != "teacher").collect();
         let top_selected = students.iter().map(|r| r.selected.0).fold(f64::NEG_INFINITY, f64::max);
         let top_best = students.iter().map(|r| r.best.0).fold(f64::NEG_INFINITY, f64::max);
@@ -432,8 +455,13 @@ pub fn markdown(records: &[Record]) -> String {
                 let cell = if r.seeds > 1 { format!("{m:.2} ± {s:.2}") } else { format!("{m:.2}") };
                 if r.method != "teacher" && (m - top).abs() < 1e-9 { format!("**{cell}**") } else { cell }
             };
+            let ce = rows.iter().find(|c| c.method == kd::baselines::ce::NAME && c.model == r.model);
+            let to_ce = match ce {
+                Some(ce) if r.method != "teacher" => time_to_accuracy(&r.curves, ce.selected.0),
+                _ => "-".to_string(),
+            };
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.1} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {to_ce} | {:.1} |\n",
                 r.method,
                 r.model,
                 r.teacher,
@@ -491,4 +519,19 @@ pub fn write_results_with(out: &Path, records: &[Record], extra_markdown: &str) 
     write_atomic(&out.join("results.json"), serde_json::to_string_pretty(records)?.as_bytes())?;
     write_atomic(&out.join("results.md"), format!("{}{extra_markdown}", markdown(records)).as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The time to an accuracy is the first epoch that reaches it times the epoch's seconds,
+    /// averaged over the runs that reach it, and says how many do.
+    #[test]
+    fn time_to_accuracy_counts_epochs_until_the_target() {
+        let curves = vec![(vec![50.0, 60.0, 70.0], 2.0), (vec![65.0, 71.0, 72.0], 3.0), (vec![40.0, 45.0, 50.0], 1.0)];
+        assert_eq!(time_to_accuracy(&curves[..2], 60.0), "3.5"); // epoch 2 at 2 s, epoch 1 at 3 s
+        assert_eq!(time_to_accuracy(&curves, 70.0), "6.0 (2 of 3)"); // epoch 3 at 2 s, epoch 2 at 3 s
+        assert_eq!(time_to_accuracy(&curves, 99.0), "never");
+    }
 }
