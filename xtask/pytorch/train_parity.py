@@ -210,10 +210,14 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rust", type=Path, help="the bench's results.json of the same cells, for the side-by-side table")
     parser.add_argument("--out", type=Path, help="write the PyTorch records here (JSON)")
+    parser.add_argument("--student-epochs", type=int, help="train the students this many epochs (default: the plan's; for timing)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     plan = json.loads((args.data / "plan.json").read_text())
+    if args.student_epochs is not None:
+        # The schedule's shape is the plan's own: a shortened run only times epochs.
+        plan["student_recipe"]["epochs"] = args.student_epochs
     shape, classes = tuple(plan["input_shape"]), plan["classes"]
     teacher_file = args.data / "teacher.safetensors"
     teacher_xy = None if teacher_file.exists() else load_split(args.data, "teacher_train")
