@@ -18,7 +18,7 @@ use super::files::{self, InputKind, Recipes};
 use super::plan::{Planned, first_samples, per_class_subset};
 use super::{Bench, BenchArgs, methods_for_seed};
 use crate::chains::ChainSetup;
-use crate::experiment::sanitize;
+use crate::experiment::{hash_str, sanitize};
 
 /// The suite's name, as `--suites` gives it.
 pub const NAME: &str = "cifar10";
@@ -270,7 +270,9 @@ pub fn run(bench: &mut Bench<'_>, plan: &[Planned], suite: &Suite, seeds: &[u64]
     for p in plan {
         let data = &first_samples(&p.data, chains.train_limit)?;
         for &seed in seeds {
-            let dir = bench.args.cache.join("chains").join(format!("{}-{NAME}-seed{seed}-{}", sanitize(&data.name), config.epochs));
+            // Keyed by the recipe and the models too: another suite file starts its own stages.
+            let key = hash_str(&format!("{}|{:?}", serde_json::to_string(&config)?, chains.models));
+            let dir = bench.args.cache.join("chains").join(format!("{}-{NAME}-seed{seed}-{key:08x}", sanitize(&data.name)));
             let records = crate::chains::run(data, &chains.models, &config, seed, control, &bench.ctx.device, &dir)?;
             bench.record_chains(records)?;
         }
