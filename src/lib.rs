@@ -55,7 +55,7 @@ pub mod methods;
 pub mod prelude {
     pub use kd_core::{
         Batch, BatchSource, Classifier, Distiller, FrozenTeacher, KdError, LossTerms, LrSchedule, ModelOutput, NoTeacher, OptimizerConfig,
-        RunOptions, StepContext, Student, Teacher, TeacherNeed, TrainConfig, Trainer,
+        RunOptions, StepContext, Student, Teacher, TeacherNeed, TestEvaluation, TrainConfig, Trainer,
     };
     pub use kd_models::{AnyModel, ModelSpec};
 }

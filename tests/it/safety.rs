@@ -67,6 +67,7 @@ fn record(epoch: usize, train_loss: f64, top1: f64, chance: f64, predicted_class
         train_acc: top1,
         valid: None,
         test: eval,
+        test_evaluated: true,
         train_seconds: 0.0,
         phases: None,
     }

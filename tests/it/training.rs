@@ -182,3 +182,37 @@ fn an_impossible_recipe_is_an_error() {
     let err = Trainer::new(cfg, &train, &test, device()).fit(mlp("mlp-8", 3, 1), &mut CrossEntropy, &NoTeacher).unwrap_err();
     assert!(err.to_string().contains("epochs"), "{err}");
 }
+
+/// `TestEvaluation::WhenSelected` evaluates the test split only where its result is read: the
+/// selected and last accuracies equal those of the same run evaluated every epoch, the other
+/// epochs carry the last evaluation forward and say so, and training is untouched.
+#[test]
+fn test_evaluation_when_selected_keeps_the_selected_and_last_accuracies() {
+    let train = blobs(120, 1, "blobs/train");
+    let (valid, test) = (blobs(30, 3, "blobs/valid"), blobs(30, 2, "blobs/test"));
+    let run = |test_evaluation| {
+        let options = RunOptions { test_evaluation, ..Default::default() };
+        let trainer = Trainer::new(config(8, 7), &train, &test, device()).with_validation(&valid).with_options(options);
+        trainer.fit(mlp("mlp-16", 3, 7), &mut CrossEntropy, &NoTeacher).unwrap()
+    };
+    let (every, selected) = (run(TestEvaluation::EveryEpoch), run(TestEvaluation::WhenSelected));
+    assert_eq!(weights(&every.student), weights(&selected.student));
+    assert_eq!(every.best_epoch, selected.best_epoch);
+    assert_eq!(every.selected_acc(), selected.selected_acc());
+    assert_eq!(every.last_acc(), selected.last_acc());
+    assert!(every.history.iter().all(|r| r.test_evaluated));
+    let skipped: Vec<usize> = selected.history.iter().filter(|r| !r.test_evaluated).map(|r| r.epoch).collect();
+    assert!(!skipped.is_empty(), "8 epochs of a converging run should improve on validation less than every epoch");
+    let mut best = f64::MIN;
+    for (i, r) in selected.history.iter().enumerate() {
+        let score = r.valid.unwrap().top1;
+        let (first, last, improves) = (i == 0, i + 1 == selected.history.len(), score > best);
+        best = best.max(score);
+        assert_eq!(r.test_evaluated, first || last || improves, "epoch {}", r.epoch);
+        if r.test_evaluated {
+            assert_eq!(r.test, every.history[i].test, "epoch {}", r.epoch);
+        } else {
+            assert_eq!(r.test, selected.history[i - 1].test, "epoch {} carries epoch {}'s", r.epoch, r.epoch - 1);
+        }
+    }
+}

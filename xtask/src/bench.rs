@@ -220,7 +220,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let seeds = &selection.seeds;
     let total_runs = if selection.runs("methods") { plan.iter().map(|p| p.methods.len() * seeds.len()).sum() } else { 0 };
     eprintln!("bench: {} dataset(s), {} seed(s), {total_runs} student runs, backend {}", plan.len(), seeds.len(), args.backend);
-    let ctx = RunContext { device, backend, cache_dir: args.cache.clone(), progress: true };
+    let ctx = RunContext { device, backend, cache_dir: args.cache.clone(), progress: true, student_test_evaluation: Default::default() };
     let mut bench = Bench::new(&args, ctx, &recipes, started, total_runs);
     if selection.runs("methods") {
         suite_methods(&mut bench, &plan, seeds, pretrained.as_ref())?;
@@ -256,7 +256,8 @@ fn run_cifar10(args: &BenchArgs, recipes: &Recipes, started: Instant) -> Result<
     teacher_file(args, plan.len())?;
     let seeds = &selection.seeds;
     let total_runs = plan.iter().map(|p| p.methods.len() * seeds.len()).sum();
-    let ctx = RunContext { device, backend, cache_dir: args.cache.clone(), progress: true };
+    let student_test_evaluation = suite.students.test_evaluation;
+    let ctx = RunContext { device, backend, cache_dir: args.cache.clone(), progress: true, student_test_evaluation };
     if let Some(dir) = &args.export_data {
         return cifar10::export(&mut Bench::new(args, ctx, recipes, started, total_runs), &plan, seeds, dir);
     }

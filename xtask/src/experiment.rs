@@ -68,7 +68,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
     for &seed in &exp.seeds {
         // Each seed draws its own augmentations (crops and flips), not only its own init.
         let data = &data.for_run_seed(seed);
-        let ctx = RunContext { device: device.clone(), backend: backend.clone(), cache_dir: args.out.join("teachers"), progress: true };
+        let ctx = RunContext {
+            device: device.clone(),
+            backend: backend.clone(),
+            cache_dir: args.out.join("teachers"),
+            progress: true,
+            student_test_evaluation: TestEvaluation::EveryEpoch,
+        };
         // The method resolved once per seed: its need, the configuration the run records, the training.
         let prepared = exp.prepare::<AnyModel>()?;
         let run_dir = args.out.join(format!("{}-{}-seed{seed}", exp.method, sanitize(&exp.student)));
@@ -237,6 +243,8 @@ pub struct RunContext {
     pub backend: BackendTag,
     pub cache_dir: PathBuf,
     pub progress: bool,
+    /// Which epochs of a student run evaluate the test split (teachers: every epoch).
+    pub student_test_evaluation: TestEvaluation,
 }
 
 impl RunContext {
@@ -248,6 +256,7 @@ impl RunContext {
         config: &TrainConfig,
         label: String,
         checkpoint_dir: Option<PathBuf>,
+        test_evaluation: TestEvaluation,
     ) -> Trainer<'a> {
         let resume = checkpoint_dir.is_some();
         let mut trainer = Trainer::new(config.clone(), train, &data.test, self.device.clone()).with_options(RunOptions {
@@ -255,6 +264,7 @@ impl RunContext {
             label,
             checkpoint_dir,
             resume,
+            test_evaluation,
             ..Default::default()
         });
         if let Some(v) = &data.valid {
@@ -314,7 +324,14 @@ impl RunContext {
         let model = build_model(spec, data, &self.device, seed)?;
         let started = Instant::now();
         let run_dir = path.with_extension("run");
-        let trainer = self.trainer(data, &data.train, &config, format!("teacher {spec} seed {seed}"), Some(run_dir.clone()));
+        let trainer = self.trainer(
+            data,
+            &data.train,
+            &config,
+            format!("teacher {spec} seed {seed}"),
+            Some(run_dir.clone()),
+            TestEvaluation::EveryEpoch,
+        );
         let out = kd::methods::train_method(kd::baselines::ce::NAME, None, &trainer, model, &NoTeacher)?;
         let record = Record::new(&data.name, "teacher", spec, spec, seed, &self.backend, &config, &out, started.elapsed().as_secs_f64())
             .with_method_config(kd::baselines::ce::NAME, None);
@@ -365,7 +382,8 @@ impl RunContext {
         config.seed = seed;
         let method = prepared.name();
         let model = build_model(spec, data, &self.device, seed)?;
-        let mut trainer = self.trainer(data, train, &config, format!("{method} {spec} seed {seed}"), None);
+        let label = format!("{method} {spec} seed {seed}");
+        let mut trainer = self.trainer(data, train, &config, label.clone(), None, self.student_test_evaluation);
         if let Some(RunFolder { dir, resume, run_config }) = checkpoints {
             trainer = trainer.with_options(RunOptions {
                 run_config: Some(run_config),
@@ -373,7 +391,8 @@ impl RunContext {
                 resume,
                 log_file: Some(dir.join("log.jsonl")),
                 progress: self.progress,
-                label: format!("{method} {spec} seed {seed}"),
+                label,
+                test_evaluation: self.student_test_evaluation,
                 ..Default::default()
             });
         }

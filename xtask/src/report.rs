@@ -50,8 +50,13 @@ pub struct Record {
     /// Whether the student was trained from cached teacher outputs.
     #[serde(default)]
     pub teacher_cache: bool,
-    /// Test accuracy after each epoch (learning curve).
+    /// Test accuracy after each epoch (learning curve; an epoch that did not evaluate the test
+    /// split carries the last evaluation forward).
     pub curve: Vec<f64>,
+    /// How many epochs evaluated the test split, when not every one did
+    /// (`TestEvaluation::WhenSelected`): `best_acc` is then the best of those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_epochs: Option<usize>,
     /// Mean training loss terms of the last epoch.
     pub final_terms: BTreeMap<String, f64>,
     /// Binary metrics on the test split at the selected epoch (two-class tasks).
@@ -193,6 +198,7 @@ impl Record {
             cached: false,
             teacher_cache: false,
             curve: out.history.iter().map(|r| r.test.top1).collect(),
+            test_epochs: Some(out.history.iter().filter(|r| r.test_evaluated).count()).filter(|&n| n < out.history.len()),
             final_terms: out.history.last().map(|r| r.train_terms.clone()).unwrap_or_default(),
             binary: out.history.iter().find(|r| r.epoch == out.best_epoch).and_then(|r| r.test.binary),
             error: None,
@@ -250,6 +256,7 @@ impl Record {
             cached: false,
             teacher_cache: false,
             curve: Vec::new(),
+            test_epochs: None,
             final_terms: BTreeMap::new(),
             binary: test.binary,
             error: None,
@@ -290,6 +297,7 @@ impl Record {
             cached: false,
             teacher_cache: false,
             curve: Vec::new(),
+            test_epochs: None,
             final_terms: BTreeMap::new(),
             binary: None,
             error: Some(error),
@@ -437,6 +445,12 @@ pub fn markdown(records: &[Record]) -> String {
              the epochs (what mdistiller reports), *last* after the last epoch. ",
         );
         md.push_str(&augmentation_note(records, &dataset));
+        if records.iter().any(|r| r.dataset == dataset && r.test_epochs.is_some()) {
+            md.push_str(
+                " The students' test split was evaluated only where the validation accuracy improved and at the last \
+                 epoch: *selected* and *last* are exact, *best* is the best of those epochs.",
+            );
+        }
         md.push_str("\n\n");
         md.push_str(
             "*to CE's acc*: training seconds until the test accuracy first reaches the mean selected accuracy of CE \

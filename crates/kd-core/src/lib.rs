@@ -42,5 +42,5 @@ pub use optim::{LrSchedule, OptimizerConfig};
 pub use phases::StepPhases;
 pub use side_models::{NoSideModels, SideModels};
 pub use teacher_cache::{CacheContent, DrawPool, TeacherCache};
-pub use train::{DivergenceCheck, EpochRecord, EvalMetrics, RunOptions, TrainConfig, TrainOutcome, Trainer, evaluate};
+pub use train::{DivergenceCheck, EpochRecord, EvalMetrics, RunOptions, TestEvaluation, TrainConfig, TrainOutcome, Trainer, evaluate};
 pub use warmup::Warmup;

@@ -32,6 +32,10 @@ pub struct EvalMetrics {
     pub predicted_classes: usize,
 }
 
+fn evaluated() -> bool {
+    true
+}
+
 /// What one epoch did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
@@ -47,8 +51,13 @@ pub struct EpochRecord {
     pub train_acc: f64,
     /// Evaluation on the validation split, when there is one.
     pub valid: Option<EvalMetrics>,
-    /// Evaluation on the test split.
+    /// Evaluation on the test split (carried from an earlier epoch when `test_evaluated` is
+    /// false).
     pub test: EvalMetrics,
+    /// Whether this epoch evaluated the test split ([`crate::TestEvaluation`]); records written
+    /// before the field existed evaluated every epoch.
+    #[serde(default = "evaluated")]
+    pub test_evaluated: bool,
     /// Wall time of the epoch's training steps, seconds.
     pub train_seconds: f64,
     /// Where the steps' time went, per step (only when [`RunOptions::time_phases`] was on).

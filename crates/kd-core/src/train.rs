@@ -125,6 +125,26 @@ pub struct RunOptions {
     /// Time each phase of every training step into [`EpochRecord::phases`], synchronising the
     /// device between phases (which slows a GPU a little; CPU backends are unaffected).
     pub time_phases: bool,
+    /// Which epochs evaluate the test split (every epoch by default).
+    pub test_evaluation: TestEvaluation,
+}
+
+/// Which epochs evaluate the test split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestEvaluation {
+    /// Every epoch: the learning curve, the best epoch's accuracy (mdistiller's), the selected
+    /// and the last.
+    #[default]
+    EveryEpoch,
+    /// Only where the result is read: the epochs whose validation score improves (one of them is
+    /// the selected epoch), the first and the last epoch (of the run, of this call, or where
+    /// dynamic stopping ends it). The other epochs carry the last evaluation forward
+    /// ([`EpochRecord::test_evaluated`] false), so the selected and last accuracies are exact
+    /// and the best is the best of the evaluated epochs. Without a validation split every epoch
+    /// is evaluated. For budgets where the test split costs as much as training (CIFAR-10's
+    /// 10,000 images against a few thousand training images).
+    WhenSelected,
 }
 
 /// When a run counts as diverged. Checked at the end of every epoch; a diverged run ends with
@@ -423,7 +443,8 @@ impl<'a> Trainer<'a> {
             }
             distiller.end_epoch(epoch)?;
             let train_seconds = started.elapsed().as_secs_f64() - steps.side_seconds;
-            let record = self.evaluate_epoch(epoch, lr, steps, train_seconds, &model.0)?;
+            let last_of_call = epoch == cfg.epochs || self.options.stop_after_epochs.is_some_and(|n| epochs_this_call + 1 >= n);
+            let record = self.evaluate_epoch(epoch, lr, steps, train_seconds, &model.0, &progress, last_of_call)?;
             bar.set_message(format!("epoch {epoch}: loss {:.4} test {:.2}%", record.train_loss, record.test.top1));
             if self.end_epoch(record, &run, &model, &mut progress, distiller, side)? {
                 break;
@@ -598,8 +619,20 @@ impl<'a> Trainer<'a> {
         Ok((model, sums))
     }
 
-    /// The epoch's record: its training sums and the evaluation of the student after it.
-    fn evaluate_epoch<S: Student>(&self, epoch: usize, lr: f64, steps: EpochSteps, train_seconds: f64, student: &S) -> Result<EpochRecord> {
+    /// The epoch's record: its training sums and the evaluation of the student after it (the
+    /// test split as [`RunOptions::test_evaluation`] says, given the run's `progress` and whether
+    /// this is the `last` epoch this call trains).
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate_epoch<S: Student>(
+        &self,
+        epoch: usize,
+        lr: f64,
+        steps: EpochSteps,
+        train_seconds: f64,
+        student: &S,
+        progress: &Progress,
+        last: bool,
+    ) -> Result<EpochRecord> {
         let cfg = &self.config;
         let frozen = student.valid();
         // Finite training losses but non-finite outputs afterwards: the last updates blew the
@@ -612,7 +645,15 @@ impl<'a> Trainer<'a> {
             other => other,
         };
         let valid = self.valid.map(|v| evaluate(&frozen, v, cfg.eval_batch_size, &self.device)).transpose().map_err(diverged)?;
-        let test = evaluate(&frozen, self.test, cfg.eval_batch_size, &self.device).map_err(diverged)?;
+        let carried = match (self.options.test_evaluation, valid, progress.history.last()) {
+            (TestEvaluation::WhenSelected, Some(v), Some(previous)) if !last && !self.improves(&v, progress) => Some(previous.test),
+            _ => None,
+        };
+        let test_evaluated = carried.is_none();
+        let test = match carried {
+            Some(test) => test,
+            None => evaluate(&frozen, self.test, cfg.eval_batch_size, &self.device).map_err(diverged)?,
+        };
         let steps_f = steps.steps.max(1) as f64;
         Ok(EpochRecord {
             epoch,
@@ -622,16 +663,29 @@ impl<'a> Trainer<'a> {
             train_acc: 100.0 * steps.correct as f64 / steps.seen.max(1) as f64,
             valid,
             test,
+            test_evaluated,
             train_seconds,
             phases: steps.phases,
         })
+    }
+
+    /// The selection score of an epoch evaluated as `chosen` (validation, or test without one).
+    fn selection_score(&self, chosen: &EvalMetrics) -> f64 {
+        // f64::MIN, not -inf: the score is stored in the checkpoint's JSON, which has no infinities.
+        self.options.select_by.score(chosen.top1, chosen.binary.as_ref()).unwrap_or(f64::MIN)
+    }
+
+    /// Whether an epoch evaluated as `chosen` becomes the best so far.
+    fn improves(&self, chosen: &EvalMetrics, progress: &Progress) -> bool {
+        let selection = self.selection_score(chosen);
+        progress.best.is_none_or(|(_, best)| selection > best)
     }
 
     /// After an epoch: the best epoch, the divergence check, the log, the side models' verdict
     /// and the checkpoints. Returns whether the stage ends here (dynamic stopping).
     fn end_epoch<S: Student, A: AuxModule, D: Distiller<A>>(
         &self,
-        record: EpochRecord,
+        mut record: EpochRecord,
         run: &RunIdentity,
         model: &(S, A),
         progress: &mut Progress,
@@ -640,19 +694,22 @@ impl<'a> Trainer<'a> {
     ) -> Result<bool> {
         let epoch = record.epoch;
         let chosen = record.valid.unwrap_or(record.test);
-        // f64::MIN, not -inf: the score is stored in the checkpoint's JSON, which has no infinities.
-        let selection = self.options.select_by.score(chosen.top1, chosen.binary.as_ref()).unwrap_or(f64::MIN);
-        let improved = progress.best.is_none_or(|(_, acc)| selection > acc);
+        let improved = self.improves(&chosen, progress);
         if improved {
-            progress.best = Some((epoch, selection));
+            progress.best = Some((epoch, self.selection_score(&chosen)));
         }
         let first_epoch_loss = progress.history.first().map_or(record.train_loss, |r| r.train_loss);
         let initial_loss = progress.initial_loss.unwrap_or(record.train_loss);
         if let Some(reason) = self.options.divergence.verdict(&record, initial_loss, first_epoch_loss) {
             return Err(KdError::Diverged { epoch, reason });
         }
-        self.log_epoch(&record, distiller.name())?;
         let stop = side.end_epoch(&record, self.valid, &self.device)?;
+        if stop && !record.test_evaluated {
+            // Dynamic stopping made this the last epoch: its test accuracy is the run's last.
+            record.test = evaluate(&model.0.valid(), self.test, self.config.eval_batch_size, &self.device)?;
+            record.test_evaluated = true;
+        }
+        self.log_epoch(&record, distiller.name())?;
         progress.history.push(record);
         let Some(dir) = &self.options.checkpoint_dir else { return Ok(stop) };
 

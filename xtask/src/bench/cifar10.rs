@@ -84,6 +84,9 @@ pub struct StudentSize {
     pub per_class: usize,
     /// Augmentation draws per image the teacher cache stores (`--teacher-cache`).
     pub cache_draws: usize,
+    /// Which epochs evaluate the test split (`every_epoch`, the default, or `when_selected`).
+    #[serde(default)]
+    pub test_evaluation: TestEvaluation,
 }
 
 /// The teacher-assistant chains.

@@ -283,6 +283,7 @@ impl<'a> ChainRunner<'a> {
             run_config: None,
             divergence: self.options.divergence,
             time_phases: self.options.time_phases,
+            test_evaluation: self.options.test_evaluation,
         };
         let mut trainer = Trainer::new(config.clone(), &self.data.train, &self.data.test, self.device.clone()).with_options(options);
         if let Some(v) = &self.data.valid {
