@@ -671,7 +671,7 @@ fn suite_chains(bench: &mut Bench<'_>, plan: &[Planned], seeds: &[u64], preset: 
                 &config,
                 seed,
                 bench.args.stop_control_fraction.unwrap_or(StoppingConfig::default().control_batch_fraction),
-                &bench.ctx.device,
+                &bench.ctx,
                 &dir,
             )?;
             bench.record_chains(records)?;

@@ -9,15 +9,13 @@
 use std::path::Path;
 
 use anyhow::Result;
-use kd::core::burn::tensor::Device;
 use kd::core::checkpoint::write_atomic;
 use kd::data::DatasetSplits;
-use kd::multi_assistant::{
-    ChainMode, ChainPlan, ChainReport, DynamicPlan, ModelFamily, StoppingConfig, build_seeded, run_chain, run_dynamic,
-};
+use kd::multi_assistant::{ChainMode, ChainPlan, ChainReport, DynamicPlan, ModelFamily, StoppingConfig, run_chain, run_dynamic};
 use kd::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::experiment::{RunContext, RunFolder};
 use crate::report::Provenance;
 
 /// One chain run.
@@ -118,9 +116,10 @@ pub fn run(
     config: &TrainConfig,
     seed: u64,
     control_batch_fraction: f64,
-    device: &Device,
+    ctx: &RunContext,
     dir: &Path,
 ) -> Result<Vec<ChainRecord>> {
+    let device = &ctx.device;
     let family = setup.family.clone();
     let data = &data.for_run_seed(seed);
     let mut train = config.clone();
@@ -140,7 +139,7 @@ pub fn run(
             "augmented": data.train.augmented(),
         }),
     };
-    let mut out = vec![student_alone(setup, data, &train, seed, device, dir, &trace)?];
+    let mut out = vec![student_alone(setup, data, &train, ctx, dir, &trace)?];
     for with_stop in [false, true] {
         let stop = with_stop.then_some(stopping);
         let base = ChainPlan::new(family.clone(), setup.teacher, setup.student, train.clone()).with_stopping(stop);
@@ -168,45 +167,33 @@ pub fn run(
     Ok(out)
 }
 
-/// The chain's student trained with cross-entropy alone: the tables' reference row.
+/// The chain's student trained with cross-entropy alone, as the bench trains any student: the
+/// tables' reference row.
 fn student_alone(
     setup: &ChainSetup,
     data: &DatasetSplits,
     train: &TrainConfig,
-    seed: u64,
-    device: &Device,
+    ctx: &RunContext,
     dir: &Path,
     trace: &Trace,
 ) -> Result<ChainRecord> {
     let model_name = setup.family.model_name(setup.student)?;
-    let model = build_seeded(
-        &setup.family.spec(setup.student)?,
-        data.train.input_shape(),
-        data.train.num_classes(),
-        &device.clone().autodiff(),
-        seed,
-    )?;
-    let options = RunOptions { checkpoint_dir: Some(dir.join("ce-student")), resume: true, ..Default::default() };
-    let mut trainer = Trainer::new(train.clone(), &data.train, &data.test, device.clone()).with_options(options);
-    if let Some(valid) = &data.valid {
-        trainer = trainer.with_validation(valid);
-    }
-    let started = std::time::Instant::now();
-    let trained = kd::methods::train_method(kd::baselines::ce::NAME, None, &trainer, model, &NoTeacher)?;
-    let wall_seconds = started.elapsed().as_secs_f64();
-    eprintln!("chains {} seed {seed}: CE {model_name} {:.2} %", data.name, trained.selected_acc());
+    let prepared = kd::methods::prepare::<AnyModel>(kd::baselines::ce::NAME, None)?;
+    let folder = RunFolder { dir: &dir.join("ce-student"), resume: true, run_config: serde_json::json!({ "chain_student": model_name }) };
+    let (r, _) = ctx.prepared_student(data, prepared, &model_name, None, &data.train, train, train.seed, Some(folder))?;
+    eprintln!("chains {} seed {}: CE {model_name} {:.2} %", data.name, train.seed, r.selected_acc);
     Ok(ChainRecord {
         dataset: data.name.clone(),
         variant: "CE (student alone)".into(),
         dynamic_stopping: false,
-        seed,
+        seed: train.seed,
         chain: vec![model_name],
-        student_acc: trained.selected_acc(),
-        student_best_acc: trained.best_acc(),
+        student_acc: r.selected_acc,
+        student_best_acc: r.best_acc,
         total_epochs: train.epochs,
         planned_epochs: train.epochs,
         epochs_saved: 0,
-        wall_seconds,
+        wall_seconds: r.total_seconds,
         probe_epochs: 0,
         provenance: Provenance {
             method_config: serde_json::json!({ "family": trace.family, "method": kd::baselines::ce::NAME }),

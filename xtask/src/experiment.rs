@@ -339,7 +339,10 @@ impl RunContext {
             Checkpoint { meta: serde_json::json!({ "record": record }), sections: vec![("model".into(), module_bytes(&out.student)?)] };
         ckpt.save(&path)?;
         // The entry holds the teacher now; its epochs' checkpoints are no longer needed.
-        std::fs::remove_dir_all(&run_dir).with_context(|| format!("removing {}", run_dir.display()))?;
+        match std::fs::remove_dir_all(&run_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).with_context(|| format!("removing {}", run_dir.display())),
+            _ => {}
+        }
         Ok((FrozenTeacher::new(out.student, spec), record))
     }
 

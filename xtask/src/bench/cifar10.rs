@@ -154,11 +154,10 @@ pub fn suite_file(args: &BenchArgs) -> Result<PathBuf> {
     })
 }
 
-/// The options of the command line this suite has no use for: an error names the first.
+/// An option of the command line this suite has no use for is an error naming it.
 fn check_options(args: &BenchArgs) -> Result<()> {
-    let unused = [(args.cache_top_k.is_some(), "--cache-top-k", "the suite compares methods on the teacher's full outputs")];
-    if let Some((_, option, why)) = unused.iter().find(|(given, _, _)| *given) {
-        bail!("{option} is not used by the {NAME} suite: {why}");
+    if args.cache_top_k.is_some() {
+        bail!("--cache-top-k is not used by the {NAME} suite: it compares methods on the teacher's full outputs");
     }
     Ok(())
 }
@@ -276,7 +275,7 @@ pub fn run(bench: &mut Bench<'_>, plan: &[Planned], suite: &Suite, seeds: &[u64]
             // Keyed by the recipe and the models too: another suite file starts its own stages.
             let key = hash_str(&format!("{}|{:?}", serde_json::to_string(&config)?, chains.models));
             let dir = bench.args.cache.join("chains").join(format!("{}-{NAME}-seed{seed}-{key:08x}", sanitize(&data.name)));
-            let records = crate::chains::run(data, &chains.models, &config, seed, control, &bench.ctx.device, &dir)?;
+            let records = crate::chains::run(data, &chains.models, &config, seed, control, &bench.ctx, &dir)?;
             bench.record_chains(records)?;
         }
     }
