@@ -186,6 +186,59 @@ fn an_impossible_recipe_is_an_error() {
 /// `TestEvaluation::WhenSelected` evaluates the test split only where its result is read: the
 /// selected and last accuracies equal those of the same run evaluated every epoch, the other
 /// epochs carry the last evaluation forward and say so, and training is untouched.
+/// `SelectedAndLast` evaluates the test split at the selected and the last epoch only, with
+/// every-epoch evaluation's accuracies; also when the process died between the selected epoch
+/// and its deferred pass (the resumed call evaluates `best.ckpt`).
+#[test]
+fn test_evaluation_selected_and_last_evaluates_two_epochs_exactly() {
+    let train = blobs(120, 1, "blobs/train");
+    let (valid, test) = (blobs(30, 3, "blobs/valid"), blobs(30, 2, "blobs/test"));
+    let dir = tempfile::tempdir().unwrap();
+    let run = |test_evaluation, stop_after_epochs, checkpoints: bool| {
+        let options = RunOptions {
+            test_evaluation,
+            stop_after_epochs,
+            resume: checkpoints,
+            checkpoint_dir: checkpoints.then(|| dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let trainer = Trainer::new(config(8, 7), &train, &test, device()).with_validation(&valid).with_options(options);
+        trainer.fit(mlp("mlp-16", 3, 7), &mut CrossEntropy, &NoTeacher).unwrap()
+    };
+    let every = run(TestEvaluation::EveryEpoch, None, false);
+    let deferred = run(TestEvaluation::SelectedAndLast, None, false);
+    let best = every.best_epoch;
+    assert!(best > 1 && best + 1 < 8, "the case needs a selected epoch between the first and the last but one, not {best}");
+    assert_eq!(weights(&every.student), weights(&deferred.student));
+    assert_eq!((deferred.best_epoch, deferred.selected_acc(), deferred.last_acc()), (best, every.selected_acc(), every.last_acc()));
+    let evaluated: Vec<usize> = deferred.history.iter().filter(|r| r.test_evaluated).map(|r| r.epoch).collect();
+    assert_eq!(evaluated, [best, 8]);
+    for r in &deferred.history {
+        // Every epoch carries the evaluation before it (the selected one's from its own epoch
+        // on); the epochs before it an empty one.
+        match evaluated.iter().rev().find(|&&e| e <= r.epoch) {
+            Some(from) => assert_eq!(r.test, every.history[from - 1].test, "epoch {}", r.epoch),
+            None => assert_eq!((r.test.samples, r.test.top1), (0, 0.0), "epoch {}", r.epoch),
+        }
+    }
+
+    // Stopped just after the selected epoch, then its deferred pass undone as if the process had
+    // died before it: the resumed call reads the selected model from best.ckpt.
+    let first = run(TestEvaluation::SelectedAndLast, Some(best + 1), true);
+    assert_eq!(first.selected_acc(), every.selected_acc());
+    let last = dir.path().join("last.ckpt");
+    let mut ckpt = kd::core::checkpoint::Checkpoint::load(&last).unwrap();
+    let mut meta = kd::core::run_files::CheckpointMeta::of(&ckpt, &last).unwrap();
+    assert!(meta.history[best - 1].test_evaluated, "the deferred pass is written into last.ckpt");
+    meta.history[best - 1].test = meta.history[best - 2].test;
+    meta.history[best - 1].test_evaluated = false;
+    ckpt.meta = meta.to_value().unwrap();
+    ckpt.save(&last).unwrap();
+    let resumed = run(TestEvaluation::SelectedAndLast, None, true);
+    assert_eq!(weights(&resumed.student), weights(&every.student));
+    assert_eq!((resumed.best_epoch, resumed.selected_acc(), resumed.last_acc()), (best, every.selected_acc(), every.last_acc()));
+}
+
 #[test]
 fn test_evaluation_when_selected_keeps_the_selected_and_last_accuracies() {
     let train = blobs(120, 1, "blobs/train");

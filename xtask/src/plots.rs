@@ -108,8 +108,10 @@ fn line_style(i: usize) -> (RGBColor, Option<(u32, u32)>) {
 
 fn curves_plot(file: &Path, dataset: &str, records: &[&Record]) -> Result<()> {
     // One curve per method and student: its run of the lowest seed.
+    let on_validation = crate::report::curves_on_validation(records.iter().copied());
+    let curve = |r: &Record| r.learning_curve(on_validation).to_vec();
     let mut shown: Vec<&Record> = Vec::new();
-    for r in records.iter().filter(|r| !r.curve.is_empty()) {
+    for r in records.iter().filter(|r| !r.learning_curve(on_validation).is_empty()) {
         match shown.iter_mut().find(|s| s.method == r.method && s.student == r.student) {
             Some(s) if r.seed < s.seed => *s = r,
             Some(_) => {}
@@ -125,12 +127,13 @@ fn curves_plot(file: &Path, dataset: &str, records: &[&Record]) -> Result<()> {
     };
     let root = SVGBackend::new(file, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
-    let epochs = shown.iter().map(|r| r.curve.len()).max().unwrap_or(1).max(2);
-    let lo = shown.iter().flat_map(|r| r.curve.iter().copied()).fold(f64::INFINITY, f64::min);
-    let hi = shown.iter().flat_map(|r| r.curve.iter().copied()).fold(f64::NEG_INFINITY, f64::max);
+    let epochs = shown.iter().map(|r| curve(r).len()).max().unwrap_or(1).max(2);
+    let lo = shown.iter().flat_map(|r| curve(r)).fold(f64::INFINITY, f64::min);
+    let hi = shown.iter().flat_map(|r| curve(r)).fold(f64::NEG_INFINITY, f64::max);
+    let split = if on_validation { "validation" } else { "test" };
     let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 100.0) };
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("{dataset}: test accuracy per epoch ({which})"), ("sans-serif", 20))
+        .caption(format!("{dataset}: {split} accuracy per epoch ({which})"), ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(50)
@@ -140,7 +143,7 @@ fn curves_plot(file: &Path, dataset: &str, records: &[&Record]) -> Result<()> {
         let key = format!("{} ({})", r.method, r.student);
         let (colour, dash) = if r.method == "teacher" { (BLACK, None) } else { line_style(i) };
         let style = colour.stroke_width(2);
-        let points: Vec<(usize, f64)> = r.curve.iter().enumerate().map(|(e, &a)| (e + 1, a)).collect();
+        let points: Vec<(usize, f64)> = curve(r).into_iter().enumerate().map(|(e, a)| (e + 1, a)).collect();
         let series = match dash {
             None => chart.draw_series(LineSeries::new(points, style))?,
             Some((size, gap)) => chart.draw_series(DashedLineSeries::new(points, size, gap, style))?,

@@ -53,8 +53,12 @@ pub struct Record {
     /// Test accuracy after each epoch (learning curve; an epoch that did not evaluate the test
     /// split carries the last evaluation forward).
     pub curve: Vec<f64>,
+    /// Validation accuracy after each epoch, when there is a validation split: the learning
+    /// curve of runs that evaluate the test split only at some epochs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub valid_curve: Vec<f64>,
     /// How many epochs evaluated the test split, when not every one did
-    /// (`TestEvaluation::WhenSelected`): `best_acc` is then the best of those.
+    /// (`TestEvaluation::WhenSelected`, `SelectedAndLast`): `best_acc` is then the best of those.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_epochs: Option<usize>,
     /// Mean training loss terms of the last epoch.
@@ -198,6 +202,7 @@ impl Record {
             cached: false,
             teacher_cache: false,
             curve: out.history.iter().map(|r| r.test.top1).collect(),
+            valid_curve: out.history.iter().filter_map(|r| r.valid.map(|v| v.top1)).collect(),
             test_epochs: Some(out.history.iter().filter(|r| r.test_evaluated).count()).filter(|&n| n < out.history.len()),
             final_terms: out.history.last().map(|r| r.train_terms.clone()).unwrap_or_default(),
             binary: out.history.iter().find(|r| r.epoch == out.best_epoch).and_then(|r| r.test.binary),
@@ -256,6 +261,7 @@ impl Record {
             cached: false,
             teacher_cache: false,
             curve: Vec::new(),
+            valid_curve: Vec::new(),
             test_epochs: None,
             final_terms: BTreeMap::new(),
             binary: test.binary,
@@ -297,6 +303,7 @@ impl Record {
             cached: false,
             teacher_cache: false,
             curve: Vec::new(),
+            valid_curve: Vec::new(),
             test_epochs: None,
             final_terms: BTreeMap::new(),
             binary: None,
@@ -347,8 +354,11 @@ pub struct Row {
     pub last: (f64, f64),
     pub sec_per_epoch: f64,
     pub total_seconds: f64,
-    /// Each seed's test-accuracy curve and training seconds per epoch (time to an accuracy).
+    /// Each seed's learning curve ([`Record::learning_curve`]) and training seconds per epoch
+    /// (time to an accuracy).
     pub curves: Vec<(Vec<f64>, f64)>,
+    /// Mean validation accuracy at the selected epoch, when there is a validation split.
+    pub valid_selected: Option<f64>,
     /// Binary metrics (mean, std) in the order of [`BINARY_COLUMNS`].
     pub binary: Option<Vec<(f64, f64)>>,
 }
@@ -382,7 +392,21 @@ fn augmentation_note(records: &[Record], dataset: &str) -> String {
     }
 }
 
-/// Training seconds until a test-accuracy curve first reaches `target`, mean over the curves
+/// Whether the learning curves of these records (one dataset's) are read on the validation
+/// split: where some run evaluated the test split only at some epochs, its test curve holds
+/// carried values, and every run of the dataset is read on validation alike.
+pub fn curves_on_validation<'a>(records: impl IntoIterator<Item = &'a Record>) -> bool {
+    records.into_iter().any(|r| r.test_epochs.is_some())
+}
+
+impl Record {
+    /// The learning curve on the test split, or on validation ([`curves_on_validation`]).
+    pub fn learning_curve(&self, on_validation: bool) -> &[f64] {
+        if on_validation { &self.valid_curve } else { &self.curve }
+    }
+}
+
+/// Training seconds until a learning curve first reaches `target`, mean over the curves
 /// that reach it: `12.3`, `12.3 (2 of 3)` when some never do, `never` when none does.
 fn time_to_accuracy(curves: &[(Vec<f64>, f64)], target: f64) -> String {
     let reached: Vec<f64> = curves
@@ -410,6 +434,8 @@ pub fn summarize(records: &[Record]) -> BTreeMap<String, Vec<Row>> {
     }
     let mut out: BTreeMap<String, Vec<Row>> = BTreeMap::new();
     for ((dataset, method, model), rs) in groups {
+        let on_validation = curves_on_validation(records.iter().filter(|r| r.dataset == dataset));
+        let valid: Option<Vec<f64>> = rs.iter().map(|r| r.valid_acc).collect();
         let best: Vec<f64> = rs.iter().map(|r| r.best_acc).collect();
         let last: Vec<f64> = rs.iter().map(|r| r.last_acc).collect();
         let selected: Vec<f64> = rs.iter().map(|r| r.selected_acc).collect();
@@ -423,7 +449,8 @@ pub fn summarize(records: &[Record]) -> BTreeMap<String, Vec<Row>> {
             last: mean_std(&last),
             sec_per_epoch: rs.iter().map(|r| r.seconds_per_epoch).sum::<f64>() / rs.len() as f64,
             total_seconds: rs.iter().map(|r| r.total_seconds).sum::<f64>(),
-            curves: rs.iter().map(|r| (r.curve.clone(), r.seconds_per_epoch)).collect(),
+            curves: rs.iter().map(|r| (r.learning_curve(on_validation).to_vec(), r.seconds_per_epoch)).collect(),
+            valid_selected: valid.map(|v| mean_std(&v).0),
             binary: rs
                 .iter()
                 .map(|r| r.binary.map(|b| binary_values(&b)))
@@ -445,17 +472,22 @@ pub fn markdown(records: &[Record]) -> String {
              the epochs (what mdistiller reports), *last* after the last epoch. ",
         );
         md.push_str(&augmentation_note(records, &dataset));
-        if records.iter().any(|r| r.dataset == dataset && r.test_epochs.is_some()) {
+        let on_validation = curves_on_validation(records.iter().filter(|r| r.dataset == dataset));
+        if on_validation {
             md.push_str(
-                " The students' test split was evaluated only where the validation accuracy improved and at the last \
-                 epoch: *selected* and *last* are exact, *best* is the best of those epochs.",
+                " The students evaluated the test split only at some epochs (the selected and the last among them, \
+                 as the suite's `[evaluation] test` says): *selected* and *last* are exact, *best* is the best of the \
+                 evaluated epochs.",
             );
         }
         md.push_str("\n\n");
-        md.push_str(
+        md.push_str(if on_validation {
+            "*to CE's acc*: training seconds until the validation accuracy first reaches CE's (the same student \
+             alone) mean validation accuracy at its selected epoch, mean over the seeds that reach it.\n\n"
+        } else {
             "*to CE's acc*: training seconds until the test accuracy first reaches the mean selected accuracy of CE \
-             (the same student alone), mean over the seeds that reach it.\n\n",
-        );
+             (the same student alone), mean over the seeds that reach it.\n\n"
+        });
         md.push_str(
             "| method | model | teacher | seeds | selected acc (%) | best acc (%) | last acc (%) | s/epoch | to CE's acc (s) | total s |\n",
         );
@@ -471,7 +503,11 @@ pub fn markdown(records: &[Record]) -> String {
             };
             let ce = rows.iter().find(|c| c.method == kd::baselines::ce::NAME && c.model == r.model);
             let to_ce = match ce {
-                Some(ce) if r.method != "teacher" => time_to_accuracy(&r.curves, ce.selected.0),
+                Some(ce) if r.method != "teacher" => match (on_validation, ce.valid_selected) {
+                    (false, _) => time_to_accuracy(&r.curves, ce.selected.0),
+                    (true, Some(target)) => time_to_accuracy(&r.curves, target),
+                    (true, None) => "-".to_string(),
+                },
                 _ => "-".to_string(),
             };
             md.push_str(&format!(
@@ -547,5 +583,51 @@ mod tests {
         assert_eq!(time_to_accuracy(&curves[..2], 60.0), "3.5"); // epoch 2 at 2 s, epoch 1 at 3 s
         assert_eq!(time_to_accuracy(&curves, 70.0), "6.0 (2 of 3)"); // epoch 3 at 2 s, epoch 2 at 3 s
         assert_eq!(time_to_accuracy(&curves, 99.0), "never");
+    }
+
+    /// A run of `method` at 2 s an epoch with these test and validation curves, its epoch
+    /// selected on validation; `test_epochs` as a trainer that skipped some test passes writes it.
+    fn run(method: &str, test: &[f64], valid: &[f64], test_epochs: Option<usize>) -> Record {
+        let recipe: TrainConfig = serde_json::from_value(serde_json::json!({
+            "epochs": test.len(), "batch_size": 8, "optimizer": { "kind": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": false, "weight_decay": 0.0 }
+        }))
+        .unwrap();
+        let backend = BackendTag { name: "flex".into(), device: "cpu".into() };
+        let best = (0..valid.len()).fold(0, |b, e| if valid[e] > valid[b] { e } else { b });
+        Record {
+            error: None,
+            selected_acc: test[best],
+            best_acc: test.iter().copied().fold(f64::NAN, f64::max),
+            last_acc: test[test.len() - 1],
+            valid_acc: Some(valid[best]),
+            best_epoch: best + 1,
+            seconds_per_epoch: 2.0,
+            curve: test.to_vec(),
+            valid_curve: valid.to_vec(),
+            test_epochs,
+            ..Record::failed("d", method, "-", "s", 0, &backend, &recipe, String::new())
+        }
+    }
+
+    /// Where the test split was evaluated at every epoch, *to CE's acc* reads the test curve;
+    /// where some runs skipped test passes (their test curve carries old values), validation.
+    #[test]
+    fn time_to_ce_reads_validation_where_test_passes_were_skipped() {
+        let kd_row = |md: &str| md.lines().find(|l| l.starts_with("| kd |")).unwrap().to_string();
+        // CE selects epoch 3 (test 55, validation 60). KD reaches test 55 at epoch 3 and
+        // validation 60 at epoch 2.
+        let every = markdown(&[
+            run("ce", &[40.0, 50.0, 55.0], &[50.0, 55.0, 60.0], None),
+            run("kd", &[45.0, 50.0, 56.0], &[55.0, 60.0, 62.0], None),
+        ]);
+        assert!(every.contains("until the test accuracy first reaches"), "{every}");
+        assert!(kd_row(&every).contains("| 6.0 |"), "{every}");
+        // The same runs with KD's test carried from epoch 1 until its last: validation decides.
+        let skipped = markdown(&[
+            run("ce", &[40.0, 50.0, 55.0], &[50.0, 55.0, 60.0], None),
+            run("kd", &[45.0, 45.0, 56.0], &[55.0, 60.0, 62.0], Some(2)),
+        ]);
+        assert!(skipped.contains("until the validation accuracy first reaches"), "{skipped}");
+        assert!(kd_row(&skipped).contains("| 4.0 |"), "{skipped}");
     }
 }

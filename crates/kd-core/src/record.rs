@@ -11,7 +11,7 @@ use crate::metrics::BinaryMetrics;
 use crate::phases::StepPhases;
 
 /// Evaluation of a model on a data split.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvalMetrics {
     /// Top-1 accuracy in percent.
     pub top1: f64,

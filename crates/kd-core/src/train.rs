@@ -145,6 +145,14 @@ pub enum TestEvaluation {
     /// is evaluated. For budgets where the test split costs as much as training (CIFAR-10's
     /// 10,000 images against a few thousand training images).
     WhenSelected,
+    /// Only the last epoch (of the run, of this call, or where dynamic stopping ends it) and the
+    /// selected one: the selected epoch's model is kept and its test pass deferred to the end of
+    /// the call, when no later epoch can replace it (one pass, not one per improvement). The
+    /// selected and last accuracies are exact and the best is the better of the two; the other
+    /// epochs carry the last evaluation forward (an empty one, of 0 samples, before the first),
+    /// so the test curve says nothing: read the validation curve. Without a validation split
+    /// every epoch is evaluated.
+    SelectedAndLast,
 }
 
 /// When a run counts as diverged. Checked at the end of every epoch; a diverged run ends with
@@ -424,6 +432,8 @@ impl<'a> Trainer<'a> {
         let steps_per_epoch = self.steps_per_epoch();
         let bar = self.progress_bar(steps_per_epoch, start_epoch);
         let mut finished = true;
+        // `SelectedAndLast`: the selected epoch's model while its test pass waits.
+        let mut unevaluated_best = None;
         for (epochs_this_call, epoch) in (start_epoch..=cfg.epochs).enumerate() {
             if self.options.stop_after_epochs.is_some_and(|n| epochs_this_call >= n) {
                 finished = false;
@@ -445,12 +455,21 @@ impl<'a> Trainer<'a> {
             let train_seconds = started.elapsed().as_secs_f64() - steps.side_seconds;
             let last_of_call = epoch == cfg.epochs || self.options.stop_after_epochs.is_some_and(|n| epochs_this_call + 1 >= n);
             let record = self.evaluate_epoch(epoch, lr, steps, train_seconds, &model.0, &progress, last_of_call)?;
-            bar.set_message(format!("epoch {epoch}: loss {:.4} test {:.2}%", record.train_loss, record.test.top1));
-            if self.end_epoch(record, &run, &model, &mut progress, distiller, side)? {
+            let shown = match (record.test_evaluated, record.valid) {
+                (false, Some(valid)) => format!("valid {:.2}%", valid.top1),
+                _ => format!("test {:.2}%", record.test.top1),
+            };
+            bar.set_message(format!("epoch {epoch}: loss {:.4} {shown}", record.train_loss));
+            let stop = self.end_epoch(record, &run, &model, &mut progress, distiller, side)?;
+            if progress.history.last().is_some_and(|r| !r.test_evaluated && progress.best.is_some_and(|(e, _)| e == r.epoch)) {
+                unevaluated_best = Some(model.0.valid());
+            }
+            if stop {
                 break;
             }
         }
         bar.finish_and_clear();
+        self.evaluate_selected(&mut progress, unevaluated_best, &model.0)?;
         let best_epoch = progress.best.map(|(e, _)| e).unwrap_or(0);
         let (student, aux) = model;
         Ok(TrainOutcome { student, aux, history: progress.history, best_epoch, finished })
@@ -647,6 +666,8 @@ impl<'a> Trainer<'a> {
         let valid = self.valid.map(|v| evaluate(&frozen, v, cfg.eval_batch_size, &self.device)).transpose().map_err(diverged)?;
         let carried = match (self.options.test_evaluation, valid, progress.history.last()) {
             (TestEvaluation::WhenSelected, Some(v), Some(previous)) if !last && !self.improves(&v, progress) => Some(previous.test),
+            // Nothing evaluated before the first epoch: it holds an empty evaluation (0 samples).
+            (TestEvaluation::SelectedAndLast, Some(_), previous) if !last => Some(previous.map(|p| p.test).unwrap_or_default()),
             _ => None,
         };
         let test_evaluated = carried.is_none();
@@ -667,6 +688,36 @@ impl<'a> Trainer<'a> {
             train_seconds,
             phases: steps.phases,
         })
+    }
+
+    /// [`TestEvaluation::SelectedAndLast`]'s deferred pass: the selected epoch's test split, on
+    /// the `kept` model (or, after a resume, the `student` of `best.ckpt`), written into its
+    /// record, the records that carried an older evaluation after it, and the checkpoints.
+    fn evaluate_selected<S: Student>(&self, progress: &mut Progress, kept: Option<S>, student: &S) -> Result<()> {
+        let Some((best, _)) = progress.best else { return Ok(()) };
+        let Some(at) = progress.history.iter().position(|r| r.epoch == best && !r.test_evaluated) else { return Ok(()) };
+        let best_ckpt = self.options.checkpoint_dir.as_ref().map(|dir| dir.join("best.ckpt"));
+        let model = match (kept, &best_ckpt) {
+            (Some(model), _) => model,
+            (None, Some(path)) => load_module(student.valid(), Checkpoint::load(path)?.section("student")?)?,
+            (None, None) => return Err(KdError::Record(format!("epoch {best} was selected but neither kept nor saved"))),
+        };
+        let test = evaluate(&model, self.test, self.config.eval_batch_size, &self.device)?;
+        for record in progress.history[at..].iter_mut().take_while(|r| r.epoch == best || !r.test_evaluated) {
+            record.test = test;
+        }
+        progress.history[at].test_evaluated = true;
+        let Some(dir) = &self.options.checkpoint_dir else { return Ok(()) };
+        // A reopened run reads its history from the checkpoints: they get the evaluation too.
+        for (file, epochs) in [("last.ckpt", progress.history.len()), ("best.ckpt", at + 1)] {
+            let path = dir.join(file);
+            let mut ckpt = Checkpoint::load(&path)?;
+            let mut meta = CheckpointMeta::of(&ckpt, &path)?;
+            meta.history = progress.history[..epochs].to_vec();
+            ckpt.meta = meta.to_value()?;
+            ckpt.save(&path)?;
+        }
+        Ok(())
     }
 
     /// The selection score of an epoch evaluated as `chosen` (validation, or test without one).
