@@ -256,7 +256,7 @@ fn run_cifar10(args: &BenchArgs, recipes: &Recipes, started: Instant) -> Result<
     teacher_file(args, plan.len())?;
     let seeds = &selection.seeds;
     let total_runs = plan.iter().map(|p| p.methods.len() * seeds.len()).sum();
-    let student_test_evaluation = suite.students.test_evaluation;
+    let student_test_evaluation = suite.evaluation.test;
     let ctx = RunContext { device, backend, cache_dir: args.cache.clone(), progress: true, student_test_evaluation };
     if let Some(dir) = &args.export_data {
         return cifar10::export(&mut Bench::new(args, ctx, recipes, started, total_runs), &plan, seeds, dir);

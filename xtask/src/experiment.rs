@@ -243,7 +243,8 @@ pub struct RunContext {
     pub backend: BackendTag,
     pub cache_dir: PathBuf,
     pub progress: bool,
-    /// Which epochs of a student run evaluate the test split (teachers: every epoch).
+    /// Which epochs of a student run and of a chain's models evaluate the test split (teachers:
+    /// every epoch).
     pub student_test_evaluation: TestEvaluation,
 }
 

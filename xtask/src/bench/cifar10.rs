@@ -15,7 +15,7 @@ use kd::prelude::*;
 use serde::Deserialize;
 
 use super::files::{self, InputKind, Recipes};
-use super::plan::{Planned, first_samples, per_class_subset};
+use super::plan::{Planned, per_class_subset, valid_per_class};
 use super::{Bench, BenchArgs, methods_for_seed};
 use crate::chains::ChainSetup;
 use crate::experiment::{hash_str, sanitize};
@@ -35,6 +35,8 @@ pub struct Suite {
     pub schedule: ScheduleShape,
     pub teacher: TeacherSize,
     pub students: StudentSize,
+    /// How the students and the chains' models are evaluated.
+    pub evaluation: Evaluation,
     /// Method settings that differ from the methods' defaults (`METHOD = { field = value }`).
     #[serde(default)]
     pub methods: BTreeMap<String, toml::Table>,
@@ -84,19 +86,28 @@ pub struct StudentSize {
     pub per_class: usize,
     /// Augmentation draws per image the teacher cache stores (`--teacher-cache`).
     pub cache_draws: usize,
-    /// Which epochs evaluate the test split (`every_epoch`, the default, or `when_selected`).
+}
+
+/// How every student and every model of the chains is evaluated (the teacher reads the whole
+/// validation split and the test split every epoch).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evaluation {
+    /// The validation split cut to this many images of each class (absent: all of it).
     #[serde(default)]
-    pub test_evaluation: TestEvaluation,
+    pub valid_per_class: Option<usize>,
+    /// Which epochs evaluate the test split (`every_epoch`, `when_selected` or `selected_and_last`).
+    pub test: TestEvaluation,
 }
 
 /// The teacher-assistant chains.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Chains {
-    /// Every model of a chain trains on this many first images of the training split (absent:
-    /// all of it).
-    #[serde(default)]
-    pub train_limit: Option<usize>,
+    /// Every model of a chain trains on the first this many images of each class of the
+    /// training split (0: all of it). Per class, not the first images of the split: a folder's
+    /// training files come class by class.
+    pub per_class: usize,
     /// The epochs of every stage.
     pub epochs: usize,
     /// The family and the chains' models.
@@ -127,6 +138,9 @@ impl Suite {
         }
         for (field, spec) in [("teacher.model", &s.teacher.model), ("students.model", &s.students.model)] {
             ModelSpec::parse(spec).map_err(|e| bad(field, e.to_string()))?;
+        }
+        if s.evaluation.valid_per_class == Some(0) {
+            return Err(bad("evaluation.valid_per_class", "is 0: leave it out to validate on the whole split".into()));
         }
         if !(1..=super::MAX_CACHE_DRAWS).contains(&s.students.cache_draws) {
             return Err(bad("students.cache_draws", format!("is {}: give 1 to {}", s.students.cache_draws, super::MAX_CACHE_DRAWS)));
@@ -195,6 +209,7 @@ pub fn plan(
         }
         let per_class = args.student_per_class.unwrap_or(suite.students.per_class);
         let student_data = if per_class > 0 { per_class_subset(&data, per_class)? } else { data.clone() };
+        let student_data = valid_per_class(student_data, suite.evaluation.valid_per_class)?;
         let teacher_epochs = args.epochs.unwrap_or(suite.teacher.epochs);
         let student_epochs = args.student_epochs.or(args.epochs).unwrap_or(suite.students.epochs);
         plan.push(Planned {
@@ -270,7 +285,8 @@ pub fn run(bench: &mut Bench<'_>, plan: &[Planned], suite: &Suite, seeds: &[u64]
     let config = suite.recipe(bench.recipes, bench.args.epochs.unwrap_or(chains.epochs));
     let control = bench.args.stop_control_fraction.unwrap_or(StoppingConfig::default().control_batch_fraction);
     for p in plan {
-        let data = &first_samples(&p.data, chains.train_limit)?;
+        let data = if chains.per_class > 0 { per_class_subset(&p.data, chains.per_class)? } else { p.data.clone() };
+        let data = &valid_per_class(data, suite.evaluation.valid_per_class)?;
         for &seed in seeds {
             // Keyed by the recipe and the models too: another suite file starts its own stages.
             let key = hash_str(&format!("{}|{:?}", serde_json::to_string(&config)?, chains.models));
