@@ -222,14 +222,22 @@ pub fn fewer_positives(data: &DatasetSplits, keep: usize) -> Result<DatasetSplit
 }
 
 /// The first `limit` samples of the training split (`None`, or no fewer samples: all of it).
+/// An error where they lack a class the split has: a folder's training files come class by
+/// class, and its first images are one class, not a sample of the data (`per_class_subset`
+/// takes that).
 pub fn first_samples(data: &DatasetSplits, limit: Option<usize>) -> Result<DatasetSplits> {
-    Ok(match limit.filter(|&n| n < data.train.len()) {
-        Some(n) => DatasetSplits {
-            train: data.train.subset(&(0..n).collect::<Vec<_>>(), format!("{} (first {n})", data.train.name()))?,
-            ..data.clone()
-        },
-        None => data.clone(),
-    })
+    let Some(n) = limit.filter(|&n| n < data.train.len()) else { return Ok(data.clone()) };
+    let train = data.train.subset(&(0..n).collect::<Vec<_>>(), format!("{} (first {n})", data.train.name()))?;
+    let present = |counts: Vec<usize>| counts.iter().filter(|&&c| c > 0).count();
+    let (kept, all) = (present(train.class_counts()), present(data.train.class_counts()));
+    if kept < all {
+        bail!(
+            "{}: the first {n} training samples hold {kept} of its {all} classes (are its files sorted by class?): \
+             a limit must keep every class: leave `train_limit` out or give data in mixed order",
+            data.name
+        );
+    }
+    Ok(DatasetSplits { train, ..data.clone() })
 }
 
 /// Writes every planned dataset (and its recipes and models) into a folder of its own under `dir`.
