@@ -208,7 +208,7 @@ pub fn plan(
             bail!("no chosen method applies to {name} ({classes} classes)");
         }
         let per_class = args.student_per_class.unwrap_or(suite.students.per_class);
-        let student_data = if per_class > 0 { per_class_subset(&data, per_class)? } else { data.clone() };
+        let student_data = per_class_subset(&data, per_class)?;
         let student_data = valid_per_class(student_data, suite.evaluation.valid_per_class)?;
         let teacher_epochs = args.epochs.unwrap_or(suite.teacher.epochs);
         let student_epochs = args.student_epochs.or(args.epochs).unwrap_or(suite.students.epochs);
@@ -285,8 +285,7 @@ pub fn run(bench: &mut Bench<'_>, plan: &[Planned], suite: &Suite, seeds: &[u64]
     let config = suite.recipe(bench.recipes, bench.args.epochs.unwrap_or(chains.epochs));
     let control = bench.args.stop_control_fraction.unwrap_or(StoppingConfig::default().control_batch_fraction);
     for p in plan {
-        let data = if chains.per_class > 0 { per_class_subset(&p.data, chains.per_class)? } else { p.data.clone() };
-        let data = &valid_per_class(data, suite.evaluation.valid_per_class)?;
+        let data = &valid_per_class(per_class_subset(&p.data, chains.per_class)?, suite.evaluation.valid_per_class)?;
         for &seed in seeds {
             // Keyed by the recipe and the models too: another suite file starts its own stages.
             let key = hash_str(&format!("{}|{:?}", serde_json::to_string(&config)?, chains.models));

@@ -87,10 +87,7 @@ pub fn plan(args: &BenchArgs, recipes: &Recipes, preset: &Preset, selection: &Se
             InputKind::Tables => sizes.student_per_class,
             _ => args.student_per_class.or(sizes.student_per_class),
         };
-        let student_data = match per_class.filter(|&n| n > 0) {
-            Some(n) => per_class_subset(&data, n)?,
-            None => data.clone(),
-        };
+        let student_data = per_class_subset(&data, per_class.unwrap_or(0))?;
         let (teacher, student) = recipes.models(kind);
         let student_spec = args.student.clone().unwrap_or_else(|| student.into());
         // Methods that compare spatial maps compare constants on an MLP's 1x1 features: their
@@ -169,9 +166,12 @@ fn disambiguate(plan: &mut [Planned]) -> Result<()> {
 }
 
 /// The first `per_class` samples of each class of `data`'s training split (in the split's
-/// order), the whole validation and test splits: the students' data when they see fewer
-/// labelled samples than the teacher (KD's transfer-set setting).
+/// order; 0: all of it), the whole validation and test splits: the students' data when they see
+/// fewer labelled samples than the teacher (KD's transfer-set setting).
 pub fn per_class_subset(data: &DatasetSplits, per_class: usize) -> Result<DatasetSplits> {
+    if per_class == 0 {
+        return Ok(data.clone());
+    }
     let train = first_of_each_class(&data.train, per_class, &data.name, "training")?;
     Ok(DatasetSplits { train, ..data.clone() })
 }
