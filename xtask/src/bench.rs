@@ -29,7 +29,7 @@ use kd::prelude::*;
 use self::files::{InputKind, Preset, Recipes};
 use self::plan::{Planned, fewer_positives, first_samples};
 use crate::chains::ChainRecord;
-use crate::experiment::{ModelFileFlags, RunContext, hash_str, open_device, sanitize, save_student_run};
+use crate::experiment::{ModelFileFlags, RunContext, SHIPPED_TEACHERS, hash_str, open_device, sanitize, save_student_run};
 use crate::report::{Record, markdown, write_results_with};
 
 #[derive(Args, Debug)]
@@ -220,7 +220,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let seeds = &selection.seeds;
     let total_runs = if selection.runs("methods") { plan.iter().map(|p| p.methods.len() * seeds.len()).sum() } else { 0 };
     eprintln!("bench: {} dataset(s), {} seed(s), {total_runs} student runs, backend {}", plan.len(), seeds.len(), args.backend);
-    let ctx = RunContext { device, backend, cache_dir: args.cache.clone(), progress: true, student_test_evaluation: Default::default() };
+    let ctx = RunContext {
+        device,
+        backend,
+        cache_dir: args.cache.clone(),
+        progress: true,
+        test_evaluation: Default::default(),
+        shipped_teachers: SHIPPED_TEACHERS.into(),
+    };
     let mut bench = Bench::new(&args, ctx, &recipes, started, total_runs);
     if selection.runs("methods") {
         suite_methods(&mut bench, &plan, seeds, pretrained.as_ref())?;
@@ -256,8 +263,15 @@ fn run_cifar10(args: &BenchArgs, recipes: &Recipes, started: Instant) -> Result<
     teacher_file(args, plan.len())?;
     let seeds = &selection.seeds;
     let total_runs = plan.iter().map(|p| p.methods.len() * seeds.len()).sum();
-    let student_test_evaluation = suite.evaluation.test;
-    let ctx = RunContext { device, backend, cache_dir: args.cache.clone(), progress: true, student_test_evaluation };
+    let test_evaluation = suite.evaluation.test;
+    let ctx = RunContext {
+        device,
+        backend,
+        cache_dir: args.cache.clone(),
+        progress: true,
+        test_evaluation,
+        shipped_teachers: SHIPPED_TEACHERS.into(),
+    };
     if let Some(dir) = &args.export_data {
         return cifar10::export(&mut Bench::new(args, ctx, recipes, started, total_runs), &plan, seeds, dir);
     }

@@ -127,12 +127,8 @@ pub fn run(
     // Patience in proportion to the schedule, so that short bench runs can stop at all.
     let stopping = StoppingConfig { patience: (config.epochs / 4).max(2), control_batch_fraction, ..StoppingConfig::default() };
     stopping.validate()?;
-    let options = RunOptions {
-        checkpoint_dir: Some(dir.to_path_buf()),
-        resume: true,
-        test_evaluation: ctx.student_test_evaluation,
-        ..Default::default()
-    };
+    let options =
+        RunOptions { checkpoint_dir: Some(dir.to_path_buf()), resume: true, test_evaluation: ctx.test_evaluation, ..Default::default() };
     let trace = Trace {
         recipe: train.clone(),
         family: serde_json::to_value(&family)?,

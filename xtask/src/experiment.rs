@@ -73,7 +73,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
             backend: backend.clone(),
             cache_dir: args.out.join("teachers"),
             progress: true,
-            student_test_evaluation: TestEvaluation::EveryEpoch,
+            test_evaluation: TestEvaluation::EveryEpoch,
+            shipped_teachers: PathBuf::from(SHIPPED_TEACHERS),
         };
         // The method resolved once per seed: its need, the configuration the run records, the training.
         let prepared = exp.prepare::<AnyModel>()?;
@@ -243,10 +244,16 @@ pub struct RunContext {
     pub backend: BackendTag,
     pub cache_dir: PathBuf,
     pub progress: bool,
-    /// Which epochs of a student run and of a chain's models evaluate the test split (teachers:
-    /// every epoch).
-    pub student_test_evaluation: TestEvaluation,
+    /// Which epochs of every run (teachers, students, a chain's models) evaluate the test split.
+    pub test_evaluation: TestEvaluation,
+    /// A read-only folder of teachers trained once and committed ([`SHIPPED_TEACHERS`]), looked
+    /// up under the same key after the cache: a teacher of hours is not retrained on every machine.
+    pub shipped_teachers: PathBuf,
 }
+
+/// The repository's folder of committed teachers (relative to the working folder, like the
+/// cache): entries named and keyed as the cache's, with their provenance in its README.
+pub const SHIPPED_TEACHERS: &str = "datasets/teachers";
 
 impl RunContext {
     /// A trainer on `data`'s test (and validation) split; with `checkpoint_dir`, resumable.
@@ -284,23 +291,27 @@ impl RunContext {
             hash_str(&serde_json::to_string(&config)?),
             hash_str(&self.backend.name),
             hash_str(&data.name),
-            // The data's content (a replaced file is another entry, never the stale teacher).
-            hash_str(&serde_json::to_string(&data.files.iter().map(|f| (&f.path, f.size, &f.hash)).collect::<Vec<_>>())?),
+            // The data's content (a replaced file is another entry, never the stale teacher); not
+            // the files' paths, so that the same data unpacked elsewhere finds the same teacher.
+            hash_str(&serde_json::to_string(&data.files.iter().map(|f| (f.size, &f.hash)).collect::<Vec<_>>())?),
         ]))
     }
 
-    /// A teacher trained with cross-entropy, from the cache when an identical one was trained
-    /// before (keyed by data, architecture, recipe, seed and backend). An interrupted training
+    /// A teacher trained with cross-entropy, from the cache (or the committed teachers) when an
+    /// identical one was trained before (keyed by data, architecture, recipe, seed and backend;
+    /// never by where the data lies, so a committed entry serves every checkout). An interrupted training
     /// resumes from its last epoch (the entry's `.run` folder, removed once the entry is written).
     pub fn teacher(&self, data: &DatasetSplits, spec: &str, config: &TrainConfig, seed: u64) -> Result<(FrozenTeacher<AnyModel>, Record)> {
         let config = TrainConfig { seed, ..config.clone() };
         let key = self.teacher_key(data, spec, &config, seed)?;
-        let path = self.cache_dir.join(format!("{}-{}-{key:016x}.ckpt", sanitize(&data.name), sanitize(spec)));
+        let file_name = format!("{}-{}-{key:016x}.ckpt", sanitize(&data.name), sanitize(spec));
+        let path = self.cache_dir.join(&file_name);
+        let shipped = self.shipped_teachers.join(&file_name);
         let reuse = || -> Result<Option<(FrozenTeacher<AnyModel>, Record)>> {
-            if !path.exists() {
+            let Some(path) = [&path, &shipped].into_iter().find(|p| p.exists()) else {
                 return Ok(None);
-            }
-            match Checkpoint::load(&path) {
+            };
+            match Checkpoint::load(path) {
                 Ok(ckpt) => {
                     let record: Record = serde_json::from_value(ckpt.meta["record"].clone())?;
                     let model = load_module(build_model(spec, data, &self.device, seed)?, ckpt.section("model")?)?;
@@ -325,14 +336,8 @@ impl RunContext {
         let model = build_model(spec, data, &self.device, seed)?;
         let started = Instant::now();
         let run_dir = path.with_extension("run");
-        let trainer = self.trainer(
-            data,
-            &data.train,
-            &config,
-            format!("teacher {spec} seed {seed}"),
-            Some(run_dir.clone()),
-            TestEvaluation::EveryEpoch,
-        );
+        let trainer =
+            self.trainer(data, &data.train, &config, format!("teacher {spec} seed {seed}"), Some(run_dir.clone()), self.test_evaluation);
         let out = kd::methods::train_method(kd::baselines::ce::NAME, None, &trainer, model, &NoTeacher)?;
         let record = Record::new(&data.name, "teacher", spec, spec, seed, &self.backend, &config, &out, started.elapsed().as_secs_f64())
             .with_method_config(kd::baselines::ce::NAME, None);
@@ -387,7 +392,7 @@ impl RunContext {
         let method = prepared.name();
         let model = build_model(spec, data, &self.device, seed)?;
         let label = format!("{method} {spec} seed {seed}");
-        let mut trainer = self.trainer(data, train, &config, label.clone(), None, self.student_test_evaluation);
+        let mut trainer = self.trainer(data, train, &config, label.clone(), None, self.test_evaluation);
         if let Some(RunFolder { dir, resume, run_config }) = checkpoints {
             trainer = trainer.with_options(RunOptions {
                 run_config: Some(run_config),
@@ -396,7 +401,7 @@ impl RunContext {
                 log_file: Some(dir.join("log.jsonl")),
                 progress: self.progress,
                 label,
-                test_evaluation: self.student_test_evaluation,
+                test_evaluation: self.test_evaluation,
                 ..Default::default()
             });
         }
@@ -418,4 +423,69 @@ impl RunContext {
 
 pub fn hash_str(s: &str) -> u64 {
     hash_key(&s.bytes().map(u64::from).collect::<Vec<_>>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A three-class table at `path`: the same bytes wherever it is written.
+    fn write_table(path: &Path) {
+        let rows: String = (0..90).map(|i| format!("{},{}.{},{}\n", i % 3, i % 3, i % 7, i % 5)).collect();
+        std::fs::write(path, format!("label,x,y\n{rows}")).unwrap();
+    }
+
+    #[test]
+    fn a_committed_teacher_is_found_by_its_key_wherever_the_data_lies() {
+        let (device, backend) = open_device("flex").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let table = |folder: &str| {
+            let dir = root.path().join(folder);
+            std::fs::create_dir_all(&dir).unwrap();
+            write_table(&dir.join("t.csv"));
+            dir.join("t.csv")
+        };
+        let (here, there) = (table("here"), table("there"));
+        let ctx = |cache: &str, shipped: &str| RunContext {
+            device: device.clone(),
+            backend: backend.clone(),
+            cache_dir: root.path().join(cache),
+            progress: false,
+            test_evaluation: TestEvaluation::EveryEpoch,
+            shipped_teachers: root.path().join(shipped),
+        };
+        let config = TrainConfig {
+            epochs: 2,
+            batch_size: 16,
+            optimizer: OptimizerConfig::sgd(0.05),
+            schedule: LrSchedule::Constant,
+            lr_warmup_epochs: 0,
+            seed: 0,
+            drop_last: false,
+            eval_batch_size: 64,
+        };
+        let trainer = ctx("trained", "nothing-shipped");
+        let key = |data| trainer.teacher_key(data, "mlp-16", &config, 0).unwrap();
+        assert_eq!(key(&load_csv(&here)), key(&load_csv(&there)), "the same bytes in another folder are the same data");
+        let (_, trained) = trainer.teacher(&load_csv(&here), "mlp-16", &config, 0).unwrap();
+        assert!(!trained.cached);
+
+        // A fresh cache beside the first one's entries as the committed folder: read, not retrained.
+        let reader = ctx("fresh", "trained");
+        let (_, shipped) = reader.teacher(&load_csv(&there), "mlp-16", &config, 0).unwrap();
+        assert!(shipped.cached, "the committed entry was not found");
+        assert_eq!((shipped.selected_acc, shipped.curve.clone()), (trained.selected_acc, trained.curve.clone()));
+        assert!(!root.path().join("fresh").exists(), "a committed teacher is read in place, never copied or retrained");
+
+        // Other data (one value changed) is another key: trained, never the committed teacher.
+        let changed = std::fs::read_to_string(&there).unwrap().replacen("0,0.0,0", "0,0.1,0", 1);
+        std::fs::write(&there, changed).unwrap();
+        let (_, retrained) = reader.teacher(&load_csv(&there), "mlp-16", &config, 0).unwrap();
+        assert!(!retrained.cached);
+    }
+
+    fn load_csv(csv: &Path) -> DatasetSplits {
+        let options = LoadOptions { label_column: Some("label".into()), ..Default::default() };
+        kd::data::load_dataset(&format!("csv:{}", csv.display()), &options).unwrap()
+    }
 }
