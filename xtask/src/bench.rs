@@ -29,6 +29,7 @@ use kd::prelude::*;
 use self::files::{InputKind, Preset, Recipes};
 use self::plan::{Planned, fewer_positives, first_samples};
 use crate::chains::ChainRecord;
+use crate::claims::Claim;
 use crate::experiment::{ModelFileFlags, RunContext, SHIPPED_TEACHERS, hash_str, open_device, sanitize, save_student_run};
 use crate::report::{Record, markdown, write_results_with};
 
@@ -283,7 +284,7 @@ fn run_cifar10(args: &BenchArgs, recipes: &Recipes, started: Instant) -> Result<
         seeds.len(),
         args.backend
     );
-    let mut bench = Bench::new(args, ctx, recipes, started, total_runs);
+    let mut bench = Bench { claims: suite.claims.clone(), ..Bench::new(args, ctx, recipes, started, total_runs) };
     cifar10::run(&mut bench, &plan, &suite, seeds)?;
     bench.finish()
 }
@@ -371,6 +372,8 @@ struct Bench<'a> {
     chains: Vec<ChainRecord>,
     /// The chains' tables, written after the method tables.
     chains_md: String,
+    /// The papers' claims the report tests (the suite file's `[[claims]]`).
+    claims: Vec<Claim>,
 }
 
 /// One student run of a suite.
@@ -407,14 +410,20 @@ impl<'a> Bench<'a> {
             records: Vec::new(),
             chains: Vec::new(),
             chains_md: String::new(),
+            claims: Vec::new(),
         }
+    }
+
+    /// What the results add after the method tables: the chains' tables and the claims.
+    fn extra_markdown(&self) -> String {
+        format!("{}{}", self.chains_md, crate::claims::markdown(&self.claims, &self.records, &self.chains))
     }
 
     /// Records chain runs and writes the results so far.
     fn record_chains(&mut self, records: Vec<ChainRecord>) -> Result<()> {
         self.chains.extend(records);
         self.chains_md = crate::chains::write(&self.args.out, &self.chains)?;
-        write_results_with(&self.args.out, &self.records, &self.chains_md)
+        write_results_with(&self.args.out, &self.records, &self.extra_markdown())
     }
 
     /// Trains one student, records it (a failed run with its error: the bench goes on) and
@@ -464,16 +473,16 @@ impl<'a> Bench<'a> {
             println!("{}", r.summary_line());
         }
         self.records.push(r);
-        write_results_with(&self.args.out, &self.records, &self.chains_md)
+        write_results_with(&self.args.out, &self.records, &self.extra_markdown())
     }
 
     /// Writes the results, tables and plots, prints the tables, and fails if a run failed.
     fn finish(self) -> Result<()> {
         let out = &self.args.out;
-        write_results_with(out, &self.records, &self.chains_md)?;
+        write_results_with(out, &self.records, &self.extra_markdown())?;
         crate::plots::write_plots(out, &self.records)?;
         println!();
-        println!("{}{}", markdown(&self.records), self.chains_md);
+        println!("{}{}", markdown(&self.records), self.extra_markdown());
         println!("wall time {:.1} s; results, tables and plots in {}", self.started.elapsed().as_secs_f64(), out.display());
         if self.students == 0 && self.chains.is_empty() {
             bail!("the bench ran nothing: no suite of the selection has a run on its datasets (see the lines above for what was skipped)");

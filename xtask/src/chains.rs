@@ -18,6 +18,15 @@ use serde::{Deserialize, Serialize};
 use crate::experiment::{RunContext, RunFolder};
 use crate::report::Provenance;
 
+/// The chain variants' names, as records and tables give them, in the order they run (TAKD's and
+/// DGKD's followed by their assistants' count in parentheses).
+pub const VARIANT_NAMES: [&str; 5] = [STUDENT_ALONE, DIRECT_KD, TAKD, DGKD, DYNAMIC];
+const STUDENT_ALONE: &str = "CE (student alone)";
+const DIRECT_KD: &str = "direct KD";
+const TAKD: &str = "TAKD";
+const DGKD: &str = "DGKD";
+const DYNAMIC: &str = "dynamic chain";
+
 /// One chain run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChainRecord {
@@ -146,13 +155,13 @@ pub fn run(
         let base = ChainPlan::new(family.clone(), setup.teacher, setup.student, train.clone()).with_stopping(stop);
         let (takd, dgkd) = (&setup.takd_assistants, &setup.dgkd_assistants);
         let variants = [
-            ("direct KD".to_string(), base.clone()),
+            (DIRECT_KD.to_string(), base.clone()),
             (
-                format!("TAKD ({} assistant{})", takd.len(), if takd.len() == 1 { "" } else { "s" }),
+                format!("{TAKD} ({} assistant{})", takd.len(), if takd.len() == 1 { "" } else { "s" }),
                 base.clone().with_assistants(takd.clone()),
             ),
             (
-                format!("DGKD ({} assistant{})", dgkd.len(), if dgkd.len() == 1 { "" } else { "s" }),
+                format!("{DGKD} ({} assistant{})", dgkd.len(), if dgkd.len() == 1 { "" } else { "s" }),
                 base.clone().with_assistants(dgkd.clone()).with_mode(ChainMode::Dgkd),
             ),
         ];
@@ -163,7 +172,7 @@ pub fn run(
         }
         let dynamic = run_dynamic(&DynamicPlan::new(base), data, device, &options)?;
         eprintln!("chains {} seed {seed}: dynamic {}", data.name, dynamic.chain.summary_line());
-        out.push(record(&data.name, "dynamic chain", stop, seed, &dynamic.chain, dynamic.probe_epochs, dynamic.search_seconds, &trace));
+        out.push(record(&data.name, DYNAMIC, stop, seed, &dynamic.chain, dynamic.probe_epochs, dynamic.search_seconds, &trace));
     }
     Ok(out)
 }
@@ -185,7 +194,7 @@ fn student_alone(
     eprintln!("chains {} seed {}: CE {model_name} {:.2} %", data.name, train.seed, r.selected_acc);
     Ok(ChainRecord {
         dataset: data.name.clone(),
-        variant: "CE (student alone)".into(),
+        variant: STUDENT_ALONE.into(),
         dynamic_stopping: false,
         seed: train.seed,
         chain: vec![model_name],

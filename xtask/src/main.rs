@@ -13,6 +13,7 @@ mod bad_inputs;
 mod bench;
 mod catalog;
 mod chains;
+mod claims;
 mod csv;
 mod eval;
 mod experiment;

@@ -18,6 +18,7 @@ use super::files::{self, InputKind, Recipes};
 use super::plan::{Planned, per_class_subset, valid_per_class};
 use super::{Bench, BenchArgs, methods_for_seed};
 use crate::chains::ChainSetup;
+use crate::claims::Claim;
 use crate::experiment::{hash_str, sanitize};
 
 /// The suite's name, as `--suites` gives it.
@@ -35,12 +36,15 @@ pub struct Suite {
     pub schedule: ScheduleShape,
     pub teacher: TeacherSize,
     pub students: StudentSize,
-    /// How the students and the chains' models are evaluated.
+    /// How the runs are evaluated.
     pub evaluation: Evaluation,
     /// Method settings that differ from the methods' defaults (`METHOD = { field = value }`).
     #[serde(default)]
     pub methods: BTreeMap<String, toml::Table>,
     pub chains: Chains,
+    /// The papers' claims the report tests ([`crate::claims`]).
+    #[serde(default)]
+    pub claims: Vec<Claim>,
 }
 
 /// A multi-step decay whose milestones are fractions of a run: `milestones[i] / of_epochs` of
@@ -88,8 +92,8 @@ pub struct StudentSize {
     pub cache_draws: usize,
 }
 
-/// How every student and every model of the chains is evaluated (the teacher reads the whole
-/// validation split and the test split every epoch).
+/// How the suite's runs are evaluated: the validation cut applies to the students and the chains'
+/// models (the teacher reads the whole validation split), the test setting to every run.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Evaluation {
@@ -147,6 +151,7 @@ impl Suite {
         }
         s.chains.models.validate(&s.recipe(recipes, s.chains.epochs)).map_err(|e| bad("chains.models", e.to_string()))?;
         files::check_method_settings(&s.methods, "methods").map_err(|(field, why)| bad(&field, why))?;
+        crate::claims::check(&s.claims).map_err(|(field, why)| bad(&field, why))?;
         Ok(s)
     }
 
