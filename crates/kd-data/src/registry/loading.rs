@@ -30,9 +30,12 @@ pub const MAX_IMAGE_SIDE: usize = 8192;
 #[serde(default, deny_unknown_fields)]
 pub struct LoadOptions {
     /// Keep only the first `n` samples of the training split (quick runs). Applied after the
-    /// validation split is carved out, so the validation split does not depend on it.
+    /// validation split is carved out, so the validation split does not depend on it. Where the
+    /// split comes sorted by class (an image folder, read class folder by class folder), `n`
+    /// samples drawn at random with the split seed instead, so that every class stays.
     pub train_limit: Option<usize>,
-    /// Keep only the first `n` samples of the test split, and of the validation split.
+    /// Keep only the first `n` samples of the test split, and of the validation split (drawn at
+    /// random where the split comes sorted by class, as for `train_limit`).
     pub test_limit: Option<usize>,
     /// Augmentation of the training split; `None`: the dataset's default (pad-4 crop + flip for
     /// CIFAR, none for the others). Only image datasets can be augmented.
@@ -258,7 +261,23 @@ pub(crate) struct Pick {
     pub limit: Option<usize>,
 }
 
+/// The shuffling streams of limited splits whose files come sorted by class (three splits).
+const SORTED_LIMIT_STREAM: u64 = 0x11_0000;
+
 impl Pick {
+    /// A limit takes the first samples of a split, which keeps a split in file order (MNIST's and
+    /// CIFAR's files are already mixed). Where the split's labels come sorted by class (an image
+    /// folder is read class folder by class folder), that prefix would hold only the first
+    /// classes, so a limit smaller than the split takes a seeded random sample instead.
+    fn sample_if_class_sorted(&mut self, part: &[usize], seed: u64, stream: u64) {
+        let all = Pick { part: self.part, positions: self.positions.clone(), limit: None }.labels(part);
+        let sorted_by_class = all.windows(2).all(|w| w[0] <= w[1]) && all.first() != all.last();
+        if self.limit.is_some_and(|n| n < all.len()) && sorted_by_class {
+            let positions = self.positions.take().unwrap_or_else(|| (0..part.len()).collect());
+            self.positions = Some(shuffled(positions, seed, stream));
+        }
+    }
+
     /// The split of `part` this pick takes, named `name`.
     fn apply(&self, part: &InMemoryDataset, name: String) -> Result<InMemoryDataset> {
         let split = match &self.positions {
@@ -332,6 +351,9 @@ pub(crate) fn plan_splits(name: &str, raw: &Raw<Vec<usize>>, classes: usize, opt
         pick.limit = options.test_limit;
     }
     let parts = raw.parts();
+    for (stream, pick) in [Some(&mut train), valid.as_mut(), Some(&mut test)].into_iter().flatten().enumerate() {
+        pick.sample_if_class_sorted(parts[pick.part], seed, SORTED_LIMIT_STREAM + stream as u64);
+    }
     for (pick, split) in [(Some(&train), "train"), (valid.as_ref(), "valid"), (Some(&test), "test")] {
         if let Some(pick) = pick
             && pick.labels(parts[pick.part]).is_empty()
@@ -929,6 +951,31 @@ mod tests {
         assert!(err.contains("resize applies to `images:DIR` datasets"), "{err}");
         let both = LoadOptions { augment: Some(Augment { crop_padding: 4, ..Augment::imagenet() }), ..o };
         assert!(load_dataset(&format!("images:{}", pool.display()), &both).unwrap_err().to_string().contains("two crops"));
+    }
+
+    #[test]
+    fn a_limit_on_files_sorted_by_class_keeps_every_class() {
+        let sorted: Vec<usize> = (0..4).flat_map(|c| [c; 25]).collect();
+        let mixed: Vec<usize> = (0..100).map(|i| i % 4).collect();
+        let limits = LoadOptions { train_limit: Some(20), test_limit: Some(8), valid_fraction: Some(0.0), ..opts() };
+        let classes_of = |labels: Vec<usize>| labels.iter().collect::<std::collections::BTreeSet<_>>().len();
+        // An image folder's order (class by class): a seeded sample of every class, the same
+        // one each time.
+        let raw = Raw::Official { train: sorted.clone(), test: sorted.clone() };
+        let plan = plan_splits("images:x", &raw, 4, &limits).unwrap();
+        let train = plan.train.labels(&sorted);
+        assert_eq!((train.len(), classes_of(train.clone())), (20, 4));
+        assert_eq!(classes_of(plan.test.labels(&sorted)), 4);
+        assert_eq!(plan_splits("images:x", &raw, 4, &limits).unwrap().train.labels(&sorted), train);
+        // Files already mixed (MNIST, CIFAR's binaries) keep the first samples, as before.
+        let raw = Raw::Official { train: mixed.clone(), test: mixed.clone() };
+        let plan = plan_splits("mnist", &raw, 4, &limits).unwrap();
+        assert_eq!(plan.train.labels(&mixed), mixed[..20]);
+        assert!(plan.train.positions.is_none());
+        // No limit, or one that takes the whole split: the split as it was.
+        let raw = Raw::Official { train: sorted.clone(), test: sorted.clone() };
+        let whole = LoadOptions { train_limit: Some(100), ..limits };
+        assert!(plan_splits("images:x", &raw, 4, &whole).unwrap().train.positions.is_none());
     }
 
     #[test]
