@@ -31,8 +31,8 @@ pub const MAX_IMAGE_SIDE: usize = 8192;
 pub struct LoadOptions {
     /// Keep only the first `n` samples of the training split (quick runs). Applied after the
     /// validation split is carved out, so the validation split does not depend on it. Where the
-    /// split comes sorted by class (an image folder, read class folder by class folder), `n`
-    /// samples drawn at random with the split seed instead, so that every class stays.
+    /// split comes sorted by class (an image folder, read class folder by class folder), it
+    /// takes `n` samples drawn at random with the split seed instead, so that every class stays.
     pub train_limit: Option<usize>,
     /// Keep only the first `n` samples of the test split, and of the validation split (drawn at
     /// random where the split comes sorted by class, as for `train_limit`).
@@ -270,11 +270,20 @@ impl Pick {
     /// folder is read class folder by class folder), that prefix would hold only the first
     /// classes, so a limit smaller than the split takes a seeded random sample instead.
     fn sample_if_class_sorted(&mut self, part: &[usize], seed: u64, stream: u64) {
-        let all = Pick { part: self.part, positions: self.positions.clone(), limit: None }.labels(part);
+        let Some(limit) = self.limit else { return };
+        let all = self.unlimited_labels(part);
         let sorted_by_class = all.windows(2).all(|w| w[0] <= w[1]) && all.first() != all.last();
-        if self.limit.is_some_and(|n| n < all.len()) && sorted_by_class {
+        if limit < all.len() && sorted_by_class {
             let positions = self.positions.take().unwrap_or_else(|| (0..part.len()).collect());
             self.positions = Some(shuffled(positions, seed, stream));
+        }
+    }
+
+    /// The labels of the samples this pick takes before its limit.
+    fn unlimited_labels(&self, part: &[usize]) -> Vec<usize> {
+        match &self.positions {
+            Some(p) => p.iter().map(|&i| part[i]).collect(),
+            None => part.to_vec(),
         }
     }
 
@@ -292,10 +301,7 @@ impl Pick {
 
     /// The labels of the samples this pick takes from a part with labels `part`.
     pub(crate) fn labels(&self, part: &[usize]) -> Vec<usize> {
-        let all: Vec<usize> = match &self.positions {
-            Some(p) => p.iter().map(|&i| part[i]).collect(),
-            None => part.to_vec(),
-        };
+        let all = self.unlimited_labels(part);
         let n = self.limit.map_or(all.len(), |n| n.min(all.len()));
         all[..n].to_vec()
     }
@@ -351,8 +357,11 @@ pub(crate) fn plan_splits(name: &str, raw: &Raw<Vec<usize>>, classes: usize, opt
         pick.limit = options.test_limit;
     }
     let parts = raw.parts();
-    for (stream, pick) in [Some(&mut train), valid.as_mut(), Some(&mut test)].into_iter().flatten().enumerate() {
-        pick.sample_if_class_sorted(parts[pick.part], seed, SORTED_LIMIT_STREAM + stream as u64);
+    // One stream per split (train 0, valid 1, test 2), whether or not there is a validation split.
+    for (stream, pick) in [Some(&mut train), valid.as_mut(), Some(&mut test)].into_iter().enumerate() {
+        if let Some(pick) = pick {
+            pick.sample_if_class_sorted(parts[pick.part], seed, SORTED_LIMIT_STREAM + stream as u64);
+        }
     }
     for (pick, split) in [(Some(&train), "train"), (valid.as_ref(), "valid"), (Some(&test), "test")] {
         if let Some(pick) = pick
