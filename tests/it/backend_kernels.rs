@@ -4,7 +4,7 @@
 #![cfg(feature = "tch")]
 #![allow(deprecated)] // `Device::libtorch`: LibTorch is deprecated in Burn 0.22.
 
-use kd::core::burn::module::Module;
+use kd::core::burn::module::{Module, Param};
 use kd::core::burn::nn::conv::Conv2dConfig;
 use kd::core::burn::nn::{BatchNormConfig, PaddingConfig2d};
 use kd::core::burn::tensor::{Device, Distribution, Tensor};
@@ -87,6 +87,34 @@ fn batch_norm_in_evaluation_agrees() {
     let _ = bn.forward(input.clone());
     let (plain, frozen) = (input.without_autodiff(), bn.valid());
     close("evaluation output", flat(batch_norm_forward(&frozen, plain.clone())), flat(frozen.forward(plain)));
+}
+
+/// Batch norm with its running statistics on an autodiff device (a frozen layer that gradients
+/// still pass through): the input, scale and shift gradients agree with Burn's layer.
+#[test]
+fn batch_norm_in_evaluation_passes_the_same_gradients() {
+    let device = Device::libtorch().autodiff();
+    let mut bn = BatchNormConfig::new(6).init(&device);
+    let input = Tensor::<4>::random([7, 6, 3, 3], Distribution::Normal(2.0, 3.0), &device);
+    let _ = bn.forward(input.clone());
+    bn.training = Param::from_bool(false);
+    let weights = Tensor::<4>::random([7, 6, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+    let run = |native: bool| {
+        let (x, bn) = (input.clone().detach().require_grad(), bn.clone());
+        let y = if native { batch_norm_forward(&bn, x.clone()) } else { bn.forward(x.clone()) };
+        let grads = (y.clone() * weights.clone()).sum().backward();
+        (
+            flat(y.without_autodiff()),
+            flat(x.grad(&grads).unwrap()),
+            bn.gamma.val().grad(&grads).unwrap(),
+            bn.beta.val().grad(&grads).unwrap(),
+        )
+    };
+    let (ours, burn) = (run(true), run(false));
+    close("frozen batch norm: output", ours.0, burn.0);
+    close("frozen batch norm: input gradient", ours.1, burn.1);
+    close("frozen batch norm: gamma gradient", ours.2, burn.2);
+    close("frozen batch norm: beta gradient", ours.3, burn.3);
 }
 
 /// The path the agreement tests compare with Burn's is the native one (an autodiff device

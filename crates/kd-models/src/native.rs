@@ -7,11 +7,13 @@
 //! libtorch has one fused kernel each way. Measured on a 2-core CPU (`cargo xtask throughput
 //! --backend tch --phases`), that backward pass cost twice PyTorch's for resnet8.
 //!
-//! Here the forward pass runs libtorch's operator with libtorch's autograd recording it, and the
-//! Burn autodiff node's backward asks libtorch's autograd engine for the gradients: the kernels and
-//! the numbers are PyTorch's own (`convolution_backward`, `native_batch_norm_backward`), which
-//! tch 0.22 does not expose as functions. Burn's graph sees one node per operation, as with its
-//! own batch norm.
+//! Here the forward pass runs libtorch's operator and the Burn autodiff node's backward calls the
+//! backward kernels PyTorch's own autograd calls (`convolution_backward`,
+//! `native_batch_norm_backward`, through `native/torch_backward.cpp`, since tch 0.22 does not
+//! expose them), with the arguments PyTorch passes: the numbers are PyTorch's. Burn's graph sees
+//! one node per operation, as with its own batch norm. (Before, these gradients came from
+//! libtorch's autograd engine, a graph recorded per operation and seeded through a dot product:
+//! the same kernels, and an extra pass over each output.)
 //!
 //! This is a workaround that belongs in burn-tch (its `ModuleOps` could override
 //! `conv2d_x_backward`, `conv2d_weight_backward` and `batch_norm_train`); delete this module when
@@ -19,6 +21,7 @@
 
 #![allow(deprecated)] // `LibTorch` is deprecated in Burn 0.22 in favour of CubeCL backends.
 
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -156,20 +159,28 @@ fn conv(x: &tch::Tensor, weight: &tch::Tensor, bias: Option<&tch::Tensor>, geome
     x.conv2d(weight, bias, i64s(geometry.stride), i64s(geometry.padding), i64s(geometry.dilation), geometry.groups as i64)
 }
 
-/// The batch's statistics as Burn's contract has them, from one libtorch batch-norm call: the
-/// running buffers start at 0 with momentum 1, so libtorch writes the batch mean and the unbiased
-/// variance into them.
-fn batch_norm_train(x: &tch::Tensor, gamma: &tch::Tensor, beta: &tch::Tensor, epsilon: f64) -> (tch::Tensor, tch::Tensor, tch::Tensor) {
+/// One libtorch batch-norm call on a training batch.
+struct TrainingBatchNorm {
+    output: tch::Tensor,
+    /// The batch's mean and biased variance, as Burn's `batch_norm_train` contract has them.
+    mean: tch::Tensor,
+    variance: tch::Tensor,
+    /// What the backward kernel reads: the mean and `1 / sqrt(biased variance + epsilon)`.
+    save_mean: tch::Tensor,
+    save_invstd: tch::Tensor,
+}
+
+/// Batch norm with the batch's statistics: the running buffers start at 0 with momentum 1, so
+/// libtorch writes the batch mean and the unbiased variance into them.
+fn batch_norm_train(x: &tch::Tensor, gamma: &tch::Tensor, beta: &tch::Tensor, epsilon: f64) -> TrainingBatchNorm {
     let channels = x.size()[1];
     let per_channel = x.numel() as i64 / channels;
     let options = (x.kind(), x.device());
     let mean = tch::Tensor::zeros([channels], options);
     let unbiased = tch::Tensor::zeros([channels], options);
-    let (output, _, _) = x.native_batch_norm(Some(gamma), Some(beta), Some(&mean), Some(&unbiased), true, 1.0, epsilon);
-    let biased = if per_channel > 1 { &unbiased * ((per_channel - 1) as f64 / per_channel as f64) } else { unbiased.zeros_like() };
-    // A copy: libtorch's backward reads the buffers it was given, and Burn may update the
-    // statistics it is handed in place.
-    (output, mean.copy(), biased)
+    let (output, save_mean, save_invstd) = x.native_batch_norm(Some(gamma), Some(beta), Some(&mean), Some(&unbiased), true, 1.0, epsilon);
+    let variance = if per_channel > 1 { &unbiased * ((per_channel - 1) as f64 / per_channel as f64) } else { unbiased.zeros_like() };
+    TrainingBatchNorm { output, mean, variance, save_mean, save_invstd }
 }
 
 fn batch_norm_given(
@@ -216,8 +227,8 @@ impl TorchKernels for LibTorch {
     }
 
     fn torch_batch_norm_train(x: TchTensor, gamma: TchTensor, beta: TchTensor, epsilon: f64) -> (TchTensor, TchTensor, TchTensor) {
-        let (output, mean, variance) = batch_norm_train(&x.tensor, &gamma.tensor, &beta.tensor, epsilon);
-        (TchTensor::new(output), TchTensor::new(mean), TchTensor::new(variance))
+        let normalised = batch_norm_train(&x.tensor, &gamma.tensor, &beta.tensor, epsilon);
+        (TchTensor::new(normalised.output), TchTensor::new(normalised.mean), TchTensor::new(normalised.variance))
     }
 
     fn torch_relu(x: TchTensor) -> TchTensor {
@@ -229,85 +240,225 @@ impl TorchKernels for LibTorch {
     }
 }
 
-/// A libtorch autograd graph kept from the forward pass to Burn's backward pass: the operation's
-/// output and its inputs, those Burn tracks marked as requiring gradients.
-///
-/// The inputs and the output are also held as Burn tensors, so that Burn counts them as shared
-/// and never overwrites one in place while libtorch may still read it in the backward pass
-/// (libtorch would refuse the modified tensor with a panic, not compute a wrong gradient).
-struct TorchGraph {
-    output: tch::Tensor,
-    leaves: Vec<Option<tch::Tensor>>,
-    held: Vec<TchTensor>,
-}
+/// LibTorch's backward kernels (`native/torch_backward.cpp`, compiled by build.rs).
+mod ffi {
+    use std::ffi::{CStr, c_char};
+    use torch_sys::C_tensor;
 
-impl TorchGraph {
-    /// Runs `forward` on leaf aliases of `inputs` (sharing their storage), those where `tracked`
-    /// says so requiring gradients, with libtorch's autograd recording.
-    fn record<E>(inputs: &[&TchTensor], tracked: &[bool], forward: impl FnOnce(&[tch::Tensor]) -> (tch::Tensor, E)) -> (Self, E) {
-        let aliases: Vec<tch::Tensor> = inputs.iter().zip(tracked).map(|(t, &track)| t.tensor.detach().set_requires_grad(track)).collect();
-        let (output, extra) = tch::with_grad(|| forward(&aliases));
-        let leaves = aliases.into_iter().zip(tracked).map(|(alias, &track)| track.then_some(alias)).collect();
-        (TorchGraph { output, leaves, held: inputs.iter().map(|t| (*t).clone()).collect() }, extra)
+    unsafe extern "C" {
+        fn kd_torch_free_error(message: *mut c_char);
+        fn kd_torch_conv2d_backward(
+            grad_output: *const C_tensor,
+            input: *const C_tensor,
+            weight: *const C_tensor,
+            bias_channels: i64,
+            stride: *const i64,
+            padding: *const i64,
+            dilation: *const i64,
+            groups: i64,
+            mask: *const i32,
+            out: *mut *mut C_tensor,
+        ) -> *mut c_char;
+        fn kd_torch_batch_norm_backward(
+            grad_output: *const C_tensor,
+            input: *const C_tensor,
+            weight: *const C_tensor,
+            running_mean: *const C_tensor,
+            running_var: *const C_tensor,
+            save_mean: *const C_tensor,
+            save_invstd: *const C_tensor,
+            train: i32,
+            epsilon: f64,
+            mask: *const i32,
+            out: *mut *mut C_tensor,
+        ) -> *mut c_char;
     }
 
-    /// The output for Burn: the same values, outside libtorch's graph.
-    fn output(&self) -> TchTensor {
-        TchTensor::new(self.output.detach())
-    }
-
-    /// The gradients of the tracked inputs for `output_grad`, by libtorch's autograd engine.
-    ///
-    /// The engine seeds its roots with ones, so the root is the dot product of the output with
-    /// `output_grad`: its gradient with respect to the output is `output_grad` itself (one times
-    /// each element), and the dot product reads both once without writing a tensor.
-    fn gradients(self, output_grad: &tch::Tensor) -> Vec<Option<tch::Tensor>> {
-        let tracked: Vec<&tch::Tensor> = self.leaves.iter().flatten().collect();
-        if tracked.is_empty() {
-            return self.leaves.iter().map(|_| None).collect();
+    /// Takes ownership of the three results, or panics with libtorch's message (as tch's own
+    /// operations do: a backward node has no way to return an error).
+    fn finish(operation: &str, error: *mut c_char, out: [*mut C_tensor; 3]) -> [Option<tch::Tensor>; 3] {
+        if !error.is_null() {
+            // SAFETY: a NUL-terminated message the C++ side allocated; freed once, here.
+            let message = unsafe { CStr::from_ptr(error) }.to_string_lossy().into_owned();
+            unsafe { kd_torch_free_error(error) };
+            panic!("libtorch's {operation} failed: {message}");
         }
-        let root = tch::with_grad(|| self.output.flatten(0, -1).dot(&output_grad.flatten(0, -1)));
-        let mut grads = tch::Tensor::run_backward(&[root], &tracked, false, false).into_iter();
-        self.leaves.iter().map(|leaf| leaf.as_ref().and_then(|_| grads.next())).collect()
+        // SAFETY: each non-null pointer is a tensor the C++ side allocated for the caller.
+        out.map(|ptr| (!ptr.is_null()).then(|| unsafe { tch::Tensor::from_ptr(ptr) }))
+    }
+
+    fn mask(wanted: [bool; 3]) -> [i32; 3] {
+        wanted.map(i32::from)
+    }
+
+    /// `at::convolution_backward` of a 2-D, non-transposed convolution: the gradients of the
+    /// input, weight and bias (`bias_channels` when it had one) that `wanted` asks for.
+    pub(super) fn conv2d_backward(
+        grad_output: &tch::Tensor,
+        input: &tch::Tensor,
+        weight: &tch::Tensor,
+        bias_channels: Option<i64>,
+        geometry: &super::ConvGeometry,
+        wanted: [bool; 3],
+    ) -> [Option<tch::Tensor>; 3] {
+        let i64s = |v: [usize; 2]| [v[0] as i64, v[1] as i64];
+        let (stride, padding, dilation) = (i64s(geometry.stride), i64s(geometry.padding), i64s(geometry.dilation));
+        let mut out = [std::ptr::null_mut(); 3];
+        // SAFETY: live tensors and arrays of the lengths the C++ side reads (2 and 3).
+        let error = unsafe {
+            kd_torch_conv2d_backward(
+                grad_output.as_ptr(),
+                input.as_ptr(),
+                weight.as_ptr(),
+                bias_channels.unwrap_or(-1),
+                stride.as_ptr(),
+                padding.as_ptr(),
+                dilation.as_ptr(),
+                geometry.groups as i64,
+                mask(wanted).as_ptr(),
+                out.as_mut_ptr(),
+            )
+        };
+        finish("convolution_backward", error, out)
+    }
+
+    /// The statistics a batch norm normalised with, as `at::native_batch_norm_backward` takes them.
+    pub(super) enum Statistics<'a> {
+        /// Training: the batch's mean and inverse standard deviation, saved by the forward pass.
+        Saved { mean: &'a tch::Tensor, invstd: &'a tch::Tensor },
+        /// Inference: the running mean and variance.
+        Running { mean: &'a tch::Tensor, variance: &'a tch::Tensor },
+    }
+
+    /// `at::native_batch_norm_backward`: the gradients of the input, scale and shift that
+    /// `wanted` asks for.
+    pub(super) fn batch_norm_backward(
+        grad_output: &tch::Tensor,
+        input: &tch::Tensor,
+        gamma: &tch::Tensor,
+        statistics: Statistics<'_>,
+        epsilon: f64,
+        wanted: [bool; 3],
+    ) -> [Option<tch::Tensor>; 3] {
+        let none = std::ptr::null();
+        let (train, running_mean, running_var, save_mean, save_invstd) = match statistics {
+            Statistics::Saved { mean, invstd } => (1, none, none, mean.as_ptr(), invstd.as_ptr()),
+            Statistics::Running { mean, variance } => (0, mean.as_ptr(), variance.as_ptr(), none, none),
+        };
+        let mut out = [std::ptr::null_mut(); 3];
+        // SAFETY: live tensors or nulls where the operator takes an optional one, and a mask of 3.
+        let error = unsafe {
+            kd_torch_batch_norm_backward(
+                grad_output.as_ptr(),
+                input.as_ptr(),
+                gamma.as_ptr(),
+                running_mean,
+                running_var,
+                save_mean,
+                save_invstd,
+                train,
+                epsilon,
+                mask(wanted).as_ptr(),
+                out.as_mut_ptr(),
+            )
+        };
+        finish("native_batch_norm_backward", error, out)
     }
 }
 
-impl Clone for TorchGraph {
-    fn clone(&self) -> Self {
-        TorchGraph {
-            output: self.output.shallow_clone(),
-            leaves: self.leaves.iter().map(|l| l.as_ref().map(tch::Tensor::shallow_clone)).collect(),
-            held: self.held.clone(),
+/// The nodes of an operation's inputs Burn tracks (the others need no gradient).
+fn tracked_parents<S, const N: usize>(ops: &Ops<S, N>) -> [Option<NodeId>; N] {
+    std::array::from_fn(|i| ops.parents[i].as_ref().map(|node| node.id))
+}
+
+/// The output mask of a backward kernel: which of its (up to three) gradients to compute.
+fn wanted<const N: usize>(parents: &[Option<NodeId>; N]) -> [bool; 3] {
+    std::array::from_fn(|i| parents.get(i).is_some_and(Option::is_some))
+}
+
+/// Hands each computed gradient to its parent.
+fn register<const N: usize>(grads: &mut Gradients, parents: [Option<NodeId>; N], computed: [Option<tch::Tensor>; 3]) {
+    for (parent, grad) in parents.into_iter().zip(computed) {
+        if let (Some(id), Some(grad)) = (parent, grad) {
+            grads.register::<LibTorch>(id, TchTensor::new(grad));
         }
     }
 }
 
-impl std::fmt::Debug for TorchGraph {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TorchGraph(output {:?}, {} inputs)", self.output.size(), self.leaves.len())
-    }
-}
-
-/// The Burn autodiff node of one bridged operation with `N` inputs.
+/// A convolution's node (`N` = 2 without a bias, 3 with one). The state holds the input and
+/// the weight as Burn tensors, so Burn counts them as shared and never overwrites them in place
+/// before the backward pass reads them.
 #[derive(Debug)]
-struct Bridged<const N: usize>;
+struct ConvBackward<const N: usize>;
 
-impl<const N: usize> Backward<LibTorch, N> for Bridged<N> {
-    type State = TorchGraph;
+#[derive(Debug, Clone)]
+struct ConvState {
+    x: TchTensor,
+    weight: TchTensor,
+    geometry: ConvGeometry,
+}
 
-    fn backward(self, ops: Ops<TorchGraph, N>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+impl<const N: usize> Backward<LibTorch, N> for ConvBackward<N> {
+    type State = ConvState;
+
+    fn backward(self, ops: Ops<ConvState, N>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let output_grad = grads.consume::<LibTorch>(&ops.node);
-        let input_grads = ops.state.gradients(&output_grad.tensor);
-        for (parent, grad) in ops.parents.into_iter().zip(input_grads) {
-            if let (Some(node), Some(grad)) = (parent, grad) {
-                grads.register::<LibTorch>(node.id, TchTensor::new(grad));
-            }
-        }
+        let state = &ops.state;
+        let bias_channels = (N == 3).then(|| state.weight.tensor.size()[0]);
+        let parents = tracked_parents(&ops);
+        let computed = ffi::conv2d_backward(
+            &output_grad.tensor,
+            &state.x.tensor,
+            &state.weight.tensor,
+            bias_channels,
+            &state.geometry,
+            wanted(&parents),
+        );
+        register(grads, parents, computed);
     }
 }
 
-/// ReLU's node: tch exposes its backward kernel (`threshold_backward`), so no libtorch graph is
-/// needed.
+/// A batch norm's node (parents: input, scale, shift); the statistics are constants to it.
+#[derive(Debug)]
+struct BatchNormBackward;
+
+#[derive(Debug, Clone)]
+struct BatchNormState {
+    x: TchTensor,
+    gamma: TchTensor,
+    /// Training: the saved mean and inverse standard deviation; inference: the running mean and
+    /// variance.
+    statistics: (TchTensor, TchTensor),
+    train: bool,
+    epsilon: f64,
+}
+
+impl Backward<LibTorch, 3> for BatchNormBackward {
+    type State = BatchNormState;
+
+    fn backward(self, ops: Ops<BatchNormState, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let output_grad = grads.consume::<LibTorch>(&ops.node);
+        let state = &ops.state;
+        let (first, second) = (&state.statistics.0.tensor, &state.statistics.1.tensor);
+        let statistics = if state.train {
+            ffi::Statistics::Saved { mean: first, invstd: second }
+        } else {
+            ffi::Statistics::Running { mean: first, variance: second }
+        };
+        let parents = tracked_parents(&ops);
+        let computed = ffi::batch_norm_backward(
+            &output_grad.tensor,
+            &state.x.tensor,
+            &state.gamma.tensor,
+            statistics,
+            state.epsilon,
+            wanted(&parents),
+        );
+        register(grads, parents, computed);
+    }
+}
+
+/// ReLU's node: tch exposes its backward kernel (`threshold_backward`).
 #[derive(Debug)]
 struct ReluBackward;
 
@@ -323,29 +474,18 @@ impl Backward<LibTorch, 1> for ReluBackward {
     }
 }
 
-/// Runs `forward` on libtorch with its autograd recording where Burn tracks an input, as one
-/// Burn autodiff node.
-/// `forward` may return values beside the output (batch norm's statistics); they come back as
-/// they are.
-fn bridged<const N: usize, C: CheckpointStrategy, E>(
+/// A convolution on autodiff: libtorch's forward kernel, and [`ConvBackward`] where Burn tracks
+/// an input.
+fn tracked_conv<const N: usize, C: CheckpointStrategy>(
     inputs: [&FloatTensor<Autodiff<LibTorch, C>>; N],
-    forward: impl FnOnce(&[tch::Tensor]) -> (tch::Tensor, E),
-) -> (FloatTensor<Autodiff<LibTorch, C>>, E) {
-    let primitives: Vec<&TchTensor> = inputs.iter().map(|t| t.primitive()).collect();
-    match Bridged::<N>.prepare::<C>(inputs.map(|t| t.node())).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => {
-            let tracked: Vec<bool> = inputs.iter().map(|t| t.is_tracked()).collect();
-            let (mut graph, extra) = TorchGraph::record(&primitives, &tracked, forward);
-            let output = graph.output();
-            // Held too, so that Burn never overwrites it in place while the graph lives.
-            graph.held.push(output.clone());
-            (prep.finish(graph, output), extra)
-        }
-        OpsKind::UnTracked(prep) => {
-            let plain: Vec<tch::Tensor> = primitives.iter().map(|t| t.tensor.shallow_clone()).collect();
-            let (output, extra) = tch::no_grad(|| forward(&plain));
-            (prep.finish(TchTensor::new(output)), extra)
-        }
+    geometry: ConvGeometry,
+) -> FloatTensor<Autodiff<LibTorch, C>> {
+    let (x, weight) = (inputs[0].primitive(), inputs[1].primitive());
+    let bias = (N == 3).then(|| &inputs[2].primitive().tensor);
+    let output = TchTensor::new(conv(&x.tensor, &weight.tensor, bias, &geometry));
+    match ConvBackward::<N>.prepare::<C>(inputs.map(|t| t.node())).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(ConvState { x: x.clone(), weight: weight.clone(), geometry }, output),
+        OpsKind::UnTracked(prep) => prep.finish(output),
     }
 }
 
@@ -358,8 +498,7 @@ impl<C: CheckpointStrategy> TorchKernels for Autodiff<LibTorch, C> {
         dilation: [usize; 2],
         groups: usize,
     ) -> FloatTensor<Self> {
-        let geometry = ConvGeometry { stride, padding, dilation, groups };
-        bridged::<2, C, ()>([&x, &weight], |t| (conv(&t[0], &t[1], None, &geometry), ())).0
+        tracked_conv::<2, C>([&x, &weight], ConvGeometry { stride, padding, dilation, groups })
     }
 
     fn torch_conv2d_bias(
@@ -371,8 +510,7 @@ impl<C: CheckpointStrategy> TorchKernels for Autodiff<LibTorch, C> {
         dilation: [usize; 2],
         groups: usize,
     ) -> FloatTensor<Self> {
-        let geometry = ConvGeometry { stride, padding, dilation, groups };
-        bridged::<3, C, ()>([&x, &weight, &bias], |t| (conv(&t[0], &t[1], Some(&t[2]), &geometry), ())).0
+        tracked_conv::<3, C>([&x, &weight, &bias], ConvGeometry { stride, padding, dilation, groups })
     }
 
     fn torch_batch_norm_train(
@@ -381,12 +519,25 @@ impl<C: CheckpointStrategy> TorchKernels for Autodiff<LibTorch, C> {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (output, (mean, variance)) = bridged::<3, C, _>([&x, &gamma, &beta], |t| {
-            let (output, mean, variance) = batch_norm_train(&t[0], &t[1], &t[2], epsilon);
-            (output, (mean, variance))
-        });
-        let untracked = |t: tch::Tensor| FloatTensor::<Self>::new(TchTensor::new(t.detach()));
-        (output, untracked(mean), untracked(variance))
+        let (x_primitive, gamma_primitive) = (x.primitive(), gamma.primitive());
+        let normalised = batch_norm_train(&x_primitive.tensor, &gamma_primitive.tensor, &beta.primitive().tensor, epsilon);
+        let output = TchTensor::new(normalised.output);
+        let untracked = |t: tch::Tensor| FloatTensor::<Self>::new(TchTensor::new(t));
+        let statistics = (untracked(normalised.mean), untracked(normalised.variance));
+        let output = match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let state = BatchNormState {
+                    x: x_primitive.clone(),
+                    gamma: gamma_primitive.clone(),
+                    statistics: (TchTensor::new(normalised.save_mean), TchTensor::new(normalised.save_invstd)),
+                    train: true,
+                    epsilon,
+                };
+                prep.finish(state, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        };
+        (output, statistics.0, statistics.1)
     }
 
     fn torch_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -398,6 +549,8 @@ impl<C: CheckpointStrategy> TorchKernels for Autodiff<LibTorch, C> {
         }
     }
 
+    /// The statistics are constants here (they are running buffers, never parameters): the
+    /// gradient flows to the input, scale and shift.
     fn torch_batch_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -406,6 +559,28 @@ impl<C: CheckpointStrategy> TorchKernels for Autodiff<LibTorch, C> {
         variance: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        bridged::<5, C, ()>([&x, &gamma, &beta, &mean, &variance], |t| (batch_norm_given(&t[0], &t[1], &t[2], &t[3], &t[4], epsilon), ())).0
+        let (x_primitive, gamma_primitive) = (x.primitive(), gamma.primitive());
+        let (mean, variance) = (mean.primitive(), variance.primitive());
+        let output = TchTensor::new(batch_norm_given(
+            &x_primitive.tensor,
+            &gamma_primitive.tensor,
+            &beta.primitive().tensor,
+            &mean.tensor,
+            &variance.tensor,
+            epsilon,
+        ));
+        match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let state = BatchNormState {
+                    x: x_primitive.clone(),
+                    gamma: gamma_primitive.clone(),
+                    statistics: (mean.clone(), variance.clone()),
+                    train: false,
+                    epsilon,
+                };
+                prep.finish(state, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
     }
 }
