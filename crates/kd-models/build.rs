@@ -7,9 +7,12 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=native/torch_backward.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
-    if std::env::var_os("CARGO_FEATURE_TCH").is_none() {
-        return;
-    }
+    #[cfg(feature = "tch")]
+    compile_torch_backward();
+}
+
+#[cfg(feature = "tch")]
+fn compile_torch_backward() {
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys names libtorch's library folder (DEP_TCH_LIBTORCH_LIB)");
     let include = std::path::Path::new(&lib).parent().expect("libtorch's library folder has a parent").join("include");
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());

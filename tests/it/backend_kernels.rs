@@ -4,26 +4,12 @@
 #![cfg(feature = "tch")]
 #![allow(deprecated)] // `Device::libtorch`: LibTorch is deprecated in Burn 0.22.
 
+use crate::common::{close_to_burn, flat};
 use kd::core::burn::module::{Module, Param};
 use kd::core::burn::nn::conv::Conv2dConfig;
 use kd::core::burn::nn::{BatchNormConfig, PaddingConfig2d};
 use kd::core::burn::tensor::{Device, Distribution, Tensor};
 use kd::models::layers::{batch_norm_forward, conv2d_forward, relu, uses_libtorch_kernels};
-
-fn close(what: &str, got: Tensor<1>, want: Tensor<1>) {
-    let (got, want) = (got.into_data().try_to_vec::<f32>().unwrap(), want.into_data().try_to_vec::<f32>().unwrap());
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    // Relative to the largest value, absolute below 1 (a bias before batch norm has a gradient
-    // of 0 up to rounding).
-    let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert!((g - w).abs() <= 2e-5 * scale, "{what}[{i}]: libtorch's kernels {g}, Burn's composition {w}");
-    }
-}
-
-fn flat<const D: usize>(t: Tensor<D>) -> Tensor<1> {
-    t.flatten(0, D - 1)
-}
 
 /// Conv (with and without bias, strided, grouped), batch norm and ReLU, on libtorch's kernels and
 /// through Burn's own layers, on the same LibTorch device: outputs, running statistics and
@@ -64,16 +50,16 @@ fn libtorch_kernels_agree_with_burns_layers_forward_and_backward() {
         };
         let (ours, burn) = (run(true), run(false));
         let case = format!("bias {bias}, stride {stride}, groups {groups}");
-        close(&format!("{case}: output"), ours.0, burn.0);
-        close(&format!("{case}: input gradient"), ours.1, burn.1);
-        close(&format!("{case}: weight gradient"), ours.2, burn.2);
+        close_to_burn(&format!("{case}: output"), ours.0, burn.0);
+        close_to_burn(&format!("{case}: input gradient"), ours.1, burn.1);
+        close_to_burn(&format!("{case}: weight gradient"), ours.2, burn.2);
         if let (Some(a), Some(b)) = (ours.3, burn.3) {
-            close(&format!("{case}: bias gradient"), a, b);
+            close_to_burn(&format!("{case}: bias gradient"), a, b);
         }
-        close(&format!("{case}: gamma gradient"), ours.4, burn.4);
-        close(&format!("{case}: beta gradient"), ours.5, burn.5);
-        close(&format!("{case}: running mean"), ours.6, burn.6);
-        close(&format!("{case}: running variance"), ours.7, burn.7);
+        close_to_burn(&format!("{case}: gamma gradient"), ours.4, burn.4);
+        close_to_burn(&format!("{case}: beta gradient"), ours.5, burn.5);
+        close_to_burn(&format!("{case}: running mean"), ours.6, burn.6);
+        close_to_burn(&format!("{case}: running variance"), ours.7, burn.7);
     }
 }
 
@@ -86,7 +72,7 @@ fn batch_norm_in_evaluation_agrees() {
     let input = Tensor::<4>::random([7, 6, 3, 3], Distribution::Normal(2.0, 3.0), &device);
     let _ = bn.forward(input.clone());
     let (plain, frozen) = (input.without_autodiff(), bn.valid());
-    close("evaluation output", flat(batch_norm_forward(&frozen, plain.clone())), flat(frozen.forward(plain)));
+    close_to_burn("evaluation output", flat(batch_norm_forward(&frozen, plain.clone())), flat(frozen.forward(plain)));
 }
 
 /// Batch norm with its running statistics on an autodiff device (a frozen layer that gradients
@@ -111,10 +97,10 @@ fn batch_norm_in_evaluation_passes_the_same_gradients() {
         )
     };
     let (ours, burn) = (run(true), run(false));
-    close("frozen batch norm: output", ours.0, burn.0);
-    close("frozen batch norm: input gradient", ours.1, burn.1);
-    close("frozen batch norm: gamma gradient", ours.2, burn.2);
-    close("frozen batch norm: beta gradient", ours.3, burn.3);
+    close_to_burn("frozen batch norm: output", ours.0, burn.0);
+    close_to_burn("frozen batch norm: input gradient", ours.1, burn.1);
+    close_to_burn("frozen batch norm: gamma gradient", ours.2, burn.2);
+    close_to_burn("frozen batch norm: beta gradient", ours.3, burn.3);
 }
 
 /// The path the agreement tests compare with Burn's is the native one (an autodiff device

@@ -3,6 +3,7 @@
 mod backend_kernels;
 mod backends;
 mod common;
+mod flex_kernels;
 mod golden;
 mod identity;
 mod losses;

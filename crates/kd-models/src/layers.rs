@@ -89,14 +89,46 @@ pub fn uses_libtorch_kernels<const D: usize>(tensor: &Tensor<D>) -> bool {
     }
 }
 
+/// Whether [`batch_norm_forward`] runs this project's fused batch norm for `tensor` in training
+/// (float32 on Flex, the `flex` feature on; see `flex_kernels.rs`).
+pub fn uses_flex_kernels<const D: usize>(tensor: &Tensor<D>) -> bool {
+    #[cfg(feature = "flex")]
+    return crate::flex_kernels::on_flex(tensor);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = tensor;
+        false
+    }
+}
+
+/// The `[height, width]` padding of `layer` when it is one the native kernels take: explicit
+/// and symmetric (what every model of the zoo uses), or none. Other padding runs on Burn's own
+/// path.
+#[cfg_attr(not(any(feature = "tch", feature = "flex")), allow(dead_code))]
+pub(crate) fn symmetric_padding(layer: &Conv2d) -> Option<[usize; 2]> {
+    match layer.padding {
+        PaddingConfig2d::Valid => Some([0, 0]),
+        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => Some([top, left]),
+        _ => None,
+    }
+}
+
 /// A convolution's forward pass: on LibTorch (with the `tch` feature) libtorch's own kernels
 /// forward and backward (see `native.rs`), elsewhere Burn's [`Conv2d::forward`].
 pub fn conv2d_forward(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "tch")]
     if crate::native::on_libtorch(&x)
-        && let Some(padding) = crate::native::symmetric_padding(layer)
+        && let Some(padding) = symmetric_padding(layer)
     {
         return crate::native::conv2d(layer, x, padding);
+    }
+    #[cfg(feature = "flex")]
+    if crate::flex_kernels::on_flex(&x)
+        && x.device().is_autodiff()
+        && crate::flex_kernels::covers(layer)
+        && let Some(padding) = symmetric_padding(layer)
+    {
+        return crate::flex_kernels::conv2d(layer, x, padding);
     }
     layer.forward(x)
 }
@@ -112,8 +144,9 @@ pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 /// A batch norm's forward pass: over feature maps on LibTorch (with the `tch` feature)
-/// libtorch's own fused kernels forward and backward (see `native.rs`), elsewhere Burn's
-/// [`BatchNorm::forward`]. Both update the running statistics the same way.
+/// libtorch's own fused kernels forward and backward (see `native.rs`); in training on Flex
+/// (with the `flex` feature) a fused kernel of three passes each way (see `flex_kernels.rs`); elsewhere Burn's
+/// [`BatchNorm::forward`]. All update the running statistics the same way.
 pub fn batch_norm_forward<const D: usize>(layer: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     // Feature maps only: over an MLP's `[batch, features]` the fixed cost of a libtorch autograd
     // call outweighs the gain (measured: the MNIST MLP student's step 2.5 -> 3.8 ms).
@@ -121,7 +154,24 @@ pub fn batch_norm_forward<const D: usize>(layer: &BatchNorm, x: Tensor<D>) -> Te
     if D == 4 && crate::native::on_libtorch(&x) {
         return crate::native::batch_norm(layer, x);
     }
+    #[cfg(feature = "flex")]
+    if crate::flex_kernels::on_flex(&x) && x.device().is_autodiff() && layer.training.is_enabled() {
+        return crate::flex_kernels::batch_norm_train(layer, x);
+    }
     layer.forward(x)
+}
+
+/// Moves `layer`'s running statistics towards a training batch's, as Burn's layer does:
+/// `running = (1 - momentum) * running + momentum * batch`.
+pub(crate) fn update_running_statistics(layer: &BatchNorm, mean: Tensor<1>, variance: Tensor<1>) {
+    let momentum = layer.momentum;
+    let blend = |running: &burn::module::RunningState<Tensor<1>>, batch: Tensor<1>| {
+        let device = batch.device();
+        let updated = running.value_sync().to_device(&device).mul_scalar(1.0 - momentum).add(batch.detach().mul_scalar(momentum));
+        running.update(updated.detach());
+    };
+    blend(&layer.running_mean, mean);
+    blend(&layer.running_var, variance);
 }
 
 /// A fully connected layer.

@@ -31,6 +31,8 @@
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(feature = "flex")]
+mod flex_kernels;
 pub mod layers;
 pub mod mlp;
 pub mod mobilenetv2;

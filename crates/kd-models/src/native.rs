@@ -29,8 +29,8 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::libtorch::TchTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Dispatch, DispatchDevice, LibTorch, backend_extension};
+use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
-use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::Tensor;
 
 /// Convolution and batch norm on libtorch's kernels, forward and backward.
@@ -80,18 +80,7 @@ pub trait TorchKernels: burn::backend::Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// The `[height, width]` padding of `layer` when it is one libtorch's convolution takes:
-/// explicit and symmetric (what every model of the zoo uses), or none. Other padding runs on
-/// Burn's own path.
-pub(crate) fn symmetric_padding(layer: &Conv2d) -> Option<[usize; 2]> {
-    match layer.padding {
-        PaddingConfig2d::Valid => Some([0, 0]),
-        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => Some([top, left]),
-        _ => None,
-    }
-}
-
-/// [`Conv2d::forward`] on libtorch's kernels, with `padding` from [`symmetric_padding`].
+/// [`Conv2d::forward`] on libtorch's kernels, with `padding` from [`crate::layers::symmetric_padding`].
 pub(crate) fn conv2d(layer: &Conv2d, x: Tensor<4>, padding: [usize; 2]) -> Tensor<4> {
     let (stride, dilation, groups) = (layer.stride, layer.dilation, layer.groups);
     let weight = layer.weight.val().into_dispatch();
@@ -134,14 +123,7 @@ pub(crate) fn batch_norm<const D: usize>(layer: &BatchNorm, x: Tensor<D>) -> Ten
         ));
     }
     let (output, mean, variance) = <Dispatch as TorchKernels>::torch_batch_norm_train(x.into_dispatch(), gamma, beta, layer.epsilon);
-    let (mean, variance): (Tensor<1>, Tensor<1>) = (Tensor::from_dispatch(mean), Tensor::from_dispatch(variance));
-    let momentum = layer.momentum;
-    let blend = |running: &burn::module::RunningState<Tensor<1>>, batch: Tensor<1>| {
-        let updated = running.value_sync().to_device(&device).mul_scalar(1.0 - momentum).add(batch.detach().mul_scalar(momentum));
-        running.update(updated.detach());
-    };
-    blend(&layer.running_mean, mean);
-    blend(&layer.running_var, variance);
+    crate::layers::update_running_statistics(layer, Tensor::from_dispatch(mean), Tensor::from_dispatch(variance));
     Tensor::from_dispatch(output)
 }
 
