@@ -148,10 +148,8 @@ pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// (with the `flex` feature) a fused kernel of three passes each way (see `flex_kernels.rs`); elsewhere Burn's
 /// [`BatchNorm::forward`]. All update the running statistics the same way.
 pub fn batch_norm_forward<const D: usize>(layer: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
-    // Feature maps only: over an MLP's `[batch, features]` the fixed cost of a libtorch autograd
-    // call outweighs the gain (measured: the MNIST MLP student's step 2.5 -> 3.8 ms).
     #[cfg(feature = "tch")]
-    if D == 4 && crate::native::on_libtorch(&x) {
+    if crate::native::on_libtorch(&x) {
         return crate::native::batch_norm(layer, x);
     }
     #[cfg(feature = "flex")]
