@@ -27,8 +27,13 @@ use crate::common::{blobs, config};
 const LOSS_TOL: f64 = 2e-3;
 /// Tolerance on each student parameter after the two epochs, relative above magnitude 1 and
 /// absolute below: |a - b| <= PARAM_TOL * max(|a|, 1). (BatchNorm running variances of FitNet's
-/// and RKD's students reach several hundred, weights are O(0.1-1).)
-const PARAM_TOL: f64 = 2e-3;
+/// and RKD's students reach several hundred, weights are O(0.1-1).) The largest differences
+/// measured are FitNet's, whose hint loss follows intermediate features step by step: 1.3e-3
+/// on tch and 3.2e-3 on wgpu since Flex's batch norm accumulates its sums in f64
+/// (`flex_kernels.rs`) where libtorch's and Burn's composition accumulate in f32 (before,
+/// 3.9e-4 on tch); this bound keeps a margin of 3x over them. A wrong gradient moves parameters
+/// by far more (the kernel tests' mutations: 1e-1).
+const PARAM_TOL: f64 = 1e-2;
 /// RKD's parameter tolerance: its angle term divides pairwise embedding differences by their
 /// norms, which amplifies rounding step after step; measured 8.0e-3 on wgpu (tch: 5e-4), with
 /// its loss terms within the common LOSS_TOL.
