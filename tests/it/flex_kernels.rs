@@ -4,7 +4,7 @@
 #![cfg(feature = "flex")]
 
 use crate::common::{close_to_burn, flat};
-use kd::core::burn::module::Param;
+use kd::core::burn::module::{Module, Param};
 use kd::core::burn::nn::conv::Conv2dConfig;
 use kd::core::burn::nn::{BatchNormConfig, PaddingConfig2d};
 use kd::core::burn::tensor::{Device, Distribution, Tensor, TensorData};
@@ -67,14 +67,17 @@ fn inference_keeps_burns_layer() {
 }
 
 /// Convolutions of the zoo's shapes (3x3 and strided, 1x1 shortcuts, unpadded, a rectangular
-/// input) and two the weight gradient does not cover (a bias, groups), which keep Burn's path:
-/// the output and the input and weight gradients agree with Burn's layer.
+/// input, a 5x5 kernel with stride 3) and two the kernels do not cover (a bias, groups), which
+/// keep Burn's path: the output, with and without autodiff, and the input and weight gradients
+/// agree with Burn's layer.
 #[test]
 fn convolutions_agree_with_burns_layer() {
     let device = Device::flex().autodiff();
     let cases = [
         // (in, out, kernel, stride, padding, bias, groups, input height, width)
         (4, 6, 3, 1, 1, false, 1, 9, 7),
+        (4, 6, 1, 1, 0, false, 1, 5, 6),
+        (2, 3, 5, 3, 2, false, 1, 11, 10),
         (4, 6, 3, 2, 1, false, 1, 9, 8),
         (4, 6, 1, 2, 0, false, 1, 8, 8),
         (3, 5, 3, 1, 0, false, 1, 6, 9),
@@ -88,9 +91,10 @@ fn convolutions_agree_with_burns_layer() {
             .with_bias(bias)
             .with_groups(groups)
             .init(&device);
-        let input = Tensor::<4>::random([3, cin, height, width], Distribution::Normal(0.0, 1.0), &device);
+        // 11 images: the weight gradient's tasks take 8, so one full task and a partial one.
+        let input = Tensor::<4>::random([11, cin, height, width], Distribution::Normal(0.0, 1.0), &device);
         let out = |size: usize| (size + 2 * padding - kernel) / stride + 1;
-        let weights = Tensor::<4>::random([3, cout, out(height), out(width)], Distribution::Normal(0.0, 1.0), &device);
+        let weights = Tensor::<4>::random([11, cout, out(height), out(width)], Distribution::Normal(0.0, 1.0), &device);
         let run = |ours: bool| {
             let x = input.clone().detach().require_grad();
             let conv = conv.clone();
@@ -100,6 +104,9 @@ fn convolutions_agree_with_burns_layer() {
         };
         let (ours, burn) = (run(true), run(false));
         let case = format!("conv {cin}->{cout} k{kernel} s{stride} p{padding} bias {bias} groups {groups} on {height}x{width}");
+        // Without autodiff (a teacher's forward pass) the same forward kernel runs.
+        let (inference, x) = (conv.valid(), input.clone().without_autodiff());
+        close_to_burn(&format!("{case}: inference"), flat(conv2d_forward(&inference, x.clone())), flat(inference.forward(x)));
         close_to_burn(&format!("{case}: output"), ours.0, burn.0);
         close_to_burn(&format!("{case}: input gradient"), ours.1, burn.1);
         close_to_burn(&format!("{case}: weight gradient"), ours.2, burn.2);

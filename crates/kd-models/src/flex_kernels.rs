@@ -1,12 +1,13 @@
-//! Batch norm on Flex in three passes over the activations each way, under Burn's autodiff.
+//! Batch norm and convolutions on Flex, under Burn's autodiff: fewer passes over the activations
+//! than Burn 0.22.1's generic paths.
 //!
-//! Burn 0.22.1's Flex backend runs batch norm through Burn's generic composition: in training,
-//! two channel-major copies of the input and about eight element-wise passes forward, about a
-//! dozen passes and two more copies backward (`ModuleOps::batch_norm_train` and its backward).
-//! Here the forward pass reads the input three times (the per-channel mean, the spread around it,
-//! the normalisation) and writes the output once; the backward pass reads the gradient and the
-//! input for two per-channel sums and once more to write the input's gradient, with the
-//! arithmetic of PyTorch's CPU kernel:
+//! **Batch norm** in three passes each way. Burn 0.22.1's Flex backend runs batch norm through
+//! Burn's generic composition: in training, two channel-major copies of the input and about
+//! eight element-wise passes forward, about a dozen passes and two more copies backward
+//! (`ModuleOps::batch_norm_train` and its backward). Here the forward pass reads the input three
+//! times (the per-channel mean, the spread around it, the normalisation) and writes the output
+//! once; the backward pass reads the gradient and the input for two per-channel sums and once
+//! more to write the input's gradient, with the arithmetic of PyTorch's CPU kernel:
 //!
 //! ```text
 //! y = (x - mean) * invstd * gamma + beta,         invstd = 1 / sqrt(var + eps)
@@ -15,9 +16,27 @@
 //! ```
 //!
 //! with sums over the batch and the spatial positions of a channel (M values), accumulated in
-//! f64 across blocks of 512. Float32 only; other element types take Burn's path. A workaround that belongs in
-//! burn-flex (its `ModuleOps` could override `batch_norm_train` and its backward): delete this
-//! module when Flex runs batch norm natively. `KD_FLEX_KERNELS=0` turns it off, for comparison.
+//! f64 across blocks of 512.
+//!
+//! **Convolutions** (no bias, one group, no dilation: every convolution of the zoo's ResNets
+//! and plain CNNs) as per-image matrix products. With `P` an image's patch matrix
+//! `[channels * kh * kw, positions]` (im2col), `W` the weight `[out, channels * kh * kw]` and
+//! `dy` the image's output gradient `[out, positions]`:
+//!
+//! ```text
+//! y = W P,        dW = sum over images of dy P^T,        dx = col2im(W^T dy)
+//! ```
+//!
+//! one image per task, so a patch matrix stays in cache and the output is written in place in
+//! NCHW. Flex's own forward converts the whole batch to channels-last and back around tiled
+//! products; its input gradient is a transposed convolution, and Burn computes the weight
+//! gradient as a convolution of the batch-transposed input with the batch-transposed gradient.
+//! The weight gradient sums fixed groups of images in order, so it does not depend on the
+//! number of threads.
+//!
+//! Float32 only; other element types take Burn's path. Workarounds that belong in burn-flex (its
+//! `ModuleOps` could override `batch_norm_train`, `conv2d` and their backward passes): delete
+//! this module when Flex runs them natively. `KD_FLEX_KERNELS=0` turns it off, for comparison.
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -25,7 +44,6 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{ConvOptions, FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::nn::BatchNorm;
@@ -33,7 +51,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
-/// Batch norm with the batch's statistics on Flex's float32 tensors.
+/// Batch norm with the batch's statistics and convolutions on Flex's float32 tensors.
 #[backend_extension(Flex, Autodiff)]
 pub trait FlexKernels: burn::backend::Backend {
     /// The output, the per-channel mean and the biased variance (Burn's `batch_norm_train`
@@ -45,12 +63,12 @@ pub trait FlexKernels: burn::backend::Backend {
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
-    /// 2-D convolution without a bias, one group, no dilation: Flex's forward kernel and input
-    /// gradient, the weight gradient as an im2col and one batched matrix product.
+    /// 2-D convolution without a bias, one group, no dilation, as per-image matrix products
+    /// forward and backward.
     fn flex_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: [usize; 2], padding: [usize; 2]) -> FloatTensor<Self>;
 }
 
-/// Whether `tensor` takes this module's batch norm: float32 on Flex, the kernels not turned off
+/// Whether `tensor` takes this module's kernels: float32 on Flex, the kernels not turned off
 /// with `KD_FLEX_KERNELS=0`.
 pub fn on_flex<const D: usize>(tensor: &Tensor<D>) -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -74,8 +92,8 @@ pub(crate) fn covers(layer: &Conv2d) -> bool {
     layer.bias.is_none() && layer.groups == 1 && layer.dilation == [1, 1]
 }
 
-/// [`Conv2d::forward`] with this module's weight gradient, for a layer it [`covers`], with
-/// symmetric `padding`.
+/// [`Conv2d::forward`] on this module's kernels, forward and backward, for a layer it
+/// [`covers`], with symmetric `padding`.
 pub(crate) fn conv2d(layer: &Conv2d, x: Tensor<4>, padding: [usize; 2]) -> Tensor<4> {
     let weight = layer.weight.val().into_dispatch();
     Tensor::from_dispatch(<Dispatch as FlexKernels>::flex_conv2d(x.into_dispatch(), weight, layer.stride, padding))
@@ -241,46 +259,270 @@ fn train_backward(
     [x_grad, gamma_grad, beta_grad]
 }
 
-/// The gradient of a convolution's weight `[out, channels, kh, kw]`: per image the output's
-/// gradient `[out, positions]` times the input's patches `[positions, channels * kh * kw]`
-/// (im2col), summed over the batch. Burn's generic path computes it as a convolution of the
-/// batch-transposed input with the batch-transposed gradient, a shape Flex's kernels are slow at.
-fn conv2d_weight_grad(x: &FlexTensor, output_grad: &FlexTensor, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2]) -> FlexTensor {
-    let [batch, channels, height, width]: [usize; 4] = x.layout().shape().dims();
-    let [_, out, out_height, out_width]: [usize; 4] = output_grad.layout().shape().dims();
-    let ([kh, kw], [sh, sw], [ph, pw]) = (kernel, stride, padding);
-    let (positions, patch) = (out_height * out_width, channels * kh * kw);
-    let x = values(x);
-    let xs = slice(&x);
-    // Patches transposed, `[batch, patch, positions]`: each row is a (channel, ky, kx) tap over
-    // the output positions, read from one input row at a time; padding stays 0.
-    let mut columns = vec![0f32; batch * patch * positions];
-    columns.par_chunks_mut(patch * positions).enumerate().for_each(|(n, image_columns)| {
-        let image = &xs[n * channels * height * width..][..channels * height * width];
-        for (tap, row) in image_columns.chunks_mut(positions).enumerate() {
+/// The shapes of one convolution (no bias, one group, no dilation) of `[batch, channels, height,
+/// width]` by `[out, channels, kh, kw]`.
+#[derive(Debug, Clone, Copy)]
+struct ConvShape {
+    batch: usize,
+    channels: usize,
+    height: usize,
+    width: usize,
+    out: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    out_height: usize,
+    out_width: usize,
+}
+
+impl ConvShape {
+    fn of(x_shape: [usize; 4], weight_shape: [usize; 4], stride: [usize; 2], padding: [usize; 2]) -> Self {
+        let [batch, channels, height, width] = x_shape;
+        let [out, _, kh, kw] = weight_shape;
+        let out_size = |size: usize, k: usize, s: usize, p: usize| (size + 2 * p - k) / s + 1;
+        ConvShape {
+            batch,
+            channels,
+            height,
+            width,
+            out,
+            kernel: [kh, kw],
+            stride,
+            padding,
+            out_height: out_size(height, kh, stride[0], padding[0]),
+            out_width: out_size(width, kw, stride[1], padding[1]),
+        }
+    }
+
+    fn image(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    fn positions(&self) -> usize {
+        self.out_height * self.out_width
+    }
+
+    /// Values of one patch: a row of the weight seen as `[out, patch]`.
+    fn patch(&self) -> usize {
+        self.channels * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Whether an image is its own patch matrix (a 1x1 kernel, stride 1, no padding).
+    fn pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
+    }
+
+    /// The runs that pair one image `[channels, height, width]` with its patch matrix
+    /// `[patch, positions]`: for every tap (channel, ky, kx) and output row, `each(output
+    /// columns, first image index, image step, start of the patch-matrix row)`, the columns
+    /// limited to those whose input lies inside the image (padding has no run).
+    fn for_each_tap(&self, mut each: impl FnMut(std::ops::Range<usize>, usize, usize, usize)) {
+        let ([kh, kw], [sh, sw], [ph, pw]) = (self.kernel, self.stride, self.padding);
+        let (positions, out_width) = (self.positions(), self.out_width);
+        for tap in 0..self.patch() {
             let (channel, ky, kx) = (tap / (kh * kw), tap / kw % kh, tap % kw);
             // Output columns whose input column `ox * sw + kx - pw` lies inside the image.
             let first = pw.saturating_sub(kx).div_ceil(sw);
-            let end = ((width + pw).saturating_sub(kx)).div_ceil(sw).min(out_width);
-            for oy in 0..out_height {
-                let Some(iy) = (oy * sh + ky).checked_sub(ph).filter(|&iy| iy < height) else { continue };
-                let source = &image[(channel * height + iy) * width..][..width];
-                let target = &mut row[oy * out_width..][..out_width];
-                for ox in first..end {
-                    target[ox] = source[ox * sw + kx - pw];
-                }
+            let end = ((self.width + pw).saturating_sub(kx)).div_ceil(sw).min(out_width);
+            if first >= end {
+                continue;
+            }
+            for oy in 0..self.out_height {
+                let Some(iy) = (oy * sh + ky).checked_sub(ph).filter(|&iy| iy < self.height) else { continue };
+                let row = (channel * self.height + iy) * self.width;
+                // (output columns, first input index, its step, the row of the patch matrix)
+                each(first..end, row + first * sw + kx - pw, sw, tap * positions + oy * out_width);
             }
         }
-    });
-    let columns = tensor(columns, vec![batch, patch, positions]);
-    let grad = Flex::float_reshape(values(output_grad), [batch, out, positions].into());
-    // [batch, out, positions] x [batch, positions, patch]: the transpose is a strided view.
-    let per_image = Flex::float_matmul(grad, Flex::float_swap_dims(columns, 1, 2));
-    Flex::float_reshape(Flex::float_sum_dim(per_image, 0), [out, channels, kh, kw].into())
+    }
+
+    /// One image's patch matrix `[patch, positions]` (im2col); padding reads as 0.
+    fn im2col(&self, image: &[f32], columns: &mut [f32]) {
+        columns.fill(0.0);
+        self.for_each_tap(|range, source, step, row| {
+            let target = &mut columns[row..];
+            for (i, ox) in range.enumerate() {
+                target[ox] = image[source + i * step];
+            }
+        });
+    }
+
+    /// The adjoint of [`ConvShape::im2col`]: adds a patch matrix's values back onto the image
+    /// positions they were read from (col2im).
+    fn col2im(&self, columns: &[f32], image: &mut [f32]) {
+        image.fill(0.0);
+        self.for_each_tap(|range, source, step, row| {
+            let values = &columns[row..];
+            for (i, ox) in range.enumerate() {
+                image[source + i * step] += values[ox];
+            }
+        });
+    }
 }
 
-fn conv_options(stride: [usize; 2], padding: [usize; 2]) -> ConvOptions<2> {
-    ConvOptions::new(stride, padding, [1, 1], 1)
+/// A row-major `rows x cols` matrix of `data`, or its transpose (strides swapped).
+#[derive(Clone, Copy)]
+struct Matrix<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    transposed: bool,
+}
+
+impl<'a> Matrix<'a> {
+    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(data.len(), rows * cols, "a matrix's values");
+        Matrix { data, rows, cols, transposed: false }
+    }
+
+    fn t(self) -> Self {
+        Matrix { transposed: !self.transposed, ..self }
+    }
+
+    /// (rows, cols, column stride, row stride) as seen.
+    fn seen(&self) -> (usize, usize, isize, isize) {
+        if self.transposed { (self.cols, self.rows, self.cols as isize, 1) } else { (self.rows, self.cols, 1, self.cols as isize) }
+    }
+}
+
+/// `dst = a * b` (or `dst += a * b` with `accumulate`), `dst` row-major, on one thread: the
+/// convolutions below run one image per task.
+fn gemm_into(dst: &mut [f32], a: Matrix, b: Matrix, accumulate: bool) {
+    let (m, k, a_cs, a_rs) = a.seen();
+    let (k_b, n, b_cs, b_rs) = b.seen();
+    assert!(k == k_b && dst.len() == m * n, "matrix product of {m}x{k} by {k_b}x{n} into {} values", dst.len());
+    // SAFETY: the asserts above and `Matrix::new` bound every index the strides reach: `dst`
+    // holds m x n values row-major, `a` and `b` their seen shapes with the strides of `seen`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a_cs,
+            a_rs,
+            b.data.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Images per task of the weight gradient: each task sums its images' products in one
+/// buffer, and the tasks' buffers are added in order, so the result does not depend on how
+/// many threads ran them.
+const IMAGES_PER_TASK: usize = 8;
+
+fn dims(tensor: &FlexTensor) -> [usize; 4] {
+    tensor.layout().shape().dims()
+}
+
+/// A convolution's output: per image the weight `[out, patch]` times the image's patch matrix
+/// `[patch, positions]` (im2col), written in place as `[out, out_height, out_width]`. One task
+/// per image, each with a patch matrix that stays in cache; Flex's own kernel converts the
+/// whole batch to channels-last and back around its matrix products.
+fn conv2d_forward(x: &FlexTensor, weight: &FlexTensor, stride: [usize; 2], padding: [usize; 2]) -> FlexTensor {
+    let shape = ConvShape::of(dims(x), dims(weight), stride, padding);
+    let (x, weight) = (values(x), values(weight));
+    let (xs, w) = (slice(&x), Matrix::new(slice(&weight), shape.out, shape.patch()));
+    let (positions, patch) = (shape.positions(), shape.patch());
+    let mut output = vec![0f32; shape.batch * shape.out * positions];
+    output.par_chunks_mut(shape.out * positions).zip(xs.par_chunks(shape.image())).for_each_init(
+        || vec![0f32; if shape.pointwise() { 0 } else { patch * positions }],
+        |columns, (out_image, image)| {
+            let columns: &[f32] = if shape.pointwise() {
+                image
+            } else {
+                shape.im2col(image, columns);
+                columns
+            };
+            gemm_into(out_image, w, Matrix::new(columns, patch, positions), false);
+        },
+    );
+    tensor(output, vec![shape.batch, shape.out, shape.out_height, shape.out_width])
+}
+
+/// A convolution's input and weight gradients in one pass over the batch. Per image, with
+/// `dy` its output gradient `[out, positions]` and `P` its patch matrix:
+/// `dW += dy * P^T` and `dx = col2im(W^T * dy)`.
+fn conv2d_backward(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    output_grad: &FlexTensor,
+    stride: [usize; 2],
+    padding: [usize; 2],
+    wanted: [bool; 2],
+) -> [Option<FlexTensor>; 2] {
+    let shape = ConvShape::of(dims(x), dims(weight), stride, padding);
+    let (x, weight, output_grad) = (values(x), values(weight), values(output_grad));
+    let (xs, dys) = (slice(&x), slice(&output_grad));
+    let w = Matrix::new(slice(&weight), shape.out, shape.patch());
+    let (positions, patch, image) = (shape.positions(), shape.patch(), shape.image());
+    let [want_x, want_weight] = wanted;
+    let mut x_grad = vec![0f32; if want_x { shape.batch * image } else { 0 }];
+    let tasks = shape.batch.div_ceil(IMAGES_PER_TASK);
+    let dx_chunks: Vec<Option<&mut [f32]>> =
+        if want_x { x_grad.chunks_mut(IMAGES_PER_TASK * image).map(Some).collect() } else { (0..tasks).map(|_| None).collect() };
+    let partial_sums: Vec<Vec<f32>> = dx_chunks
+        .into_par_iter()
+        .enumerate()
+        .map(|(task, mut dx_images)| {
+            let mut weight_grad = vec![0f32; if want_weight { shape.out * patch } else { 0 }];
+            let mut columns = vec![0f32; patch * positions];
+            let first = task * IMAGES_PER_TASK;
+            for n in first..(first + IMAGES_PER_TASK).min(shape.batch) {
+                let dy = Matrix::new(&dys[n * shape.out * positions..][..shape.out * positions], shape.out, positions);
+                let x_image = &xs[n * image..][..image];
+                if want_weight {
+                    let p: &[f32] = if shape.pointwise() {
+                        x_image
+                    } else {
+                        shape.im2col(x_image, &mut columns);
+                        &columns
+                    };
+                    gemm_into(&mut weight_grad, dy, Matrix::new(p, patch, positions).t(), n > first);
+                }
+                if let Some(dx_images) = dx_images.as_deref_mut() {
+                    let dx = &mut dx_images[(n - first) * image..][..image];
+                    if shape.pointwise() {
+                        gemm_into(dx, w.t(), dy, false);
+                    } else {
+                        gemm_into(&mut columns, w.t(), dy, false);
+                        shape.col2im(&columns, dx);
+                    }
+                }
+            }
+            weight_grad
+        })
+        .collect();
+    let weight_grad = want_weight.then(|| {
+        let mut sums = partial_sums.into_iter();
+        let mut total = sums.next().unwrap_or_else(|| vec![0f32; shape.out * patch]);
+        for partial in sums {
+            total.iter_mut().zip(&partial).for_each(|(t, p)| *t += p);
+        }
+        tensor(total, dims(&weight).to_vec())
+    });
+    [want_x.then(|| tensor(x_grad, vec![shape.batch, shape.channels, shape.height, shape.width])), weight_grad]
+}
+
+/// Hands each tracked parent its computed gradient.
+fn register<const N: usize>(grads: &mut Gradients, parents: [Option<NodeId>; N], computed: [Option<FlexTensor>; N]) {
+    for (parent, grad) in parents.into_iter().zip(computed) {
+        if let (Some(id), Some(grad)) = (parent, grad) {
+            grads.register::<Flex>(id, grad);
+        }
+    }
 }
 
 impl FlexKernels for Flex {
@@ -291,7 +533,7 @@ impl FlexKernels for Flex {
     }
 
     fn flex_conv2d(x: FlexTensor, weight: FlexTensor, stride: [usize; 2], padding: [usize; 2]) -> FlexTensor {
-        Flex::conv2d(x, weight, None, conv_options(stride, padding))
+        conv2d_forward(&x, &weight, stride, padding)
     }
 }
 
@@ -313,15 +555,10 @@ impl Backward<Flex, 2> for ConvBackward {
 
     fn backward(self, ops: Ops<ConvState, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let output_grad = grads.consume::<Flex>(&ops.node);
-        let [x_node, weight_node] = ops.parents;
-        let s = ops.state;
-        if let Some(node) = weight_node {
-            let [_, _, kh, kw]: [usize; 4] = s.weight.layout().shape().dims();
-            grads.register::<Flex>(node.id, conv2d_weight_grad(&s.x, &output_grad, [kh, kw], s.stride, s.padding));
-        }
-        if let Some(node) = x_node {
-            grads.register::<Flex>(node.id, Flex::conv2d_x_backward(s.x, s.weight, output_grad, conv_options(s.stride, s.padding)));
-        }
+        let parents = ops.parents.each_ref().map(|parent| parent.as_ref().map(|node| node.id));
+        let s = &ops.state;
+        let computed = conv2d_backward(&s.x, &s.weight, &output_grad, s.stride, s.padding, parents.map(|p| p.is_some()));
+        register(grads, parents, computed);
     }
 }
 
@@ -345,14 +582,10 @@ impl Backward<Flex, 3> for BatchNormBackward {
 
     fn backward(self, ops: Ops<BatchNormState, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let output_grad = grads.consume::<Flex>(&ops.node);
-        let parents: [Option<NodeId>; 3] = std::array::from_fn(|i| ops.parents[i].as_ref().map(|node| node.id));
+        let parents = ops.parents.each_ref().map(|parent| parent.as_ref().map(|node| node.id));
         let s = &ops.state;
         let computed = train_backward(&s.x, &s.gamma, &s.mean, &s.variance, s.epsilon, &output_grad, parents.map(|p| p.is_some()));
-        for (parent, grad) in parents.into_iter().zip(computed) {
-            if let (Some(id), Some(grad)) = (parent, grad) {
-                grads.register::<Flex>(id, grad);
-            }
-        }
+        register(grads, parents, computed);
     }
 }
 
@@ -384,7 +617,7 @@ impl<C: CheckpointStrategy> FlexKernels for Autodiff<Flex, C> {
     }
 
     fn flex_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: [usize; 2], padding: [usize; 2]) -> FloatTensor<Self> {
-        let output = Flex::conv2d(x.primitive().clone(), weight.primitive().clone(), None, conv_options(stride, padding));
+        let output = conv2d_forward(x.primitive(), weight.primitive(), stride, padding);
         match ConvBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 prep.finish(ConvState { x: x.primitive().clone(), weight: weight.primitive().clone(), stride, padding }, output)

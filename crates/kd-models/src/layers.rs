@@ -114,7 +114,9 @@ pub(crate) fn symmetric_padding(layer: &Conv2d) -> Option<[usize; 2]> {
 }
 
 /// A convolution's forward pass: on LibTorch (with the `tch` feature) libtorch's own kernels
-/// forward and backward (see `native.rs`), elsewhere Burn's [`Conv2d::forward`].
+/// forward and backward (see `native.rs`), on Flex (with the `flex` feature) per-image matrix
+/// products forward and backward for the layers they cover (see `flex_kernels.rs`), elsewhere
+/// Burn's [`Conv2d::forward`].
 pub fn conv2d_forward(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "tch")]
     if crate::native::on_libtorch(&x)
@@ -124,7 +126,6 @@ pub fn conv2d_forward(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     }
     #[cfg(feature = "flex")]
     if crate::flex_kernels::on_flex(&x)
-        && x.device().is_autodiff()
         && crate::flex_kernels::covers(layer)
         && let Some(padding) = symmetric_padding(layer)
     {
@@ -161,6 +162,7 @@ pub fn batch_norm_forward<const D: usize>(layer: &BatchNorm, x: Tensor<D>) -> Te
 
 /// Moves `layer`'s running statistics towards a training batch's, as Burn's layer does:
 /// `running = (1 - momentum) * running + momentum * batch`.
+#[cfg_attr(not(any(feature = "tch", feature = "flex")), allow(dead_code))]
 pub(crate) fn update_running_statistics(layer: &BatchNorm, mean: Tensor<1>, variance: Tensor<1>) {
     let momentum = layer.momentum;
     let blend = |running: &burn::module::RunningState<Tensor<1>>, batch: Tensor<1>| {
