@@ -43,7 +43,13 @@ from Rust's, their distribution does not):
         --rust target/kd-bench/results.json --seeds 0,1,2 --threads 2
 
 Each record also has `train_seconds_per_epoch` (training steps only, as the Rust records'
-`seconds_per_epoch`), PyTorch eager with the live teacher: mdistiller's way.
+`seconds_per_epoch`), PyTorch eager with the live teacher: mdistiller's way. Given `--rust` more
+than once (the same cells on other backends, or with `--teacher-cache`), it also prints the
+epoch-time table: PyTorch's seconds beside each file's, and their ratio:
+
+    python3 xtask/pytorch/train_parity.py --data target/parity-cifar10/images_cifar10-jpg \
+        --rust target/bench-tch-cache/results.json --rust target/bench-tch-live/results.json \
+        --rust target/bench-flex/results.json --seeds 0,1,2 --threads 2
 """
 
 import argparse
@@ -208,7 +214,14 @@ def main():
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default="ce,kd")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rust", type=Path, help="the bench's results.json of the same cells, for the side-by-side table")
+    parser.add_argument(
+        "--rust",
+        type=Path,
+        action="append",
+        default=[],
+        help="the bench's results.json of the same cells, for the side-by-side table (the first file); "
+        "given more than once (other backends, with and without --teacher-cache), an epoch-time table of every file",
+    )
     parser.add_argument("--out", type=Path, help="write the PyTorch records here (JSON)")
     parser.add_argument("--student-epochs", type=int, help="train the students this many epochs (default: the plan's; for timing)")
     args = parser.parse_args()
@@ -259,22 +272,45 @@ def main():
     if args.out:
         args.out.write_text(json.dumps(records, indent=1))
 
-    rust = []
-    if args.rust:
-        rust = [r for r in json.loads(args.rust.read_text()) if r.get("error") is None]
-    backends = sorted({r["backend"] for r in rust if r["dataset"] == plan["dataset"]}) or ["-"]
+    runs = [[r for r in json.loads(f.read_text()) if r.get("error") is None and r["dataset"] == plan["dataset"]] for f in args.rust]
+    rust = runs[0] if runs else []
+    backends = sorted({r["backend"] for r in rust}) or ["-"]
     print(f"### {plan['dataset']}: this project ({', '.join(backends)}) beside PyTorch {torch.__version__}, mean ± std over seeds {args.seeds}\n")
     print("| method | model | Rust selected | PyTorch selected | Rust best | PyTorch best | Rust last | PyTorch last | Rust s/epoch | PyTorch s/epoch |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for m in (["teacher"] if loaded is None else []) + methods:
         ours = [r for r in records if r["method"] == m]
-        theirs = [r for r in rust if r["method"] == m and r["dataset"] == plan["dataset"]]
+        theirs = [r for r in rust if r["method"] == m]
         row = [m, ours[0]["model"]]
         for key in ("selected_acc", "best_acc", "last_acc"):
             row.append(cell([r[key] for r in theirs]) if theirs else "-")
             row.append(cell([r[key] for r in ours]))
         row.append(f"{statistics.mean(r['seconds_per_epoch'] for r in theirs):.2f}" if theirs else "-")
         row.append(f"{statistics.mean(r['train_seconds_per_epoch'] for r in ours):.2f}")
+        print("| " + " | ".join(row) + " |")
+    if len(runs) > 1:
+        epoch_times(records, runs, methods)
+
+
+def variant(records):
+    """How a results file trained: its backend, and whether the teacher ran live or from the cache."""
+    kinds = {(r["backend"], "teacher cache" if r.get("teacher_cache") else "live teacher") for r in records}
+    return " / ".join(f"{b}, {t}" for b, t in sorted(kinds)) or "-"
+
+
+def epoch_times(records, runs, methods):
+    """Seconds of training per epoch (evaluation left out on both sides), PyTorch eager with a live
+    teacher beside each results file, and PyTorch's time over that file's (above 1: faster)."""
+    print("\n### Training seconds per epoch, mean over seeds (speed: PyTorch's seconds / these)\n")
+    heads = [f"PyTorch {torch.__version__}, eager, live teacher"] + [variant(r) for r in runs]
+    print("| method | " + " | ".join(heads) + " |")
+    print("|---|" + "---|" * len(heads))
+    for m in methods:
+        ours = statistics.mean(r["train_seconds_per_epoch"] for r in records if r["method"] == m)
+        row = [m, f"{ours:.2f}"]
+        for rust in runs:
+            theirs = [r["seconds_per_epoch"] for r in rust if r["method"] == m]
+            row.append(f"{statistics.mean(theirs):.2f} ({ours / statistics.mean(theirs):.2f}x)" if theirs else "-")
         print("| " + " | ".join(row) + " |")
 
 

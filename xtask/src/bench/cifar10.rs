@@ -72,12 +72,26 @@ impl ScheduleShape {
     }
 }
 
-/// The teacher: its architecture and epochs.
+/// The teacher: its architecture, epochs and learning-rate decay.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TeacherSize {
     pub model: String,
     pub epochs: usize,
+    /// How the teacher's rate decays (absent: the suite's `[schedule]`, as every other run).
+    #[serde(default)]
+    pub decay: TeacherDecay,
+}
+
+/// The teacher's learning-rate decay.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TeacherDecay {
+    /// The suite's `[schedule]` shape.
+    #[default]
+    Suite,
+    /// Cosine annealing to 0 over the teacher's epochs ([`LrSchedule::Cosine`]).
+    Cosine,
 }
 
 /// The methods' students.
@@ -140,6 +154,7 @@ impl Suite {
             }
             s.recipe(recipes, epochs).validate().map_err(|e| bad("schedule", e.to_string()))?;
         }
+        s.teacher_recipe(recipes, s.teacher.epochs).validate().map_err(|e| bad("teacher.decay", e.to_string()))?;
         for (field, spec) in [("teacher.model", &s.teacher.model), ("students.model", &s.students.model)] {
             ModelSpec::parse(spec).map_err(|e| bad(field, e.to_string()))?;
         }
@@ -158,6 +173,15 @@ impl Suite {
     /// The recipes' training recipe for a run of `epochs`, with this suite's decay.
     pub fn recipe(&self, recipes: &Recipes, epochs: usize) -> TrainConfig {
         TrainConfig { schedule: self.schedule.for_epochs(epochs), ..recipes.train.with_epochs(epochs) }
+    }
+
+    /// The teacher's recipe for a run of `epochs`: the suite's, with the teacher's decay.
+    pub fn teacher_recipe(&self, recipes: &Recipes, epochs: usize) -> TrainConfig {
+        let recipe = self.recipe(recipes, epochs);
+        match self.teacher.decay {
+            TeacherDecay::Suite => recipe,
+            TeacherDecay::Cosine => TrainConfig { schedule: LrSchedule::Cosine { min_lr: 0.0 }, ..recipe },
+        }
     }
 }
 
@@ -224,7 +248,7 @@ pub fn plan(
             methods,
             teacher_spec: args.teacher.clone().unwrap_or_else(|| suite.teacher.model.clone()),
             student_spec: args.student.clone().unwrap_or_else(|| suite.students.model.clone()),
-            config: suite.recipe(recipes, teacher_epochs),
+            config: suite.teacher_recipe(recipes, teacher_epochs),
             student_config: suite.recipe(recipes, student_epochs),
             options,
             source: name.clone(),
@@ -334,5 +358,21 @@ mod tests {
         assert!(full.seeds.len() >= 3, "the suite's claims need at least three seeds");
         assert!(quick.students.epochs < full.students.epochs && quick.teacher.epochs < full.teacher.epochs);
         assert_eq!(full.chains.models.family.name(), "plane");
+    }
+
+    /// The teacher's decay changes the teacher's recipe alone; absent, it is the suite's.
+    #[test]
+    fn the_teacher_decay_applies_to_the_teacher_only() {
+        let recipes = Recipes::load(&files::dir().join("recipes.toml")).unwrap();
+        let mut suite = Suite::load(&files::dir().join("cifar10-quick.toml"), &recipes).unwrap();
+        suite.teacher.decay = TeacherDecay::Suite;
+        assert_eq!(suite.teacher_recipe(&recipes, 40).schedule, suite.recipe(&recipes, 40).schedule);
+        suite.teacher.decay = TeacherDecay::Cosine;
+        let teacher = suite.teacher_recipe(&recipes, 40);
+        assert_eq!(teacher.schedule, LrSchedule::Cosine { min_lr: 0.0 });
+        assert_eq!(TrainConfig { schedule: suite.recipe(&recipes, 40).schedule, ..teacher.clone() }, suite.recipe(&recipes, 40));
+        assert!(matches!(suite.recipe(&recipes, 40).schedule, LrSchedule::MultiStep { .. }));
+        let unknown = toml::from_str::<TeacherSize>("model = \"resnet20\"\nepochs = 1\ndecay = \"linear\"").unwrap_err();
+        assert!(unknown.to_string().contains("linear"), "{unknown}");
     }
 }
