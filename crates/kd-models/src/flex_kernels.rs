@@ -319,19 +319,23 @@ impl ConvShape {
     fn for_each_tap(&self, mut each: impl FnMut(std::ops::Range<usize>, usize, usize, usize)) {
         let ([kh, kw], [sh, sw], [ph, pw]) = (self.kernel, self.stride, self.padding);
         let (positions, out_width) = (self.positions(), self.out_width);
-        for tap in 0..self.patch() {
-            let (channel, ky, kx) = (tap / (kh * kw), tap / kw % kh, tap % kw);
-            // Output columns whose input column `ox * sw + kx - pw` lies inside the image.
-            let first = pw.saturating_sub(kx).div_ceil(sw);
-            let end = ((self.width + pw).saturating_sub(kx)).div_ceil(sw).min(out_width);
-            if first >= end {
-                continue;
-            }
-            for oy in 0..self.out_height {
-                let Some(iy) = (oy * sh + ky).checked_sub(ph).filter(|&iy| iy < self.height) else { continue };
-                let row = (channel * self.height + iy) * self.width;
-                // (output columns, first input index, its step, the row of the patch matrix)
-                each(first..end, row + first * sw + kx - pw, sw, tap * positions + oy * out_width);
+        // Which output rows (per ky) and columns (per kx) read inside the image: computed once,
+        // not per tap, since the divisions cost more than a small image's copies.
+        let rows: Vec<_> = (0..kh).map(|ky| inside(self.height, ph, ky, sh, self.out_height)).collect();
+        let columns: Vec<_> = (0..kw).map(|kx| inside(self.width, pw, kx, sw, out_width)).collect();
+        let mut tap = 0;
+        for channel in 0..self.channels {
+            for (ky, rows) in rows.iter().enumerate() {
+                for (kx, columns) in columns.iter().enumerate() {
+                    if !columns.is_empty() {
+                        for oy in rows.clone() {
+                            let row = (channel * self.height + oy * sh + ky - ph) * self.width;
+                            // (output columns, first input index, its step, the row of the patch matrix)
+                            each(columns.clone(), row + columns.start * sw + kx - pw, sw, tap * positions + oy * out_width);
+                        }
+                    }
+                    tap += 1;
+                }
             }
         }
     }
@@ -340,9 +344,12 @@ impl ConvShape {
     fn im2col(&self, image: &[f32], columns: &mut [f32]) {
         columns.fill(0.0);
         self.for_each_tap(|range, source, step, row| {
-            let target = &mut columns[row..];
-            for (i, ox) in range.enumerate() {
-                target[ox] = image[source + i * step];
+            let target = &mut columns[row + range.start..row + range.end];
+            // Slices instead of indices: no bounds check per value, and a plain copy at stride 1.
+            if step == 1 {
+                target.copy_from_slice(&image[source..source + target.len()]);
+            } else {
+                target.iter_mut().zip(image[source..].iter().step_by(step)).for_each(|(t, &v)| *t = v);
             }
         });
     }
@@ -352,12 +359,22 @@ impl ConvShape {
     fn col2im(&self, columns: &[f32], image: &mut [f32]) {
         image.fill(0.0);
         self.for_each_tap(|range, source, step, row| {
-            let values = &columns[row..];
-            for (i, ox) in range.enumerate() {
-                image[source + i * step] += values[ox];
+            let values = &columns[row + range.start..row + range.end];
+            if step == 1 {
+                image[source..source + values.len()].iter_mut().zip(values).for_each(|(t, &v)| *t += v);
+            } else {
+                image[source..].iter_mut().step_by(step).zip(values).for_each(|(t, &v)| *t += v);
             }
         });
     }
+}
+
+/// The outputs `o` of one axis whose input `o * stride + k - pad` lies inside `0..size`, for
+/// the kernel offset `k` (empty when none does).
+fn inside(size: usize, pad: usize, k: usize, stride: usize, outputs: usize) -> std::ops::Range<usize> {
+    let first = pad.saturating_sub(k).div_ceil(stride);
+    let end = (size + pad).saturating_sub(k).div_ceil(stride).min(outputs);
+    first..end.max(first)
 }
 
 /// A row-major `rows x cols` matrix of `data`, or its transpose (strides swapped).
