@@ -81,6 +81,9 @@ fn convolutions_agree_with_burns_layer() {
         (4, 6, 3, 2, 1, false, 1, 9, 8),
         (4, 6, 1, 2, 0, false, 1, 8, 8),
         (3, 5, 3, 1, 0, false, 1, 6, 9),
+        // The kernel as tall as the padded input (one output row), and a stride past the kernel.
+        (3, 4, 5, 1, 1, false, 1, 3, 4),
+        (2, 3, 2, 3, 1, false, 1, 7, 5),
         (4, 6, 3, 1, 1, true, 1, 5, 5),
         (4, 6, 3, 1, 1, false, 2, 5, 5),
     ];
@@ -111,4 +114,14 @@ fn convolutions_agree_with_burns_layer() {
         close_to_burn(&format!("{case}: input gradient"), ours.1, burn.1);
         close_to_burn(&format!("{case}: weight gradient"), ours.2, burn.2);
     }
+}
+
+/// A kernel larger than its padded input is the model's bug: a message naming the shapes, not
+/// an overflow in the kernel's arithmetic.
+#[test]
+#[should_panic(expected = "an input of 2x6 padded by [1, 1] is smaller than the 5x5 kernel")]
+fn a_kernel_larger_than_its_input_is_named() {
+    let device = Device::flex().autodiff();
+    let conv = Conv2dConfig::new([1, 1], [5, 5]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).with_bias(false).init(&device);
+    conv2d_forward(&conv, Tensor::<4>::zeros([1, 1, 2, 6], &device));
 }

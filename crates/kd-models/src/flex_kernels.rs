@@ -279,7 +279,11 @@ impl ConvShape {
     fn of(x_shape: [usize; 4], weight_shape: [usize; 4], stride: [usize; 2], padding: [usize; 2]) -> Self {
         let [batch, channels, height, width] = x_shape;
         let [out, _, kh, kw] = weight_shape;
-        let out_size = |size: usize, k: usize, s: usize, p: usize| (size + 2 * p - k) / s + 1;
+        let out_size = |size: usize, k: usize, s: usize, p: usize| {
+            // A model's shapes, not data: a layer that cannot apply is a bug in the model.
+            assert!(size + 2 * p >= k, "conv2d: an input of {height}x{width} padded by {padding:?} is smaller than the {kh}x{kw} kernel");
+            (size + 2 * p - k) / s + 1
+        };
         ConvShape {
             batch,
             channels,
