@@ -146,15 +146,16 @@ impl Suite {
         if s.schedule.of_epochs == 0 || s.schedule.milestones.iter().any(|&m| m == 0 || m >= s.schedule.of_epochs) {
             return Err(bad("schedule", "needs `of_epochs` of at least 1 and milestones inside (0, of_epochs)".into()));
         }
-        for (field, epochs) in
-            [("teacher.epochs", s.teacher.epochs), ("students.epochs", s.students.epochs), ("chains.epochs", s.chains.epochs)]
-        {
+        for (field, epochs, recipe) in [
+            ("teacher.epochs", s.teacher.epochs, s.teacher_recipe(recipes, s.teacher.epochs)),
+            ("students.epochs", s.students.epochs, s.recipe(recipes, s.students.epochs)),
+            ("chains.epochs", s.chains.epochs, s.recipe(recipes, s.chains.epochs)),
+        ] {
             if epochs == 0 {
                 return Err(bad(field, "is 0: every run trains at least one epoch".into()));
             }
-            s.recipe(recipes, epochs).validate().map_err(|e| bad("schedule", e.to_string()))?;
+            recipe.validate().map_err(|e| bad("schedule", e.to_string()))?;
         }
-        s.teacher_recipe(recipes, s.teacher.epochs).validate().map_err(|e| bad("teacher.decay", e.to_string()))?;
         for (field, spec) in [("teacher.model", &s.teacher.model), ("students.model", &s.students.model)] {
             ModelSpec::parse(spec).map_err(|e| bad(field, e.to_string()))?;
         }
