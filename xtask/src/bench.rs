@@ -688,15 +688,9 @@ fn suite_chains(bench: &mut Bench<'_>, plan: &[Planned], seeds: &[u64], preset: 
         let data = &first_samples(&p.data, preset.chains.train_limit)?;
         for &seed in seeds {
             let dir = bench.args.cache.join("chains").join(format!("{}-seed{seed}-{}", sanitize(&data.name), config.epochs));
-            let records = crate::chains::run(
-                data,
-                &bench.recipes.chains,
-                &config,
-                seed,
-                bench.args.stop_control_fraction.unwrap_or(StoppingConfig::default().control_batch_fraction),
-                &bench.ctx,
-                &dir,
-            )?;
+            let control_batch_fraction = bench.args.stop_control_fraction.unwrap_or(StoppingConfig::default().control_batch_fraction);
+            let run = crate::chains::SeedRun { seed, control_batch_fraction, teacher: None, dir: &dir };
+            let records = crate::chains::run(data, &bench.recipes.chains, &config, run, &bench.ctx)?;
             bench.record_chains(records)?;
         }
     }

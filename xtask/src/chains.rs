@@ -118,16 +118,20 @@ impl ChainSetup {
     }
 }
 
-/// Runs every chain variant of `setup` on `data` for `seed`.
-pub fn run(
-    data: &DatasetSplits,
-    setup: &ChainSetup,
-    config: &TrainConfig,
-    seed: u64,
-    control_batch_fraction: f64,
-    ctx: &RunContext,
-    dir: &Path,
-) -> Result<Vec<ChainRecord>> {
+/// Where and how one seed's chains run.
+pub struct SeedRun<'a> {
+    pub seed: u64,
+    /// The share of each batch the dynamic-stopping control students train on.
+    pub control_batch_fraction: f64,
+    /// A checkpoint of the family's teacher, trained beforehand (none: the seed trains its own).
+    pub teacher: Option<&'a Path>,
+    /// The root of the stages' checkpoint folders.
+    pub dir: &'a Path,
+}
+
+/// Runs every chain variant of `setup` on `data` for one seed.
+pub fn run(data: &DatasetSplits, setup: &ChainSetup, config: &TrainConfig, run: SeedRun<'_>, ctx: &RunContext) -> Result<Vec<ChainRecord>> {
+    let SeedRun { seed, control_batch_fraction, teacher, dir } = run;
     let device = &ctx.device;
     let family = setup.family.clone();
     let data = &data.for_run_seed(seed);
@@ -152,7 +156,10 @@ pub fn run(
     let mut out = vec![student_alone(setup, data, &train, ctx, dir, &trace)?];
     for with_stop in [false, true] {
         let stop = with_stop.then_some(stopping);
-        let base = ChainPlan::new(family.clone(), setup.teacher, setup.student, train.clone()).with_stopping(stop);
+        let base = ChainPlan {
+            teacher_checkpoint: teacher.map(Path::to_path_buf),
+            ..ChainPlan::new(family.clone(), setup.teacher, setup.student, train.clone()).with_stopping(stop)
+        };
         let (takd, dgkd) = (&setup.takd_assistants, &setup.dgkd_assistants);
         let variants = [
             (DIRECT_KD.to_string(), base.clone()),

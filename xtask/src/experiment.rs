@@ -297,16 +297,29 @@ impl RunContext {
         ]))
     }
 
+    /// Where [`RunContext::teacher`] keeps the teacher of these arguments: the cache's entry and
+    /// the committed teachers' (`datasets/teachers/`), in the order it looks.
+    fn teacher_entries(&self, data: &DatasetSplits, spec: &str, config: &TrainConfig, seed: u64) -> Result<[PathBuf; 2]> {
+        let key = self.teacher_key(data, spec, config, seed)?;
+        let file_name = format!("{}-{}-{key:016x}.ckpt", sanitize(&data.name), sanitize(spec));
+        Ok([self.cache_dir.join(&file_name), self.shipped_teachers.join(&file_name)])
+    }
+
+    /// The checkpoint file of the teacher [`RunContext::teacher`] has trained (or found) for
+    /// these arguments, for what loads it by path (a chain's `teacher_checkpoint`).
+    pub fn teacher_file(&self, data: &DatasetSplits, spec: &str, config: &TrainConfig, seed: u64) -> Result<PathBuf> {
+        let config = TrainConfig { seed, ..config.clone() };
+        let entries = self.teacher_entries(data, spec, &config, seed)?;
+        entries.iter().find(|p| p.exists()).cloned().with_context(|| format!("no trained teacher {spec} at {}", entries[0].display()))
+    }
+
     /// A teacher trained with cross-entropy, from the cache (or the committed teachers) when an
     /// identical one was trained before (keyed by data, architecture, recipe, seed and backend;
     /// never by where the data lies, so a committed entry serves every checkout). An interrupted training
     /// resumes from its last epoch (the entry's `.run` folder, removed once the entry is written).
     pub fn teacher(&self, data: &DatasetSplits, spec: &str, config: &TrainConfig, seed: u64) -> Result<(FrozenTeacher<AnyModel>, Record)> {
         let config = TrainConfig { seed, ..config.clone() };
-        let key = self.teacher_key(data, spec, &config, seed)?;
-        let file_name = format!("{}-{}-{key:016x}.ckpt", sanitize(&data.name), sanitize(spec));
-        let path = self.cache_dir.join(&file_name);
-        let shipped = self.shipped_teachers.join(&file_name);
+        let [path, shipped] = self.teacher_entries(data, spec, &config, seed)?;
         let reuse = || -> Result<Option<(FrozenTeacher<AnyModel>, Record)>> {
             let Some(path) = [&path, &shipped].into_iter().find(|p| p.exists()) else {
                 return Ok(None);

@@ -73,6 +73,16 @@ impl OptimizerConfig {
         }
     }
 
+    /// The same optimiser at another base learning rate.
+    pub fn with_lr(self, lr: f64) -> Self {
+        match self {
+            OptimizerConfig::Sgd { momentum, nesterov, weight_decay, .. } => OptimizerConfig::Sgd { lr, momentum, nesterov, weight_decay },
+            OptimizerConfig::AdamW { weight_decay, beta1, beta2, eps, .. } => {
+                OptimizerConfig::AdamW { lr, weight_decay, beta1, beta2, eps }
+            }
+        }
+    }
+
     /// Checks the values: every number finite and in its range, each error naming its field
     /// (`optimizer.weight_decay`...).
     pub fn validate(&self) -> Result<()> {

@@ -96,6 +96,49 @@ fn a_chain_resumes_from_its_stage_checkpoints() {
     assert_eq!(loaded.planned_epochs, 2);
 }
 
+/// A loaded teacher is evaluated once per checkpoint folder: the other chains that share it read
+/// its accuracies from its stage folder, until the checkpoint under that path changes.
+#[test]
+fn a_loaded_teacher_is_evaluated_once_per_checkpoint() {
+    let device = Device::flex();
+    let data = splits();
+    let family = ModelFamily::mlp(vec![4, 16], 1);
+    let trained = temp_dir();
+    let teacher =
+        run_chain(&ChainPlan::new(family.clone(), 16, 4, recipe(1)), &data, &device, &with_dir(trained.path(), false, None)).unwrap();
+    let file = teacher.stages[0].dir.clone().unwrap().join("model.ckpt");
+    let given = temp_dir();
+    let checkpoint = given.path().join("teacher.ckpt");
+    std::fs::copy(&file, &checkpoint).unwrap();
+    let plan = ChainPlan { teacher_checkpoint: Some(checkpoint.clone()), ..ChainPlan::new(family, 16, 4, recipe(1)) };
+
+    let dir = temp_dir();
+    let first = run_chain(&plan, &data, &device, &with_dir(dir.path(), true, None)).unwrap();
+    assert_eq!(first.stages[0].selected_acc, teacher.stages[0].selected_acc);
+    let stage0 =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains("stage0-")).unwrap();
+    let memo = stage0.join("loaded-teacher.json");
+    // A value no evaluation gives: read back, it shows that the second chain did not evaluate.
+    let text = std::fs::read_to_string(&memo).unwrap();
+    let mut saved: serde_json::Value = serde_json::from_str(&text).unwrap();
+    saved["test"] = serde_json::json!(12.5);
+    std::fs::write(&memo, serde_json::to_vec(&saved).unwrap()).unwrap();
+    let second = run_chain(&plan, &data, &device, &with_dir(dir.path(), true, None)).unwrap();
+    assert_eq!(second.stages[0].selected_acc, 12.5);
+
+    // Another teacher under the same path is evaluated afresh.
+    let other = run_chain(
+        &ChainPlan::new(ModelFamily::mlp(vec![4, 16], 1), 16, 4, recipe(2)),
+        &data,
+        &device,
+        &with_dir(trained.path(), false, None),
+    )
+    .unwrap();
+    std::fs::copy(other.stages[0].dir.clone().unwrap().join("model.ckpt"), &checkpoint).unwrap();
+    let third = run_chain(&plan, &data, &device, &with_dir(dir.path(), true, None)).unwrap();
+    assert_eq!(third.stages[0].selected_acc, other.stages[0].selected_acc);
+}
+
 #[test]
 fn dynamic_stopping_ends_stages_early_and_stays_stopped() {
     let device = Device::flex();

@@ -94,6 +94,16 @@ pub enum TeacherDecay {
     Cosine,
 }
 
+impl TeacherDecay {
+    /// `recipe` with this decay.
+    fn apply(self, recipe: TrainConfig) -> TrainConfig {
+        match self {
+            TeacherDecay::Suite => recipe,
+            TeacherDecay::Cosine => TrainConfig { schedule: LrSchedule::Cosine { min_lr: 0.0 }, ..recipe },
+        }
+    }
+}
+
 /// The methods' students.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,8 +138,26 @@ pub struct Chains {
     pub per_class: usize,
     /// The epochs of every stage.
     pub epochs: usize,
+    /// The learning rate of the chains' models, teacher included (absent: the recipes').
+    #[serde(default)]
+    pub lr: Option<f64>,
+    /// The chains' teacher, trained once (first seed) on the whole training split, cached and
+    /// shared by every seed's chains (absent: every seed's chains train their own on their
+    /// subset, with the stages' recipe).
+    #[serde(default)]
+    pub teacher: Option<ChainTeacher>,
     /// The family and the chains' models.
     pub models: ChainSetup,
+}
+
+/// The length and decay of the chains' shared teacher.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainTeacher {
+    pub epochs: usize,
+    /// As the suite's teacher's (absent: the suite's `[schedule]`).
+    #[serde(default)]
+    pub decay: TeacherDecay,
 }
 
 impl Suite {
@@ -146,15 +174,20 @@ impl Suite {
         if s.schedule.of_epochs == 0 || s.schedule.milestones.iter().any(|&m| m == 0 || m >= s.schedule.of_epochs) {
             return Err(bad("schedule", "needs `of_epochs` of at least 1 and milestones inside (0, of_epochs)".into()));
         }
+        let chain_teacher = s.chains.teacher.as_ref().map(|t| ("chains.teacher.epochs", t.epochs, s.chain_teacher_recipe(recipes, t)));
         for (field, epochs, recipe) in [
             ("teacher.epochs", s.teacher.epochs, s.teacher_recipe(recipes, s.teacher.epochs)),
             ("students.epochs", s.students.epochs, s.recipe(recipes, s.students.epochs)),
-            ("chains.epochs", s.chains.epochs, s.recipe(recipes, s.chains.epochs)),
-        ] {
+            ("chains.epochs", s.chains.epochs, s.chain_recipe(recipes, s.chains.epochs)),
+        ]
+        .into_iter()
+        .chain(chain_teacher)
+        {
             if epochs == 0 {
                 return Err(bad(field, "is 0: every run trains at least one epoch".into()));
             }
-            recipe.validate().map_err(|e| bad("schedule", e.to_string()))?;
+            let section = if field.starts_with("chains") { "chains.lr" } else { "schedule" };
+            recipe.validate().map_err(|e| bad(section, e.to_string()))?;
         }
         for (field, spec) in [("teacher.model", &s.teacher.model), ("students.model", &s.students.model)] {
             ModelSpec::parse(spec).map_err(|e| bad(field, e.to_string()))?;
@@ -165,7 +198,7 @@ impl Suite {
         if !(1..=super::MAX_CACHE_DRAWS).contains(&s.students.cache_draws) {
             return Err(bad("students.cache_draws", format!("is {}: give 1 to {}", s.students.cache_draws, super::MAX_CACHE_DRAWS)));
         }
-        s.chains.models.validate(&s.recipe(recipes, s.chains.epochs)).map_err(|e| bad("chains.models", e.to_string()))?;
+        s.chains.models.validate(&s.chain_recipe(recipes, s.chains.epochs)).map_err(|e| bad("chains.models", e.to_string()))?;
         files::check_method_settings(&s.methods, "methods").map_err(|(field, why)| bad(&field, why))?;
         crate::claims::check(&s.claims).map_err(|(field, why)| bad(&field, why))?;
         Ok(s)
@@ -178,11 +211,21 @@ impl Suite {
 
     /// The teacher's recipe for a run of `epochs`: the suite's, with the teacher's decay.
     pub fn teacher_recipe(&self, recipes: &Recipes, epochs: usize) -> TrainConfig {
-        let recipe = self.recipe(recipes, epochs);
-        match self.teacher.decay {
-            TeacherDecay::Suite => recipe,
-            TeacherDecay::Cosine => TrainConfig { schedule: LrSchedule::Cosine { min_lr: 0.0 }, ..recipe },
+        self.teacher.decay.apply(self.recipe(recipes, epochs))
+    }
+
+    /// The recipe of the chains' stages for a run of `epochs`: the suite's, at the chains' rate.
+    pub fn chain_recipe(&self, recipes: &Recipes, epochs: usize) -> TrainConfig {
+        let mut recipe = self.recipe(recipes, epochs);
+        if let Some(lr) = self.chains.lr {
+            recipe.optimizer = recipe.optimizer.with_lr(lr);
         }
+        recipe
+    }
+
+    /// The recipe of the chains' shared teacher.
+    pub fn chain_teacher_recipe(&self, recipes: &Recipes, teacher: &ChainTeacher) -> TrainConfig {
+        teacher.decay.apply(self.chain_recipe(recipes, teacher.epochs))
     }
 }
 
@@ -297,34 +340,56 @@ pub fn export(bench: &mut Bench<'_>, plan: &[Planned], seeds: &[u64], dir: &Path
     Ok(())
 }
 
-/// Runs the suite: per dataset the teacher (trained with the first seed, or from the cache),
-/// then every method for every seed, then the chains (not with `--methods`).
+/// Runs the suite: per dataset the teachers (the suite's and the chains', each trained with the
+/// first seed, or from the cache: the long trainings come first), then every method for every
+/// seed, then the chains (not with `--methods`).
 pub fn run(bench: &mut Bench<'_>, plan: &[Planned], suite: &Suite, seeds: &[u64]) -> Result<()> {
+    // `--methods` picks methods; the chains are not among them.
+    let with_chains = bench.args.methods.is_none();
+    let mut chain_teachers = Vec::with_capacity(plan.len());
     for p in plan {
         let loaded = teacher(bench, p, seeds)?;
+        let chain_teacher = match &suite.chains.teacher {
+            Some(t) if with_chains => Some(chain_teacher(bench, p, suite, t, seeds[0])?),
+            _ => None,
+        };
+        chain_teachers.push(chain_teacher);
         for &seed in seeds {
             methods_for_seed(bench, p, seed, Some(&loaded))?;
         }
     }
-    // `--methods` picks methods; the chains are not among them.
-    if bench.args.methods.is_some() {
+    if !with_chains {
         eprintln!("bench {NAME}: --methods given, so the chains do not run");
         return Ok(());
     }
     let chains = &suite.chains;
-    let config = suite.recipe(bench.recipes, bench.args.epochs.unwrap_or(chains.epochs));
+    let config = suite.chain_recipe(bench.recipes, bench.args.epochs.unwrap_or(chains.epochs));
     let control = bench.args.stop_control_fraction.unwrap_or(StoppingConfig::default().control_batch_fraction);
-    for p in plan {
+    for (p, teacher) in plan.iter().zip(chain_teachers) {
         let data = &valid_per_class(per_class_subset(&p.data, chains.per_class)?, suite.evaluation.valid_per_class)?;
         for &seed in seeds {
-            // Keyed by the recipe and the models too: another suite file starts its own stages.
-            let key = hash_str(&format!("{}|{:?}", serde_json::to_string(&config)?, chains.models));
+            // Keyed by the recipe, the models and the teacher too: another suite file starts its own stages.
+            let key = hash_str(&format!("{}|{:?}|{teacher:?}", serde_json::to_string(&config)?, chains.models));
             let dir = bench.args.cache.join("chains").join(format!("{}-{NAME}-seed{seed}-{key:08x}", sanitize(&data.name)));
-            let records = crate::chains::run(data, &chains.models, &config, seed, control, &bench.ctx, &dir)?;
+            let run = crate::chains::SeedRun { seed, control_batch_fraction: control, teacher: teacher.as_deref(), dir: &dir };
+            let records = crate::chains::run(data, &chains.models, &config, run, &bench.ctx)?;
             bench.record_chains(records)?;
         }
     }
     Ok(())
+}
+
+/// The chains' shared teacher of `p`: the family's teacher trained with cross-entropy on the
+/// whole training split with `seed` (or reopened from the cache, as the suite's teacher is),
+/// recorded, and its checkpoint file for the chains to load.
+fn chain_teacher(bench: &mut Bench<'_>, p: &Planned, suite: &Suite, teacher: &ChainTeacher, seed: u64) -> Result<PathBuf> {
+    let spec = suite.chains.models.family.model_name(suite.chains.models.teacher)?;
+    let recipe = suite.chain_teacher_recipe(bench.recipes, teacher);
+    let data = p.data.for_run_seed(seed);
+    let (_, r) = bench.ctx.teacher(&data, &spec, &recipe, seed)?;
+    println!("{}", r.summary_line());
+    bench.records.push(r.with_data(&p.source, &p.options, &data));
+    bench.ctx.teacher_file(&data, &spec, &recipe, seed)
 }
 
 #[cfg(test)]
@@ -359,6 +424,34 @@ mod tests {
         assert!(full.seeds.len() >= 3, "the suite's claims need at least three seeds");
         assert!(quick.students.epochs < full.students.epochs && quick.teacher.epochs < full.teacher.epochs);
         assert_eq!(full.chains.models.family.name(), "plane");
+    }
+
+    /// The chains' rate applies to the chains' stages and their teacher alone; the chains'
+    /// teacher takes its own epochs and decay.
+    #[test]
+    fn the_chains_rate_and_teacher_apply_to_the_chains_only() {
+        let recipes = Recipes::load(&files::dir().join("recipes.toml")).unwrap();
+        let mut suite = Suite::load(&files::dir().join("cifar10.toml"), &recipes).unwrap();
+        assert_eq!(suite.chains.lr, Some(0.01), "TAKD's rate for its plain CNNs");
+        let students = suite.recipe(&recipes, 6);
+        let stages = suite.chain_recipe(&recipes, 6);
+        assert_eq!((students.optimizer.lr(), stages.optimizer.lr()), (recipes.train.optimizer.lr(), 0.01));
+        assert_eq!(TrainConfig { optimizer: students.optimizer.clone(), ..stages.clone() }, students);
+        let teacher = ChainTeacher { epochs: 10, decay: TeacherDecay::Cosine };
+        let recipe = suite.chain_teacher_recipe(&recipes, &teacher);
+        assert_eq!((recipe.epochs, recipe.optimizer.lr(), recipe.schedule), (10, 0.01, LrSchedule::Cosine { min_lr: 0.0 }));
+        suite.chains.lr = None;
+        assert_eq!(suite.chain_recipe(&recipes, 6), students);
+
+        let chains = |extra: &str| {
+            let text = format!(
+                "per_class = 1\nepochs = 1\n{extra}\n[models]\nfamily = {{ kind = \"plane\", sizes = [2, 4] }}\nteacher = 4\nstudent = 2\ntakd_assistants = []\ndgkd_assistants = []\n"
+            );
+            toml::from_str::<Chains>(&text)
+        };
+        assert!(chains("").unwrap().teacher.is_none());
+        let err = chains("[teacher]\nepochs = 2\nwarmup = 1").unwrap_err();
+        assert!(err.to_string().contains("warmup"), "{err}");
     }
 
     /// The teacher's decay changes the teacher's recipe alone; absent, it is the suite's.

@@ -6,6 +6,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 use kd_baselines::CrossEntropy;
 use kd_core::checkpoint::Checkpoint;
+use kd_core::files::{FileFingerprint, fingerprint_file, read_regular_text};
 use kd_core::rng::hash_key;
 use kd_core::train::{load_checkpoint_model, load_module, module_bytes};
 use kd_core::{
@@ -14,12 +15,27 @@ use kd_core::{
 };
 use kd_data::DatasetSplits;
 use kd_models::AnyModel;
+use serde::{Deserialize, Serialize};
 
 use super::plan::*;
 use super::report::*;
 use crate::family::build_seeded;
 use crate::multi_teacher::{DropPolicy, MultiTeacherKd};
 use crate::stopping::{ControlModel, ControlStudents};
+
+/// The file in a loaded teacher's stage folder that keeps its evaluation.
+const LOADED_TEACHER_EVALUATION: &str = "loaded-teacher.json";
+
+/// A loaded teacher's accuracies, and the checkpoint they were measured on.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadedTeacherEvaluation {
+    checkpoint: FileFingerprint,
+    /// The splits' fingerprints ([`BatchSource::fingerprint`]).
+    splits: (u64, Option<u64>),
+    test: f64,
+    valid: Option<f64>,
+}
 
 /// A model already trained, given to [`ChainRunner::run`] in place of its stage.
 pub(crate) type KnownStage = (AnyModel, StageReport);
@@ -161,6 +177,36 @@ impl<'a> ChainRunner<'a> {
         self.train_stage(0, &mut ce, None, &self.plan.teacher_train, Vec::new(), budget)
     }
 
+    /// The test and validation accuracy of the loaded teacher `model` (from `path`). With a
+    /// checkpoint folder, the first call writes them into the teacher's stage folder, next to the
+    /// checkpoint's fingerprint, and later calls (the other chains of a plan that share the
+    /// teacher) read them there instead of evaluating the test split again; another file under
+    /// the same path is evaluated afresh.
+    fn loaded_teacher_accuracy(&self, model: &AnyModel, path: &Path) -> Result<(f64, Option<f64>)> {
+        let memo = self.stage_dir(0)?.map(|dir| dir.join(LOADED_TEACHER_EVALUATION));
+        let fingerprint = fingerprint_file(path)?;
+        let splits = (self.data.test.fingerprint(), self.data.valid.as_ref().map(|v| v.fingerprint()));
+        if let Some(memo) = memo.as_deref().filter(|m| m.exists()) {
+            let saved: LoadedTeacherEvaluation = serde_json::from_str(&read_regular_text(memo)?)
+                .map_err(|e| KdError::Malformed { path: memo.to_path_buf(), reason: e.to_string() })?;
+            let same_file = saved.checkpoint.size == fingerprint.size && saved.checkpoint.hash == fingerprint.hash;
+            if same_file && saved.splits == splits {
+                return Ok((saved.test, saved.valid));
+            }
+        }
+        let batch = self.plan.teacher_train.eval_batch_size;
+        let frozen = burn::module::Module::valid(model);
+        let test = evaluate(&frozen, &self.data.test, batch, &self.device)?.top1;
+        let valid = self.data.valid.as_ref().map(|v| evaluate(&frozen, v, batch, &self.device)).transpose()?.map(|m| m.top1);
+        if let Some(memo) = memo {
+            let saved = LoadedTeacherEvaluation { checkpoint: fingerprint, splits, test, valid };
+            let json = serde_json::to_vec_pretty(&saved).map_err(|e| KdError::Record(e.to_string()))?;
+            std::fs::create_dir_all(memo.parent().expect("a stage folder")).map_err(|e| KdError::io("creating", &memo, e))?;
+            kd_core::checkpoint::write_atomic(&memo, &json)?;
+        }
+        Ok((test, valid))
+    }
+
     /// Loads a teacher given as a checkpoint, and evaluates it for the report.
     fn load_teacher(&self, path: &Path) -> Result<KnownStage> {
         // A bare network (teacher caches, `model.ckpt`) or a trainer's (network, NoAux) pair.
@@ -170,10 +216,7 @@ impl<'a> ChainRunner<'a> {
                 KdError::Malformed { path: path.to_path_buf(), reason: format!("not a checkpoint of {}: {bare}", self.names[0]) }
             })?,
         };
-        let batch = self.plan.teacher_train.eval_batch_size;
-        let frozen = burn::module::Module::valid(&model);
-        let test = evaluate(&frozen, &self.data.test, batch, &self.device)?.top1;
-        let valid = self.data.valid.as_ref().map(|v| evaluate(&frozen, v, batch, &self.device)).transpose()?.map(|m| m.top1);
+        let (test, valid) = self.loaded_teacher_accuracy(&model, path)?;
         let report = StageReport {
             index: 0,
             role: StageRole::Teacher,
