@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::Result;
 use kd::core::checkpoint::write_atomic;
 use kd::data::DatasetSplits;
-use kd::multi_assistant::{ChainMode, ChainPlan, ChainReport, DynamicPlan, ModelFamily, StoppingConfig, run_chain, run_dynamic};
+use kd::multi_assistant::{ChainMode, ChainPlan, ChainReport, DynamicPlan, ModelFamily, StageLoss, StoppingConfig, run_chain, run_dynamic};
 use kd::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +48,7 @@ pub struct ChainRecord {
     /// Probe epochs of the assistant search (dynamic chains).
     pub probe_epochs: usize,
     /// Every stage's recipe; the chain's configuration (the model family, the dynamic-stopping
-    /// rule when on) as `method_config`; the data (flattened, as in `results.json`).
+    /// rule when on, the stage loss) as `method_config`; the data (flattened, as in `results.json`).
     #[serde(flatten)]
     pub provenance: Provenance,
 }
@@ -57,6 +57,7 @@ pub struct ChainRecord {
 struct Trace {
     recipe: TrainConfig,
     family: serde_json::Value,
+    loss: StageLoss,
     data: serde_json::Value,
 }
 
@@ -86,7 +87,7 @@ fn record(
         wall_seconds: report.wall_seconds + extra_seconds,
         probe_epochs,
         provenance: Provenance {
-            method_config: serde_json::json!({ "family": trace.family, "stopping": stopping }),
+            method_config: serde_json::json!({ "family": trace.family, "loss": trace.loss, "stopping": stopping }),
             data: trace.data.clone(),
             ..Provenance::new(Some(&trace.recipe))
         },
@@ -106,12 +107,15 @@ pub struct ChainSetup {
     /// TAKD's assistants and DGKD's, largest first.
     pub takd_assistants: Vec<usize>,
     pub dgkd_assistants: Vec<usize>,
+    /// The loss of every distillation stage (absent: the DGKD code's, [`StageLoss::default`]).
+    #[serde(default)]
+    pub loss: StageLoss,
 }
 
 impl ChainSetup {
     /// Checks every chain it plans (scales in the family, teacher > assistants > student).
     pub fn validate(&self, train: &TrainConfig) -> Result<()> {
-        let base = ChainPlan::new(self.family.clone(), self.teacher, self.student, train.clone());
+        let base = ChainPlan { loss: self.loss, ..ChainPlan::new(self.family.clone(), self.teacher, self.student, train.clone()) };
         base.clone().with_assistants(self.takd_assistants.clone()).validate()?;
         base.with_assistants(self.dgkd_assistants.clone()).with_mode(ChainMode::Dgkd).validate()?;
         Ok(())
@@ -145,6 +149,7 @@ pub fn run(data: &DatasetSplits, setup: &ChainSetup, config: &TrainConfig, run: 
     let trace = Trace {
         recipe: train.clone(),
         family: serde_json::to_value(&family)?,
+        loss: setup.loss,
         data: serde_json::json!({
             "name": data.name,
             "train": data.train.len(),
@@ -158,6 +163,7 @@ pub fn run(data: &DatasetSplits, setup: &ChainSetup, config: &TrainConfig, run: 
         let stop = with_stop.then_some(stopping);
         let base = ChainPlan {
             teacher_checkpoint: teacher.map(Path::to_path_buf),
+            loss: setup.loss,
             ..ChainPlan::new(family.clone(), setup.teacher, setup.student, train.clone()).with_stopping(stop)
         };
         let (takd, dgkd) = (&setup.takd_assistants, &setup.dgkd_assistants);

@@ -424,6 +424,9 @@ mod tests {
         assert!(full.seeds.len() >= 3, "the suite's claims need at least three seeds");
         assert!(quick.students.epochs < full.students.epochs && quick.teacher.epochs < full.teacher.epochs);
         assert_eq!(full.chains.models.family.name(), "plane");
+        // The chains distil with the students' KD (mdistiller's), not the DGKD code's default.
+        let loss = full.chains.models.loss;
+        assert_eq!((loss.temperature, loss.lambda, loss.kl_reduction), (4.0, 0.9, kd::multi_assistant::KlReduction::BatchMean));
     }
 
     /// The chains' rate applies to the chains' stages and their teacher alone; the chains'
