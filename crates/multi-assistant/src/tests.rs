@@ -125,6 +125,11 @@ fn a_loaded_teacher_is_evaluated_once_per_checkpoint() {
     std::fs::write(&memo, serde_json::to_vec(&saved).unwrap()).unwrap();
     let second = run_chain(&plan, &data, &device, &with_dir(dir.path(), true, None)).unwrap();
     assert_eq!(second.stages[0].selected_acc, 12.5);
+    // A memo that does not read is evaluated afresh and rewritten.
+    std::fs::write(&memo, "{ truncated").unwrap();
+    let rewritten = run_chain(&plan, &data, &device, &with_dir(dir.path(), true, None)).unwrap();
+    assert_eq!(rewritten.stages[0].selected_acc, teacher.stages[0].selected_acc);
+    assert!(serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&memo).unwrap()).is_ok());
 
     // Another teacher under the same path is evaluated afresh.
     let other = run_chain(

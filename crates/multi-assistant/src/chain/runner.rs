@@ -187,11 +187,19 @@ impl<'a> ChainRunner<'a> {
         let fingerprint = fingerprint_file(path)?;
         let splits = (self.data.test.fingerprint(), self.data.valid.as_ref().map(|v| v.fingerprint()));
         if let Some(memo) = memo.as_deref().filter(|m| m.exists()) {
-            let saved: LoadedTeacherEvaluation = serde_json::from_str(&read_regular_text(memo)?)
-                .map_err(|e| KdError::Malformed { path: memo.to_path_buf(), reason: e.to_string() })?;
-            let same_file = saved.checkpoint.size == fingerprint.size && saved.checkpoint.hash == fingerprint.hash;
-            if same_file && saved.splits == splits {
-                return Ok((saved.test, saved.valid));
+            // A memo that does not read (another version's) is a miss: the evaluation replaces it.
+            let read = read_regular_text(memo).and_then(|text| {
+                serde_json::from_str::<LoadedTeacherEvaluation>(&text)
+                    .map_err(|e| KdError::Malformed { path: memo.to_path_buf(), reason: e.to_string() })
+            });
+            match read {
+                Ok(saved)
+                    if saved.checkpoint.size == fingerprint.size && saved.checkpoint.hash == fingerprint.hash && saved.splits == splits =>
+                {
+                    return Ok((saved.test, saved.valid));
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("evaluating the loaded teacher again: {e}"),
             }
         }
         let batch = self.plan.teacher_train.eval_batch_size;
