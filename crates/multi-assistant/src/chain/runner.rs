@@ -183,7 +183,8 @@ impl<'a> ChainRunner<'a> {
     /// teacher) read them there instead of evaluating the test split again; another file under
     /// the same path is evaluated afresh.
     fn loaded_teacher_accuracy(&self, model: &AnyModel, path: &Path) -> Result<(f64, Option<f64>)> {
-        let memo = self.stage_dir(0)?.map(|dir| dir.join(LOADED_TEACHER_EVALUATION));
+        let dir = self.stage_dir(0)?;
+        let memo = dir.as_ref().map(|dir| dir.join(LOADED_TEACHER_EVALUATION));
         let fingerprint = fingerprint_file(path)?;
         let splits = (self.data.test.fingerprint(), self.data.valid.as_ref().map(|v| v.fingerprint()));
         if let Some(memo) = memo.as_deref().filter(|m| m.exists()) {
@@ -206,10 +207,10 @@ impl<'a> ChainRunner<'a> {
         let frozen = burn::module::Module::valid(model);
         let test = evaluate(&frozen, &self.data.test, batch, &self.device)?.top1;
         let valid = self.data.valid.as_ref().map(|v| evaluate(&frozen, v, batch, &self.device)).transpose()?.map(|m| m.top1);
-        if let Some(memo) = memo {
+        if let (Some(dir), Some(memo)) = (dir, memo) {
             let saved = LoadedTeacherEvaluation { checkpoint: fingerprint, splits, test, valid };
             let json = serde_json::to_vec_pretty(&saved).map_err(|e| KdError::Record(e.to_string()))?;
-            std::fs::create_dir_all(memo.parent().expect("a stage folder")).map_err(|e| KdError::io("creating", &memo, e))?;
+            std::fs::create_dir_all(&dir).map_err(|e| KdError::io("creating", &dir, e))?;
             kd_core::checkpoint::write_atomic(&memo, &json)?;
         }
         Ok((test, valid))
