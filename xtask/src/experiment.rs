@@ -349,6 +349,7 @@ impl RunContext {
         let model = build_model(spec, data, &self.device, seed)?;
         let started = Instant::now();
         let run_dir = path.with_extension("run");
+        resume_from_shipped_run(&shipped.with_extension("run"), &run_dir)?;
         let trainer =
             self.trainer(data, &data.train, &config, format!("teacher {spec} seed {seed}"), Some(run_dir.clone()), self.test_evaluation);
         let out = kd::methods::train_method(kd::baselines::ce::NAME, None, &trainer, model, &NoTeacher)?;
@@ -434,6 +435,35 @@ impl RunContext {
     }
 }
 
+/// A teacher's training committed unfinished (`datasets/teachers/NAME.run`, the cache's `.run`
+/// folder of its last epochs) is copied into the cache to resume from, when the cache has no
+/// run of its own: a teacher of more hours than one machine is lent trains across machines.
+/// The copy leaves the committed folder as it was; the trainer checks that the checkpoint was
+/// written by this very run (recipe, seed, data) before it resumes.
+fn resume_from_shipped_run(shipped_run: &Path, run_dir: &Path) -> Result<()> {
+    if run_dir.exists() || !shipped_run.is_dir() {
+        return Ok(());
+    }
+    let copying = || -> Result<()> {
+        std::fs::create_dir_all(run_dir)?;
+        for entry in std::fs::read_dir(shipped_run)? {
+            let entry = entry?;
+            // A lock file that travelled with the folder is another machine's, never this run's.
+            if entry.file_type()?.is_file() && entry.file_name() != kd::core::lock::LOCK_FILE {
+                std::fs::copy(entry.path(), run_dir.join(entry.file_name()))?;
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = copying() {
+        // Half a copy must not pass for a run: the next attempt starts from the committed one again.
+        let _ = std::fs::remove_dir_all(run_dir);
+        return Err(e.context(format!("copying the committed teacher run {} to {}", shipped_run.display(), run_dir.display())));
+    }
+    eprintln!("teacher run resumed from the committed {}", shipped_run.display());
+    Ok(())
+}
+
 pub fn hash_str(s: &str) -> u64 {
     hash_key(&s.bytes().map(u64::from).collect::<Vec<_>>())
 }
@@ -448,9 +478,35 @@ mod tests {
         std::fs::write(path, format!("label,x,y\n{rows}")).unwrap();
     }
 
+    /// A flex context under `root`: the cache in `cache`, the committed teachers in `shipped`.
+    fn flex_context(root: &Path, cache: &str, shipped: &str) -> RunContext {
+        let (device, backend) = open_device("flex").unwrap();
+        RunContext {
+            device,
+            backend,
+            cache_dir: root.join(cache),
+            progress: false,
+            test_evaluation: TestEvaluation::EveryEpoch,
+            shipped_teachers: root.join(shipped),
+        }
+    }
+
+    /// A quick recipe for the table's teacher: `epochs` at a constant rate.
+    fn table_recipe(epochs: usize) -> TrainConfig {
+        TrainConfig {
+            epochs,
+            batch_size: 16,
+            optimizer: OptimizerConfig::sgd(0.05),
+            schedule: LrSchedule::Constant,
+            lr_warmup_epochs: 0,
+            seed: 0,
+            drop_last: false,
+            eval_batch_size: 64,
+        }
+    }
+
     #[test]
     fn a_committed_teacher_is_found_by_its_key_wherever_the_data_lies() {
-        let (device, backend) = open_device("flex").unwrap();
         let root = tempfile::tempdir().unwrap();
         let table = |folder: &str| {
             let dir = root.path().join(folder);
@@ -459,24 +515,8 @@ mod tests {
             dir.join("t.csv")
         };
         let (here, there) = (table("here"), table("there"));
-        let ctx = |cache: &str, shipped: &str| RunContext {
-            device: device.clone(),
-            backend: backend.clone(),
-            cache_dir: root.path().join(cache),
-            progress: false,
-            test_evaluation: TestEvaluation::EveryEpoch,
-            shipped_teachers: root.path().join(shipped),
-        };
-        let config = TrainConfig {
-            epochs: 2,
-            batch_size: 16,
-            optimizer: OptimizerConfig::sgd(0.05),
-            schedule: LrSchedule::Constant,
-            lr_warmup_epochs: 0,
-            seed: 0,
-            drop_last: false,
-            eval_batch_size: 64,
-        };
+        let ctx = |cache: &str, shipped: &str| flex_context(root.path(), cache, shipped);
+        let config = table_recipe(2);
         let trainer = ctx("trained", "nothing-shipped");
         let key = |data| trainer.teacher_key(data, "mlp-16", &config, 0).unwrap();
         assert_eq!(key(&load_csv(&here)), key(&load_csv(&there)), "the same bytes in another folder are the same data");
@@ -495,6 +535,57 @@ mod tests {
         std::fs::write(&there, changed).unwrap();
         let (_, retrained) = reader.teacher(&load_csv(&there), "mlp-16", &config, 0).unwrap();
         assert!(!retrained.cached);
+    }
+
+    #[test]
+    fn a_committed_unfinished_teacher_run_resumes_where_it_stopped() {
+        let root = tempfile::tempdir().unwrap();
+        let csv = root.path().join("t.csv");
+        write_table(&csv);
+        let ctx = |cache: &str, shipped: &str| flex_context(root.path(), cache, shipped);
+        let config = table_recipe(3);
+        let data = load_csv(&csv);
+        let (_, whole) = ctx("whole", "nothing-shipped").teacher(&data, "mlp-16", &config, 0).unwrap();
+
+        // Another machine's training, stopped after its first epoch and committed as its `.run` folder.
+        let machine = ctx("elsewhere", "nothing-shipped");
+        let [entry, _] = machine.teacher_entries(&data, "mlp-16", &config, 0).unwrap();
+        let committed = root.path().join("committed").join(entry.with_extension("run").file_name().unwrap());
+        let trainer = machine
+            .trainer(&data, &data.train, &config, "teacher".into(), Some(committed.clone()), TestEvaluation::EveryEpoch)
+            .with_options(RunOptions {
+                checkpoint_dir: Some(committed.clone()),
+                resume: true,
+                stop_after_epochs: Some(1),
+                test_evaluation: TestEvaluation::EveryEpoch,
+                ..Default::default()
+            });
+        let stopped = kd::methods::train_method(
+            kd::baselines::ce::NAME,
+            None,
+            &trainer,
+            build_model("mlp-16", &data, &machine.device, 0).unwrap(),
+            &NoTeacher,
+        )
+        .unwrap();
+        assert_eq!(stopped.history.len(), 1);
+        std::fs::write(committed.join(kd::core::lock::LOCK_FILE), "4194999 (teacher cache: xtask bench)\n").unwrap();
+        // The committed epoch's recorded test accuracy marked, so that a run that trained that
+        // epoch again instead of resuming it shows.
+        let last = committed.join("last.ckpt");
+        let mut ckpt = Checkpoint::load(&last).unwrap();
+        ckpt.meta["history"][0]["test"]["top1"] = serde_json::json!(12.5);
+        ckpt.save(&last).unwrap();
+        let committed_last = std::fs::read(&last).unwrap();
+
+        let (_, resumed) = ctx("fresh", "committed").teacher(&data, "mlp-16", &config, 0).unwrap();
+        assert!(!resumed.cached);
+        assert_eq!(resumed.curve.len(), 3);
+        assert_eq!(resumed.curve[0], 12.5, "the first epoch is the committed one, not trained again");
+        assert_eq!(resumed.curve[1..], whole.curve[1..], "resuming from the committed epoch is the uninterrupted training");
+        assert_eq!(std::fs::read(committed.join("last.ckpt")).unwrap(), committed_last, "the committed run is left as it was");
+        let [fresh_entry, _] = ctx("fresh", "committed").teacher_entries(&data, "mlp-16", &config, 0).unwrap();
+        assert!(fresh_entry.exists() && !fresh_entry.with_extension("run").exists(), "the entry is written and its run folder removed");
     }
 
     fn load_csv(csv: &Path) -> DatasetSplits {
