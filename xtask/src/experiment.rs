@@ -444,29 +444,21 @@ fn resume_from_shipped_run(shipped_run: &Path, run_dir: &Path) -> Result<()> {
     if run_dir.exists() || !shipped_run.is_dir() {
         return Ok(());
     }
-    // Copied beside the run folder and renamed into place: a copy cut short (an error, a killed
-    // process) never passes for a run; the next attempt starts from the committed one again.
-    let partial = run_dir.with_extension("run-copy");
-    let copying = || -> Result<()> {
-        match std::fs::remove_dir_all(&partial) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-            _ => {}
-        }
-        std::fs::create_dir_all(&partial)?;
-        for entry in std::fs::read_dir(shipped_run)? {
-            let entry = entry?;
+    // Written whole (beside the run folder, renamed into place): a copy cut short (an error, a
+    // killed process) never passes for a run; the next attempt starts from the committed one again.
+    let copied = kd::core::atomic::write_folder_atomic(run_dir, |staging| {
+        let reading = |e| kd::core::KdError::io("reading folder", shipped_run, e);
+        for entry in std::fs::read_dir(shipped_run).map_err(reading)? {
+            let entry = entry.map_err(reading)?;
             // A lock file that travelled with the folder is another machine's, never this run's.
-            if entry.file_type()?.is_file() && entry.file_name() != kd::core::lock::LOCK_FILE {
-                std::fs::copy(entry.path(), partial.join(entry.file_name()))?;
+            if entry.file_type().map_err(reading)?.is_file() && entry.file_name() != kd::core::lock::LOCK_FILE {
+                std::fs::copy(entry.path(), staging.join(entry.file_name()))
+                    .map_err(|e| kd::core::KdError::io("copying", entry.path(), e))?;
             }
         }
-        std::fs::rename(&partial, run_dir)?;
         Ok(())
-    };
-    if let Err(e) = copying() {
-        let _ = std::fs::remove_dir_all(&partial);
-        return Err(e.context(format!("copying the committed teacher run {} to {}", shipped_run.display(), run_dir.display())));
-    }
+    });
+    copied.with_context(|| format!("copying the committed teacher run {} to {}", shipped_run.display(), run_dir.display()))?;
     eprintln!("teacher run resumed from the committed {}", shipped_run.display());
     Ok(())
 }
@@ -593,7 +585,7 @@ mod tests {
         assert_eq!(std::fs::read(committed.join("last.ckpt")).unwrap(), committed_last, "the committed run is left as it was");
         let [fresh_entry, _] = ctx("fresh", "committed").teacher_entries(&data, "mlp-16", &config, 0).unwrap();
         assert!(fresh_entry.exists() && !fresh_entry.with_extension("run").exists(), "the entry is written and its run folder removed");
-        assert!(!fresh_entry.with_extension("run-copy").exists(), "the copy's staging folder is gone");
+        assert!(!kd::core::atomic::temp_path(&fresh_entry.with_extension("run")).exists(), "the copy's staging folder is gone");
     }
 
     fn load_csv(csv: &Path) -> DatasetSplits {
