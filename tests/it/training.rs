@@ -239,6 +239,50 @@ fn test_evaluation_selected_and_last_evaluates_two_epochs_exactly() {
     assert_eq!((resumed.best_epoch, resumed.selected_acc(), resumed.last_acc()), (best, every.selected_acc(), every.last_acc()));
 }
 
+/// A process killed between an improving epoch's two checkpoint writes (`last.ckpt` written,
+/// `best.ckpt` not yet) leaves `best.ckpt` an earlier epoch's: the resume restores the selected
+/// model from `last.ckpt`, so the folder ends as an uninterrupted run's. A folder whose selected
+/// model is in neither file (written in the other order, killed between) is an error that says so.
+#[test]
+fn a_kill_between_the_last_and_best_checkpoint_loses_no_selected_model() {
+    let train = blobs(120, 1, "blobs/train");
+    let (valid, test) = (blobs(30, 3, "blobs/valid"), blobs(30, 2, "blobs/test"));
+    let (straight_dir, killed_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let run = |dir: &std::path::Path, stop_after_epochs| {
+        let options = RunOptions { stop_after_epochs, resume: true, checkpoint_dir: Some(dir.to_path_buf()), ..Default::default() };
+        let trainer = Trainer::new(config(8, 7), &train, &test, device()).with_validation(&valid).with_options(options);
+        trainer.fit(mlp("mlp-16", 3, 7), &mut CrossEntropy, &NoTeacher)
+    };
+    let straight = run(straight_dir.path(), None).unwrap();
+    let selected = straight.best_epoch;
+    assert!(selected > 1 && selected < 8, "the case needs a selected epoch after an earlier one and before the last, not {selected}");
+    let load = |path: std::path::PathBuf| {
+        let ckpt = kd::core::checkpoint::Checkpoint::load(&path).unwrap();
+        let epoch = kd::core::run_files::CheckpointMeta::of(&ckpt, &path).unwrap().epoch;
+        // The parameters' values (a module's record also carries its parameters' random ids).
+        let student = kd::core::checkpoint::load_module(mlp("mlp-16", 3, 0), ckpt.section("student").unwrap()).unwrap();
+        (epoch, weights(&student))
+    };
+
+    let best = killed_dir.path().join("best.ckpt");
+    run(killed_dir.path(), Some(selected - 1)).unwrap();
+    let earlier = std::fs::read(&best).unwrap();
+    assert!(load(best.clone()).0 < selected);
+    run(killed_dir.path(), Some(1)).unwrap();
+    assert_eq!(load(best.clone()).0, selected);
+    // The kill: last.ckpt of the selected epoch written, best.ckpt still the earlier epoch's.
+    std::fs::write(&best, &earlier).unwrap();
+    let resumed = run(killed_dir.path(), None).unwrap();
+    assert_eq!(weights(&resumed.student), weights(&straight.student));
+    assert_eq!((resumed.best_epoch, resumed.selected_acc()), (selected, straight.selected_acc()));
+    assert_eq!(load(best.clone()), load(straight_dir.path().join("best.ckpt")), "best.ckpt holds the selected epoch's student");
+
+    // The other order's kill: the selected epoch (not last.ckpt's own) in neither file.
+    std::fs::write(&best, &earlier).unwrap();
+    let err = run(killed_dir.path(), None).unwrap_err().to_string();
+    assert!(err.contains(&format!("selected epoch {selected}")) && err.contains("the selected model is lost"), "{err}");
+}
+
 #[test]
 fn test_evaluation_when_selected_keeps_the_selected_and_last_accuracies() {
     let train = blobs(120, 1, "blobs/train");

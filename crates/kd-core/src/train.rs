@@ -511,6 +511,7 @@ impl<'a> Trainer<'a> {
             run.write(dir)?;
             return Ok(model);
         };
+        restore_best(dir, &ckpt, &meta)?;
         let model = load_module(model, ckpt.section("model")?)?;
         // The optimiser is still fresh here: its saved state replaces it.
         progress.optim = self
@@ -778,18 +779,20 @@ impl<'a> Trainer<'a> {
         // so that the student can be loaded without knowing the method.
         let student = ("student".to_string(), module_bytes(&model.0)?);
         let model = ("model".to_string(), module_bytes(model)?);
-        if improved {
-            Checkpoint { meta: meta.clone(), sections: vec![model.clone(), student.clone()] }.save(&dir.join("best.ckpt"))?;
-        }
         let optimizer = progress.optim.into_bytes().map_err(|e| KdError::Record(format!("{e:?}")))?.to_vec();
         let sections = vec![
-            model,
-            student,
+            model.clone(),
+            student.clone(),
             ("optimizer".into(), optimizer),
             ("distiller".into(), distiller.save_state()?),
             (SIDE_MODELS.into(), side.save_state()?),
         ];
-        Checkpoint { meta, sections }.save(&dir.join("last.ckpt"))?;
+        Checkpoint { meta: meta.clone(), sections }.save(&dir.join("last.ckpt"))?;
+        // best.ckpt after last.ckpt: a process killed between the two leaves the selected model
+        // in last.ckpt, from which the resume restores best.ckpt (`restore_best`).
+        if improved {
+            Checkpoint { meta, sections: vec![model, student] }.save(&dir.join("best.ckpt"))?;
+        }
         Ok(stop)
     }
 
@@ -883,6 +886,32 @@ impl<'a> Trainer<'a> {
         let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| KdError::io("opening log", path, e))?;
         file.write_all(line.as_bytes()).map_err(|e| KdError::io("writing log", path, e))
     }
+}
+
+/// Makes the run folder's `best.ckpt` hold the epoch that `last.ckpt` selected. The trainer writes
+/// `best.ckpt` after `last.ckpt`, so a process killed between the two leaves a `last.ckpt` that
+/// selected its own epoch beside the `best.ckpt` of an earlier one (or none): the selected model
+/// is `last.ckpt`'s, copied here. Any other disagreement (a folder written by a version that wrote
+/// `best.ckpt` first, killed between the writes) has lost the selected model: an error says so.
+fn restore_best(dir: &Path, last: &Checkpoint, meta: &CheckpointMeta) -> Result<()> {
+    let Some((selected, _)) = meta.best else { return Ok(()) };
+    let path = dir.join("best.ckpt");
+    let saved = if path.exists() { Some(CheckpointMeta::of(&Checkpoint::load(&path)?, &path)?.epoch) } else { None };
+    if saved == Some(selected) {
+        return Ok(());
+    }
+    if selected != meta.epoch {
+        let holds = saved.map_or("no best.ckpt".to_string(), |epoch| format!("best.ckpt holds epoch {epoch}"));
+        return Err(KdError::RunFolder {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "cannot resume: last.ckpt (epoch {}) selected epoch {selected}, but {holds}: the selected model is lost (a process killed between the two files' writes); remove the folder to start again",
+                meta.epoch
+            ),
+        });
+    }
+    let sections = ["model", "student"].iter().map(|name| Ok((name.to_string(), last.section(name)?.to_vec()))).collect::<Result<_>>()?;
+    Checkpoint { meta: last.meta.clone(), sections }.save(&path)
 }
 
 /// Top-1, top-5 and cross-entropy of `model` (in inference mode) on `data`, without augmentation.
