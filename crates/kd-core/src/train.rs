@@ -779,10 +779,12 @@ impl<'a> Trainer<'a> {
         // so that the student can be loaded without knowing the method.
         let student = ("student".to_string(), module_bytes(&model.0)?);
         let model = ("model".to_string(), module_bytes(model)?);
+        // The selected model's copy only for an epoch that improved.
+        let best_sections = improved.then(|| vec![model.clone(), student.clone()]);
         let optimizer = progress.optim.into_bytes().map_err(|e| KdError::Record(format!("{e:?}")))?.to_vec();
         let sections = vec![
-            model.clone(),
-            student.clone(),
+            model,
+            student,
             ("optimizer".into(), optimizer),
             ("distiller".into(), distiller.save_state()?),
             (SIDE_MODELS.into(), side.save_state()?),
@@ -790,8 +792,8 @@ impl<'a> Trainer<'a> {
         Checkpoint { meta: meta.clone(), sections }.save(&dir.join("last.ckpt"))?;
         // best.ckpt after last.ckpt: a process killed between the two leaves the selected model
         // in last.ckpt, from which the resume restores best.ckpt (`restore_best`).
-        if improved {
-            Checkpoint { meta, sections: vec![model, student] }.save(&dir.join("best.ckpt"))?;
+        if let Some(sections) = best_sections {
+            Checkpoint { meta, sections }.save(&dir.join("best.ckpt"))?;
         }
         Ok(stop)
     }
