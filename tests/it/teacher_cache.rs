@@ -94,6 +94,44 @@ fn a_cache_for_another_teacher_or_other_data_is_rebuilt_and_a_truncated_one_is_n
     logits(&rebuilt).assert_eq(&b.outputs(&batch, TeacherNeed::Logits).unwrap().unwrap().logits.into_data(), true);
 }
 
+/// The same weights under new parameter ids, as a teacher read from a file without ids
+/// (safetensors) has in every process.
+fn with_fresh_parameter_ids(teacher: &FrozenTeacher<AnyModel>) -> FrozenTeacher<AnyModel> {
+    use burn::module::{Module, ModuleMapper, Param, ParamId};
+    struct FreshIds;
+    impl ModuleMapper for FreshIds {
+        fn map_float<const D: usize>(&mut self, param: Param<burn::tensor::Tensor<D>>) -> Param<burn::tensor::Tensor<D>> {
+            Param::initialized(ParamId::new(), param.val())
+        }
+    }
+    FrozenTeacher::new(teacher.model().clone().map(&mut FreshIds), "mlp-16")
+}
+
+#[cfg(unix)]
+#[test]
+fn the_same_weights_under_other_parameter_ids_reuse_the_cache() {
+    use std::os::unix::fs::MetadataExt;
+    let train = blobs(60, 1, "blobs/train");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.cache");
+    let teacher = trained_teacher(3);
+    let pool = DrawPool::new(&train, 1).unwrap();
+    TeacherCache::open_or_build(&path, &teacher, &pool, CacheContent::FullLogits, 16, &device(), false).unwrap();
+    let built = std::fs::metadata(&path).unwrap().ino();
+    let reloaded = with_fresh_parameter_ids(&teacher);
+    let cache = TeacherCache::open_or_build(&path, &reloaded, &pool, CacheContent::FullLogits, 16, &device(), false).unwrap();
+    // A rebuild writes a new file into place (a new inode): the cache must be read as it is.
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), built, "the cache was rebuilt for the same weights");
+    let batch = pool.batch(&[1, 2], 1, 0, &device()).unwrap();
+    cache
+        .outputs(&batch, TeacherNeed::Logits)
+        .unwrap()
+        .unwrap()
+        .logits
+        .into_data()
+        .assert_eq(&teacher.outputs(&batch, TeacherNeed::Logits).unwrap().unwrap().logits.into_data(), true);
+}
+
 /// A cache of the teacher's top-2 probabilities on `pool`, in `dir`.
 fn top_2_cache(dir: &std::path::Path, teacher: &FrozenTeacher<AnyModel>, pool: &DrawPool) -> TeacherCache {
     TeacherCache::open_or_build(&dir.join("k.cache"), teacher, pool, CacheContent::TopK { k: 2 }, 16, &device(), false).unwrap()

@@ -19,7 +19,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +29,6 @@ use crate::data::{Batch, BatchSource};
 use crate::error::{KdError, Result};
 use crate::model::{Classifier, FrozenTeacher, ModelOutput, Teacher, TeacherNeed};
 use crate::rng::hash_key;
-use crate::train::module_bytes;
 
 /// What the cache stores per sample and draw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -123,6 +123,38 @@ pub struct TeacherCache {
     path: PathBuf,
 }
 
+/// A key of a module's weights: every parameter's and running statistic's shape and values, in
+/// the module's traversal order. Not the record's bytes: those carry each parameter's id, which
+/// can differ between processes for the same weights (a file without ids, such as safetensors,
+/// draws them anew), and did for the CIFAR-10 suite's teacher: every run rebuilt its cache.
+fn weights_key<M: Module>(module: &M) -> u64 {
+    struct Words(Vec<u64>);
+    impl Words {
+        fn push(&mut self, shape: &[usize], data: TensorData) {
+            self.0.push(shape.len() as u64);
+            self.0.extend(shape.iter().map(|&d| d as u64));
+            self.0.push(crate::checkpoint::checksum(data.as_bytes()));
+        }
+    }
+    impl ModuleVisitor for Words {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let value = param.val();
+            self.push(&value.dims(), value.into_data());
+        }
+        fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<D, Int>>) {
+            let value = param.val();
+            self.push(&value.dims(), value.into_data());
+        }
+        fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<D, Bool>>) {
+            let value = param.val();
+            self.push(&value.dims(), value.into_data());
+        }
+    }
+    let mut words = Words(Vec::new());
+    module.visit(&mut words);
+    hash_key(&words.0)
+}
+
 impl TeacherCache {
     /// Opens the cache at `path` if it matches `teacher` and `data`, or builds it with one pass
     /// of the teacher (written atomically; a stale or unreadable file is rebuilt, and the
@@ -137,16 +169,7 @@ impl TeacherCache {
         progress: bool,
     ) -> Result<Self> {
         let key = CacheKey {
-            teacher: hash_key(
-                &module_bytes(teacher.model())?
-                    .chunks(8)
-                    .map(|c| {
-                        let mut w = [0u8; 8];
-                        w[..c.len()].copy_from_slice(c);
-                        u64::from_le_bytes(w)
-                    })
-                    .collect::<Vec<_>>(),
-            ),
+            teacher: weights_key(teacher.model()),
             data: data.fingerprint(),
             draws: data.draws(),
             samples: data.len(),
