@@ -80,13 +80,7 @@ fn a_cache_for_another_teacher_or_other_data_is_rebuilt_and_a_truncated_one_is_n
     let other_pool = DrawPool::new(&other_data, 1).unwrap();
     let other = TeacherCache::open_or_build(&path, &b, &other_pool, CacheContent::FullLogits, 16, &device(), false).unwrap();
     let other_batch = other_pool.batch(&[1, 2], 1, 0, &device()).unwrap();
-    other
-        .outputs(&other_batch, TeacherNeed::Logits)
-        .unwrap()
-        .unwrap()
-        .logits
-        .into_data()
-        .assert_eq(&b.outputs(&other_batch, TeacherNeed::Logits).unwrap().unwrap().logits.into_data(), true);
+    assert_replays(&other, &b, &other_batch);
     // A half-written file (an interrupted build) is never read: it is rebuilt.
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
@@ -122,14 +116,13 @@ fn the_same_weights_under_other_parameter_ids_reuse_the_cache() {
     let cache = TeacherCache::open_or_build(&path, &reloaded, &pool, CacheContent::FullLogits, 16, &device(), false).unwrap();
     // A rebuild writes a new file into place (a new inode): the cache must be read as it is.
     assert_eq!(std::fs::metadata(&path).unwrap().ino(), built, "the cache was rebuilt for the same weights");
-    let batch = pool.batch(&[1, 2], 1, 0, &device()).unwrap();
-    cache
-        .outputs(&batch, TeacherNeed::Logits)
-        .unwrap()
-        .unwrap()
-        .logits
-        .into_data()
-        .assert_eq(&teacher.outputs(&batch, TeacherNeed::Logits).unwrap().unwrap().logits.into_data(), true);
+    assert_replays(&cache, &teacher, &pool.batch(&[1, 2], 1, 0, &device()).unwrap());
+}
+
+/// The cache's logits for `batch` are exactly `teacher`'s.
+fn assert_replays(cache: &TeacherCache, teacher: &FrozenTeacher<AnyModel>, batch: &kd::core::Batch) {
+    let stored = cache.outputs(batch, TeacherNeed::Logits).unwrap().unwrap().logits;
+    stored.into_data().assert_eq(&teacher.outputs(batch, TeacherNeed::Logits).unwrap().unwrap().logits.into_data(), true);
 }
 
 /// A cache of the teacher's top-2 probabilities on `pool`, in `dir`.

@@ -19,8 +19,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
@@ -123,36 +123,14 @@ pub struct TeacherCache {
     path: PathBuf,
 }
 
-/// A key of a module's weights: every parameter's and running statistic's shape and values, in
-/// the module's traversal order. Not the record's bytes: those carry each parameter's id, which
-/// can differ between processes for the same weights (a file without ids, such as safetensors,
-/// draws them anew), and did for the CIFAR-10 suite's teacher: every run rebuilt its cache.
+/// A key of a module's weights: every float parameter's and running statistic's value, in the
+/// module's traversal order (the architecture is in the cache's file name). Not the record's
+/// bytes: those carry each parameter's id, which can differ between processes for the same
+/// weights (a file without ids, such as safetensors, draws them anew), and did for the CIFAR-10
+/// suite's teacher: every run rebuilt its cache.
 fn weights_key<M: Module>(module: &M) -> u64 {
-    struct Words(Vec<u64>);
-    impl Words {
-        fn push(&mut self, shape: &[usize], data: TensorData) {
-            self.0.push(shape.len() as u64);
-            self.0.extend(shape.iter().map(|&d| d as u64));
-            self.0.push(crate::checkpoint::checksum(data.as_bytes()));
-        }
-    }
-    impl ModuleVisitor for Words {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let value = param.val();
-            self.push(&value.dims(), value.into_data());
-        }
-        fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<D, Int>>) {
-            let value = param.val();
-            self.push(&value.dims(), value.into_data());
-        }
-        fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<D, Bool>>) {
-            let value = param.val();
-            self.push(&value.dims(), value.into_data());
-        }
-    }
-    let mut words = Words(Vec::new());
-    module.visit(&mut words);
-    hash_key(&words.0)
+    let bits: Vec<u64> = crate::train::parameter_values(module).iter().map(|v| u64::from(v.to_bits())).collect();
+    hash_key(&bits)
 }
 
 impl TeacherCache {
