@@ -49,6 +49,14 @@ impl Batch {
         Ok(Batch { inputs, labels: labels_t, labels_host: labels, indices, views, replayed: Vec::new() })
     }
 
+    /// The same batch on `device` (the inputs and the labels moved; nothing else changes).
+    pub fn to_device(self, device: &Device) -> Batch {
+        if self.inputs.device() == *device {
+            return self;
+        }
+        Batch { inputs: self.inputs.to_device(device), labels: self.labels.to_device(device), ..self }
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.labels_host.len()
