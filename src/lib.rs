@@ -47,6 +47,7 @@ pub use kd_rld as rld;
 #[cfg(feature = "toast")]
 pub use kd_toast as toast;
 
+pub mod allocator;
 pub mod backend;
 pub mod experiment;
 pub mod methods;

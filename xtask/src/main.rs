@@ -62,6 +62,8 @@ enum Command {
 /// without the backtrace anyhow captures under `RUST_BACKTRACE`: a user's error is the message,
 /// not a trace of this program (panics still print theirs).
 fn main() -> std::process::ExitCode {
+    // Before any thread starts: a step's freed buffers stay for the next step (see the module).
+    kd::allocator::retain_freed_memory();
     match dispatch(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
