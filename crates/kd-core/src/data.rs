@@ -44,17 +44,17 @@ impl Batch {
             }
         }
         let inputs = Tensor::<4>::from_data(TensorData::new(inputs, shape), device);
-        let label_data: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
-        let labels_t = Tensor::<1, Int>::from_data(TensorData::new(label_data, [n]), device);
-        Ok(Batch { inputs, labels: labels_t, labels_host: labels, indices, views, replayed: Vec::new() })
+        Ok(Batch { inputs, labels: labels_tensor(&labels, device), labels_host: labels, indices, views, replayed: Vec::new() })
     }
 
-    /// The same batch on `device` (the inputs and the labels moved; nothing else changes).
+    /// The same batch on `device`: the inputs moved, the labels made again from the host's
+    /// copy, so that they have `device`'s own integer type (flex's is 32-bit, which LibTorch's
+    /// integer kernels reject), as [`Batch::from_host`] makes them.
     pub fn to_device(self, device: &Device) -> Batch {
         if self.inputs.device() == *device {
             return self;
         }
-        Batch { inputs: self.inputs.to_device(device), labels: self.labels.to_device(device), ..self }
+        Batch { inputs: self.inputs.to_device(device), labels: labels_tensor(&self.labels_host, device), ..self }
     }
 
     /// Number of samples.
@@ -130,6 +130,12 @@ impl Batch {
         }
         Ok(())
     }
+}
+
+/// Class indices as a `[n]` integer tensor on `device`, in the device's own integer type.
+fn labels_tensor(labels: &[usize], device: &Device) -> Tensor<1, Int> {
+    let values: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    Tensor::<1, Int>::from_data(TensorData::new(values, [labels.len()]), device)
 }
 
 /// A dataset split the training loop can draw batches from.
