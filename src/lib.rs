@@ -9,6 +9,8 @@
 //! use kd::prelude::*;
 //!
 //! # fn main() -> anyhow::Result<()> {
+//! // A training program keeps the memory its steps free (see `allocator`).
+//! kd::allocator::retain_freed_memory();
 //! let device = kd::backend::device("flex")?;
 //! let data = kd::data::load_dataset("mnist", &kd::data::registry::LoadOptions {
 //!     train_limit: Some(2000), test_limit: Some(500), ..Default::default() })?;
